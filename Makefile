@@ -1,0 +1,52 @@
+# The README's two commands (`make demo`, `make test`) and the developer targets.
+# Each target installs what it needs into .venv itself.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+PROTOS := $(wildcard protos/ucadi/v1/*.proto)
+
+.PHONY: demo test bench protos protos-check lint clean venv
+
+venv: $(VENV)/.stamp-dev
+
+# torch is installed first and pinned: an unpinned torch would pull a multi-GB CUDA build.
+$(VENV)/.stamp-base: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install torch==2.13.0
+	$(PIP) install -e .
+	touch $@
+
+$(VENV)/.stamp-dev: $(VENV)/.stamp-base
+	$(PIP) install -e '.[dev,deploy]'
+	touch $@
+
+# Flower pins protobuf < 7, which the project's gRPC stack cannot use: it gets its own venv.
+$(VENV)/.stamp-bench: $(VENV)/.stamp-dev
+	$(PIP) install -e '.[bench]'
+	test -x .venv-flower/bin/python || $(PYTHON) -m venv .venv-flower
+	.venv-flower/bin/python -m pip --disable-pip-version-check -q install flwr==1.41.0
+	touch $@
+
+demo: $(VENV)/.stamp-base
+	$(VENV)/bin/ucadi demo $(DEMO_ARGS)
+
+test: $(VENV)/.stamp-dev protos-check
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.stamp-bench
+	$(PY) -m bench $(BENCH_ARGS)
+
+# Regenerate the checked-in gRPC/protobuf stubs (ucadi/v1/) from protos/.
+protos: $(VENV)/.stamp-base
+	$(PY) scripts/gen_protos.py
+
+# CI: the checked-in stubs must be exactly what protos/ generates.
+protos-check: $(VENV)/.stamp-base
+	$(PY) scripts/gen_protos.py --check
+
+lint: $(VENV)/.stamp-dev
+	$(PY) -m ruff check ucadi services tests bench
+
+clean:
+	rm -rf $(VENV) reports runs

@@ -1,0 +1,174 @@
+"""Round overhead without training: download, decrypt, encrypt, upload, sum, seal.
+
+Three site processes drive real crypto and aggregator processes on loopback (mutual TLS,
+SQLite, chunked streams). Each round, every site downloads and decrypts the current global
+model, encrypts an update and uploads it; the crypto service sums, the aggregator seals, and
+the sites download and decrypt the new version. A round's overhead is the time from the first
+site seeing it open to the last site holding the decrypted result. The same run measures the
+encryption-off mode (plaintext updates, in-process sum at the aggregator) and Flower's FedAvg
+with three clients and the same number of parameters (bench.flower_baseline), so the ratios
+compare like with like on this machine.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import statistics
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SITES = ["main-campus", "optical-valley", "sino-french"]
+# (label, architecture, preset): the papers' 3D-DenseNet and a 3D-ResNet50-sized model.
+MODELS = [("0.73 M (densenet3d/paper)", "densenet3d", "paper"),
+          ("46 M (resnet3d50/paper)", "resnet3d50", "paper")]
+SITE_WEIGHT = 10
+GOAL_ENCRYPTED_VS_PLAIN = 1.5
+
+
+def _site(site: str, pki: str, aggregator: str, crypto: str, work: str, encrypted: bool,
+          rounds: int, results: Any) -> None:
+    """One site's loop in its own process; puts its timings, or its error, on `results`."""
+    try:
+        results.put((site, _site_rounds(site, pki, aggregator, crypto, work, encrypted, rounds)))
+    except Exception:  # the parent reports the child's failure instead of waiting forever
+        results.put((site, traceback.format_exc()))
+
+
+def _site_rounds(site: str, pki: str, aggregator: str, crypto: str, work: str, encrypted: bool,
+                 rounds: int) -> list[tuple[int, float, float]]:
+    """[(round, first seen open, decrypted result held)] for each round."""
+    import torch
+
+    from services.trainer.cipher import SiteCipher
+    from services.trainer.client import FederationClient
+    from services.trainer.keys import obtain_secret
+    from ucadi.ops.tls import TLSFiles
+    from ucadi.v1 import federation_pb2
+    from ucadi.wire.plain_update import plain_average, write_plain
+
+    torch.set_num_threads(1)
+    tls = TLSFiles.from_dir(Path(pki) / site)
+    client = FederationClient(aggregator, tls)
+    cipher = SiteCipher(obtain_secret(crypto, tls, Path(work), wait_s=300)) if encrypted else None
+    joined = client.join(SITE_WEIGHT, "bench")
+    layout = joined.model.layout_hash
+    rng = np.random.default_rng(SITES.index(site))
+    vector = rng.normal(0, 0.05, joined.model.value_count)
+    folder = Path(work) / "transfers"
+
+    def adopt(version: int) -> np.ndarray:
+        path = client.download_global(version, folder / f"v{version}.bin", 1 << 40)
+        average = cipher.decrypt_average(path, layout) if cipher else plain_average(path)
+        path.unlink()
+        return average
+
+    timings = []
+    for round_number in range(1, rounds + 1):
+        info = client.get_round()
+        while not (info.round == round_number and info.awaiting_caller):
+            info = client.get_round(info.round, info.state, wait_s=5.0)
+        opened = time.time()
+        if info.base_version:
+            vector = adopt(info.base_version) + rng.normal(0, 1e-4, vector.size)
+        path = folder / f"update-{round_number}.bin"
+        if cipher:
+            cipher.encrypt_to_file(vector, weight=SITE_WEIGHT, round_number=round_number,
+                                   layout_hash=layout, path=path)
+        else:
+            write_plain(path, vector * SITE_WEIGHT, SITE_WEIGHT, round_number,
+                        bytes.fromhex(layout))
+        client.upload_update(federation_pb2.UpdateHeader(
+            round=round_number, base_version=info.base_version,
+            parameter_set=joined.encryption.parameter_set, key_id=joined.encryption.key_id,
+            layout_hash=layout, num_samples=SITE_WEIGHT, local_epochs=1), path)
+        path.unlink()
+        while info.latest_version < round_number:
+            info = client.get_round(info.round, info.state, wait_s=5.0)
+        vector = adopt(round_number)
+        timings.append((round_number, opened, time.time()))
+    client.close()
+    return timings
+
+
+def measure_round_seconds(arch: str, preset: str, encrypted: bool, rounds: int) -> list[float]:
+    """Per-round overhead (seconds) of our federation for one model size and mode."""
+    from ucadi.demo.federation import FederationPlan, LocalFederation
+
+    with tempfile.TemporaryDirectory(prefix="ucadi-bench-") as tmp:
+        plan = FederationPlan(root=Path(tmp), manifest=Path(tmp) / "unused.csv", sites=SITES,
+                              rounds=rounds, min_sites=len(SITES), arch=arch,
+                              model_preset=preset, encryption=encrypted,
+                              federation_id="bench",
+                              recipe={"total_epochs": rounds, "warmup_epochs": 0})
+        federation = LocalFederation(plan)
+        federation.provision()
+        federation.create_key()
+        context = mp.get_context("spawn")
+        results = context.Queue()
+        try:
+            federation.start_crypto()
+            federation.start_aggregator()
+            workers = [context.Process(target=_site, args=(
+                site, str(federation.pki), federation.processes["aggregator"].target,
+                federation.processes["crypto"].target, str(Path(tmp) / site), encrypted,
+                rounds, results)) for site in SITES]
+            for worker in workers:
+                worker.start()
+            if encrypted:
+                federation.approve_sites(SITES)
+            timings = {}
+            for _ in SITES:
+                site, outcome = results.get(timeout=3600)
+                if isinstance(outcome, str):  # a site's traceback: stop at once
+                    raise RuntimeError(f"site {site} failed:\n{outcome}")
+                timings[site] = outcome
+            for worker in workers:
+                worker.join(60)
+        finally:
+            federation.stop()
+    return [max(t[r][2] for t in timings.values()) - min(t[r][1] for t in timings.values())
+            for r in range(rounds)]
+
+
+def run(quick: bool) -> list[str]:
+    """Both model sizes (quick: 0.73 M only), encryption on and off, and Flower."""
+    summary = []
+    for label, arch, preset in MODELS[:1] if quick else MODELS:
+        rounds = 3 if "0.73" in label else 2
+        medians = {}
+        for encrypted in (True, False):
+            seconds = measure_round_seconds(arch, preset, encrypted, rounds)
+            medians[encrypted] = statistics.median(seconds)
+            mode = "encrypted" if encrypted else "plaintext"
+            print(f"{label}, {mode}: " + ", ".join(f"{s:.2f}" for s in seconds)
+                  + f" s/round (median {medians[encrypted]:.2f})", flush=True)
+        ratio = medians[True] / medians[False]
+        verdict = "met" if ratio <= GOAL_ENCRYPTED_VS_PLAIN else "NOT met"
+        line = (f"round overhead {label}: encrypted {medians[True]:.2f} s, plaintext "
+                f"{medians[False]:.2f} s, ratio {ratio:.2f}x (goal <= "
+                f"{GOAL_ENCRYPTED_VS_PLAIN}x: {verdict})")
+        try:
+            from bench.flower_baseline import measure_flower_round_seconds
+
+            value_count = _value_count(arch, preset)
+            flower = measure_flower_round_seconds(value_count, rounds=rounds)
+            line += (f"; Flower FedAvg {flower:.2f} s, plaintext/Flower "
+                     f"{medians[False] / flower:.2f}x (goal <= 1: "
+                     f"{'met' if medians[False] <= flower else 'NOT met'})")
+        except (ImportError, RuntimeError) as exc:
+            line += f"; Flower baseline unavailable ({exc})"
+        print(line, flush=True)
+        summary.append(line)
+    return summary
+
+
+def _value_count(arch: str, preset: str) -> int:
+    from ucadi.model.layout import ParameterLayout, initial_model
+
+    model = initial_model(arch, preset, 2, 0)
+    return ParameterLayout.of(model.state_dict()).value_count

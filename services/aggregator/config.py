@@ -1,0 +1,87 @@
+"""The aggregator's configuration: defaults, and the federation settings derived from them."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from services.aggregator.rounds import FederationConfig
+from ucadi.errors import UcadiError
+
+# Every setting of `ucadi serve aggregator --config FILE`; UCADI_<SECTION>__<KEY> overrides.
+DEFAULTS: dict[str, Any] = {
+    "federation": {
+        "id": "ucadi",
+        # Uploads needed to seal a round (the quorum).
+        "min_sites": 2,
+        # Rounds to run; 0 = open-ended.
+        "total_rounds": 5,
+        # Local epochs per round: the synchronisation interval (the paper syncs every epoch).
+        "local_epochs": 1,
+        # Upload deadline per round, seconds after it opens.
+        "round_timeout_s": 600.0,
+        # A site not heard from for this long is not expected in the next round.
+        "liveness_timeout_s": 60.0,
+        "max_upload_mb": 1024,
+    },
+    "model": {
+        "arch": "densenet3d",
+        "preset": "cpu-small",
+        "task": "binary",
+        "init_seed": 0,
+        # TrainingRecipe overrides (lr, weight_decay, total_epochs, ...).
+        "recipe": {},
+    },
+    "encryption": {
+        # false = plaintext updates the aggregator can read: only for benchmarking what
+        # encryption costs; never for hospitals.
+        "enabled": True,
+        # LWE parameter set id; empty = the library default.
+        "parameter_set": "",
+        # Active LWE key id (made by the custodian with `ucadi keys create`).
+        "key_id": "",
+    },
+    "server": {
+        "address": "127.0.0.1:7443",
+        "metrics_address": "127.0.0.1:9100",
+        # Plaintext gRPC health-only port for Kubernetes probes ("" = none).
+        "health_address": "",
+        "tls_dir": "",
+        "state_dir": "var/aggregator",
+        "crypto_address": "127.0.0.1:7444",
+    },
+}
+
+
+def build_federation_config(config: dict[str, Any]) -> FederationConfig:
+    """Federation settings from a loaded config, with the model's layout hash computed."""
+    from ucadi.learn.recipe import TrainingRecipe
+    from ucadi.lwe.params import DEFAULT_PARAMETER_SET
+    from ucadi.model.layout import ParameterLayout, initial_model
+    from ucadi.wire.plain_update import PLAINTEXT_SET
+
+    fed, model, enc = config["federation"], config["model"], config["encryption"]
+    enabled = bool(enc["enabled"])
+    if enabled and not enc["key_id"]:
+        raise UcadiError("encryption.key_id is empty: create a key with `ucadi keys create` and "
+                         "set it (config file or UCADI_ENCRYPTION__KEY_ID)")
+    if int(fed["min_sites"]) < 1:
+        raise UcadiError(f"federation.min_sites is {fed['min_sites']}; it must be at least 1")
+    recipe = TrainingRecipe.from_dict({"task": model["task"], **model["recipe"]})
+    net = initial_model(model["arch"], model["preset"], len(recipe.class_names),
+                        int(model["init_seed"]))
+    layout = ParameterLayout.of(net.state_dict())
+    return FederationConfig(
+        federation_id=fed["id"],
+        model={"arch": model["arch"], "preset": model["preset"], "task": model["task"],
+               "init_seed": int(model["init_seed"]),
+               "recipe_json": json.dumps(recipe.to_dict(), sort_keys=True),
+               "layout_hash": layout.hash, "value_count": layout.value_count},
+        encryption={"enabled": enabled,
+                    "parameter_set": (enc["parameter_set"] or DEFAULT_PARAMETER_SET) if enabled
+                    else PLAINTEXT_SET,
+                    "key_id": enc["key_id"] if enabled else ""},
+        min_sites=int(fed["min_sites"]), total_rounds=int(fed["total_rounds"]),
+        local_epochs=int(fed["local_epochs"]), round_timeout_s=float(fed["round_timeout_s"]),
+        liveness_timeout_s=float(fed["liveness_timeout_s"]),
+        max_upload_bytes=int(float(fed["max_upload_mb"]) * (1 << 20)))

@@ -1,0 +1,100 @@
+"""The aggregator's view of the crypto service: the SumService as a `SumBackend`, sharded
+across replicas by block range when several addresses are configured (DESIGN.md scaling path),
+and the key service's site approvals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from services.aggregator.local_backend import (
+    LocalSumBackend,
+    PlainSumBackend,
+    read_facts,
+    read_plain_facts,
+)
+from services.aggregator.rounds import CiphertextFacts, SumBackend
+from services.aggregator.store import AggregatorStore
+from ucadi.errors import UcadiError
+from ucadi.ops.serving import grpc_options
+from ucadi.ops.tls import TLSFiles, secure_channel
+from ucadi.wire.crypto_client import CryptoServiceError, KeyClient, ShardedSumClient, SumClient
+
+
+class GrpcSumBackend:
+    """SumBackend over one SumService, or several replicas each summing a block range."""
+
+    def __init__(self, targets: list[str], tls: TLSFiles, federation: str,
+                 model: dict[str, Any], encryption: dict[str, Any]) -> None:
+        self.federation = federation
+        self.model = model
+        self.encryption = encryption
+        self.channels = [secure_channel(t, tls, options=tuple(grpc_options())) for t in targets]
+        replicas = [SumClient(channel) for channel in self.channels]
+        # One replica takes whole files; several take block ranges cut from each upload.
+        self.sums: SumClient | ShardedSumClient = (
+            replicas[0] if len(replicas) == 1 else ShardedSumClient(replicas))
+        self._opened: set[int] = set()
+
+    def close(self) -> None:
+        """Close the channels."""
+        for channel in self.channels:
+            channel.close()
+
+    def open_round(self, round_number: int) -> None:
+        """Open the round on every replica (idempotent on the service side too)."""
+        if round_number in self._opened:
+            return
+        self.sums.open_round(self.federation, round_number, key_id=self.encryption["key_id"],
+                             parameter_set=self.encryption["parameter_set"],
+                             layout_hash=bytes.fromhex(self.model["layout_hash"]),
+                             slot_count=self.model["value_count"] + 1)
+        self._opened.add(round_number)
+
+    def add(self, round_number: int, site: str, path: Path) -> None:
+        """Stream a site's ciphertext; one already added before a restart counts as done."""
+        try:
+            self.sums.add_contribution(self.federation, round_number, site, path)
+        except CryptoServiceError as exc:
+            if exc.code != grpc.StatusCode.ALREADY_EXISTS:
+                raise
+
+    def seal(self, round_number: int, out_path: Path) -> None:
+        """Seal the round (every replica) into one verified sum ciphertext."""
+        self.sums.seal(self.federation, round_number, out_path)
+
+
+class KeyApproval:
+    """A site is approved when the custodian has wrapped the federation's key for it."""
+
+    def __init__(self, target: str, tls: TLSFiles, key_id: str) -> None:
+        self.keys = KeyClient(secure_channel(target, tls, options=tuple(grpc_options())))
+        self.key_id = key_id
+
+    def __call__(self, site: str) -> bool:
+        """Whether `site` holds a wrapped copy of the federation's key id."""
+        return self.keys.site_approved(site, self.key_id)
+
+
+def connect_crypto(config: dict[str, Any], tls: TLSFiles | None, store: AggregatorStore,
+                   federation: Any) -> tuple[SumBackend, Callable[[Path], CiphertextFacts],
+                                             Callable[[str], bool]]:
+    """(sum backend, ciphertext header reader, site approval check) for this deployment.
+
+    No crypto address: ciphertexts are added in-process (single node). Encryption off:
+    plaintext updates (benchmarking only).
+    """
+    if not federation.encryption["enabled"]:
+        return PlainSumBackend(store), read_plain_facts, lambda site: True
+    targets = [t.strip() for t in config["server"]["crypto_address"].split(",") if t.strip()]
+    if not targets:
+        return LocalSumBackend(store), read_facts, lambda site: True
+    if tls is None:
+        raise UcadiError("the crypto service needs mutual TLS: set server.tls_dir")
+    backend = GrpcSumBackend(targets, tls, federation.federation_id, federation.model,
+                             federation.encryption)
+    return backend, read_facts, KeyApproval(targets[0], tls, federation.encryption["key_id"])

@@ -1,0 +1,58 @@
+"""SumBackends that add in-process: ciphertexts (single-node deployments, tests) and, for the
+explicit encryption-off benchmark mode, plaintext updates.
+
+The ciphertext backend holds only ciphertexts, like the crypto service; production deployments
+use the crypto service's SumService (`services.aggregator.crypto_backend`) so summation scales
+separately.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from services.aggregator.rounds import CiphertextFacts
+from services.aggregator.store import AggregatorStore
+from ucadi.lwe.params import get_parameters
+from ucadi.lwe.stream import open_verified, sum_files
+from ucadi.wire.plain_update import PLAINTEXT_SET, read_plain, sum_plain
+
+
+def read_facts(path: Path) -> CiphertextFacts:
+    """What the aggregator checks in a ciphertext's header (digest verified first)."""
+    header = open_verified(path).header
+    return CiphertextFacts(parameter_set=get_parameters(header.parameter_set).name,
+                           key_id=header.key_id.hex(), layout_hash=header.layout_hash.hex(),
+                           round=header.round_number, value_count=header.slot_count)
+
+
+class LocalSumBackend:
+    """Sums a round's stored, durable upload files when it is sealed (restart-safe)."""
+
+    def __init__(self, store: AggregatorStore) -> None:
+        self.store = store
+
+    def open_round(self, round_number: int) -> None:
+        """Nothing to prepare: the uploads are already durable in the store."""
+
+    def add(self, round_number: int, site: str, path: Path) -> None:
+        """Nothing to do until sealing: the store keeps the file."""
+
+    def seal(self, round_number: int, out_path: Path) -> None:
+        """Homomorphically add the round's accepted ciphertexts into out_path."""
+        sum_files([upload.path for upload in self.store.uploads(round_number)], out_path)
+
+
+def read_plain_facts(path: Path) -> CiphertextFacts:
+    """The same facts for a plaintext update (encryption-off mode)."""
+    header, _ = read_plain(path)
+    return CiphertextFacts(parameter_set=PLAINTEXT_SET, key_id="",
+                           layout_hash=header.layout_hash.hex(), round=header.round_number,
+                           value_count=header.value_count + 1)
+
+
+class PlainSumBackend(LocalSumBackend):
+    """Adds plaintext updates (encryption-off benchmark mode only)."""
+
+    def seal(self, round_number: int, out_path: Path) -> None:
+        """Add the round's plaintext updates into out_path."""
+        sum_plain([upload.path for upload in self.store.uploads(round_number)], out_path)

@@ -1,0 +1,440 @@
+"""The aggregator's round state machine: announce -> collect -> seal -> publish.
+
+```
+                 quorum of live sites joined
+   (no round) ------------------------------> COLLECTING(r)  <-----------------------------+
+                                                  |  upload accepted -> stored, fed to sum   |
+                                                  |  deadline passed with < min_sites:        |
+                                                  |      deadline extended, keeps collecting  |
+     all expected sites uploaded (>= min_sites)   |                                           |
+     or deadline passed with >= min_sites         v                                           |
+                                              SEALING(r)                                      |
+                                                  |  every upload summed, sum sealed,         |
+                                                  |  stored as global version r               |
+                          r < total_rounds        v                                           |
+                    +-------------------- published v_r ------------------------------------+
+                    |  r == total_rounds
+                    v
+                COMPLETED
+```
+
+The coordinator never sees a plaintext: uploads are ciphertext files handed to a `SumBackend`
+(the crypto service's SumService) and the sealed sum is stored as the next global version.
+All state lives in `AggregatorStore`; after a restart `recover()` re-feeds uploads the sum
+service has not acknowledged (it answers duplicates idempotently) and resumes a seal.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from opentelemetry import context as otel_context
+
+from services.aggregator import metrics
+from services.aggregator.store import AggregatorStore, RoundRecord, UploadRecord
+from ucadi.errors import UcadiError
+from ucadi.ops.tracing import tracer
+from ucadi.wire import file_digest
+
+log = logging.getLogger(__name__)
+
+COLLECTING, SEALING, SEALED, COMPLETED = "collecting", "sealing", "sealed", "completed"
+
+
+class FederationStateError(UcadiError):
+    """The request does not fit the federation's current state (wrong round, not joined...)."""
+
+    status = "FAILED_PRECONDITION"
+
+
+class RejectedUpload(UcadiError):
+    """An upload refused for a stated reason (metrics label) with a gRPC status."""
+
+    def __init__(self, message: str, reason: str, status: str = "INVALID_ARGUMENT") -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.status = status
+
+
+@dataclass(frozen=True)
+class CiphertextFacts:
+    """What the aggregator can read from a ciphertext's header (no secret needed)."""
+
+    parameter_set: str
+    key_id: str
+    layout_hash: str
+    round: int
+    value_count: int
+
+
+class SumBackend(Protocol):
+    """The service that adds ciphertexts (the crypto service's SumService)."""
+
+    def open_round(self, round_number: int) -> None:
+        """Prepare an accumulator for a round (idempotent)."""
+
+    def add(self, round_number: int, site: str, path: Path) -> None:
+        """Add a site's ciphertext; a repeat of an already added (round, site) is a no-op."""
+
+    def seal(self, round_number: int, out_path: Path) -> None:
+        """Write the round's summed ciphertext to out_path (repeatable, same result)."""
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    """A federation's fixed settings (stored with it, so a restart keeps them)."""
+
+    federation_id: str
+    model: dict[str, Any]
+    encryption: dict[str, Any]
+    min_sites: int = 2
+    total_rounds: int = 5
+    local_epochs: int = 1
+    round_timeout_s: float = 600.0
+    liveness_timeout_s: float = 60.0
+    max_upload_bytes: int = 1 << 30
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return dict(self.__dict__)
+
+
+@dataclass
+class RoundView:
+    """A snapshot of the current round for RPC answers."""
+
+    round: int
+    state: str
+    base_version: int
+    latest_version: int
+    deadline: float
+    start_epoch: int
+    local_epochs: int
+    expected: list[str] = field(default_factory=list)
+    uploaded: list[str] = field(default_factory=list)
+    min_sites: int = 0
+
+
+class RoundCoordinator:
+    """Owns rounds, membership and uploads of one federation; thread-safe."""
+
+    def __init__(self, config: FederationConfig, store: AggregatorStore, backend: SumBackend,
+                 read_facts: Callable[[Path], CiphertextFacts],
+                 is_site_approved: Callable[[str], bool] = lambda site: True,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.store = store
+        self.backend = backend
+        self.read_facts = read_facts
+        self.is_site_approved = is_site_approved
+        self.clock = clock
+        self._changed = threading.Condition(threading.RLock())
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._last_seen: dict[str, float] = {}
+        # Trace context of each upload, so summing it continues the upload's trace.
+        self._upload_context: dict[tuple[int, str], otel_context.Context] = {}
+        existing = store.federation()
+        if existing is None:
+            store.create_federation(config.federation_id, config.to_dict())
+        elif existing[0] != config.federation_id:
+            raise FederationStateError(
+                f"state folder belongs to federation {existing[0]!r}, not "
+                f"{config.federation_id!r}; use another --state-dir")
+        for site in store.sites():
+            self._last_seen[site.name] = site.last_seen
+        self._publish_metrics()
+
+    # -- background work ---------------------------------------------------------------
+    def start(self) -> None:
+        """Start the background loop (sum feeding, deadlines, sealing)."""
+        self._worker = threading.Thread(target=self._run, name="rounds", daemon=True)
+        self._worker.start()
+
+    def stop(self) -> None:
+        """Stop the background loop."""
+        self._stop.set()
+        with self._changed:
+            self._changed.notify_all()
+        if self._worker is not None:
+            self._worker.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.step()
+            except Exception:  # the loop must survive a crypto-service outage; it retries
+                log.exception("round step failed; retrying")
+                self._stop.wait(2.0)
+            with self._changed:
+                self._changed.wait(timeout=0.5)
+
+    # -- reading state -----------------------------------------------------------------
+    def _current(self) -> RoundRecord | None:
+        rounds = self.store.rounds()
+        return rounds[-1] if rounds else None
+
+    def view(self) -> RoundView:
+        """The current round as a snapshot."""
+        with self._changed:
+            current = self._current()
+            latest = self.store.latest_version()
+            if current is None:
+                return RoundView(0, "", 0, latest, 0.0, 0, self.config.local_epochs,
+                                 min_sites=self.config.min_sites)
+            uploaded = [u.site for u in self.store.uploads(current.round)]
+            return RoundView(current.round, current.state, current.base_version, latest,
+                             current.deadline, (current.round - 1) * self.config.local_epochs,
+                             self.config.local_epochs, list(current.expected), uploaded,
+                             self.config.min_sites)
+
+    def wait_for_change(self, known_round: int, known_state: str, timeout: float) -> RoundView:
+        """Block up to `timeout` s until the round or its state differs from what is known."""
+        deadline = time.monotonic() + max(0.0, min(timeout, 60.0))
+        with self._changed:
+            while True:
+                current = self.view()
+                remaining = deadline - time.monotonic()
+                if (current.round, current.state) != (known_round, known_state) or remaining <= 0:
+                    return current
+                self._changed.wait(timeout=remaining)
+
+    # -- membership --------------------------------------------------------------------
+    def join(self, site: str, train_cases: int) -> None:
+        """Admit a site (after key approval); a site joining mid-round is expected in it."""
+        if not self.is_site_approved(site):
+            raise FederationStateError(
+                f"site {site!r} has no wrapped key for key id "
+                f"{self.config.encryption.get('key_id')!r} yet; ask the key custodian to approve "
+                "it (`ucadi keys wrap`) and join again")
+        now = self.clock()
+        with self._changed:
+            self.store.upsert_site(site, "active", train_cases, now)
+            self._last_seen[site] = now
+            current = self._current()
+            if current is not None and current.state == COLLECTING and site not in current.expected:
+                current.expected.append(site)
+                self.store.update_round(current)
+            self._changed.notify_all()
+        log.info("site %s joined (%d training cases)", site, train_cases)
+
+    def leave(self, site: str) -> None:
+        """Mark a site as left; it is no longer waited for."""
+        with self._changed:
+            self._require_member(site)
+            self.store.upsert_site(site, "left", 0, self.clock())
+            current = self._current()
+            uploaded = {u.site for u in self.store.uploads(current.round)} if current else set()
+            if current is not None and current.state == COLLECTING and site in current.expected \
+                    and site not in uploaded:
+                current.expected.remove(site)
+                self.store.update_round(current)
+            self._changed.notify_all()
+        log.info("site %s left", site)
+
+    def seen(self, site: str) -> None:
+        """Liveness: the site called us."""
+        now = self.clock()
+        self._last_seen[site] = now
+        self.store.touch_site(site, now)
+
+    def _require_member(self, site: str) -> None:
+        if not any(s.name == site and s.state == "active" for s in self.store.sites()):
+            raise FederationStateError(f"site {site!r} has not joined this federation (call Join)")
+
+    def _live_sites(self) -> list[str]:
+        now = self.clock()
+        limit = self.config.liveness_timeout_s
+        return [s.name for s in self.store.sites() if s.state == "active"
+                and now - self._last_seen.get(s.name, s.last_seen) <= limit]
+
+    # -- uploads -------------------------------------------------------------------------
+    def check_upload(self, site: str, header: Any) -> Path:
+        """Validate an upload header against the open round; returns the partial file path."""
+        self._require_member(site)
+        current = self._current()
+        enc, model = self.config.encryption, self.config.model
+        if current is None or current.state != COLLECTING or header.round != current.round:
+            now_txt = f"round {current.round} ({current.state})" if current else "no round yet"
+            raise RejectedUpload(f"round {header.round} is not open for uploads; current is "
+                                 f"{now_txt}", "wrong_round", "FAILED_PRECONDITION")
+        if header.base_version != current.base_version:
+            raise RejectedUpload(f"update trained from version {header.base_version}, but round "
+                                 f"{current.round} trains from version {current.base_version}",
+                                 "wrong_base_version", "FAILED_PRECONDITION")
+        if any(u.site == site for u in self.store.uploads(current.round)):
+            raise RejectedUpload(f"site {site!r} already uploaded to round {current.round}",
+                                 "duplicate", "ALREADY_EXISTS")
+        for name, got, want in (("parameter set", header.parameter_set, enc["parameter_set"]),
+                                ("key id", header.key_id, enc["key_id"]),
+                                ("layout hash", header.layout_hash, model["layout_hash"])):
+            if got != want:
+                raise RejectedUpload(f"{name} {got!r} does not match the federation's {want!r}",
+                                     "mismatch")
+        if header.total_size > self.config.max_upload_bytes:
+            raise RejectedUpload(f"upload of {header.total_size} bytes exceeds the limit of "
+                                 f"{self.config.max_upload_bytes} bytes", "oversize",
+                                 "RESOURCE_EXHAUSTED")
+        # Ciphertexts carry fresh randomness, so a repeated digest can only be a replay (two
+        # plaintext updates may legitimately be identical in the encryption-off mode).
+        if self.config.encryption["enabled"] and self.store.digest_seen(header.sha256):
+            raise RejectedUpload("this exact ciphertext was already accepted once (replay)",
+                                 "replay", "ALREADY_EXISTS")
+        return self.store.partial_upload_path(current.round, site)
+
+    def accept_upload(self, site: str, header: Any, assembled: Path) -> UploadRecord:
+        """Check the assembled ciphertext's own header, store it durably and queue it to sum."""
+        try:
+            facts = self.read_facts(assembled)
+        except UcadiError as exc:
+            assembled.unlink(missing_ok=True)
+            raise RejectedUpload(f"malformed ciphertext: {exc}", "malformed") from exc
+        model, enc = self.config.model, self.config.encryption
+        problems = [f"{what} {got!r} != {want!r}" for what, got, want in (
+            ("round", facts.round, header.round),
+            ("parameter set", facts.parameter_set, enc["parameter_set"]),
+            ("key id", facts.key_id, enc["key_id"]),
+            ("layout hash", facts.layout_hash, model["layout_hash"]),
+            ("value count", facts.value_count, model["value_count"] + 1)) if got != want]
+        if problems:
+            assembled.unlink(missing_ok=True)
+            raise RejectedUpload("ciphertext header disagrees with the federation: "
+                                 + "; ".join(problems), "mismatch")
+        with self._changed:
+            self.check_upload(site, header)  # the round may have closed while bytes streamed
+            record = UploadRecord(round=header.round, site=site, path=assembled,
+                                  size=assembled.stat().st_size, sha256=file_digest(assembled),
+                                  num_samples=header.num_samples, local_epochs=header.local_epochs,
+                                  received=self.clock())
+            self.store.commit_upload(assembled, record)
+            self._upload_context[(record.round, site)] = otel_context.get_current()
+            metrics.UPLOAD_BYTES.labels(self.config.federation_id).inc(record.size)
+            metrics.SITE_LAST_ROUND.labels(self.config.federation_id, site).set(record.round)
+            self._publish_metrics()
+            self._changed.notify_all()
+        log.info("round %d: accepted update from %s (%d bytes)", record.round, site, record.size)
+        return record
+
+    def reject(self, reason: str) -> None:
+        """Count a refused upload."""
+        metrics.UPLOADS_REJECTED.labels(self.config.federation_id, reason).inc()
+
+    def report_metrics(self, site: str, values: dict[str, Any]) -> None:
+        """Store a site's shared validation metrics."""
+        self._require_member(site)
+        self.store.set_site_metrics(site, values)
+        fed = self.config.federation_id
+        for gauge, key in ((metrics.SITE_AUC, "auc"), (metrics.SITE_SENSITIVITY, "sensitivity"),
+                           (metrics.SITE_SPECIFICITY, "specificity")):
+            gauge.labels(fed, site).set(float(values.get(key, float("nan"))))
+
+    # -- the state machine ---------------------------------------------------------------
+    def step(self) -> None:
+        """One pass: open a round, feed uploads to the sum, handle deadlines, seal."""
+        with self._changed:
+            current = self._current()
+        if current is None or (current.state == COMPLETED):
+            if current is None:
+                self._maybe_open(1, base_version=0)
+            return
+        self.backend.open_round(current.round)
+        for upload in self.store.uploads(current.round):
+            if not upload.summed:
+                self._sum(upload)
+        if current.state == COLLECTING and self._ready_to_seal(current):
+            with self._changed:
+                current.state = SEALING
+                self.store.update_round(current)
+                self._publish_metrics()
+                self._changed.notify_all()
+        if current.state == SEALING:
+            self._seal(current)
+
+    def _sum(self, upload: UploadRecord) -> None:
+        """Feed one stored upload to the sum service, inside the upload's trace."""
+        parent = self._upload_context.pop((upload.round, upload.site), None)
+        token = otel_context.attach(parent) if parent is not None else None
+        try:
+            with tracer(__name__).start_as_current_span("sum-contribution") as span:
+                span.set_attribute("ucadi.site", upload.site)
+                span.set_attribute("ucadi.round", upload.round)
+                self.backend.add(upload.round, upload.site, upload.path)
+        finally:
+            if token is not None:
+                otel_context.detach(token)
+        self.store.mark_summed(upload.round, upload.site)
+
+    def _ready_to_seal(self, current: RoundRecord) -> bool:
+        uploaded = {u.site for u in self.store.uploads(current.round)}
+        quorum = len(uploaded) >= self.config.min_sites
+        if quorum and set(current.expected) <= uploaded:
+            return True
+        if self.clock() < current.deadline:
+            return False
+        if quorum:
+            dropped = sorted(set(current.expected) - uploaded)
+            log.warning("round %d: deadline passed; sealing with %d sites, dropping %s",
+                        current.round, len(uploaded), ", ".join(dropped) or "none")
+            current.expected = sorted(uploaded)
+            return True
+        current.deadline = self.clock() + self.config.round_timeout_s
+        self.store.update_round(current)
+        log.warning("round %d: deadline passed with %d of %d required uploads; extended to %.0f",
+                    current.round, len(uploaded), self.config.min_sites, current.deadline)
+        return False
+
+    def _seal(self, current: RoundRecord) -> None:
+        started = time.perf_counter()
+        out = self.store.global_path(current.round)
+        tmp = out.with_suffix(".tmp")
+        with tracer(__name__).start_as_current_span("seal") as span:
+            span.set_attribute("ucadi.round", current.round)
+            self.backend.seal(current.round, tmp)
+        tmp.replace(out)
+        with self._changed:
+            current.sealed = self.clock()
+            current.sum_seconds = time.perf_counter() - started
+            current.global_bytes = out.stat().st_size
+            last = self.config.total_rounds and current.round >= self.config.total_rounds
+            current.state = COMPLETED if last else SEALED
+            self.store.commit_version(current.round, current.round, out, current.global_bytes,
+                                      file_digest(out), current)
+            metrics.ROUND_DURATION.labels(self.config.federation_id).observe(
+                current.sealed - current.opened)
+            log.info("round %d sealed: global version %d (%d bytes) from %s", current.round,
+                     current.round, current.global_bytes, ", ".join(current.expected))
+            if not last:
+                self._maybe_open(current.round + 1, base_version=current.round, force=True)
+            self._publish_metrics()
+            self._changed.notify_all()
+
+    def _maybe_open(self, round_number: int, base_version: int, force: bool = False) -> None:
+        with self._changed:
+            live = self._live_sites()
+            if not force and len(live) < self.config.min_sites:
+                return
+            now = self.clock()
+            record = RoundRecord(round=round_number, state=COLLECTING, base_version=base_version,
+                                 opened=now, deadline=now + self.config.round_timeout_s,
+                                 expected=sorted(live))
+            self.store.open_round(record)
+            self._publish_metrics()
+            self._changed.notify_all()
+        log.info("round %d open: expecting %s", round_number, ", ".join(record.expected))
+
+    def _publish_metrics(self) -> None:
+        fed = self.config.federation_id
+        current = self._current()
+        if current is None:
+            return
+        metrics.ROUND_NUMBER.labels(fed).set(current.round)
+        metrics.set_round_state(fed, current.state)
+        metrics.ROUND_EXPECTED.labels(fed).set(len(current.expected))
+        metrics.ROUND_PARTICIPANTS.labels(fed).set(len(self.store.uploads(current.round)))
+        metrics.ROUND_DEADLINE.labels(fed).set(current.deadline)

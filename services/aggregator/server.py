@@ -1,0 +1,249 @@
+"""gRPC glue of the aggregator: thin servicers over `RoundCoordinator`, and process start-up."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from services.aggregator import metrics
+from services.aggregator.config import DEFAULTS, build_federation_config
+from services.aggregator.rounds import (
+    COLLECTING,
+    COMPLETED,
+    SEALED,
+    SEALING,
+    RejectedUpload,
+    RoundCoordinator,
+    RoundView,
+)
+from services.aggregator.store import AggregatorStore
+from ucadi.errors import UcadiError
+from ucadi.ops.config import load_config
+from ucadi.ops.serving import RunningServer, grpc_errors, serve, status_code
+from ucadi.ops.tls import Identity, TLSFiles, peer_identity
+from ucadi.ops.tracing import setup_tracing, tracer
+from ucadi.v1 import federation_pb2, federation_pb2_grpc
+from ucadi.wire import ChunkReceiver, TransferError, iter_file_chunks
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = "ucadi.v1.FederationService"
+_STATES = {COLLECTING: federation_pb2.ROUND_STATE_COLLECTING,
+           SEALING: federation_pb2.ROUND_STATE_SEALING,
+           COMPLETED: federation_pb2.ROUND_STATE_COMPLETED,
+           SEALED: federation_pb2.ROUND_STATE_SEALED}
+_STATE_NAMES = {v: k for k, v in _STATES.items()}
+
+
+def _site(context: grpc.ServicerContext) -> Identity:
+    identity = peer_identity(context)
+    identity.require_role("site")
+    return identity
+
+
+class FederationServicer(federation_pb2_grpc.FederationServiceServicer):
+    """FederationService: validate, delegate to the coordinator, map errors to statuses."""
+
+    def __init__(self, coordinator: RoundCoordinator) -> None:
+        self.rounds = coordinator
+        self.config = coordinator.config
+
+    def _round_info(self, view: RoundView, site: str | None) -> federation_pb2.RoundInfo:
+        return federation_pb2.RoundInfo(
+            round=view.round, state=_STATES.get(view.state, 0), base_version=view.base_version,
+            latest_version=view.latest_version, deadline_unix=view.deadline,
+            start_epoch=view.start_epoch, local_epochs=view.local_epochs,
+            expected_sites=view.expected, uploaded_sites=view.uploaded,
+            awaiting_caller=bool(site and view.state == COLLECTING and site in view.expected
+                                 and site not in view.uploaded),
+            min_sites=view.min_sites)
+
+    @grpc_errors
+    def Join(self, request: Any, context: grpc.ServicerContext) -> Any:
+        site = _site(context).name
+        self.rounds.join(site, int(request.train_cases))
+        model, enc = self.config.model, self.config.encryption
+        return federation_pb2.JoinResponse(
+            federation_id=self.config.federation_id,
+            model=federation_pb2.ModelSpec(
+                arch=model["arch"], preset=model["preset"], task=model["task"],
+                init_seed=model["init_seed"], recipe_json=model["recipe_json"],
+                layout_hash=model["layout_hash"], value_count=model["value_count"]),
+            encryption=federation_pb2.EncryptionSpec(
+                enabled=enc["enabled"], parameter_set=enc["parameter_set"], key_id=enc["key_id"]),
+            local_epochs=self.config.local_epochs, total_rounds=self.config.total_rounds,
+            site=site)
+
+    @grpc_errors
+    def Leave(self, request: Any, context: grpc.ServicerContext) -> Any:
+        self.rounds.leave(_site(context).name)
+        return federation_pb2.LeaveResponse()
+
+    @grpc_errors
+    def GetRound(self, request: Any, context: grpc.ServicerContext) -> Any:
+        site = _site(context).name
+        self.rounds.seen(site)
+        view = self.rounds.wait_for_change(request.known_round,
+                                           _STATE_NAMES.get(request.known_state, ""),
+                                           float(request.wait_seconds))
+        return self._round_info(view, site)
+
+    @grpc_errors
+    def DownloadGlobal(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        site = _site(context).name
+        self.rounds.seen(site)
+        found = self.rounds.store.version(request.version)
+        if found is None:
+            raise UcadiError(f"global version {request.version} does not exist; latest is "
+                             f"{self.rounds.store.latest_version()} (version 0 is seeded locally)")
+        path, size, sha256 = found
+        if request.offset > size:
+            raise UcadiError(f"offset {request.offset} is past the end ({size} bytes)")
+        for chunk in iter_file_chunks(path, offset=request.offset, sha256=sha256):
+            metrics.DOWNLOAD_BYTES.labels(self.config.federation_id).inc(len(chunk.data))
+            yield chunk
+
+    def UploadUpdate(self, request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Any:
+        try:
+            site = _site(context).name
+            first = next(request_iterator, None)
+            if first is None or first.WhichOneof("part") != "header":
+                raise RejectedUpload("the first message of UploadUpdate must be the header",
+                                     "malformed")
+            header = first.header
+            with tracer(__name__).start_as_current_span("upload") as span:
+                span.set_attribute("ucadi.site", site)
+                span.set_attribute("ucadi.round", header.round)
+                partial = self.rounds.check_upload(site, header)
+                receiver = _resumable_receiver(partial, header, self.config.max_upload_bytes)
+                try:
+                    for message in request_iterator:
+                        if message.WhichOneof("part") != "chunk":
+                            raise RejectedUpload("only chunks may follow the header", "malformed")
+                        receiver.feed(message.chunk)
+                except (TransferError, RejectedUpload):
+                    receiver.abort(keep_partial=False)
+                    raise
+                except BaseException:
+                    receiver.abort(keep_partial=True)  # a broken stream resumes later
+                    raise
+                if (receiver.total_size, receiver.sha256) != (header.total_size, header.sha256):
+                    receiver.abort(keep_partial=False)
+                    raise RejectedUpload("chunks disagree with the header's size or digest",
+                                         "malformed")
+                try:
+                    assembled = receiver.finish()
+                except TransferError as exc:
+                    raise RejectedUpload(str(exc), "malformed") from exc
+                record = self.rounds.accept_upload(site, header, assembled)
+            return federation_pb2.UploadReceipt(
+                round=record.round, site=site, stored_bytes=record.size, sha256=record.sha256,
+                uploads_in_round=len(self.rounds.store.uploads(record.round)))
+        except RejectedUpload as exc:
+            self.rounds.reject(exc.reason)
+            context.abort(status_code(exc), str(exc))
+        except UcadiError as exc:
+            self.rounds.reject("invalid")
+            context.abort(status_code(exc), str(exc))
+
+    @grpc_errors
+    def GetUploadOffset(self, request: Any, context: grpc.ServicerContext) -> Any:
+        site = _site(context).name
+        partial = self.rounds.store.partial_upload_path(request.round, site)
+        return federation_pb2.GetUploadOffsetResponse(
+            offset=partial.stat().st_size if partial.exists() else 0)
+
+    @grpc_errors
+    def ReportMetrics(self, request: Any, context: grpc.ServicerContext) -> Any:
+        site = _site(context).name
+        self.rounds.report_metrics(site, {
+            "version": request.version, "split": request.split, "cases": request.cases,
+            "auc": request.auc, "sensitivity": request.sensitivity,
+            "specificity": request.specificity})
+        return federation_pb2.ReportMetricsResponse()
+
+    @grpc_errors
+    def GetStatus(self, request: Any, context: grpc.ServicerContext) -> Any:
+        peer_identity(context)
+        store = self.rounds.store
+        sites = [federation_pb2.SiteStatus(
+            site=s.name, state=s.state, last_round=s.last_round, last_seen_unix=s.last_seen,
+            train_cases=s.train_cases,
+            metrics=federation_pb2.SiteMetrics(**s.metrics) if s.metrics else None)
+            for s in store.sites()]
+        rounds = [federation_pb2.RoundSummary(
+            round=r.round, state=_STATES.get(r.state, 0), expected_sites=r.expected,
+            uploaded_sites=[u.site for u in store.uploads(r.round)], opened_unix=r.opened,
+            sealed_unix=r.sealed, bytes_in=r.bytes_in, global_bytes=r.global_bytes,
+            sum_seconds=r.sum_seconds) for r in store.rounds()]
+        return federation_pb2.FederationStatus(
+            federation_id=self.config.federation_id, current=self._round_info(self.rounds.view(),
+                                                                                None),
+            sites=sites, rounds=rounds, total_rounds=self.config.total_rounds)
+
+
+def _resumable_receiver(partial: Path, header: Any, max_bytes: int) -> ChunkReceiver:
+    """Resume a partial upload only if it is the same payload (same digest) as before."""
+    marker = partial.with_suffix(".sha256")
+    same = marker.exists() and marker.read_text().strip() == header.sha256
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(header.sha256)
+    return ChunkReceiver(partial, max_bytes=max_bytes, resume=same)
+
+
+def start_aggregator(config: dict[str, Any], *, port_file: Path | None = None
+                     ) -> tuple[RunningServer, RoundCoordinator]:
+    """Build the coordinator from a loaded config and start serving."""
+    from services.aggregator.crypto_backend import connect_crypto
+
+    server_cfg = config["server"]
+    tls = TLSFiles.from_dir(Path(server_cfg["tls_dir"])) if server_cfg["tls_dir"] else None
+    fed_config = build_federation_config(config)
+    store = AggregatorStore(Path(server_cfg["state_dir"]))
+    backend, facts_reader, approval = connect_crypto(config, tls, store, fed_config)
+    coordinator = RoundCoordinator(fed_config, store, backend, facts_reader, approval)
+    servicer = FederationServicer(coordinator)
+    running = serve(lambda s: federation_pb2_grpc.add_FederationServiceServicer_to_server(
+        servicer, s), service_names=[SERVICE_NAME], address=server_cfg["address"], tls=tls,
+        metrics_address=server_cfg["metrics_address"] or None, port_file=port_file,
+        health_address=server_cfg["health_address"] or None)
+    coordinator.start()
+    return running, coordinator
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `ucadi serve aggregator` (each overrides the config file)."""
+    parser.add_argument("--config", type=Path, help="YAML config file (see services/aggregator/"
+                                                    "config.py for every setting)")
+    parser.add_argument("--state-dir", help="durable state folder (SQLite + ciphertext files)")
+    parser.add_argument("--address", help="gRPC listen address HOST:PORT (port 0 = any)")
+    parser.add_argument("--metrics-address", help="Prometheus /metrics HOST:PORT")
+    parser.add_argument("--tls-dir", help="folder with ca.crt, tls.crt, tls.key")
+    parser.add_argument("--crypto", help="crypto service HOST:PORT")
+    parser.add_argument("--port-file", type=Path, help="write the bound ports here once serving")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run the aggregator until SIGTERM/SIGINT."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s aggregator %(message)s")
+    config = load_config(DEFAULTS, args.config)
+    for flag, key in (("state_dir", "state_dir"), ("address", "address"),
+                      ("metrics_address", "metrics_address"), ("tls_dir", "tls_dir"),
+                      ("crypto", "crypto_address")):
+        if getattr(args, flag, None):
+            config["server"][key] = getattr(args, flag)
+    setup_tracing("ucadi-aggregator")
+    running, coordinator = start_aggregator(config, port_file=args.port_file)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    coordinator.stop()
+    running.stop(2.0)
+    return 0

@@ -1,0 +1,255 @@
+"""Durable aggregator state: SQLite for records, one file per ciphertext, fsync before any ack.
+
+Breakpoint resumption rests on two rules: a ciphertext file is fsynced and renamed into place
+before its row is committed, and an RPC is acknowledged only after that commit. Killing the
+process at any instant therefore leaves either no trace of an upload (the site retries) or a
+complete, recorded one (the site's retry is answered as a duplicate and the upload is counted
+once).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS federation (
+  id TEXT PRIMARY KEY, config_json TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS sites (
+  name TEXT PRIMARY KEY, state TEXT NOT NULL, joined REAL NOT NULL, last_seen REAL NOT NULL,
+  train_cases INTEGER NOT NULL DEFAULT 0, last_round INTEGER NOT NULL DEFAULT 0,
+  metrics_json TEXT);
+CREATE TABLE IF NOT EXISTS rounds (
+  round INTEGER PRIMARY KEY, state TEXT NOT NULL, base_version INTEGER NOT NULL,
+  opened REAL NOT NULL, deadline REAL NOT NULL, sealed REAL NOT NULL DEFAULT 0,
+  expected_json TEXT NOT NULL, bytes_in INTEGER NOT NULL DEFAULT 0,
+  global_bytes INTEGER NOT NULL DEFAULT 0, sum_seconds REAL NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS uploads (
+  round INTEGER NOT NULL, site TEXT NOT NULL, path TEXT NOT NULL, size INTEGER NOT NULL,
+  sha256 TEXT NOT NULL, num_samples INTEGER NOT NULL, local_epochs INTEGER NOT NULL,
+  received REAL NOT NULL, summed INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (round, site));
+CREATE INDEX IF NOT EXISTS uploads_digest ON uploads (sha256);
+CREATE TABLE IF NOT EXISTS versions (
+  version INTEGER PRIMARY KEY, round INTEGER NOT NULL, path TEXT NOT NULL,
+  size INTEGER NOT NULL, sha256 TEXT NOT NULL, created REAL NOT NULL);
+"""
+
+
+@dataclass
+class RoundRecord:
+    """One round as stored."""
+
+    round: int
+    state: str
+    base_version: int
+    opened: float
+    deadline: float
+    expected: list[str]
+    sealed: float = 0.0
+    bytes_in: int = 0
+    global_bytes: int = 0
+    sum_seconds: float = 0.0
+
+
+@dataclass
+class UploadRecord:
+    """One accepted site update."""
+
+    round: int
+    site: str
+    path: Path
+    size: int
+    sha256: str
+    num_samples: int
+    local_epochs: int
+    received: float
+    summed: bool = False
+
+
+@dataclass
+class SiteRecord:
+    """A site known to the federation."""
+
+    name: str
+    state: str
+    joined: float
+    last_seen: float
+    train_cases: int = 0
+    last_round: int = 0
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory so a rename inside it is durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class AggregatorStore:
+    """SQLite-backed records plus the ciphertext files under `state_dir`."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = Path(state_dir)
+        self.upload_dir = self.state_dir / "uploads"
+        self.global_dir = self.state_dir / "global"
+        for folder in (self.state_dir, self.upload_dir, self.global_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.state_dir / "aggregator.sqlite3", check_same_thread=False,
+                                   isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        """Close the database."""
+        with self._lock:
+            self._db.close()
+
+    def _tx(self, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, params in statements:
+                    self._db.execute(sql, params)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    # federation -------------------------------------------------------------------------
+    def federation(self) -> tuple[str, dict[str, Any]] | None:
+        """(id, config) of the stored federation, or None on a fresh state folder."""
+        rows = self._rows("SELECT id, config_json FROM federation")
+        return (rows[0][0], json.loads(rows[0][1])) if rows else None
+
+    def create_federation(self, federation_id: str, config: dict[str, Any]) -> None:
+        """Record the federation and its fixed configuration."""
+        self._tx([("INSERT INTO federation VALUES (?, ?, ?)",
+                   (federation_id, json.dumps(config, sort_keys=True), time.time()))])
+
+    # sites ------------------------------------------------------------------------------
+    def upsert_site(self, name: str, state: str, train_cases: int, now: float) -> None:
+        """Add a site or mark it active/left again."""
+        self._tx([("INSERT INTO sites (name, state, joined, last_seen, train_cases) "
+                   "VALUES (?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET state=excluded.state, "
+                   "last_seen=excluded.last_seen, train_cases=CASE WHEN excluded.train_cases > 0 "
+                   "THEN excluded.train_cases ELSE sites.train_cases END",
+                   (name, state, now, now, train_cases))])
+
+    def touch_site(self, name: str, now: float) -> None:
+        """Record that a site was seen (liveness), without a durable commit cost per poll."""
+        with self._lock:
+            self._db.execute("UPDATE sites SET last_seen=? WHERE name=?", (now, name))
+
+    def set_site_metrics(self, name: str, metrics: dict[str, Any]) -> None:
+        """Store a site's latest shared validation metrics."""
+        self._tx([("UPDATE sites SET metrics_json=? WHERE name=?", (json.dumps(metrics), name))])
+
+    def sites(self) -> list[SiteRecord]:
+        """All known sites."""
+        return [SiteRecord(name=r[0], state=r[1], joined=r[2], last_seen=r[3], train_cases=r[4],
+                           last_round=r[5], metrics=json.loads(r[6]) if r[6] else {})
+                for r in self._rows("SELECT name, state, joined, last_seen, train_cases, "
+                                    "last_round, metrics_json FROM sites ORDER BY name")]
+
+    # rounds -----------------------------------------------------------------------------
+    def open_round(self, record: RoundRecord) -> None:
+        """Record a newly opened round."""
+        self._tx([("INSERT INTO rounds (round, state, base_version, opened, deadline, "
+                   "expected_json) VALUES (?, ?, ?, ?, ?, ?)",
+                   (record.round, record.state, record.base_version, record.opened,
+                    record.deadline, json.dumps(record.expected)))])
+
+    def update_round(self, record: RoundRecord) -> None:
+        """Persist a round's state, deadline, expected sites and figures."""
+        self._tx([("UPDATE rounds SET state=?, deadline=?, sealed=?, expected_json=?, "
+                   "bytes_in=?, global_bytes=?, sum_seconds=? WHERE round=?",
+                   (record.state, record.deadline, record.sealed, json.dumps(record.expected),
+                    record.bytes_in, record.global_bytes, record.sum_seconds, record.round))])
+
+    def rounds(self) -> list[RoundRecord]:
+        """All rounds, oldest first."""
+        return [RoundRecord(round=r[0], state=r[1], base_version=r[2], opened=r[3],
+                            deadline=r[4], sealed=r[5], expected=json.loads(r[6]),
+                            bytes_in=r[7], global_bytes=r[8], sum_seconds=r[9])
+                for r in self._rows("SELECT round, state, base_version, opened, deadline, "
+                                    "sealed, expected_json, bytes_in, global_bytes, sum_seconds "
+                                    "FROM rounds ORDER BY round")]
+
+    # uploads ----------------------------------------------------------------------------
+    def partial_upload_path(self, round_number: int, site: str) -> Path:
+        """Where an in-progress upload accumulates (kept across a crash for resumption)."""
+        return self.upload_dir / f"r{round_number:05d}" / f"{site}.part"
+
+    def commit_upload(self, partial: Path, record: UploadRecord) -> None:
+        """Move a verified, fsynced upload into place and record it atomically."""
+        final = self.upload_dir / f"r{record.round:05d}" / f"{record.site}.lwe"
+        partial.replace(final)
+        fsync_dir(final.parent)
+        record.path = final
+        self._tx([
+            ("INSERT INTO uploads (round, site, path, size, sha256, num_samples, local_epochs, "
+             "received) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+             (record.round, record.site, str(final), record.size, record.sha256,
+              record.num_samples, record.local_epochs, record.received)),
+            ("UPDATE sites SET last_round=MAX(last_round, ?) WHERE name=?",
+             (record.round, record.site)),
+            ("UPDATE rounds SET bytes_in=bytes_in+? WHERE round=?", (record.size, record.round)),
+        ])
+
+    def mark_summed(self, round_number: int, site: str) -> None:
+        """Record that the crypto service has added this upload."""
+        self._tx([("UPDATE uploads SET summed=1 WHERE round=? AND site=?", (round_number, site))])
+
+    def uploads(self, round_number: int) -> list[UploadRecord]:
+        """Accepted uploads of a round."""
+        return [UploadRecord(round=r[0], site=r[1], path=Path(r[2]), size=r[3], sha256=r[4],
+                             num_samples=r[5], local_epochs=r[6], received=r[7], summed=bool(r[8]))
+                for r in self._rows("SELECT round, site, path, size, sha256, num_samples, "
+                                    "local_epochs, received, summed FROM uploads WHERE round=? "
+                                    "ORDER BY received", (round_number,))]
+
+    def digest_seen(self, sha256: str) -> bool:
+        """Whether an upload with this digest was ever accepted (replay detection)."""
+        return bool(self._rows("SELECT 1 FROM uploads WHERE sha256=?", (sha256,)))
+
+    # global versions ----------------------------------------------------------------------
+    def global_path(self, version: int) -> Path:
+        """File of a sealed global version."""
+        return self.global_dir / f"v{version:05d}.lwe"
+
+    def commit_version(self, version: int, round_number: int, path: Path, size: int,
+                       sha256: str, round_record: RoundRecord) -> None:
+        """Record a sealed global version and its round's final state in one transaction."""
+        fsync_dir(path.parent)
+        self._tx([
+            ("INSERT OR REPLACE INTO versions VALUES (?, ?, ?, ?, ?, ?)",
+             (version, round_number, str(path), size, sha256, time.time())),
+            ("UPDATE rounds SET state=?, sealed=?, global_bytes=?, sum_seconds=? WHERE round=?",
+             (round_record.state, round_record.sealed, round_record.global_bytes,
+              round_record.sum_seconds, round_record.round)),
+        ])
+
+    def version(self, version: int) -> tuple[Path, int, str] | None:
+        """(path, size, sha256) of a global version, or None."""
+        rows = self._rows("SELECT path, size, sha256 FROM versions WHERE version=?", (version,))
+        return (Path(rows[0][0]), rows[0][1], rows[0][2]) if rows else None
+
+    def latest_version(self) -> int:
+        """Highest sealed global version; 0 (the seeded initial model) when none."""
+        rows = self._rows("SELECT MAX(version) FROM versions")
+        return int(rows[0][0] or 0)

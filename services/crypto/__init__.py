@@ -1,0 +1,1 @@
+"""The crypto service: key service (wrapped keys only) and ciphertext summation (gRPC)."""

@@ -1,0 +1,243 @@
+"""Durable per-(federation, round) ciphertext accumulators of the sum service.
+
+Durability over replay: a contribution is acknowledged only after the new running sum is
+written to a fresh file and fsynced AND the SQLite transaction naming that file as the round's
+accumulator (and the site as a contributor) has committed. A crash at any point leaves either
+the old accumulator with the old contributor list or the new one with the new list; files no
+committed row names are deleted on start. So a restart loses no accepted contribution and
+never counts one twice.
+
+Each round accepts ciphertexts of exactly one key id, parameter set, layout, slot count and
+block range (the replica's shard), one per site, at most max_sites of them.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from ucadi.errors import UcadiError
+from ucadi.lwe.errors import CiphertextMismatchError
+from ucadi.lwe.params import get_parameters
+from ucadi.lwe.scheme import CiphertextHeader
+from ucadi.lwe.serialization import serialized_size
+from ucadi.lwe.stream import open_verified, sum_files
+from ucadi.v1 import common_pb2
+from ucadi.wire.chunks import file_digest, receive_to_file
+
+FEDERATION_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS rounds (
+    federation TEXT NOT NULL, round INTEGER NOT NULL, key_id TEXT NOT NULL,
+    parameter_set TEXT NOT NULL, layout_hash BLOB NOT NULL, slot_count INTEGER NOT NULL,
+    block_start INTEGER NOT NULL, block_stop INTEGER NOT NULL, state TEXT NOT NULL,
+    accumulator TEXT, opened_at REAL NOT NULL, PRIMARY KEY (federation, round));
+CREATE TABLE IF NOT EXISTS contributions (
+    federation TEXT NOT NULL, round INTEGER NOT NULL, site TEXT NOT NULL, sha256 TEXT NOT NULL,
+    accepted_at REAL NOT NULL, PRIMARY KEY (federation, round, site));
+"""
+
+
+class RoundNotFoundError(UcadiError):
+    """The round was never opened on this sum service."""
+
+    status = "NOT_FOUND"
+
+
+class RoundStateError(UcadiError):
+    """The round exists but is not in a state that allows this call."""
+
+    status = "FAILED_PRECONDITION"
+
+
+class DuplicateSiteError(UcadiError):
+    """The site already contributed to this round."""
+
+    status = "ALREADY_EXISTS"
+
+
+@dataclass(frozen=True)
+class RoundSpec:
+    """What a round accepts."""
+
+    federation: str
+    round: int
+    key_id: str
+    parameter_set: str
+    layout_hash: bytes
+    slot_count: int
+    block_start: int
+    block_stop: int
+
+    def expected_header(self) -> CiphertextHeader:
+        """Header every contribution must carry (frac_bits is checked against the first)."""
+        params = get_parameters(self.parameter_set)
+        return CiphertextHeader(params.set_id, bytes.fromhex(self.key_id), self.layout_hash,
+                                self.round, 0, self.slot_count, self.block_start,
+                                self.block_stop, 1)
+
+
+@dataclass(frozen=True)
+class RoundState:
+    """A round's spec, state, contributors and accumulator file."""
+
+    spec: RoundSpec
+    state: str
+    sites: tuple[str, ...]
+    accumulator: Path | None
+
+
+def validate_spec(spec: RoundSpec) -> RoundSpec:
+    """Check a round spec; resolve block_stop 0 to the last block."""
+    if not FEDERATION_PATTERN.match(spec.federation):
+        raise UcadiError(f"federation {spec.federation!r} must be 1-64 of [A-Za-z0-9._-]")
+    if not re.fullmatch(r"[0-9a-f]{32}", spec.key_id):
+        raise UcadiError(f"key id {spec.key_id!r} must be 32 lower-case hex characters")
+    if len(spec.layout_hash) != 32 or spec.slot_count < 1 or spec.round < 0:
+        raise UcadiError("layout_hash must be 32 bytes, slot_count >= 1 and round >= 0")
+    params = get_parameters(spec.parameter_set)
+    total = -(-spec.slot_count // params.ring_degree)
+    stop = spec.block_stop or total
+    if not 0 <= spec.block_start < stop <= total:
+        raise UcadiError(f"block range [{spec.block_start}, {stop}) is not inside the "
+                         f"{total} blocks of {spec.slot_count} slots")
+    return replace(spec, block_stop=stop)
+
+
+class SumStore:
+    """All rounds of one sum-service replica, under `state_dir`."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.root = Path(state_dir)
+        self.incoming = self.root / "incoming"
+        self.incoming.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.root / "sums.sqlite", check_same_thread=False,
+                                   isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+        self._recover()
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+    def _recover(self) -> None:
+        """Delete uncommitted files: partial uploads and sums no committed row names."""
+        shutil.rmtree(self.incoming, ignore_errors=True)
+        self.incoming.mkdir(parents=True, exist_ok=True)
+        committed = {row[0] for row in self._db.execute(
+            "SELECT accumulator FROM rounds WHERE accumulator IS NOT NULL")}
+        for path in (self.root / "rounds").glob("*/*/*"):
+            if path.is_file() and str(path.relative_to(self.root)) not in committed:
+                path.unlink()  # a sum (or its .partial) written before a crash, never committed
+
+    def _row(self, federation: str, round_number: int) -> RoundState:
+        row = self._db.execute("SELECT * FROM rounds WHERE federation = ? AND round = ?",
+                               (federation, round_number)).fetchone()
+        if row is None:
+            raise RoundNotFoundError(f"round {round_number} of federation {federation!r} was "
+                                     "not opened on this sum service (call OpenRound first)")
+        spec = RoundSpec(row[0], row[1], row[2], row[3], bytes(row[4]), row[5], row[6], row[7])
+        sites = tuple(r[0] for r in self._db.execute(
+            "SELECT site FROM contributions WHERE federation = ? AND round = ? ORDER BY site",
+            (federation, round_number)))
+        return RoundState(spec, row[8], sites, self.root / row[9] if row[9] else None)
+
+    def status(self, federation: str, round_number: int) -> RoundState:
+        """Current state of a round."""
+        with self._lock:
+            return self._row(federation, round_number)
+
+    def open_round(self, spec: RoundSpec) -> RoundState:
+        """Open a round; reopening with the same spec is a no-op, with another an error."""
+        spec = validate_spec(spec)
+        with self._lock:
+            try:
+                existing = self._row(spec.federation, spec.round)
+            except RoundNotFoundError:
+                self._db.execute("INSERT INTO rounds VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'open', "
+                                 "NULL, ?)", (spec.federation, spec.round, spec.key_id,
+                                              spec.parameter_set, spec.layout_hash,
+                                              spec.slot_count, spec.block_start,
+                                              spec.block_stop, time.time()))
+                return self._row(spec.federation, spec.round)
+        if existing.spec != spec:
+            raise RoundStateError(f"round {spec.round} of {spec.federation!r} is already open "
+                                  "with different key, parameters, layout or block range")
+        return existing
+
+    def add_contribution(self, federation: str, round_number: int, site: str,
+                         chunks: Iterable[common_pb2.Chunk]) -> tuple[RoundState, str]:
+        """Receive, verify and durably add one site's ciphertext; (new state, its sha256)."""
+        state = self.status(federation, round_number)
+        self._check_accepting(state, site)
+        expected = state.spec.expected_header()
+        upload = self.incoming / f"{uuid.uuid4().hex}.ct"
+        try:
+            receive_to_file(chunks, upload, max_bytes=serialized_size(expected))
+            received = open_verified(upload)
+            if received.header.contributors != 1:
+                raise CiphertextMismatchError("a contribution must be one site's ciphertext, "
+                                              f"not a sum of {received.header.contributors}")
+            # frac_bits is checked against the running sum when the two are added.
+            expected.check_compatible(replace(received.header, frac_bits=0))
+            digest = file_digest(upload)
+            with self._lock:
+                state = self._row(federation, round_number)
+                self._check_accepting(state, site)
+                return self._commit(state, site, upload, digest), digest
+        finally:
+            upload.unlink(missing_ok=True)
+
+    def _check_accepting(self, state: RoundState, site: str) -> None:
+        if state.state != "open":
+            raise RoundStateError(f"round {state.spec.round} of {state.spec.federation!r} is "
+                                  f"{state.state}; late contributions are refused")
+        if site in state.sites:
+            raise DuplicateSiteError(f"site {site!r} already contributed to round "
+                                     f"{state.spec.round} of {state.spec.federation!r}")
+
+    def _commit(self, state: RoundState, site: str, upload: Path, digest: str) -> RoundState:
+        spec = state.spec
+        folder = self.root / "rounds" / spec.federation / str(spec.round)
+        folder.mkdir(parents=True, exist_ok=True)
+        new_acc = folder / f"sum-{len(state.sites) + 1}-{uuid.uuid4().hex[:8]}.ct"
+        if state.accumulator is None:
+            upload.rename(new_acc)  # already fsynced by the chunk receiver
+        else:
+            sum_files([state.accumulator, upload], new_acc)
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("INSERT INTO contributions VALUES (?, ?, ?, ?, ?)",
+                             (spec.federation, spec.round, site, digest, time.time()))
+            self._db.execute("UPDATE rounds SET accumulator = ? WHERE federation = ? AND "
+                             "round = ?", (str(new_acc.relative_to(self.root)),
+                                           spec.federation, spec.round))
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            new_acc.unlink(missing_ok=True)
+            raise
+        if state.accumulator is not None:
+            state.accumulator.unlink(missing_ok=True)
+        return self._row(spec.federation, spec.round)
+
+    def seal(self, federation: str, round_number: int) -> RoundState:
+        """Close a round to contributions; its accumulator is the sum."""
+        with self._lock:
+            state = self._row(federation, round_number)
+            if state.accumulator is None:
+                raise RoundStateError(f"round {round_number} of {federation!r} has no "
+                                      "contributions yet; nothing to seal")
+            self._db.execute("UPDATE rounds SET state = 'sealed' WHERE federation = ? AND "
+                             "round = ?", (federation, round_number))
+            return self._row(federation, round_number)

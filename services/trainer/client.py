@@ -1,0 +1,150 @@
+"""The site's client of the aggregator: retries with backoff, resumable chunked transfers."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+
+from ucadi.errors import UcadiError
+from ucadi.ops.serving import grpc_options
+from ucadi.ops.tls import TLSFiles, secure_channel
+from ucadi.v1 import federation_pb2, federation_pb2_grpc
+from ucadi.wire import ChunkReceiver, file_digest, iter_file_chunks
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Transient failures (aggregator restarting, network blip): retried with backoff.
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+             grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED,
+             grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
+
+
+class FederationRejected(UcadiError):
+    """The aggregator refused a request for a reason retrying will not fix."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self.code = code
+        self.status = code.name
+
+
+class AggregatorUnreachable(UcadiError):
+    """The aggregator stayed unreachable for longer than the retry budget."""
+
+    status = "UNAVAILABLE"
+
+
+class FederationClient:
+    """FederationService calls with backoff on transient errors and resumable transfers."""
+
+    def __init__(self, target: str, tls: TLSFiles, retry_budget_s: float = 600.0,
+                 rpc_timeout_s: float = 120.0,
+                 cancelled: threading.Event | None = None) -> None:
+        self.target = target
+        self.channel = secure_channel(target, tls, options=tuple(grpc_options()))
+        self.stub = federation_pb2_grpc.FederationServiceStub(self.channel)
+        self.retry_budget_s = retry_budget_s
+        self.rpc_timeout_s = rpc_timeout_s
+        # Set on shutdown: stops retrying at once instead of waiting out the budget.
+        self.cancelled = cancelled or threading.Event()
+
+    def close(self) -> None:
+        """Close the channel."""
+        self.channel.close()
+
+    def _retry(self, what: str, call: Callable[[], T]) -> T:
+        deadline = time.monotonic() + self.retry_budget_s
+        delay = 0.2
+        while True:
+            try:
+                return call()
+            except grpc.RpcError as exc:
+                code = exc.code()
+                if code not in RETRYABLE:
+                    raise FederationRejected(code, exc.details() or "") from exc
+                if self.cancelled.is_set():
+                    raise AggregatorUnreachable(f"{what}: cancelled (shutting down) while the "
+                                                f"aggregator was unreachable") from exc
+                if time.monotonic() > deadline:
+                    raise AggregatorUnreachable(
+                        f"{what}: aggregator at {self.target} unreachable for "
+                        f"{self.retry_budget_s:.0f} s ({code.name}: {exc.details()})") from exc
+                log.warning("%s: %s (%s); retrying in %.1f s", what, code.name, exc.details(),
+                            delay)
+                self.cancelled.wait(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 10.0)
+
+    def join(self, train_cases: int, agent_version: str) -> Any:
+        """Join the federation; returns JoinResponse (model, encryption, rounds)."""
+        request = federation_pb2.JoinRequest(train_cases=train_cases, agent_version=agent_version)
+        return self._retry("join", lambda: self.stub.Join(request, timeout=self.rpc_timeout_s))
+
+    def leave(self, reason: str) -> None:
+        """Leave the federation."""
+        self._retry("leave", lambda: self.stub.Leave(federation_pb2.LeaveRequest(reason=reason),
+                                                     timeout=self.rpc_timeout_s))
+
+    def get_round(self, known_round: int = 0, known_state: int = 0, wait_s: float = 0.0) -> Any:
+        """Current RoundInfo, long-polling up to wait_s for a change."""
+        request = federation_pb2.GetRoundRequest(known_round=known_round, known_state=known_state,
+                                                 wait_seconds=wait_s)
+        return self._retry("get round", lambda: self.stub.GetRound(
+            request, timeout=wait_s + self.rpc_timeout_s))
+
+    def status(self) -> Any:
+        """FederationStatus overview."""
+        return self._retry("status", lambda: self.stub.GetStatus(
+            federation_pb2.GetStatusRequest(), timeout=self.rpc_timeout_s))
+
+    def report_metrics(self, metrics: dict[str, Any]) -> None:
+        """Share aggregate validation metrics of a global version."""
+        request = federation_pb2.SiteMetrics(**metrics)
+        self._retry("report metrics", lambda: self.stub.ReportMetrics(
+            request, timeout=self.rpc_timeout_s))
+
+    def download_global(self, version: int, path: Path, max_bytes: int) -> Path:
+        """Fetch a global version into `path`, resuming after interruptions."""
+        receiver = ChunkReceiver(path, max_bytes=max_bytes, resume=False)
+
+        def attempt() -> Path:
+            nonlocal receiver
+            request = federation_pb2.DownloadGlobalRequest(version=version,
+                                                           offset=receiver.received)
+            try:
+                for chunk in self.stub.DownloadGlobal(request, timeout=self.rpc_timeout_s * 10):
+                    receiver.feed(chunk)
+            except grpc.RpcError:
+                receiver.abort(keep_partial=True)
+                receiver = ChunkReceiver(path, max_bytes=max_bytes, resume=True)
+                raise
+            return receiver.finish()
+
+        return self._retry(f"download version {version}", attempt)
+
+    def upload_update(self, header: Any, path: Path) -> Any:
+        """Upload an encrypted update, resuming from the stored offset after a break."""
+        header.total_size = path.stat().st_size
+        header.sha256 = file_digest(path)
+
+        def requests(offset: int) -> Iterator[Any]:
+            yield federation_pb2.UploadUpdateRequest(header=header)
+            for chunk in iter_file_chunks(path, offset=offset, sha256=header.sha256):
+                yield federation_pb2.UploadUpdateRequest(chunk=chunk)
+
+        def attempt() -> Any:
+            offset = self.stub.GetUploadOffset(
+                federation_pb2.GetUploadOffsetRequest(round=header.round),
+                timeout=self.rpc_timeout_s).offset
+            if offset > header.total_size:
+                offset = 0
+            return self.stub.UploadUpdate(requests(offset), timeout=self.rpc_timeout_s * 10)
+
+        return self._retry(f"upload round {header.round}", attempt)

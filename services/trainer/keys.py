@@ -1,0 +1,76 @@
+"""How a site obtains the federation's LWE secret: register its X25519 public key with the key
+service, wait for the key custodian to wrap the secret for it, unwrap it locally.
+
+The site's X25519 private key and the unwrapped secret stay in the site's work folder (mode
+0600); the key service only ever sees the public key and the wrapped blob.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+import grpc
+
+from ucadi.errors import UcadiError
+from ucadi.lwe.keys import SecretKey
+from ucadi.lwe.keywrap import PRIVATE_KEY_FILE, SiteKeyPair, generate_site_key_pair
+from ucadi.ops.serving import grpc_options
+from ucadi.ops.tls import TLSFiles, identity_from_pem, secure_channel
+from ucadi.wire.crypto_client import CryptoServiceError, KeyClient
+
+log = logging.getLogger(__name__)
+POLL_S = 1.0
+# Not yet wrapped for us, or the key service is (re)starting: keep waiting.
+_WAIT_CODES = {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION,
+               grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+
+
+class KeyNotApprovedError(UcadiError):
+    """The custodian did not wrap the federation key for this site in time."""
+
+    status = "DEADLINE_EXCEEDED"
+
+
+def site_key_pair(work_dir: Path) -> SiteKeyPair:
+    """The site's X25519 key pair, created on first use."""
+    keys_dir = Path(work_dir) / "keys"
+    if (keys_dir / PRIVATE_KEY_FILE).exists():
+        return SiteKeyPair.load(keys_dir)
+    pair = generate_site_key_pair()
+    pair.save(keys_dir)
+    return pair
+
+
+def obtain_secret(crypto_target: str, tls: TLSFiles, work_dir: Path, wait_s: float,
+                  cancelled: threading.Event | None = None) -> SecretKey:
+    """Register our public key, then wait for and unwrap the active LWE secret."""
+    site = identity_from_pem(tls.cert.read_bytes()).name
+    pair = site_key_pair(work_dir)
+    channel = secure_channel(crypto_target, tls, options=tuple(grpc_options()))
+    keys = KeyClient(channel)
+    deadline = time.monotonic() + wait_s
+    registered = False
+    try:
+        while time.monotonic() < deadline and not (cancelled and cancelled.is_set()):
+            try:
+                if not registered:
+                    reply = keys.register_site_key(pair.public_pem())
+                    registered = True
+                    log.info("%s registered its X25519 key (fingerprint %s); waiting for the "
+                             "custodian to wrap the federation key", site, reply.fingerprint[:16])
+                secret = keys.fetch_secret(site, pair)
+                secret.save(Path(work_dir) / "keys" / f"lwe-{secret.key_id_hex}.key")
+                log.info("%s unwrapped LWE key %s (%s)", site, secret.key_id_hex,
+                         secret.params.name)
+                return secret
+            except CryptoServiceError as exc:
+                if exc.code not in _WAIT_CODES:
+                    raise
+            time.sleep(POLL_S)
+    finally:
+        channel.close()
+    raise KeyNotApprovedError(f"no wrapped key for site {site!r} after {wait_s:.0f} s: the "
+                              "custodian must run `ucadi keys wrap` for this site")

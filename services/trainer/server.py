@@ -1,0 +1,169 @@
+"""The site trainer process: status service + the federation agent loop."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+import grpc
+import torch
+
+from services.trainer.agent import AgentSettings, AgentStatus, SiteAgent
+from services.trainer.cipher import SiteCipher
+from services.trainer.client import FederationClient
+from services.trainer.keys import obtain_secret
+from ucadi.ops.config import load_config
+from ucadi.ops.serving import grpc_errors, serve
+from ucadi.ops.tls import TLSFiles, identity_from_pem, peer_identity
+from ucadi.ops.tracing import setup_tracing
+from ucadi.v1 import trainer_pb2, trainer_pb2_grpc
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = "ucadi.v1.TrainerService"
+
+# Every setting of `ucadi serve trainer --config FILE`; UCADI_<SECTION>__<KEY> overrides.
+DEFAULTS: dict[str, Any] = {
+    "site": {
+        # Synthetic-cohort style manifest.csv listing this site's studies.
+        "manifest": "data/manifest.csv",
+        # Where decrypted global versions are published for the site's inference service.
+        "model_dir": "var/site/models",
+        # Keys, transfers in progress.
+        "work_dir": "var/site/work",
+        # cpu, cuda, cuda:0 ... ("auto" picks CUDA when present).
+        "device": "auto",
+        # torch intra-op threads; 0 = torch's default.
+        "threads": 0,
+        "seed": 0,
+        # Share aggregate validation metrics (AUC, sensitivity, specificity) with the aggregator.
+        "share_metrics": True,
+    },
+    "server": {
+        "address": "127.0.0.1:7445",
+        "metrics_address": "127.0.0.1:9102",
+        # Plaintext gRPC health-only port for Kubernetes probes ("" = none).
+        "health_address": "",
+        "tls_dir": "",
+        "aggregator_address": "127.0.0.1:7443",
+        "crypto_address": "127.0.0.1:7444",
+        # Seconds to keep retrying an unreachable aggregator before giving up.
+        "retry_budget_s": 600.0,
+        # Seconds to wait for the key custodian to approve this site.
+        "key_wait_s": 3600.0,
+    },
+}
+
+
+class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
+    """Status and control of the site agent."""
+
+    def __init__(self, site: str, status: AgentStatus, device: str) -> None:
+        self.site = site
+        self.status = status
+        self.device = device
+
+    @grpc_errors
+    def GetStatus(self, request: Any, context: grpc.ServicerContext) -> Any:
+        peer_identity(context).require_role("site", "operator")
+        s = self.status
+        return trainer_pb2.TrainerStatus(
+            site=self.site, phase=s.phase, round=s.round, published_version=s.published_version,
+            train_cases=s.train_cases, val_auc=s.val_auc, val_sensitivity=s.val_sensitivity,
+            val_specificity=s.val_specificity, last_error=s.last_error, device=self.device)
+
+    @grpc_errors
+    def RequestLeave(self, request: Any, context: grpc.ServicerContext) -> Any:
+        peer_identity(context).require_role("site", "operator")
+        self.status.leave_requested.set()
+        return trainer_pb2.RequestLeaveResponse()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `ucadi serve trainer` (each overrides the config file)."""
+    parser.add_argument("--config", type=Path, help="YAML config file")
+    parser.add_argument("--manifest", help="manifest.csv of the site's CT studies")
+    parser.add_argument("--model-dir", help="folder where global versions are published")
+    parser.add_argument("--work-dir", help="folder for keys and transfers")
+    parser.add_argument("--device", help="cpu | cuda | auto")
+    parser.add_argument("--threads", type=int, help="torch threads (0 = default)")
+    parser.add_argument("--tls-dir", help="the site's startup kit (ca.crt, tls.crt, tls.key)")
+    parser.add_argument("--aggregator", help="aggregator HOST:PORT")
+    parser.add_argument("--crypto", help="crypto service HOST:PORT")
+    parser.add_argument("--address", help="status service HOST:PORT")
+    parser.add_argument("--metrics-address", help="Prometheus /metrics HOST:PORT")
+    parser.add_argument("--port-file", type=Path, help="write the bound ports here once serving")
+
+
+def _apply_flags(config: dict[str, Any], args: argparse.Namespace) -> None:
+    site, server = config["site"], config["server"]
+    for flag, section, key in (("manifest", site, "manifest"), ("model_dir", site, "model_dir"),
+                               ("work_dir", site, "work_dir"), ("device", site, "device"),
+                               ("threads", site, "threads"), ("tls_dir", server, "tls_dir"),
+                               ("aggregator", server, "aggregator_address"),
+                               ("crypto", server, "crypto_address"),
+                               ("address", server, "address"),
+                               ("metrics_address", server, "metrics_address")):
+        if getattr(args, flag, None) is not None:
+            section[key] = getattr(args, flag)
+
+
+def resolve_device(name: str) -> str:
+    """'auto' -> cuda when available, else cpu."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run the site agent until the federation completes (or SIGTERM)."""
+    config = load_config(DEFAULTS, args.config)
+    _apply_flags(config, args)
+    site_cfg, server_cfg = config["site"], config["server"]
+    tls = TLSFiles.from_dir(Path(server_cfg["tls_dir"]))
+    site = identity_from_pem(tls.cert.read_bytes()).name
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s trainer[{site}] %(message)s")
+    if int(site_cfg["threads"]) > 0:
+        torch.set_num_threads(int(site_cfg["threads"]))
+    setup_tracing(f"ucadi-trainer-{site}")
+    device = resolve_device(site_cfg["device"])
+    status = AgentStatus()
+    servicer = TrainerServicer(site, status, device)
+    running = serve(lambda s: trainer_pb2_grpc.add_TrainerServiceServicer_to_server(servicer, s),
+                    service_names=[SERVICE_NAME], address=server_cfg["address"], tls=tls,
+                    metrics_address=server_cfg["metrics_address"] or None,
+                    port_file=args.port_file,
+                    health_address=server_cfg["health_address"] or None)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: status.leave_requested.set())
+    work_dir = Path(site_cfg["work_dir"])
+    federation = FederationClient(server_cfg["aggregator_address"], tls,
+                                  retry_budget_s=float(server_cfg["retry_budget_s"]),
+                                  cancelled=status.leave_requested)
+    try:
+        status.phase = "waiting_for_key"
+        secret = obtain_secret(server_cfg["crypto_address"], tls, work_dir,
+                               wait_s=float(server_cfg["key_wait_s"]),
+                               cancelled=status.leave_requested)
+        settings = AgentSettings(site=site, manifest=Path(site_cfg["manifest"]),
+                                 model_dir=Path(site_cfg["model_dir"]), work_dir=work_dir,
+                                 device=device, seed=int(site_cfg["seed"]),
+                                 share_metrics=bool(site_cfg["share_metrics"]))
+        SiteAgent(settings, federation, SiteCipher(secret), status).run()
+        if status.phase == "completed":
+            # Stay up (status and metrics stay readable, no restart loop under Kubernetes)
+            # until the operator stops the site agent.
+            log.info("federation completed; serving status until stopped")
+            status.leave_requested.wait()
+    except Exception as exc:
+        status.phase, status.last_error = "error", str(exc)
+        log.exception("site agent stopped")
+        return 1
+    finally:
+        federation.close()
+        running.stop(1.0)
+    return 0
+
+

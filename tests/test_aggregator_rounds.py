@@ -1,0 +1,203 @@
+"""The aggregator's round state machine, in-process, with real ciphertexts and real SQLite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from services.aggregator.local_backend import LocalSumBackend, read_facts
+from services.aggregator.rounds import (
+    COLLECTING,
+    COMPLETED,
+    FederationConfig,
+    FederationStateError,
+    RejectedUpload,
+    RoundCoordinator,
+)
+from services.aggregator.store import AggregatorStore
+from ucadi.lwe import FixedPointCodec, encode_update, generate_secret_key
+from ucadi.lwe.stream import decrypt_fedavg_file, encrypt_to_file
+from ucadi.wire import file_digest
+
+VALUES = 5000
+LAYOUT = "ab" * 32
+
+
+class Clock:
+    """A settable clock so deadlines pass without sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def secret():
+    return generate_secret_key()
+
+
+def make_config(secret, **overrides) -> FederationConfig:
+    base = dict(federation_id="test-fed", min_sites=2, total_rounds=2, local_epochs=1,
+                round_timeout_s=100.0, liveness_timeout_s=1e9,
+                model={"arch": "densenet3d", "preset": "cpu-small", "task": "binary",
+                       "init_seed": 0, "recipe_json": "{}", "layout_hash": LAYOUT,
+                       "value_count": VALUES},
+                encryption={"enabled": True, "parameter_set": secret.params.name,
+                            "key_id": secret.key_id_hex})
+    base.update(overrides)
+    return FederationConfig(**base)
+
+
+def coordinator(tmp: Path, secret, clock: Clock, **overrides) -> RoundCoordinator:
+    store = AggregatorStore(tmp)
+    return RoundCoordinator(make_config(secret, **overrides), store, LocalSumBackend(store),
+                            read_facts, clock=clock)
+
+
+def upload(coord: RoundCoordinator, secret, tmp: Path, site: str, values: np.ndarray,
+           weight: int, round_number: int = 1, base_version: int = 0):
+    codec = FixedPointCodec.for_parameters(secret.params)
+    path = tmp / "sites" / f"{site}-r{round_number}.lwe"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    encrypt_to_file(path, secret, encode_update(values, weight, codec, secret.params),
+                    layout_hash=bytes.fromhex(LAYOUT), round_number=round_number)
+    header = SimpleNamespace(round=round_number, base_version=base_version,
+                             parameter_set=secret.params.name, key_id=secret.key_id_hex,
+                             layout_hash=LAYOUT, total_size=path.stat().st_size,
+                             sha256=file_digest(path), num_samples=weight, local_epochs=1)
+    partial = coord.check_upload(site, header)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    partial.write_bytes(path.read_bytes())
+    return coord.accept_upload(site, header, partial)
+
+
+def test_round_seals_when_all_expected_sites_uploaded_and_decrypts_to_weighted_fedavg(
+        tmp_path, secret):
+    clock = Clock()
+    coord = coordinator(tmp_path / "agg", secret, clock)
+    rng = np.random.default_rng(0)
+    models = {"a": rng.normal(0, 1, VALUES), "b": rng.normal(0, 1, VALUES)}
+    weights = {"a": 30, "b": 10}
+    for site in models:
+        coord.join(site, 10)
+    coord.step()
+    assert coord.view().round == 1 and coord.view().state == COLLECTING
+    for site in models:
+        upload(coord, secret, tmp_path, site, models[site], weights[site])
+    coord.step()
+    assert coord.view().latest_version == 1
+    assert coord.view().round == 2
+    codec = FixedPointCodec.for_parameters(secret.params)
+    average, total = decrypt_fedavg_file(secret, coord.store.global_path(1), codec)
+    expected = (30 * models["a"] + 10 * models["b"]) / 40
+    assert total == 40
+    assert np.max(np.abs(average - expected)) <= codec.resolution + 1e-6
+
+
+def test_late_upload_to_a_closed_round_is_refused_with_failed_precondition(tmp_path, secret):
+    clock = Clock()
+    coord = coordinator(tmp_path / "agg", secret, clock)
+    for site in ("a", "b"):
+        coord.join(site, 5)
+    coord.step()
+    for site in ("a", "b"):
+        upload(coord, secret, tmp_path, site, np.zeros(VALUES), 5)
+    coord.step()
+    with pytest.raises(RejectedUpload) as refused:
+        upload(coord, secret, tmp_path, "a", np.ones(VALUES), 5, round_number=1)
+    assert refused.value.status == "FAILED_PRECONDITION"
+    assert "not open" in str(refused.value)
+
+
+def test_duplicate_and_mismatched_uploads_are_rejected_and_the_round_goes_on(tmp_path, secret):
+    clock = Clock()
+    coord = coordinator(tmp_path / "agg", secret, clock)
+    for site in ("a", "b"):
+        coord.join(site, 5)
+    coord.step()
+    upload(coord, secret, tmp_path, "a", np.zeros(VALUES), 5)
+    with pytest.raises(RejectedUpload) as duplicate:
+        upload(coord, secret, tmp_path, "a", np.zeros(VALUES), 5)
+    assert duplicate.value.status == "ALREADY_EXISTS"
+    other = generate_secret_key()
+    with pytest.raises(RejectedUpload) as wrong_key:
+        upload(coord, other, tmp_path, "b", np.zeros(VALUES), 5)
+    assert "key id" in str(wrong_key.value)
+    upload(coord, secret, tmp_path, "b", np.ones(VALUES), 5)
+    coord.step()
+    assert coord.view().latest_version == 1
+
+
+def test_deadline_seals_with_quorum_and_drops_the_straggler(tmp_path, secret):
+    clock = Clock()
+    coord = coordinator(tmp_path / "agg", secret, clock)
+    for site in ("a", "b", "c"):
+        coord.join(site, 5)
+    coord.step()
+    upload(coord, secret, tmp_path, "a", np.zeros(VALUES), 5)
+    upload(coord, secret, tmp_path, "b", np.zeros(VALUES), 5)
+    coord.step()
+    assert coord.view().latest_version == 0, "waits for c until the deadline"
+    clock.now += 101
+    coord.step()
+    assert coord.view().latest_version == 1
+    assert coord.store.rounds()[0].expected == ["a", "b"]
+
+
+def test_deadline_without_quorum_extends_the_round(tmp_path, secret):
+    clock = Clock()
+    coord = coordinator(tmp_path / "agg", secret, clock)
+    for site in ("a", "b"):
+        coord.join(site, 5)
+    coord.step()
+    upload(coord, secret, tmp_path, "a", np.zeros(VALUES), 5)
+    clock.now += 101
+    coord.step()
+    view = coord.view()
+    assert view.state == COLLECTING and view.latest_version == 0
+    assert view.deadline > clock.now
+
+
+def test_restart_continues_the_same_round_without_losing_or_double_counting(tmp_path, secret):
+    clock = Clock()
+    state = tmp_path / "agg"
+    coord = coordinator(state, secret, clock)
+    for site in ("a", "b"):
+        coord.join(site, 5)
+    coord.step()
+    upload(coord, secret, tmp_path, "a", np.full(VALUES, 0.5), 5)
+    coord.step()
+    coord.store.close()
+    restarted = coordinator(state, secret, clock)
+    assert restarted.view().round == 1 and restarted.view().uploaded == ["a"]
+    with pytest.raises(RejectedUpload):
+        upload(restarted, secret, tmp_path, "a", np.full(VALUES, 0.5), 5)
+    upload(restarted, secret, tmp_path, "b", np.full(VALUES, 1.5), 5)
+    restarted.step()
+    codec = FixedPointCodec.for_parameters(secret.params)
+    average, total = decrypt_fedavg_file(secret, restarted.store.global_path(1), codec)
+    assert total == 10
+    assert np.allclose(average, 1.0, atol=codec.resolution)
+
+
+def test_federation_completes_after_total_rounds(tmp_path, secret):
+    clock = Clock()
+    coord = coordinator(tmp_path / "agg", secret, clock, total_rounds=1)
+    for site in ("a", "b"):
+        coord.join(site, 5)
+    coord.step()
+    for site in ("a", "b"):
+        upload(coord, secret, tmp_path, site, np.zeros(VALUES), 5)
+    coord.step()
+    assert coord.view().state == COMPLETED
+
+
+def test_unjoined_site_cannot_upload(tmp_path, secret):
+    coord = coordinator(tmp_path / "agg", secret, Clock())
+    with pytest.raises(FederationStateError):
+        coord.check_upload("stranger", SimpleNamespace(round=1))

@@ -1,0 +1,198 @@
+"""Crypto service over mTLS: key registration/wrapping/rotation and durable summation."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from services.crypto.server import run_crypto_service
+from ucadi.lwe import FixedPointCodec, PlainSlots, encode_update, generate_secret_key
+from ucadi.lwe.keywrap import generate_site_key_pair, load_public_key, wrap_secret
+from ucadi.lwe.stream import decrypt_fedavg_file, decrypt_file, encrypt_to_file
+from ucadi.ops.serving import RunningServer, grpc_options
+from ucadi.ops.tls import TLSFiles, secure_channel
+from ucadi.wire.crypto_client import CryptoServiceError, KeyClient, SumClient
+
+LAYOUT = hashlib.sha256(b"crypto-service-layout").digest()
+SITES = ("main-campus", "optical-valley", "sino-french")
+
+
+@pytest.fixture()
+def crypto_server(tmp_path: Path, federation_pki: Path) -> Iterator[RunningServer]:
+    running = run_crypto_service(tmp_path / "state", "127.0.0.1:0",
+                                 TLSFiles.from_dir(federation_pki / "crypto"), None)
+    yield running
+    running.stop(0)
+
+
+def _channel(server: RunningServer, pki: Path, who: str) -> grpc.Channel:
+    return secure_channel(server.target, TLSFiles.from_dir(pki / who),
+                          options=tuple(grpc_options()))
+
+
+def _keys(server: RunningServer, pki: Path, who: str) -> KeyClient:
+    return KeyClient(_channel(server, pki, who))
+
+
+def _sums(server: RunningServer, pki: Path, who: str = "aggregator") -> SumClient:
+    return SumClient(_channel(server, pki, who))
+
+
+def test_sites_register_custodian_wraps_and_each_site_unwraps_its_own_copy(
+        crypto_server: RunningServer, federation_pki: Path) -> None:
+    site_keys = {site: generate_site_key_pair() for site in SITES}
+    for site, pair in site_keys.items():
+        assert _keys(crypto_server, federation_pki, site).register_site_key(
+            pair.public_pem()).site == site
+    custodian = _keys(crypto_server, federation_pki, "custodian")
+    registered = custodian.site_keys()
+    assert sorted(registered) == sorted(SITES)
+    secret = generate_secret_key()
+    blobs = {s: wrap_secret(secret, s, load_public_key(pem)) for s, pem in registered.items()}
+    custodian.put_wrapped_keys(secret.key_id_hex, secret.params.name, blobs)
+    for site, pair in site_keys.items():
+        fetched = _keys(crypto_server, federation_pki, site).fetch_secret(site, pair)
+        assert np.array_equal(fetched.coefficients, secret.coefficients)
+    aggregator = _keys(crypto_server, federation_pki, "aggregator")
+    assert aggregator.site_approved("main-campus")
+    assert not aggregator.site_approved("nccid-uk")
+    assert not aggregator.site_approved("main-campus", "0" * 32)
+
+
+def test_the_key_service_stores_nothing_that_is_the_secret(
+        crypto_server: RunningServer, federation_pki: Path, tmp_path: Path) -> None:
+    pair = generate_site_key_pair()
+    _keys(crypto_server, federation_pki, "main-campus").register_site_key(pair.public_pem())
+    secret = generate_secret_key()
+    blob = wrap_secret(secret, "main-campus", pair.public_key)
+    _keys(crypto_server, federation_pki, "custodian").put_wrapped_keys(
+        secret.key_id_hex, secret.params.name, {"main-campus": blob})
+    crypto_server.stop(0)
+    packed_secret = secret.to_bytes()[24:]  # the 1 KiB of ternary coefficients
+    stored = b"".join(p.read_bytes() for p in (tmp_path / "state").rglob("*") if p.is_file())
+    assert blob in stored  # what it holds is the wrapped blob...
+    for window in range(0, len(packed_secret) - 32, 32):  # ...and no piece of the secret
+        assert packed_secret[window:window + 32] not in stored
+
+
+def test_roles_are_enforced_from_the_certificate(crypto_server: RunningServer,
+                                                 federation_pki: Path) -> None:
+    pem = generate_site_key_pair().public_pem()
+    with pytest.raises(CryptoServiceError) as denied:
+        _keys(crypto_server, federation_pki, "custodian").register_site_key(pem)
+    assert denied.value.code == grpc.StatusCode.PERMISSION_DENIED
+    with pytest.raises(CryptoServiceError) as denied:
+        _keys(crypto_server, federation_pki, "main-campus").site_keys()
+    assert denied.value.code == grpc.StatusCode.PERMISSION_DENIED
+    for who in ("main-campus", "crypto"):  # a site, and a service that is not the aggregator
+        with pytest.raises(CryptoServiceError) as denied:
+            _sums(crypto_server, federation_pki, who).status("fed", 1)
+        assert denied.value.code == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_rotation_activates_a_new_key_id_and_keeps_the_old_one_fetchable(
+        crypto_server: RunningServer, federation_pki: Path) -> None:
+    pair = generate_site_key_pair()
+    site = _keys(crypto_server, federation_pki, "nccid-uk")
+    site.register_site_key(pair.public_pem())
+    custodian = _keys(crypto_server, federation_pki, "custodian")
+    old, new = generate_secret_key(), generate_secret_key("rlwe-n4096-q64")
+    for secret in (old, new):
+        custodian.put_wrapped_keys(secret.key_id_hex, secret.params.name,
+                                   {"nccid-uk": wrap_secret(secret, "nccid-uk", pair.public_key)})
+    assert site.active_key() == (new.key_id_hex, "rlwe-n4096-q64")
+    assert site.fetch_secret("nccid-uk", pair).key_id == new.key_id
+    assert site.fetch_secret("nccid-uk", pair, old.key_id_hex).key_id == old.key_id
+
+
+def test_wrapping_for_an_unregistered_site_is_refused(crypto_server: RunningServer,
+                                                      federation_pki: Path) -> None:
+    secret = generate_secret_key()
+    blob = wrap_secret(secret, "nowhere", generate_site_key_pair().public_key)
+    with pytest.raises(CryptoServiceError) as refused:
+        _keys(crypto_server, federation_pki, "custodian").put_wrapped_keys(
+            secret.key_id_hex, secret.params.name, {"nowhere": blob})
+    assert refused.value.code == grpc.StatusCode.NOT_FOUND
+
+
+def _open(client: SumClient, secret_key_id: str, slot_count: int, round_number: int = 1) -> None:
+    client.open_round("fed", round_number, key_id=secret_key_id, parameter_set="rlwe-n4096-q56",
+                      layout_hash=LAYOUT, slot_count=slot_count)
+
+
+def test_round_sums_accepted_contributions_and_refuses_duplicates_mismatches_and_corruption(
+        crypto_server: RunningServer, federation_pki: Path, tmp_path: Path) -> None:
+    secret = generate_secret_key()
+    codec = FixedPointCodec.for_parameters(secret.params)
+    rng = np.random.default_rng(3)
+    vectors = {s: rng.uniform(-2, 2, 20_000).astype(np.float32) for s in SITES}
+    weights = {"main-campus": 5, "optical-valley": 3, "sino-french": 2}
+    client = _sums(crypto_server, federation_pki)
+    _open(client, secret.key_id_hex, 20_001)
+    for site in SITES:
+        path = tmp_path / f"{site}.ct"
+        encrypt_to_file(path, secret, encode_update(vectors[site], weights[site], codec,
+                                                    secret.params), layout_hash=LAYOUT,
+                        round_number=1)
+        assert client.add_contribution("fed", 1, site, path).site == site
+
+    def refused(path: Path, site: str) -> grpc.StatusCode:
+        with pytest.raises(CryptoServiceError) as error:
+            client.add_contribution("fed", 1, site, path)
+        return error.value.code
+
+    assert refused(tmp_path / "main-campus.ct", "main-campus") == grpc.StatusCode.ALREADY_EXISTS
+    other_layout = tmp_path / "other.ct"
+    encrypt_to_file(other_layout, secret, encode_update(vectors["main-campus"], 1, codec,
+                                                        secret.params),
+                    layout_hash=hashlib.sha256(b"x").digest(), round_number=1)
+    assert refused(other_layout, "nccid-uk") == grpc.StatusCode.FAILED_PRECONDITION
+    corrupt = tmp_path / "corrupt.ct"
+    data = bytearray((tmp_path / "sino-french.ct").read_bytes())
+    data[1000] ^= 0xFF
+    corrupt.write_bytes(bytes(data))
+    assert refused(corrupt, "nccid-uk") == grpc.StatusCode.INVALID_ARGUMENT
+    assert list(client.status("fed", 1).sites) == sorted(SITES)
+    late = tmp_path / "nccid-uk.ct"
+    encrypt_to_file(late, secret, encode_update(vectors["main-campus"], 1, codec, secret.params),
+                    layout_hash=LAYOUT, round_number=1)
+
+    total = client.seal("fed", 1, tmp_path / "sum.ct")
+    average, weight = decrypt_fedavg_file(secret, total, codec)
+    expected = sum(weights[s] * vectors[s].astype(np.float64) for s in SITES) / 10
+    assert weight == 10 and np.abs(average - expected).max() <= codec.resolution + 1e-6
+    assert refused(late, "nccid-uk") == grpc.StatusCode.FAILED_PRECONDITION  # round sealed
+
+
+def test_accepted_contributions_survive_a_restart(tmp_path: Path, federation_pki: Path) -> None:
+    secret = generate_secret_key()
+    tls = TLSFiles.from_dir(federation_pki / "crypto")
+    plains = {s: np.arange(5000) * (i + 1) for i, s in enumerate(SITES)}
+    for site in SITES:
+        encrypt_to_file(tmp_path / f"{site}.ct", secret, PlainSlots(plains[site]),
+                        layout_hash=LAYOUT, round_number=1)
+    first = run_crypto_service(tmp_path / "state", "127.0.0.1:0", tls, None)
+    client = _sums(first, federation_pki)
+    _open(client, secret.key_id_hex, 5000)
+    for site in SITES[:2]:
+        client.add_contribution("fed", 1, site, tmp_path / f"{site}.ct")
+    first.stop(0)
+    stray = tmp_path / "state" / "sums" / "rounds" / "fed" / "1" / "sum-9-deadbeef.ct"
+    stray.write_bytes(b"complete sum of a crashed add, never committed")
+    partial = stray.with_name("sum-9-deadbeef.ct.partial")
+    partial.write_bytes(b"half-written sum")
+    second = run_crypto_service(tmp_path / "state", "127.0.0.1:0", tls, None)
+    try:
+        client = _sums(second, federation_pki)
+        assert list(client.status("fed", 1).sites) == sorted(SITES[:2])
+        assert not stray.exists() and not partial.exists()
+        client.add_contribution("fed", 1, SITES[2], tmp_path / f"{SITES[2]}.ct")
+        total = client.seal("fed", 1, tmp_path / "sum.ct")
+        assert np.array_equal(decrypt_file(secret, total), sum(plains.values()))
+    finally:
+        second.stop(0)

@@ -1,0 +1,62 @@
+"""The charts start the services the way the services accept: the container arguments parse with
+the real `ucadi` CLI, and each generated config file loads against that service's own DEFAULTS
+(ucadi/ops/config.py refuses unknown settings, so a chart/service mismatch fails here, not in a
+hospital's cluster)."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from test_deploy_charts import CENTRAL, CENTRAL_CASES, SITE, SITE_CASES, render, workloads
+
+from ucadi.cli import build_parser
+from ucadi.ops.config import load_config
+
+# service -> (chart, values, module holding its DEFAULTS)
+SERVICES: dict[str, tuple[Path, dict[str, Any], str]] = {
+    "aggregator": (CENTRAL, CENTRAL_CASES["defaults"], "services.aggregator.config"),
+    "crypto": (CENTRAL, CENTRAL_CASES["defaults"], "services.crypto.server"),
+    "trainer": (SITE, SITE_CASES["defaults"], "services.trainer.server"),
+    "inference": (SITE, SITE_CASES["defaults"], "services.inference.settings"),
+}
+
+
+def rendered_service(service: str) -> tuple[list[str], dict[str, Any]]:
+    """The container args and the parsed config file the chart gives `service`."""
+    chart, values, _ = SERVICES[service]
+    manifests, _ = render(chart, values)
+    workload = next(w for w in workloads(manifests)
+                    if w["metadata"]["labels"]["app.kubernetes.io/component"] == service)
+    config_map = next(m for m in manifests if m["kind"] == "ConfigMap")
+    args = workload["spec"]["template"]["spec"]["containers"][0]["args"]
+    return args, yaml.safe_load(config_map["data"][f"{service}.yaml"])
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_container_arguments_parse_with_the_ucadi_cli(service: str,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    args, _ = rendered_service(service)
+    try:
+        parsed = build_parser("serve").parse_args(args)
+    except SystemExit:
+        pytest.fail(f"`ucadi {' '.join(args)}` is refused: {capsys.readouterr().err.strip()}")
+    assert parsed.service == service
+    assert Path(parsed.config) == Path("/etc/ucadi/config.yaml")
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_generated_config_loads_against_the_service_defaults(service: str,
+                                                             tmp_path: Path) -> None:
+    _, config = rendered_service(service)
+    module = importlib.import_module(SERVICES[service][2])
+    defaults = getattr(module, "DEFAULTS", None)
+    assert defaults is not None, f"{module.__name__} has no DEFAULTS for `--config` files"
+    path = tmp_path / f"{service}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    loaded = load_config(defaults, path, environ={})
+    assert loaded["server"]["tls_dir"] == "/etc/ucadi/tls"
+    assert loaded["server"]["metrics_address"] == "0.0.0.0:9100"

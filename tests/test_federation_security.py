@@ -1,0 +1,119 @@
+"""Who may talk to the federation, and what it refuses: certificates, identities, bad updates.
+Real aggregator and crypto processes; the federation keeps going after every refusal."""
+
+from __future__ import annotations
+
+import hashlib
+
+import grpc
+import numpy as np
+import pytest
+from federation_probe import ProbeSite
+
+from ucadi.demo.federation import FederationPlan, LocalFederation
+from ucadi.lwe import EncodingError
+from ucadi.ops.pki import create_ca, issue_certificate
+from ucadi.ops.tls import secure_channel
+from ucadi.v1 import common_pb2, crypto_pb2, crypto_pb2_grpc, federation_pb2, federation_pb2_grpc
+
+pytestmark = pytest.mark.slow
+SITES = ["main-campus", "optical-valley"]
+# The test itself acts as this (certified, approved) site to send bad updates.
+PROBE = "sino-french"
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory, tiny_cohort):
+    root = tmp_path_factory.mktemp("secure-fed")
+    plan = FederationPlan(root=root, manifest=tiny_cohort, sites=[*SITES, PROBE], rounds=2,
+                          min_sites=2, recipe={"total_epochs": 2, "warmup_epochs": 1})
+    fed = LocalFederation(plan)
+    fed.provision()
+    fed.create_key()
+    fed.start_crypto()
+    fed.start_aggregator()
+    yield fed
+    fed.stop()
+
+
+def stub_for(federation: LocalFederation, identity: str):
+    channel = secure_channel(federation.processes["aggregator"].target, federation.tls(identity))
+    return federation_pb2_grpc.FederationServiceStub(channel), channel
+
+
+def code_of(call) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as failure:
+        call()
+    return failure.value.code()
+
+
+def upload_requests(header, payload: bytes):
+    yield federation_pb2.UploadUpdateRequest(header=header)
+    yield federation_pb2.UploadUpdateRequest(chunk=common_pb2.Chunk(
+        offset=0, data=payload, total_size=len(payload),
+        sha256=hashlib.sha256(payload).hexdigest()))
+
+
+def test_client_with_a_certificate_from_another_ca_cannot_connect(federation, tmp_path):
+    create_ca(tmp_path / "rogue-ca", "rogue")
+    impostor = issue_certificate(tmp_path / "rogue-ca", tmp_path / "impostor", "main-campus",
+                                 "site")
+    channel = secure_channel(federation.processes["aggregator"].target, impostor)
+    stub = federation_pb2_grpc.FederationServiceStub(channel)
+    assert code_of(lambda: stub.Join(federation_pb2.JoinRequest(), timeout=10)) == \
+        grpc.StatusCode.UNAVAILABLE
+    channel.close()
+
+
+def test_roles_are_enforced_from_the_certificate(federation):
+    stub, channel = stub_for(federation, "crypto")
+    assert code_of(lambda: stub.Join(federation_pb2.JoinRequest(), timeout=10)) == \
+        grpc.StatusCode.PERMISSION_DENIED
+    channel.close()
+    keys_channel = secure_channel(federation.processes["crypto"].target,
+                                  federation.tls("main-campus"))
+    keys = crypto_pb2_grpc.KeyServiceStub(keys_channel)
+    assert code_of(lambda: keys.ListSiteKeys(crypto_pb2.ListSiteKeysRequest(), timeout=10)) == \
+        grpc.StatusCode.PERMISSION_DENIED
+    keys_channel.close()
+
+
+def test_site_without_a_wrapped_key_cannot_join(federation):
+    stub, channel = stub_for(federation, "optical-valley")
+    assert code_of(lambda: stub.Join(federation_pb2.JoinRequest(), timeout=10)) == \
+        grpc.StatusCode.FAILED_PRECONDITION
+    channel.close()
+
+
+def test_bad_updates_are_refused_and_the_round_still_completes(federation, tmp_path):
+    # The probe joins first, so round 1 cannot seal without it: it is expected in every round.
+    probe = ProbeSite(federation, PROBE)
+    for site in SITES:
+        federation.start_trainer(site)
+    federation.approve_sites(SITES)
+    federation.wait_for(lambda s: s.current.round == 1, timeout=120, poll_s=0.2)
+    send, header = probe.send, probe.header
+    garbage = b"\x00" * 4096
+    assert code_of(lambda: send(header(), garbage)) == grpc.StatusCode.INVALID_ARGUMENT
+    assert code_of(lambda: send(header(total_size=1 << 40, sha256="0" * 64), garbage)) == \
+        grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert code_of(lambda: send(header(key_id="ff" * 16), garbage)) == \
+        grpc.StatusCode.INVALID_ARGUMENT
+    assert code_of(lambda: send(header(round=7), garbage)) == \
+        grpc.StatusCode.FAILED_PRECONDITION
+    with pytest.raises(EncodingError):
+        probe.cipher.encrypt_to_file(np.array([0.1, np.nan]), weight=8, round_number=1,
+                                     layout_hash=header().layout_hash, path=tmp_path / "nan")
+    assert not (tmp_path / "nan").exists(), "nothing is produced from a NaN update"
+    first = probe.encrypted_update(1, tmp_path / "r1.lwe")
+    receipt = send(header(), first)
+    assert receipt.site == PROBE, "the identity comes from the certificate"
+    assert code_of(lambda: send(header(), first)) == grpc.StatusCode.ALREADY_EXISTS
+    federation.wait_for(lambda s: s.current.round == 2, timeout=300, poll_s=0.3)
+    assert code_of(lambda: send(header(round=2, base_version=1), first)) == \
+        grpc.StatusCode.ALREADY_EXISTS, "a replayed ciphertext is refused"
+    send(header(round=2, base_version=1), probe.encrypted_update(2, tmp_path / "r2.lwe"))
+    status = federation.wait_for(
+        lambda s: s.current.state == federation_pb2.ROUND_STATE_COMPLETED, timeout=300)
+    assert [sorted(r.uploaded_sites) for r in status.rounds] == [sorted([*SITES, PROBE])] * 2
+    probe.close()

@@ -1,0 +1,149 @@
+"""The papers' comparison: local-only models, the federated model and a centralised model,
+each evaluated on every site's test set, the pooled test set and the hold-out sets.
+
+Local and centralised baselines train in-process with the same recipe, the same number of
+epochs and the same initial weights as the federation, so the only difference is who sees
+which data. Thresholds are chosen on validation data (Youden's J): a local model on its own
+site's validation split, the federated and centralised models on the pooled validation split.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ucadi.ct import PreprocessConfig, load_stack
+from ucadi.learn import (
+    COVID_CLASS,
+    StudyDataset,
+    TrainingRecipe,
+    choose_threshold,
+    evaluate_binary,
+    predict_probabilities,
+    train_local,
+)
+from ucadi.learn.stats import roc_points
+
+POOLED = "pooled test"
+
+
+@dataclass
+class ModelResult:
+    """One model's threshold and its metrics on each test set."""
+
+    name: str
+    threshold: float
+    by_set: dict[str, dict[str, float]] = field(default_factory=dict)
+    pooled_scores: np.ndarray | None = None
+
+
+class StackCache:
+    """Each study's windowed stack, loaded once and shared by every model's evaluation."""
+
+    def __init__(self, config: PreprocessConfig) -> None:
+        self.config = config
+        self._stacks: dict[str, np.ndarray] = {}
+
+    def loader(self, records: Sequence[Any]) -> Callable[[int], np.ndarray]:
+        """stack_of(i) for predict_probabilities over `records`."""
+        def stack_of(index: int) -> np.ndarray:
+            record = records[index]
+            if record.case_id not in self._stacks:
+                self._stacks[record.case_id] = load_stack(record.series_dir, self.config)
+            return self._stacks[record.case_id]
+        return stack_of
+
+
+def train_baseline(model: torch.nn.Module, records: Sequence[Any], config: PreprocessConfig,
+                   recipe: TrainingRecipe, epochs: int, seed: int) -> torch.nn.Module:
+    """Train `model` in place for `epochs` epochs from epoch 0 (the recipe's full schedule)."""
+    dataset = StudyDataset(list(records), config, recipe.task, train=True, seed=seed)
+    train_local(model, dataset, recipe, start_epoch=0, epochs=epochs, seed=seed, progress=False)
+    return model
+
+
+def _scores(model: torch.nn.Module, records: Sequence[Any], config: PreprocessConfig,
+            cache: StackCache, samples: int, seed: int) -> np.ndarray:
+    probs = predict_probabilities(model, records, config, samples=samples, seed=seed,
+                                  stack_of=cache.loader(records))
+    return probs[:, COVID_CLASS]
+
+
+def evaluate_model(name: str, model: torch.nn.Module, val_records: Sequence[Any],
+                   test_sets: dict[str, Sequence[Any]], config: PreprocessConfig,
+                   cache: StackCache, samples: int = 5, seed: int = 0) -> ModelResult:
+    """Threshold from `val_records`, then metrics on every test set (5-sampling average)."""
+    val_labels = np.array([r.binary_label for r in val_records])
+    threshold = 0.5
+    if 0 < val_labels.sum() < len(val_labels):
+        threshold = choose_threshold(_scores(model, val_records, config, cache, 1, seed),
+                                     val_labels)
+    result = ModelResult(name, threshold)
+    for set_name, records in test_sets.items():
+        if not records:
+            continue
+        scores = _scores(model, records, config, cache, samples, seed)
+        labels = np.array([r.binary_label for r in records])
+        result.by_set[set_name] = evaluate_binary(scores, labels, threshold)
+        if set_name == POOLED:
+            result.pooled_scores = scores
+    return result
+
+
+def markdown_table(results: Sequence[ModelResult], set_names: Sequence[str]) -> str:
+    """Sensitivity / specificity / AUC (95 % CI) per model and test set, as markdown."""
+    lines = ["| model | threshold | " + " | ".join(set_names) + " |",
+             "|---|---|" + "---|" * len(set_names)]
+    for result in results:
+        cells = []
+        for set_name in set_names:
+            m = result.by_set.get(set_name)
+            if m is None:
+                cells.append("–")
+                continue
+            auc = ("AUC n/a" if np.isnan(m["auc"]) else
+                   f"AUC {m['auc']:.3f} ({m['auc_ci_low']:.2f}-{m['auc_ci_high']:.2f})")
+            spec = "–" if np.isnan(m["specificity"]) else f"{m['specificity']:.3f}"
+            cells.append(f"sens {m['sensitivity']:.3f} / spec {spec} / {auc}")
+        lines.append(f"| {result.name} | {result.threshold:.3f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_comparison(path: Any, results: Sequence[ModelResult], pooled_labels: np.ndarray,
+                    set_names: Sequence[str]) -> None:
+    """ROC curves on the pooled test set and AUC per test set, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (roc_axis, bar_axis) = plt.subplots(1, 2, figsize=(13, 5.5))
+    for result in results:
+        if result.pooled_scores is None or len(set(pooled_labels)) < 2:
+            continue
+        fpr, tpr = roc_points(result.pooled_scores, pooled_labels)
+        auc = result.by_set[POOLED]["auc"]
+        style = "-" if result.name in ("federated", "centralised") else ":"
+        roc_axis.plot(fpr, tpr, style, label=f"{result.name} (AUC {auc:.3f})")
+    roc_axis.plot([0, 1], [0, 1], color="grey", linewidth=0.5)
+    roc_axis.set(xlabel="1 - specificity", ylabel="sensitivity",
+                 title="COVID-19 vs non-COVID-19, pooled test set")
+    roc_axis.legend(loc="lower right", fontsize=8)
+    auc_sets = [s for s in set_names if any(
+        not np.isnan(r.by_set.get(s, {}).get("auc", np.nan)) for r in results)]
+    width = 0.8 / max(1, len(results))
+    for i, result in enumerate(results):
+        values = [result.by_set.get(s, {}).get("auc", np.nan) for s in auc_sets]
+        bar_axis.bar(np.arange(len(auc_sets)) + i * width, values, width, label=result.name)
+    bar_axis.set_xticks(np.arange(len(auc_sets)) + width * (len(results) - 1) / 2)
+    bar_axis.set_xticklabels(auc_sets, rotation=30, ha="right", fontsize=8)
+    bar_axis.set(ylim=(0, 1), ylabel="AUC", title="AUC by test set")
+    bar_axis.axhline(0.5, color="grey", linewidth=0.5)
+    bar_axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

@@ -1,0 +1,225 @@
+"""A whole federation on one machine: PKI, crypto service, key custodian, aggregator and one
+trainer per site, each a real process on 127.0.0.1 with mutual TLS and OS-assigned ports.
+
+Used by `ucadi demo` and by the end-to-end tests, which also kill and restart its processes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ucadi.demo.processes import ServiceProcess, start_service
+from ucadi.errors import UcadiError
+from ucadi.lwe import generate_secret_key
+from ucadi.lwe.keys import SecretKey
+from ucadi.lwe.keywrap import load_public_key, wrap_secret
+from ucadi.ops.pki import create_ca, issue_certificate
+from ucadi.ops.serving import grpc_options
+from ucadi.ops.tls import TLSFiles, secure_channel
+from ucadi.v1 import federation_pb2, federation_pb2_grpc
+from ucadi.wire.crypto_client import KeyClient
+
+CUSTODIAN = "custodian"
+OPERATOR = "operator"
+
+
+@dataclass
+class FederationPlan:
+    """What to run: sites, rounds, model and timing."""
+
+    root: Path
+    manifest: Path
+    sites: list[str]
+    rounds: int = 3
+    local_epochs: int = 1
+    min_sites: int = 2
+    arch: str = "densenet3d"
+    model_preset: str = "cpu-small"
+    task: str = "binary"
+    init_seed: int = 0
+    recipe: dict[str, Any] = field(default_factory=dict)
+    parameter_set: str = ""
+    round_timeout_s: float = 900.0
+    liveness_timeout_s: float = 60.0
+    trainer_threads: int = 1
+    federation_id: str = "ucadi-demo"
+    # False only to measure what encryption costs (bench): the aggregator then reads updates.
+    encryption: bool = True
+
+
+class LocalFederation:
+    """Starts, watches and stops the processes of a local federation."""
+
+    def __init__(self, plan: FederationPlan) -> None:
+        self.plan = plan
+        self.root = Path(plan.root)
+        self.pki = self.root / "pki"
+        self.logs = self.root / "logs"
+        self.processes: dict[str, ServiceProcess] = {}
+        self.secret: SecretKey | None = None
+
+    # -- provisioning ------------------------------------------------------------------
+    def provision(self) -> None:
+        """CA and certificates for the services, the custodian, the operator and each site."""
+        if (self.pki / "ca" / "ca.crt").exists():
+            return
+        create_ca(self.pki / "ca", "ucadi-demo-ca")
+        for name, role in (("aggregator", "service"), ("crypto", "service"),
+                           (CUSTODIAN, "custodian"), (OPERATOR, "operator"),
+                           *((site, "site") for site in self.plan.sites)):
+            issue_certificate(self.pki / "ca", self.pki / name, name, role)
+
+    def tls(self, name: str) -> TLSFiles:
+        """The TLS files of one identity."""
+        return TLSFiles.from_dir(self.pki / name)
+
+    def create_key(self) -> SecretKey:
+        """The custodian's LWE secret (kept in the custodian's folder only)."""
+        path = self.root / "custodian" / "lwe-secret.key"
+        if path.exists():
+            self.secret = SecretKey.load(path)
+        else:
+            from ucadi.lwe.params import DEFAULT_PARAMETER_SET
+
+            self.secret = generate_secret_key(self.plan.parameter_set or DEFAULT_PARAMETER_SET)
+            self.secret.save(path)
+        return self.secret
+
+    # -- processes -----------------------------------------------------------------------
+    def start_crypto(self) -> ServiceProcess:
+        """The crypto service (key service + sum service)."""
+        process = start_service("crypto", "crypto", [
+            "--state-dir", str(self.root / "crypto"), "--address", "127.0.0.1:0",
+            "--tls-dir", str(self.pki / "crypto"), "--metrics-address", "127.0.0.1:0"],
+            self.logs)
+        self.processes["crypto"] = process
+        return process
+
+    def aggregator_config(self) -> Path:
+        """Write the aggregator's config file (federation settings)."""
+        assert self.secret is not None, "create_key() first"
+        plan = self.plan
+        config = {
+            "federation": {"id": plan.federation_id, "min_sites": plan.min_sites,
+                           "total_rounds": plan.rounds, "local_epochs": plan.local_epochs,
+                           "round_timeout_s": plan.round_timeout_s,
+                           "liveness_timeout_s": plan.liveness_timeout_s},
+            "model": {"arch": plan.arch, "preset": plan.model_preset, "task": plan.task,
+                      "init_seed": plan.init_seed, "recipe": plan.recipe},
+            "encryption": {"enabled": plan.encryption, "parameter_set": self.secret.params.name,
+                           "key_id": self.secret.key_id_hex},
+        }
+        path = self.root / "aggregator.yaml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
+
+    def start_aggregator(self) -> ServiceProcess:
+        """The aggregator on an OS-assigned port."""
+        return self.start_aggregator_on(0)
+
+    def start_aggregator_on(self, port: int) -> ServiceProcess:
+        """The aggregator on `port` (a restart keeps its address and its state folder)."""
+        process = start_service("aggregator", "aggregator", [
+            "--config", str(self.aggregator_config()),
+            "--state-dir", str(self.root / "aggregator"), "--address", f"127.0.0.1:{port}",
+            "--metrics-address", "127.0.0.1:0", "--tls-dir", str(self.pki / "aggregator"),
+            "--crypto", self.processes["crypto"].target], self.logs)
+        self.processes["aggregator"] = process
+        return process
+
+    def start_trainer(self, site: str) -> ServiceProcess:
+        """One site's trainer agent."""
+        site_dir = self.root / "sites" / site
+        process = start_service(f"trainer-{site}", "trainer", [
+            "--manifest", str(self.plan.manifest), "--model-dir", str(site_dir / "models"),
+            "--work-dir", str(site_dir / "work"), "--device", "cpu",
+            "--threads", str(self.plan.trainer_threads), "--tls-dir", str(self.pki / site),
+            "--aggregator", self.processes["aggregator"].target,
+            "--crypto", self.processes["crypto"].target, "--address", "127.0.0.1:0",
+            "--metrics-address", "127.0.0.1:0"], self.logs)
+        self.processes[f"trainer-{site}"] = process
+        return process
+
+    def stop(self) -> None:
+        """Stop every process (trainers first)."""
+        for name in sorted(self.processes, key=lambda n: not n.startswith("trainer")):
+            self.processes[name].stop()
+
+    # -- custodian and operator ---------------------------------------------------------------
+    def approve_sites(self, sites: list[str], timeout: float = 300.0) -> None:
+        """Custodian: wrap the LWE secret for each site once it registered its public key."""
+        assert self.secret is not None, "create_key() first"
+        channel = secure_channel(self.processes["crypto"].target, self.tls(CUSTODIAN),
+                                 options=tuple(grpc_options()))
+        keys = KeyClient(channel)
+        pending = set(sites)
+        deadline = time.monotonic() + timeout
+        try:
+            while pending:
+                registered = keys.site_keys()
+                ready = sorted(pending & set(registered))
+                if ready:
+                    keys.put_wrapped_keys(self.secret.key_id_hex, self.secret.params.name, {
+                        site: wrap_secret(self.secret, site, load_public_key(registered[site]))
+                        for site in ready})
+                    pending -= set(ready)
+                if pending and time.monotonic() > deadline:
+                    raise UcadiError(f"sites {sorted(pending)} did not register a key within "
+                                     f"{timeout:.0f} s; see {self.logs}")
+                if pending:
+                    time.sleep(0.3)
+        finally:
+            channel.close()
+
+    def status(self) -> Any:
+        """The aggregator's FederationStatus, as the operator sees it."""
+        channel = secure_channel(self.processes["aggregator"].target, self.tls(OPERATOR))
+        try:
+            return federation_pb2_grpc.FederationServiceStub(channel).GetStatus(
+                federation_pb2.GetStatusRequest(), timeout=30)
+        finally:
+            channel.close()
+
+    def wait_for(self, condition: Callable[[Any], bool], timeout: float,
+                 on_status: Callable[[Any], None] | None = None, poll_s: float = 1.0) -> Any:
+        """Poll the federation status until `condition(status)`; fail fast if a process died."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for name, process in self.processes.items():
+                if not process.alive() and process.process.returncode not in (0, None):
+                    raise UcadiError(f"{name} exited with code {process.process.returncode}; "
+                                     f"its log ends:\n{process.tail()}")
+            try:
+                status = self.status()
+            except Exception:  # the aggregator may be restarting
+                status = None
+            if status is not None:
+                if on_status is not None:
+                    on_status(status)
+                if condition(status):
+                    return status
+            if time.monotonic() > deadline:
+                raise UcadiError(f"federation did not reach the expected state within "
+                                 f"{timeout:.0f} s; logs in {self.logs}")
+            time.sleep(poll_s)
+
+    def summary(self) -> dict[str, Any]:
+        """Plain-data summary of rounds for reports."""
+        status = self.status()
+        return {"federation": status.federation_id, "rounds": [
+            {"round": r.round, "sites": list(r.uploaded_sites), "bytes_in": r.bytes_in,
+             "global_bytes": r.global_bytes,
+             "seconds": (r.sealed_unix - r.opened_unix) if r.sealed_unix else None}
+            for r in status.rounds]}
+
+
+def to_json(data: Any) -> str:
+    """Compact JSON for logs."""
+    return json.dumps(data, sort_keys=True)

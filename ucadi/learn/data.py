@@ -1,0 +1,113 @@
+"""Studies as training examples: labels per task, cached stacks, one sampling per epoch."""
+
+from __future__ import annotations
+
+import warnings
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ucadi.ct import PreprocessConfig, load_stack, preprocess_study, sample_stack
+from ucadi.learn.recipe import BINARY_CLASS_NAMES, FOUR_CLASS_NAMES, TASKS, RecipeError
+
+# Memory kept for cached stacks; beyond it studies are re-read each epoch. At the paper's
+# 128x128 input a 300-slice study is ~20 MB, so a full cohort would not fit in RAM.
+DEFAULT_CACHE_BYTES = 2 << 30
+
+# Label of the UK-like site, whose cases are only known as COVID-19 or not.
+BINARY_ONLY_LABEL = "non_covid"
+
+
+def task_label(record: Any, task: str) -> int | None:
+    """Class index of a CaseRecord in `task`, or None when the task cannot use it."""
+    if task == "binary":
+        return int(record.binary_label)
+    if task == "four_class":
+        if record.label == BINARY_ONLY_LABEL:
+            return None
+        return FOUR_CLASS_NAMES.index(record.label)
+    raise RecipeError(f"task {task!r} is unknown; choose one of {TASKS}")
+
+
+def class_names(task: str) -> tuple[str, ...]:
+    """Output class names of a task."""
+    return BINARY_CLASS_NAMES if task == "binary" else FOUR_CLASS_NAMES
+
+
+def study_seed(seed: int, epoch: int, case_id: str) -> int:
+    """Sampling seed of one study at one epoch, independent of the cohort's order."""
+    sequence = np.random.SeedSequence([seed, epoch, zlib.crc32(case_id.encode())])
+    return int(sequence.generate_state(1)[0])
+
+
+class StudyDataset(Dataset):
+    """CaseRecords as (input [1, slices, H, W], label): one fresh sampling per study per epoch.
+
+    Each study's windowed, resized stack is loaded once (ucadi.ct.load_stack) and kept in
+    memory while the cache holds less than `cache_bytes`; studies beyond it are preprocessed
+    from disk each time, decoding only the sampled slices (same values). `set_epoch` changes
+    which 16 slices every study contributes (seed + epoch). Training sets also flip studies
+    left-right at random, a symmetry chest CT findings keep.
+    """
+
+    def __init__(self, records: Sequence[Any], config: PreprocessConfig, task: str,
+                 train: bool, seed: int, *, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+        usable = [(r, task_label(r, task)) for r in records]
+        skipped = [r.case_id for r, label in usable if label is None]
+        if skipped:
+            warnings.warn(f"{len(skipped)} cases labelled {BINARY_ONLY_LABEL!r} skipped: the "
+                          f"{task} task needs the full label (e.g. {skipped[:3]})", stacklevel=2)
+        self.records = [r for r, label in usable if label is not None]
+        self.labels = np.array([label for _, label in usable if label is not None], dtype=int)
+        self.config = config
+        self.task = task
+        self.train = train
+        self.seed = seed
+        self.epoch = 0
+        self.cache_bytes = cache_bytes
+        self._stacks: dict[int, np.ndarray] = {}
+        self._cached_bytes = 0
+        self._cache_full = False
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the sampling of every study for global epoch `epoch`."""
+        self.epoch = epoch
+
+    def stack(self, index: int) -> np.ndarray:
+        """The cached (n_slices, H, W) windowed stack of study `index`."""
+        if index in self._stacks:
+            return self._stacks[index]
+        stack = load_stack(self.records[index].series_dir, self.config)
+        if self._cached_bytes + stack.nbytes <= self.cache_bytes:
+            self._stacks[index] = stack
+            self._cached_bytes += stack.nbytes
+        else:
+            self._cache_full = True
+        return stack
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        seed = study_seed(self.seed, self.epoch, self.records[index].case_id)
+        if index in self._stacks or not self._cache_full:
+            sample = sample_stack(self.stack(index), self.config, samples=1, seed=seed)
+        else:
+            sample = preprocess_study(self.records[index].series_dir, self.config, samples=1,
+                                      seed=seed)
+        if self.train and np.random.default_rng(seed).random() < 0.5:
+            sample = sample[..., ::-1]
+        return torch.from_numpy(np.ascontiguousarray(sample)), int(self.labels[index])
+
+    def summary(self) -> dict[str, Any]:
+        """Cases per class and per site (for model cards)."""
+        names = class_names(self.task)
+        sites: dict[str, int] = {}
+        for record in self.records:
+            sites[record.site] = sites.get(record.site, 0) + 1
+        return {"cases": len(self), "task": self.task, "sites": sites,
+                "per_class": {names[k]: int((self.labels == k).sum()) for k in range(len(names))}}

@@ -1,0 +1,166 @@
+"""Evaluation outputs a clinical reader expects: markdown table, ROC, confusion, reliability."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ucadi.errors import UcadiError  # noqa: E402
+from ucadi.learn.recipe import FOUR_CLASS_NAMES  # noqa: E402
+from ucadi.learn.stats import roc_points  # noqa: E402
+
+
+@dataclass(frozen=True)
+class ReaderPoint:
+    """One human reader's operating point (e.g. a radiologist), plotted on the ROC."""
+
+    name: str
+    sensitivity: float
+    specificity: float
+
+
+def read_readers(path: Path) -> list[ReaderPoint]:
+    """Reader operating points from a CSV with columns reader, sensitivity, specificity."""
+    try:
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        points = [ReaderPoint(row["reader"], float(row["sensitivity"]),
+                              float(row["specificity"])) for row in rows]
+    except (OSError, KeyError, ValueError) as exc:
+        raise UcadiError(f"cannot read reader operating points from {path}: {exc}; expected a "
+                         f"CSV with columns reader,sensitivity,specificity (values in 0..1)"
+                         ) from None
+    for point in points:
+        if not (0 <= point.sensitivity <= 1 and 0 <= point.specificity <= 1):
+            raise UcadiError(f"reader {point.name!r} in {path}: sensitivity and specificity "
+                             f"must lie in 0..1")
+    return points
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "n/a" if math.isnan(value) else f"{value:.3f}"
+    return str(value)
+
+
+def markdown_report(report: dict[str, Any], title: str) -> str:
+    """The report's headline numbers as markdown tables."""
+    lines = [f"# {title}", "", f"CTs: {report['cases']}; COVID-19 called at probability >= "
+             f"{report['ct_level']['threshold']:.3f} (chosen on validation data, Youden's J).", "",
+             "| level | n+ | n- | sensitivity | specificity | AUC (95 % CI, DeLong) |",
+             "|---|---|---|---|---|---|"]
+    rows = [("CT", report["ct_level"]), ("patient", report["patient_level"])]
+    rows += [(f"site {site}", values) for site, values in report["per_site"].items()]
+    for name, values in rows:
+        lines.append(f"| {name} | {values['n_pos']} | {values['n_neg']} | "
+                     f"{_fmt(values['sensitivity'])} | {_fmt(values['specificity'])} | "
+                     f"{_fmt(values['auc'])} ({_fmt(values['auc_ci_low'])}-"
+                     f"{_fmt(values['auc_ci_high'])}) |")
+    if "auc_bootstrap_ci_low" in report["ct_level"]:
+        ct = report["ct_level"]
+        lines += ["", f"Bootstrap 95 % CI of the CT-level AUC: {ct['auc_bootstrap_ci_low']:.3f}-"
+                      f"{ct['auc_bootstrap_ci_high']:.3f}."]
+    if "calibration" in report:
+        lines += ["", f"Expected calibration error (10 bins): {report['calibration']['ece']:.3f}."]
+    if "comparison" in report:
+        comparison = report["comparison"]
+        lines += ["", f"Compared model: AUC {comparison['auc']:.3f} vs "
+                      f"{comparison['auc_other']:.3f}, DeLong p = {comparison['delong_p']:.4f}."]
+    four = report.get("four_class")
+    if four and "one_vs_rest_auc" in four:
+        lines += ["", f"Four-class accuracy {four['accuracy']:.3f} on {four['cases']} CTs.", "",
+                  "| class | one-vs-rest AUC (95 % CI) |", "|---|---|"]
+        for name, values in four["one_vs_rest_auc"].items():
+            lines.append(f"| {name} | {values['auc']:.3f} ({values['auc_ci_low']:.3f}-"
+                         f"{values['auc_ci_high']:.3f}) |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_roc(path: Path, scores: np.ndarray, labels: np.ndarray, auc: float,
+             threshold: float, readers: Sequence[ReaderPoint] = ()) -> None:
+    """ROC curve with the model's operating point and optional reader points."""
+    fpr, tpr = roc_points(scores, labels)
+    called = scores >= threshold
+    sens = float(called[labels == 1].mean())
+    spec = float((~called)[labels == 0].mean())
+    figure, axis = plt.subplots(figsize=(5, 5))
+    axis.plot(fpr, tpr, label=f"model (AUC {auc:.3f})")
+    axis.plot([0, 1], [0, 1], linestyle=":", color="grey")
+    axis.scatter([1 - spec], [sens], marker="o", color="black", zorder=3,
+                 label=f"model at {threshold:.2f}")
+    for reader in readers:
+        axis.scatter([1 - reader.specificity], [reader.sensitivity], marker="^", zorder=3,
+                     label=reader.name)
+    axis.set(xlabel="1 - specificity", ylabel="sensitivity", xlim=(0, 1), ylim=(0, 1.01),
+             title="COVID-19 vs non-COVID-19")
+    axis.legend(loc="lower right", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def plot_confusions(path: Path, matrices: Sequence[tuple[str, np.ndarray, Sequence[str]]]) -> None:
+    """Confusion matrices side by side (rows true class, columns predicted)."""
+    figure, axes = plt.subplots(1, len(matrices), figsize=(4.5 * len(matrices), 4.2))
+    for axis, (title, matrix, names) in zip(np.atleast_1d(axes), matrices, strict=True):
+        matrix = np.asarray(matrix)
+        axis.imshow(matrix, cmap="Blues")
+        for (row, col), count in np.ndenumerate(matrix):
+            axis.text(col, row, str(count), ha="center", va="center",
+                      color="white" if count > matrix.max() / 2 else "black")
+        axis.set(xticks=range(len(names)), yticks=range(len(names)), title=title,
+                 xlabel="predicted", ylabel="true")
+        axis.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+        axis.set_yticklabels(names, fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def plot_reliability(path: Path, calibration: dict[str, Any]) -> None:
+    """Reliability curve: observed COVID-19 frequency against mean predicted probability."""
+    figure, axis = plt.subplots(figsize=(5, 5))
+    axis.plot([0, 1], [0, 1], linestyle=":", color="grey", label="perfect calibration")
+    axis.plot(calibration["bin_confidence"], calibration["bin_frequency"], marker="o",
+              label=f"model (ECE {calibration['ece']:.3f})")
+    axis.set(xlabel="predicted COVID-19 probability", ylabel="observed frequency",
+             xlim=(0, 1), ylim=(0, 1))
+    axis.legend(loc="upper left")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def write_report(out_dir: Path, report: dict[str, Any], scores: np.ndarray, labels: np.ndarray,
+                 title: str, readers: Sequence[ReaderPoint] = ()) -> list[Path]:
+    """metrics.json, report.md, roc.png, confusion.png and reliability.png in out_dir."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = [out_dir / "metrics.json", out_dir / "report.md"]
+    written[0].write_text(json.dumps(report, indent=2, default=float) + "\n")
+    written[1].write_text(markdown_report(report, title))
+    ct = report["ct_level"]
+    if 0 < labels.sum() < len(labels):
+        plot_roc(out_dir / "roc.png", scores, labels, ct["auc"], ct["threshold"], readers)
+        written.append(out_dir / "roc.png")
+    matrices = [("COVID-19 vs not (CT level)", np.array(ct["confusion_2class"]),
+                 ["non-COVID", "COVID-19"])]
+    if "confusion_4class" in report.get("four_class", {}):
+        matrices.append(("four classes", np.array(report["four_class"]["confusion_4class"]),
+                         list(FOUR_CLASS_NAMES)))
+    plot_confusions(out_dir / "confusion.png", matrices)
+    written.append(out_dir / "confusion.png")
+    if "calibration" in report:
+        plot_reliability(out_dir / "reliability.png", report["calibration"])
+        written.append(out_dir / "reliability.png")
+    return written

@@ -1,0 +1,166 @@
+"""`ucadi keys`: the key custodian's and sites' key commands.
+
+Custodian:  keys create --out DIR          new LWE secret (kept by the custodian only)
+            keys wrap --secret FILE ...    wrap it for registered sites, upload, activate
+            keys rotate --out DIR ...      new secret + key id, wrapped and activated
+Site:       keys site-init --out DIR       X25519 key pair
+            keys register ...              register the public key (identity = TLS cert)
+            keys fetch ...                 fetch + unwrap this site's copy of the secret
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ucadi.errors import CommandError
+from ucadi.lwe.keys import SecretKey, generate_secret_key
+from ucadi.lwe.keywrap import (
+    PUBLIC_KEY_FILE,
+    SiteKeyPair,
+    generate_site_key_pair,
+    load_public_key,
+    wrap_secret,
+)
+from ucadi.lwe.params import DEFAULT_PARAMETER_SET, PARAMETER_SETS
+
+if TYPE_CHECKING:
+    from ucadi.wire.crypto_client import KeyClient
+
+SECRET_FILE = "lwe_secret.key"
+
+
+def _key_client(args: argparse.Namespace) -> KeyClient:
+    """A KeyService client over mTLS (gRPC is imported only when a command needs it)."""
+    from ucadi.ops.serving import grpc_options
+    from ucadi.ops.tls import TLSFiles, secure_channel
+    from ucadi.wire.crypto_client import KeyClient
+
+    channel = secure_channel(args.server, TLSFiles.from_dir(args.tls),
+                             options=tuple(grpc_options()))
+    return KeyClient(channel)
+
+
+def _wrap_and_upload(args: argparse.Namespace, secret: SecretKey) -> int:
+    client = _key_client(args)
+    registered = client.site_keys()
+    wanted = [s for s in args.sites.split(",") if s] if args.sites else sorted(registered)
+    missing = [s for s in wanted if s not in registered]
+    if missing or not wanted:
+        raise CommandError(f"sites not registered: {', '.join(missing) or '(none registered)'}; "
+                           "each site runs `ucadi keys register` first")
+    blobs = {site: wrap_secret(secret, site, load_public_key(registered[site]))
+             for site in wanted}
+    reply = client.put_wrapped_keys(secret.key_id_hex, secret.params.name, blobs,
+                                    activate=not args.no_activate)
+    print(f"key {secret.key_id_hex}: wrapped for {', '.join(wanted)} ({reply.stored} stored); "
+          f"active key {reply.active_key_id or '(none)'}")
+    return 0
+
+
+def _create(args: argparse.Namespace) -> int:
+    path = Path(args.out) / SECRET_FILE
+    if path.exists() and not args.force:
+        raise CommandError(f"{path} exists; use `ucadi keys rotate` (or --force) to replace it")
+    secret = generate_secret_key(args.parameter_set)
+    secret.save(path)
+    print(f"created LWE secret {secret.key_id_hex} ({secret.params.name}) at {path}")
+    return 0
+
+
+def _wrap(args: argparse.Namespace) -> int:
+    return _wrap_and_upload(args, SecretKey.load(args.secret))
+
+
+def _rotate(args: argparse.Namespace) -> int:
+    path = Path(args.out) / SECRET_FILE
+    if path.exists():
+        old = SecretKey.load(path)
+        archived = path.with_name(f"lwe_secret-{old.key_id_hex}.key")
+        path.replace(archived)
+        print(f"archived previous key {old.key_id_hex} at {archived}")
+    secret = generate_secret_key(args.parameter_set)
+    secret.save(path)
+    print(f"created LWE secret {secret.key_id_hex} ({secret.params.name}) at {path}")
+    return _wrap_and_upload(args, secret)
+
+
+def _site_init(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if (out / PUBLIC_KEY_FILE).exists() and not args.force:
+        raise CommandError(f"{out} already holds a site key pair (use --force to replace it)")
+    private_path, public_path = generate_site_key_pair().save(out)
+    print(f"site key pair: {private_path} (private, keep at the site), {public_path}")
+    return 0
+
+
+def _register(args: argparse.Namespace) -> int:
+    keys = SiteKeyPair.load(args.site_keys)
+    reply = _key_client(args).register_site_key(keys.public_pem())
+    print(f"registered site {reply.site}; public key fingerprint {reply.fingerprint}")
+    return 0
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    from ucadi.ops.tls import TLSFiles, identity_from_pem
+
+    site = identity_from_pem(TLSFiles.from_dir(args.tls).cert.read_bytes()).name
+    secret = _key_client(args).fetch_secret(site, SiteKeyPair.load(args.site_keys), args.key_id)
+    secret.save(Path(args.out))
+    print(f"site {site}: unwrapped key {secret.key_id_hex} ({secret.params.name}) to {args.out}")
+    return 0
+
+
+def _server_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--server", required=True, help="crypto service HOST:PORT")
+    parser.add_argument("--tls", required=True, type=Path,
+                        help="folder with ca.crt, tls.crt, tls.key of the caller")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `ucadi keys` and its subcommands."""
+    keys = subparsers.add_parser("keys", help="LWE key custodian and site key commands",
+                                 description=__doc__, formatter_class=(
+                                     argparse.RawDescriptionHelpFormatter))
+    sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    parameter_help = f"parameter set ({', '.join(PARAMETER_SETS)})"
+
+    create = sub.add_parser("create", help="new LWE secret and key id (custodian)")
+    create.add_argument("--out", required=True, type=Path, help="custodian key folder")
+    create.add_argument("--parameter-set", default=DEFAULT_PARAMETER_SET, help=parameter_help)
+    create.add_argument("--force", action="store_true", help="replace an existing secret")
+    create.set_defaults(func=_create)
+
+    for name, handler, help_text in (("wrap", _wrap, "wrap the secret for sites and upload"),
+                                     ("rotate", _rotate, "new key id, wrap and activate it")):
+        action = sub.add_parser(name, help=help_text)
+        if name == "wrap":
+            action.add_argument("--secret", required=True, type=Path, help="LWE secret file")
+        else:
+            action.add_argument("--out", required=True, type=Path, help="custodian key folder")
+            action.add_argument("--parameter-set", default=DEFAULT_PARAMETER_SET,
+                                help=parameter_help)
+        _server_options(action)
+        action.add_argument("--sites", default="",
+                            help="comma-separated approved sites (default: all registered)")
+        action.add_argument("--no-activate", action="store_true",
+                            help="upload without making this key id the active one")
+        action.set_defaults(func=handler)
+
+    init = sub.add_parser("site-init", help="a site's X25519 key pair")
+    init.add_argument("--out", required=True, type=Path, help="site key folder")
+    init.add_argument("--force", action="store_true", help="replace an existing key pair")
+    init.set_defaults(func=_site_init)
+
+    reg = sub.add_parser("register", help="register this site's public key (site)")
+    reg.add_argument("--site-keys", required=True, type=Path, help="folder of site-init")
+    _server_options(reg)
+    reg.set_defaults(func=_register)
+
+    fetch = sub.add_parser("fetch", help="fetch and unwrap this site's LWE secret (site)")
+    fetch.add_argument("--site-keys", required=True, type=Path, help="folder of site-init")
+    fetch.add_argument("--out", required=True, type=Path, help="where to write the secret")
+    fetch.add_argument("--key-id", default="", help="key id (default: the active key)")
+    _server_options(fetch)
+    fetch.set_defaults(func=_fetch)

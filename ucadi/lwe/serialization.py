@@ -1,0 +1,150 @@
+"""Compact, versioned wire format of ciphertexts (in memory; files in `lwe.stream`).
+
+Layout (little-endian):
+    header   85 bytes: magic "UCLW", version u8, scheme u8, parameter set u16, key id 16 B,
+             layout hash 32 B, round u64, slot count u64, block start u32, block stop u32,
+             contributors u32, fractional bits u8
+    seeds    32 bytes per contributor (sorted in a sum)
+    body     Q/8 bytes per slot of the block range, little-endian (Q bits per coefficient)
+    digest   SHA-256 of everything before it
+The header alone (first 85 bytes + seeds) says how long the whole thing must be, so a
+receiver knows what it gets from the first chunk; the digest catches truncation and tampering
+in transit or on disk (authenticity comes from mutual TLS, not from this digest).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+
+import numpy as np
+
+from ucadi.lwe.errors import CiphertextFormatError, ParameterError
+from ucadi.lwe.params import LweParameters
+from ucadi.lwe.sampling import SEED_BYTES
+from ucadi.lwe.scheme import Ciphertext, CiphertextHeader
+
+MAGIC = b"UCLW"
+FORMAT_VERSION = 1
+SCHEME_RLWE_SEEDED = 1  # symmetric ring-LWE, seeded a, b = a*s + e + Delta*m
+MEDIA_TYPE = "application/vnd.ucadi.lwe-ciphertext"
+HEADER = struct.Struct("<4sBBH16s32sQQIIIB")
+DIGEST_BYTES = 32
+
+
+def encode_header(header: CiphertextHeader, seeds: tuple[bytes, ...]) -> bytes:
+    """Fixed header followed by the seeds."""
+    if len(seeds) != header.contributors:
+        raise ValueError("header.contributors must equal the number of seeds")
+    return HEADER.pack(MAGIC, FORMAT_VERSION, SCHEME_RLWE_SEEDED, header.parameter_set,
+                       header.key_id, header.layout_hash, header.round_number,
+                       header.slot_count, header.block_start, header.block_stop,
+                       header.contributors, header.frac_bits) + b"".join(seeds)
+
+
+def decode_fixed_header(data: bytes) -> CiphertextHeader:
+    """Parse and validate the fixed part of a header (the first HEADER.size bytes)."""
+    if len(data) < HEADER.size:
+        raise CiphertextFormatError(f"ciphertext truncated: {len(data)} bytes, the header "
+                                    f"alone is {HEADER.size}")
+    (magic, version, scheme, set_id, key_id, layout_hash, round_number, slot_count,
+     block_start, block_stop, contributors, frac_bits) = HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise CiphertextFormatError(f"not a UCADI ciphertext (magic {magic!r}, expected {MAGIC!r})")
+    if version != FORMAT_VERSION or scheme != SCHEME_RLWE_SEEDED:
+        raise CiphertextFormatError(
+            f"unsupported ciphertext format version {version} / scheme {scheme}; this build "
+            f"reads version {FORMAT_VERSION}, scheme {SCHEME_RLWE_SEEDED} (ring-LWE, seeded a)")
+    header = CiphertextHeader(set_id, key_id, layout_hash, round_number, frac_bits, slot_count,
+                              block_start, block_stop, contributors)
+    try:
+        params = header.params
+    except ParameterError as exc:
+        raise CiphertextFormatError(f"ciphertext names an unknown parameter set: {exc}") from exc
+    if slot_count < 1 or not 0 <= block_start < block_stop <= header.total_blocks:
+        raise CiphertextFormatError(
+            f"inconsistent ciphertext header: {slot_count} slots, blocks "
+            f"[{block_start}, {block_stop}) of {header.total_blocks}")
+    if not 1 <= contributors <= params.max_sites:
+        raise CiphertextFormatError(f"ciphertext claims {contributors} contributors; "
+                                    f"{params.name} allows 1..{params.max_sites}")
+    return header
+
+
+def seeds_size(header: CiphertextHeader) -> int:
+    """Bytes of the seed list."""
+    return header.contributors * SEED_BYTES
+
+
+def body_size(header: CiphertextHeader) -> int:
+    """Bytes of the packed body."""
+    return header.body_slots * header.params.coefficient_bytes
+
+
+def serialized_size(header: CiphertextHeader) -> int:
+    """Total bytes of a serialized ciphertext with this header."""
+    return HEADER.size + seeds_size(header) + body_size(header) + DIGEST_BYTES
+
+
+def split_seeds(header: CiphertextHeader, data: bytes) -> tuple[bytes, ...]:
+    """The seed list from the bytes following the fixed header."""
+    if len(data) < seeds_size(header):
+        raise CiphertextFormatError("ciphertext truncated inside its seed list")
+    seeds = tuple(data[i:i + SEED_BYTES] for i in range(0, seeds_size(header), SEED_BYTES))
+    if len(set(seeds)) != len(seeds):
+        raise CiphertextFormatError("ciphertext lists the same seed twice")
+    return seeds
+
+
+def read_header(data: bytes) -> tuple[CiphertextHeader, tuple[bytes, ...]]:
+    """Header and seeds from the first bytes of a ciphertext (the rest may not have arrived)."""
+    header = decode_fixed_header(data)
+    return header, split_seeds(header, data[HEADER.size:])
+
+
+def pack_coefficients(values: np.ndarray, params: LweParameters) -> bytes:
+    """uint64 coefficients < 2^Q -> Q/8 little-endian bytes each."""
+    width = params.coefficient_bytes
+    raw = np.ascontiguousarray(values, dtype="<u8").view(np.uint8).reshape(-1, 8)
+    return raw[:, :width].tobytes()
+
+
+def unpack_coefficients(data: bytes | memoryview, params: LweParameters) -> np.ndarray:
+    """Inverse of pack_coefficients."""
+    width = params.coefficient_bytes
+    if len(data) % width:
+        raise CiphertextFormatError("ciphertext body is not a whole number of coefficients")
+    count = len(data) // width
+    if width == 8:
+        return np.frombuffer(data, dtype="<u8").astype(np.uint64)
+    # Read each coefficient as an 8-byte word starting every `width` bytes (one padding word at
+    # the end keeps the last read in bounds), then drop the neighbour's bytes with the mask.
+    padded = np.zeros(count * width + 8, dtype=np.uint8)
+    padded[:count * width] = np.frombuffer(data, dtype=np.uint8)
+    words = np.ndarray((count,), dtype="<u8", buffer=padded, strides=(width,))
+    return words & np.uint64(params.modulus_mask)
+
+
+def to_bytes(ciphertext: Ciphertext) -> bytes:
+    """Serialize a ciphertext held in memory."""
+    header = ciphertext.header
+    if ciphertext.body.size != header.body_slots:
+        raise ValueError("ciphertext body length does not match its header")
+    payload = encode_header(header, ciphertext.seeds) + pack_coefficients(ciphertext.body,
+                                                                          header.params)
+    return payload + hashlib.sha256(payload).digest()
+
+
+def from_bytes(data: bytes) -> Ciphertext:
+    """Parse and verify a serialized ciphertext; CiphertextFormatError if it is not intact."""
+    header, seeds = read_header(data)
+    expected = serialized_size(header)
+    if len(data) != expected:
+        raise CiphertextFormatError(f"ciphertext is {len(data)} bytes; its header announces "
+                                    f"{expected} (truncated or padded)")
+    payload, digest = data[:-DIGEST_BYTES], data[-DIGEST_BYTES:]
+    if hashlib.sha256(payload).digest() != digest:
+        raise CiphertextFormatError("ciphertext digest mismatch: corrupted or tampered")
+    body_start = HEADER.size + seeds_size(header)
+    body = unpack_coefficients(memoryview(payload)[body_start:], header.params)
+    return Ciphertext(header, seeds, body)

@@ -1,0 +1,281 @@
+"""Ciphertexts as files, block by block: encrypt to a file, sum files, decrypt a file, shard.
+
+Memory stays bounded by a few batches of BATCH_BLOCKS blocks whatever the vector length, so a
+46 M-value model is encrypted, summed and decrypted without a second whole-model copy.
+Every reader checks the trailing SHA-256 before trusting a body (`open_verified`), and a
+writer fsyncs before returning, so a caller may acknowledge the file as durable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from ucadi.lwe.codec import FixedPointCodec
+from ucadi.lwe.errors import CiphertextFormatError, CiphertextMismatchError, EncodingError
+from ucadi.lwe.keys import SecretKey
+from ucadi.lwe.sampling import fresh_seed
+from ucadi.lwe.scheme import (
+    BATCH_BLOCKS,
+    CiphertextHeader,
+    SlotSource,
+    add_bodies,
+    iter_decrypted_batches,
+    iter_encrypted_batches,
+    merged_seeds,
+    new_header,
+)
+from ucadi.lwe.serialization import (
+    DIGEST_BYTES,
+    HEADER,
+    body_size,
+    decode_fixed_header,
+    encode_header,
+    pack_coefficients,
+    seeds_size,
+    serialized_size,
+    split_seeds,
+    unpack_coefficients,
+)
+
+_DIGEST_READ = 1 << 20
+
+
+@dataclass(frozen=True)
+class CiphertextFile:
+    """A verified ciphertext file: its header, seeds and where its body starts."""
+
+    path: Path
+    header: CiphertextHeader
+    seeds: tuple[bytes, ...]
+
+    @property
+    def body_offset(self) -> int:
+        """Byte offset of the first body coefficient."""
+        return HEADER.size + seeds_size(self.header)
+
+    def iter_body_batches(self, block_start: int | None = None,
+                          block_stop: int | None = None) -> Iterator[np.ndarray]:
+        """Body coefficients (uint64) of a block sub-range, BATCH_BLOCKS blocks at a time."""
+        header, params = self.header, self.header.params
+        start = header.block_start if block_start is None else block_start
+        stop = header.block_stop if block_stop is None else block_stop
+        if not header.block_start <= start < stop <= header.block_stop:
+            raise CiphertextMismatchError(
+                f"block range [{start}, {stop}) is outside this ciphertext's "
+                f"[{header.block_start}, {header.block_stop})")
+        n, width = params.ring_degree, params.coefficient_bytes
+        first_slot = header.block_start * n
+        with open(self.path, "rb") as handle:
+            for first in range(start, stop, BATCH_BLOCKS):
+                slot_a = first * n
+                slot_b = min((min(first + BATCH_BLOCKS, stop)) * n, header.slot_count)
+                handle.seek(self.body_offset + (slot_a - first_slot) * width)
+                data = handle.read((slot_b - slot_a) * width)
+                if len(data) != (slot_b - slot_a) * width:
+                    raise CiphertextFormatError(f"{self.path} was truncated while reading")
+                yield unpack_coefficients(data, params)
+
+    def iter_verified_batches(self) -> Iterator[np.ndarray]:
+        """The whole body, batch by batch, hashing as it reads; raises CiphertextFormatError
+        after the last batch if the trailing digest does not match (so a consumer that only
+        commits its result at the end never commits one made from a tampered file)."""
+        params = self.header.params
+        batch_bytes = BATCH_BLOCKS * params.ring_degree * params.coefficient_bytes
+        remaining = body_size(self.header)
+        with open(self.path, "rb") as handle:
+            prefix = handle.read(self.body_offset)
+            digest = hashlib.sha256(prefix)
+            while remaining > 0:
+                data = handle.read(min(batch_bytes, remaining))
+                if not data:
+                    raise CiphertextFormatError(f"{self.path} was truncated while reading")
+                digest.update(data)
+                remaining -= len(data)
+                yield unpack_coefficients(data, params)
+            if handle.read() != digest.digest():
+                raise CiphertextFormatError(
+                    f"{self.path.name}: digest mismatch, corrupted or tampered")
+
+
+def _file_digest_ok(path: Path, size: int) -> bool:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        remaining = size - DIGEST_BYTES
+        while remaining > 0:
+            block = handle.read(min(_DIGEST_READ, remaining))
+            if not block:
+                return False
+            digest.update(block)
+            remaining -= len(block)
+        return handle.read() == digest.digest()
+
+
+def open_verified(path: Path, verify_digest: bool = True) -> CiphertextFile:
+    """Parse a ciphertext file's header, check its size and (unless the caller reads it with
+    `iter_verified_batches`) verify its digest in one streaming pass."""
+    path = Path(path)
+    with open(path, "rb") as handle:
+        header = decode_fixed_header(handle.read(HEADER.size))
+        seeds = split_seeds(header, handle.read(seeds_size(header)))
+    size = path.stat().st_size
+    expected = serialized_size(header)
+    if size != expected:
+        raise CiphertextFormatError(f"{path.name} is {size} bytes; its header announces "
+                                    f"{expected} (truncated or padded)")
+    if verify_digest and not _file_digest_ok(path, size):
+        raise CiphertextFormatError(f"{path.name}: digest mismatch, corrupted or tampered")
+    return CiphertextFile(path, header, seeds)
+
+
+class _DigestWriter:
+    """Writes to a temporary file, hashing as it goes; `commit` appends the digest, fsyncs and
+    renames into place, so a reader never sees a half-written ciphertext."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.tmp = self.path.with_name(self.path.name + ".partial")
+        self.handle: BinaryIO = open(self.tmp, "wb")
+        self.digest = hashlib.sha256()
+
+    def write(self, data: bytes) -> None:
+        self.digest.update(data)
+        self.handle.write(data)
+
+    def commit(self) -> None:
+        self.handle.write(self.digest.digest())
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self.handle.close()
+        os.replace(self.tmp, self.path)
+        directory = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+    def abort(self) -> None:
+        self.handle.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def _write(path: Path, header: CiphertextHeader, seeds: tuple[bytes, ...],
+           bodies: Iterator[np.ndarray]) -> CiphertextHeader:
+    writer = _DigestWriter(path)
+    try:
+        writer.write(encode_header(header, seeds))
+        written = 0
+        for body in bodies:
+            writer.write(pack_coefficients(body, header.params))
+            written += body.size
+        if written != header.body_slots:
+            raise CiphertextFormatError(f"wrote {written} coefficients, header says "
+                                        f"{header.body_slots}")
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    return header
+
+
+def encrypt_to_file(path: Path, secret: SecretKey, source: SlotSource, *, layout_hash: bytes,
+                    round_number: int) -> CiphertextHeader:
+    """Encrypt `source` into a ciphertext file, batch by batch, with a fresh seed."""
+    header = new_header(secret, source, layout_hash, round_number)
+    seed = fresh_seed()
+    return _write(path, header, (seed,),
+                  iter_encrypted_batches(secret, source, seed, 0, header.block_stop))
+
+
+def sum_files(paths: Sequence[Path], out_path: Path) -> CiphertextHeader:
+    """Homomorphically add ciphertext files into `out_path`, batch by batch."""
+    files = [open_verified(p, verify_digest=False) for p in paths]
+    header, seeds = merged_seeds((f.header, f.seeds) for f in files)
+    params = header.params
+
+    def summed() -> Iterator[np.ndarray]:
+        iterators = [f.iter_verified_batches() for f in files]
+        for batches in zip(*iterators, strict=True):
+            yield add_bodies(batches, params)
+    return _write(out_path, header, seeds, summed())
+
+
+def decrypt_file(secret: SecretKey, path: Path) -> np.ndarray:
+    """Plaintext slots (int64) of a ciphertext file's slot range."""
+    ct = open_verified(path, verify_digest=False)
+    return np.concatenate(list(iter_decrypted_batches(secret, ct.header, ct.seeds,
+                                                      ct.iter_verified_batches())))
+
+
+def decrypt_fedavg_file(secret: SecretKey, path: Path,
+                        codec: FixedPointCodec) -> tuple[np.ndarray, int]:
+    """(FedAvg vector as float32, total weight) from a whole-vector summed ciphertext file."""
+    ct = open_verified(path, verify_digest=False)
+    header = ct.header
+    if (header.block_start, header.block_stop) != (0, header.total_blocks):
+        raise CiphertextMismatchError("FedAvg needs the whole vector; merge the shards first")
+    if header.frac_bits != codec.frac_bits:
+        raise CiphertextMismatchError(f"ciphertext encodes {header.frac_bits} fractional bits, "
+                                      f"codec has {codec.frac_bits}")
+    out = np.empty(header.slot_count - 1, dtype=np.float64)
+    position = 0
+    weight = 0
+    for slots in iter_decrypted_batches(secret, header, ct.seeds, ct.iter_verified_batches()):
+        take = min(slots.size, out.size - position)
+        out[position:position + take] = codec.decode_sums(slots[:take])
+        position += take
+        if take < slots.size:  # the weight slot is the last slot of the last batch
+            weight = int(slots[take])
+    if weight < 1:
+        raise EncodingError(f"decrypted total weight is {weight}; expected >= 1")
+    out /= weight
+    return out.astype(np.float32), weight
+
+
+def shard_ranges(total_blocks: int, replicas: int) -> list[tuple[int, int]]:
+    """Split blocks 0..total into `replicas` contiguous, nearly equal, non-empty ranges."""
+    if not 1 <= replicas <= total_blocks:
+        raise CiphertextMismatchError(f"cannot split {total_blocks} blocks across {replicas} "
+                                      f"replicas (need 1..{total_blocks})")
+    cuts = [round(i * total_blocks / replicas) for i in range(replicas + 1)]
+    return list(zip(cuts[:-1], cuts[1:], strict=True))
+
+
+def extract_blocks(path: Path, block_start: int, block_stop: int, out_path: Path) -> Path:
+    """Write the partial ciphertext of blocks [block_start, block_stop) of a verified file."""
+    ct = open_verified(path)
+    header = replace(ct.header, block_start=block_start, block_stop=block_stop)
+    _write(out_path, header, ct.seeds, ct.iter_body_batches(block_start, block_stop))
+    return out_path
+
+
+def merge_shards(paths: Sequence[Path], out_path: Path) -> CiphertextHeader:
+    """Concatenate partial (summed) ciphertexts covering all blocks into one ciphertext."""
+    files = sorted((open_verified(p) for p in paths), key=lambda f: f.header.block_start)
+    if not files:
+        raise CiphertextMismatchError("no shards to merge")
+    base = files[0].header
+    position = 0
+    for f in files:
+        whole = replace(f.header, block_start=0, block_stop=f.header.total_blocks)
+        replace(base, block_start=0, block_stop=base.total_blocks).check_compatible(whole)
+        if f.seeds != files[0].seeds or f.header.block_start != position:
+            raise CiphertextMismatchError(
+                "shards do not fit together: they must hold the same contributions and cover "
+                f"contiguous block ranges (gap or overlap at block {position})")
+        position = f.header.block_stop
+    if position != base.total_blocks:
+        raise CiphertextMismatchError(f"shards cover blocks up to {position} of "
+                                      f"{base.total_blocks}")
+    header = replace(base, block_start=0, block_stop=base.total_blocks)
+
+    def bodies() -> Iterator[np.ndarray]:
+        for f in files:
+            yield from f.iter_body_batches()
+    return _write(out_path, header, files[0].seeds, bodies())

@@ -1,0 +1,49 @@
+"""`ucadi serve <service>`: run one of the gRPC services in this process.
+
+Each service module exposes `add_arguments(parser)` and either `run_from_args(args) -> int`
+(it runs until stopped) or `from_args(args) -> RunningServer` (started here, then served until
+SIGTERM/SIGINT).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import signal
+import threading
+
+from ucadi.ops.tracing import setup_tracing
+
+SERVICES = {
+    "aggregator": ("services.aggregator.server", "central: rounds, membership, encrypted FedAvg"),
+    "crypto": ("services.crypto.server", "central: key service (wrapped keys) + ciphertext sum"),
+    "trainer": ("services.trainer.server", "site: local training, encrypt/decrypt, status"),
+    "inference": ("services.inference.server", "site: Open Inference Protocol + CT diagnosis"),
+}
+
+
+def _run(args: argparse.Namespace) -> int:
+    module = importlib.import_module(SERVICES[args.service][0])
+    if hasattr(module, "run_from_args"):
+        return int(module.run_from_args(args))
+    logging.basicConfig(level=logging.INFO,
+                        format=f"%(asctime)s {args.service} %(levelname)s %(message)s")
+    setup_tracing(f"ucadi-{args.service}")
+    running = module.from_args(args)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    running.stop(2.0)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `ucadi serve aggregator|crypto|trainer|inference`."""
+    serve = sub.add_parser("serve", help="run a service")
+    services = serve.add_subparsers(dest="service", metavar="SERVICE", required=True)
+    for name, (module, description) in SERVICES.items():
+        parser = services.add_parser(name, help=description, description=description)
+        importlib.import_module(module).add_arguments(parser)
+        parser.set_defaults(func=_run)

@@ -1,0 +1,260 @@
+from ucadi.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class RoundState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ROUND_STATE_UNSPECIFIED: _ClassVar[RoundState]
+    ROUND_STATE_COLLECTING: _ClassVar[RoundState]
+    ROUND_STATE_SEALING: _ClassVar[RoundState]
+    ROUND_STATE_COMPLETED: _ClassVar[RoundState]
+    ROUND_STATE_SEALED: _ClassVar[RoundState]
+ROUND_STATE_UNSPECIFIED: RoundState
+ROUND_STATE_COLLECTING: RoundState
+ROUND_STATE_SEALING: RoundState
+ROUND_STATE_COMPLETED: RoundState
+ROUND_STATE_SEALED: RoundState
+
+class ModelSpec(_message.Message):
+    __slots__ = ("arch", "preset", "task", "init_seed", "recipe_json", "layout_hash", "value_count")
+    ARCH_FIELD_NUMBER: _ClassVar[int]
+    PRESET_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    INIT_SEED_FIELD_NUMBER: _ClassVar[int]
+    RECIPE_JSON_FIELD_NUMBER: _ClassVar[int]
+    LAYOUT_HASH_FIELD_NUMBER: _ClassVar[int]
+    VALUE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    arch: str
+    preset: str
+    task: str
+    init_seed: int
+    recipe_json: str
+    layout_hash: str
+    value_count: int
+    def __init__(self, arch: _Optional[str] = ..., preset: _Optional[str] = ..., task: _Optional[str] = ..., init_seed: _Optional[int] = ..., recipe_json: _Optional[str] = ..., layout_hash: _Optional[str] = ..., value_count: _Optional[int] = ...) -> None: ...
+
+class EncryptionSpec(_message.Message):
+    __slots__ = ("enabled", "parameter_set", "key_id")
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    PARAMETER_SET_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    parameter_set: str
+    key_id: str
+    def __init__(self, enabled: _Optional[bool] = ..., parameter_set: _Optional[str] = ..., key_id: _Optional[str] = ...) -> None: ...
+
+class JoinRequest(_message.Message):
+    __slots__ = ("train_cases", "agent_version")
+    TRAIN_CASES_FIELD_NUMBER: _ClassVar[int]
+    AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    train_cases: int
+    agent_version: str
+    def __init__(self, train_cases: _Optional[int] = ..., agent_version: _Optional[str] = ...) -> None: ...
+
+class JoinResponse(_message.Message):
+    __slots__ = ("federation_id", "model", "encryption", "local_epochs", "total_rounds", "site")
+    FEDERATION_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    ENCRYPTION_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    federation_id: str
+    model: ModelSpec
+    encryption: EncryptionSpec
+    local_epochs: int
+    total_rounds: int
+    site: str
+    def __init__(self, federation_id: _Optional[str] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., encryption: _Optional[_Union[EncryptionSpec, _Mapping]] = ..., local_epochs: _Optional[int] = ..., total_rounds: _Optional[int] = ..., site: _Optional[str] = ...) -> None: ...
+
+class LeaveRequest(_message.Message):
+    __slots__ = ("reason",)
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    def __init__(self, reason: _Optional[str] = ...) -> None: ...
+
+class LeaveResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetRoundRequest(_message.Message):
+    __slots__ = ("known_round", "known_state", "wait_seconds")
+    KNOWN_ROUND_FIELD_NUMBER: _ClassVar[int]
+    KNOWN_STATE_FIELD_NUMBER: _ClassVar[int]
+    WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    known_round: int
+    known_state: RoundState
+    wait_seconds: float
+    def __init__(self, known_round: _Optional[int] = ..., known_state: _Optional[_Union[RoundState, str]] = ..., wait_seconds: _Optional[float] = ...) -> None: ...
+
+class RoundInfo(_message.Message):
+    __slots__ = ("round", "state", "base_version", "latest_version", "deadline_unix", "start_epoch", "local_epochs", "expected_sites", "uploaded_sites", "awaiting_caller", "min_sites")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    BASE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    LATEST_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_UNIX_FIELD_NUMBER: _ClassVar[int]
+    START_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_SITES_FIELD_NUMBER: _ClassVar[int]
+    UPLOADED_SITES_FIELD_NUMBER: _ClassVar[int]
+    AWAITING_CALLER_FIELD_NUMBER: _ClassVar[int]
+    MIN_SITES_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    state: RoundState
+    base_version: int
+    latest_version: int
+    deadline_unix: float
+    start_epoch: int
+    local_epochs: int
+    expected_sites: _containers.RepeatedScalarFieldContainer[str]
+    uploaded_sites: _containers.RepeatedScalarFieldContainer[str]
+    awaiting_caller: bool
+    min_sites: int
+    def __init__(self, round: _Optional[int] = ..., state: _Optional[_Union[RoundState, str]] = ..., base_version: _Optional[int] = ..., latest_version: _Optional[int] = ..., deadline_unix: _Optional[float] = ..., start_epoch: _Optional[int] = ..., local_epochs: _Optional[int] = ..., expected_sites: _Optional[_Iterable[str]] = ..., uploaded_sites: _Optional[_Iterable[str]] = ..., awaiting_caller: _Optional[bool] = ..., min_sites: _Optional[int] = ...) -> None: ...
+
+class DownloadGlobalRequest(_message.Message):
+    __slots__ = ("version", "offset")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    offset: int
+    def __init__(self, version: _Optional[int] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class UpdateHeader(_message.Message):
+    __slots__ = ("round", "base_version", "total_size", "sha256", "parameter_set", "key_id", "layout_hash", "num_samples", "local_epochs")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    BASE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    PARAMETER_SET_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    LAYOUT_HASH_FIELD_NUMBER: _ClassVar[int]
+    NUM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    base_version: int
+    total_size: int
+    sha256: str
+    parameter_set: str
+    key_id: str
+    layout_hash: str
+    num_samples: int
+    local_epochs: int
+    def __init__(self, round: _Optional[int] = ..., base_version: _Optional[int] = ..., total_size: _Optional[int] = ..., sha256: _Optional[str] = ..., parameter_set: _Optional[str] = ..., key_id: _Optional[str] = ..., layout_hash: _Optional[str] = ..., num_samples: _Optional[int] = ..., local_epochs: _Optional[int] = ...) -> None: ...
+
+class UploadUpdateRequest(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: UpdateHeader
+    chunk: _common_pb2.Chunk
+    def __init__(self, header: _Optional[_Union[UpdateHeader, _Mapping]] = ..., chunk: _Optional[_Union[_common_pb2.Chunk, _Mapping]] = ...) -> None: ...
+
+class UploadReceipt(_message.Message):
+    __slots__ = ("round", "site", "stored_bytes", "sha256", "uploads_in_round")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    STORED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    UPLOADS_IN_ROUND_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    site: str
+    stored_bytes: int
+    sha256: str
+    uploads_in_round: int
+    def __init__(self, round: _Optional[int] = ..., site: _Optional[str] = ..., stored_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., uploads_in_round: _Optional[int] = ...) -> None: ...
+
+class GetUploadOffsetRequest(_message.Message):
+    __slots__ = ("round",)
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    def __init__(self, round: _Optional[int] = ...) -> None: ...
+
+class GetUploadOffsetResponse(_message.Message):
+    __slots__ = ("offset",)
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    offset: int
+    def __init__(self, offset: _Optional[int] = ...) -> None: ...
+
+class SiteMetrics(_message.Message):
+    __slots__ = ("version", "split", "cases", "auc", "sensitivity", "specificity")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_FIELD_NUMBER: _ClassVar[int]
+    CASES_FIELD_NUMBER: _ClassVar[int]
+    AUC_FIELD_NUMBER: _ClassVar[int]
+    SENSITIVITY_FIELD_NUMBER: _ClassVar[int]
+    SPECIFICITY_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    split: str
+    cases: int
+    auc: float
+    sensitivity: float
+    specificity: float
+    def __init__(self, version: _Optional[int] = ..., split: _Optional[str] = ..., cases: _Optional[int] = ..., auc: _Optional[float] = ..., sensitivity: _Optional[float] = ..., specificity: _Optional[float] = ...) -> None: ...
+
+class ReportMetricsResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SiteStatus(_message.Message):
+    __slots__ = ("site", "state", "last_round", "last_seen_unix", "train_cases", "metrics")
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    LAST_ROUND_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_UNIX_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_CASES_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    site: str
+    state: str
+    last_round: int
+    last_seen_unix: float
+    train_cases: int
+    metrics: SiteMetrics
+    def __init__(self, site: _Optional[str] = ..., state: _Optional[str] = ..., last_round: _Optional[int] = ..., last_seen_unix: _Optional[float] = ..., train_cases: _Optional[int] = ..., metrics: _Optional[_Union[SiteMetrics, _Mapping]] = ...) -> None: ...
+
+class RoundSummary(_message.Message):
+    __slots__ = ("round", "state", "expected_sites", "uploaded_sites", "opened_unix", "sealed_unix", "bytes_in", "global_bytes", "sum_seconds")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_SITES_FIELD_NUMBER: _ClassVar[int]
+    UPLOADED_SITES_FIELD_NUMBER: _ClassVar[int]
+    OPENED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    SEALED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    BYTES_IN_FIELD_NUMBER: _ClassVar[int]
+    GLOBAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SUM_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    state: RoundState
+    expected_sites: _containers.RepeatedScalarFieldContainer[str]
+    uploaded_sites: _containers.RepeatedScalarFieldContainer[str]
+    opened_unix: float
+    sealed_unix: float
+    bytes_in: int
+    global_bytes: int
+    sum_seconds: float
+    def __init__(self, round: _Optional[int] = ..., state: _Optional[_Union[RoundState, str]] = ..., expected_sites: _Optional[_Iterable[str]] = ..., uploaded_sites: _Optional[_Iterable[str]] = ..., opened_unix: _Optional[float] = ..., sealed_unix: _Optional[float] = ..., bytes_in: _Optional[int] = ..., global_bytes: _Optional[int] = ..., sum_seconds: _Optional[float] = ...) -> None: ...
+
+class FederationStatus(_message.Message):
+    __slots__ = ("federation_id", "current", "sites", "rounds", "total_rounds")
+    FEDERATION_ID_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_FIELD_NUMBER: _ClassVar[int]
+    SITES_FIELD_NUMBER: _ClassVar[int]
+    ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    federation_id: str
+    current: RoundInfo
+    sites: _containers.RepeatedCompositeFieldContainer[SiteStatus]
+    rounds: _containers.RepeatedCompositeFieldContainer[RoundSummary]
+    total_rounds: int
+    def __init__(self, federation_id: _Optional[str] = ..., current: _Optional[_Union[RoundInfo, _Mapping]] = ..., sites: _Optional[_Iterable[_Union[SiteStatus, _Mapping]]] = ..., rounds: _Optional[_Iterable[_Union[RoundSummary, _Mapping]]] = ..., total_rounds: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,141 @@
+"""Chunked transfer of large payloads over gRPC streams, with SHA-256 and resume from an offset.
+
+A sender yields `ucadi.v1.Chunk` messages; a `ChunkReceiver` appends them to a file, checking
+contiguity and size as they arrive and the digest at the end, so memory stays bounded by one
+chunk whatever the payload size. A receiver that lost its connection keeps the partial file
+and reports `received` bytes; the sender resumes from there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from ucadi.errors import UcadiError
+from ucadi.v1 import common_pb2
+
+DEFAULT_CHUNK_BYTES = 1 << 20
+MAX_CHUNK_BYTES = 4 << 20
+_READ_BLOCK = 1 << 20
+
+
+class TransferError(UcadiError):
+    """A chunked transfer was out of order, oversize, truncated or failed its digest."""
+
+
+def file_digest(path: Path) -> str:
+    """Lower-case hex SHA-256 of a file, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(_READ_BLOCK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def iter_payload_chunks(payload: bytes, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+                        offset: int = 0) -> Iterator[common_pb2.Chunk]:
+    """Chunks of an in-memory payload, starting at `offset` (for a resumed transfer)."""
+    digest = hashlib.sha256(payload).hexdigest()
+    view = memoryview(payload)
+    total = len(payload)
+    if total == 0:
+        yield common_pb2.Chunk(offset=0, data=b"", total_size=0, sha256=digest)
+        return
+    for start in range(offset, total, chunk_bytes):
+        yield common_pb2.Chunk(offset=start, data=bytes(view[start:start + chunk_bytes]),
+                               total_size=total, sha256=digest)
+
+
+def iter_file_chunks(path: Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES, offset: int = 0,
+                     sha256: str | None = None) -> Iterator[common_pb2.Chunk]:
+    """Chunks of a file, read lazily, starting at `offset`; the digest is computed if not given."""
+    path = Path(path)
+    digest = sha256 or file_digest(path)
+    total = path.stat().st_size
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        position = offset
+        if total == 0:
+            yield common_pb2.Chunk(offset=0, data=b"", total_size=0, sha256=digest)
+            return
+        while position < total:
+            data = handle.read(chunk_bytes)
+            yield common_pb2.Chunk(offset=position, data=data, total_size=total, sha256=digest)
+            position += len(data)
+
+
+class ChunkReceiver:
+    """Assembles a chunk stream into `path`, verifying order, size limit and digest.
+
+    Use `feed()` per chunk and `finish()` at the end of the stream; `finish()` fsyncs the file
+    before returning, so a caller may acknowledge the transfer as durable.
+    """
+
+    def __init__(self, path: Path, max_bytes: int, resume: bool = False) -> None:
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.received = self.path.stat().st_size if resume and self.path.exists() else 0
+        self._handle = open(self.path, "r+b" if self.received else "wb")
+        self._handle.seek(self.received)
+        self.total_size: int | None = None
+        self.sha256: str | None = None
+
+    def feed(self, chunk: common_pb2.Chunk) -> None:
+        """Append one chunk; raises TransferError on a gap, overlap, size or digest change."""
+        if len(chunk.data) > MAX_CHUNK_BYTES:
+            raise TransferError(
+                f"chunk of {len(chunk.data)} bytes exceeds the {MAX_CHUNK_BYTES}-byte chunk limit")
+        if chunk.total_size > self.max_bytes:
+            raise TransferError(
+                f"payload of {chunk.total_size} bytes exceeds the limit of {self.max_bytes} bytes")
+        if self.total_size is None:
+            self.total_size, self.sha256 = chunk.total_size, chunk.sha256
+        elif (chunk.total_size, chunk.sha256) != (self.total_size, self.sha256):
+            raise TransferError("total_size or sha256 changed in the middle of a transfer")
+        if chunk.offset != self.received:
+            raise TransferError(
+                f"chunk at offset {chunk.offset} but {self.received} bytes were received so far; "
+                "chunks must be contiguous (resume from the reported offset)")
+        if self.received + len(chunk.data) > chunk.total_size:
+            raise TransferError("chunks run past the announced total_size")
+        self._handle.write(chunk.data)
+        self.received += len(chunk.data)
+
+    def finish(self) -> Path:
+        """Close, check completeness and digest, fsync; returns the assembled file's path."""
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        self._handle.close()
+        if self.total_size is None:
+            raise TransferError("the stream carried no chunk")
+        if self.received != self.total_size:
+            raise TransferError(
+                f"transfer incomplete: {self.received} of {self.total_size} bytes received")
+        actual = file_digest(self.path)
+        if actual != self.sha256:
+            self.path.unlink(missing_ok=True)
+            raise TransferError(f"payload digest mismatch: sent {self.sha256}, received {actual}")
+        return self.path
+
+    def abort(self, keep_partial: bool = True) -> None:
+        """Close after a broken stream; keep the partial file for a resumed transfer."""
+        if not self._handle.closed:
+            self._handle.flush()
+            self._handle.close()
+        if not keep_partial:
+            self.path.unlink(missing_ok=True)
+
+
+def receive_to_file(chunks: Iterable[common_pb2.Chunk], path: Path, max_bytes: int) -> Path:
+    """Assemble a whole chunk stream into `path` (no resume); returns the verified path."""
+    receiver = ChunkReceiver(path, max_bytes)
+    try:
+        for chunk in chunks:
+            receiver.feed(chunk)
+    except BaseException:
+        receiver.abort(keep_partial=False)
+        raise
+    return receiver.finish()

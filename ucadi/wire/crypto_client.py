@@ -1,0 +1,179 @@
+"""Clients of the crypto service: key registration/fetch/upload and ciphertext summation.
+
+Used by the aggregator (SumClient, ShardedSumClient), trainers (KeyClient.fetch_secret) and the
+custodian CLI (KeyClient). Ciphertexts always travel as files streamed in chunks.
+`ShardedSumClient` spreads a round over several sum-service replicas by block range: each
+replica adds only its blocks, and the sealed partial sums are merged back into one ciphertext.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+
+from ucadi.errors import UcadiError
+from ucadi.lwe.keys import SecretKey
+from ucadi.lwe.keywrap import SiteKeyPair, unwrap_secret
+from ucadi.lwe.params import get_parameters
+from ucadi.lwe.sampling import SEED_BYTES
+from ucadi.lwe.serialization import DIGEST_BYTES, HEADER
+from ucadi.lwe.stream import extract_blocks, merge_shards, open_verified, shard_ranges
+from ucadi.v1 import common_pb2, crypto_pb2, crypto_pb2_grpc
+from ucadi.wire.chunks import DEFAULT_CHUNK_BYTES, iter_file_chunks, receive_to_file
+
+T = TypeVar("T")
+
+
+class CryptoServiceError(UcadiError):
+    """The crypto service refused a call; carries its gRPC status code and message."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"crypto service: {code.name}: {details}")
+        self.code = code
+        self.status = code.name
+
+
+def _call(method: Callable[[], T]) -> T:
+    try:
+        return method()
+    except grpc.RpcError as exc:
+        raise CryptoServiceError(exc.code(), exc.details() or "") from exc
+
+
+class KeyClient:
+    """KeyService calls; the caller's identity is its TLS certificate."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        self.stub = crypto_pb2_grpc.KeyServiceStub(channel)
+
+    def register_site_key(self, public_key_pem: bytes) -> crypto_pb2.RegisterSiteKeyResponse:
+        """Register this site's X25519 public key (role site)."""
+        request = crypto_pb2.RegisterSiteKeyRequest(public_key_pem=public_key_pem)
+        return _call(lambda: self.stub.RegisterSiteKey(request))
+
+    def site_keys(self) -> dict[str, bytes]:
+        """site -> public key PEM of every registered site (role custodian)."""
+        reply = _call(lambda: self.stub.ListSiteKeys(crypto_pb2.ListSiteKeysRequest()))
+        return {s.site: s.public_key_pem for s in reply.sites}
+
+    def put_wrapped_keys(self, key_id: str, parameter_set: str, blobs: dict[str, bytes],
+                         activate: bool = True) -> crypto_pb2.PutWrappedKeysResponse:
+        """Upload one key id's wrapped blobs (role custodian)."""
+        request = crypto_pb2.PutWrappedKeysRequest(
+            key_id=key_id, parameter_set=parameter_set, activate=activate,
+            blobs=[crypto_pb2.WrappedBlob(site=s, blob=b) for s, b in sorted(blobs.items())])
+        return _call(lambda: self.stub.PutWrappedKeys(request))
+
+    def wrapped_key(self, key_id: str = "") -> crypto_pb2.WrappedKey:
+        """This site's wrapped blob (the active key when key_id is empty)."""
+        return _call(lambda: self.stub.GetWrappedKey(crypto_pb2.GetWrappedKeyRequest(
+            key_id=key_id)))
+
+    def active_key(self) -> tuple[str, str] | None:
+        """(key id, parameter set) of the active key, or None."""
+        reply = _call(lambda: self.stub.GetActiveKey(crypto_pb2.GetActiveKeyRequest()))
+        return (reply.key_id, reply.parameter_set) if reply.key_id else None
+
+    def site_approved(self, site: str, key_id: str = "") -> bool:
+        """Whether `site` holds a wrapped copy of key_id (the active key when empty)."""
+        reply = _call(lambda: self.stub.GetSiteApproval(crypto_pb2.GetSiteApprovalRequest(
+            site=site, key_id=key_id)))
+        return reply.approved
+
+    def fetch_secret(self, site: str, site_keys: SiteKeyPair, key_id: str = "") -> SecretKey:
+        """Fetch and unwrap this site's copy of the LWE secret."""
+        wrapped = self.wrapped_key(key_id)
+        return unwrap_secret(wrapped.blob, bytes.fromhex(wrapped.key_id), site, site_keys)
+
+
+def _max_sum_bytes(status: crypto_pb2.RoundStatus) -> int:
+    params = get_parameters(status.parameter_set)
+    slots = min(status.block_stop * params.ring_degree, status.slot_count) - (
+        status.block_start * params.ring_degree)
+    return (HEADER.size + params.max_sites * SEED_BYTES + slots * params.coefficient_bytes
+            + DIGEST_BYTES)
+
+
+class SumClient:
+    """SumService calls of the aggregator, for one replica."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        self.stub = crypto_pb2_grpc.SumServiceStub(channel)
+
+    def open_round(self, federation: str, round_number: int, *, key_id: str,
+                   parameter_set: str, layout_hash: bytes, slot_count: int,
+                   block_start: int = 0, block_stop: int = 0) -> crypto_pb2.RoundStatus:
+        """Open a round (this replica's block range; 0, 0 = all blocks)."""
+        request = crypto_pb2.OpenRoundRequest(
+            federation=federation, round=round_number, key_id=key_id,
+            parameter_set=parameter_set, layout_hash=layout_hash, slot_count=slot_count,
+            block_start=block_start, block_stop=block_stop)
+        return _call(lambda: self.stub.OpenRound(request))
+
+    def add_contribution(self, federation: str, round_number: int, site: str, path: Path,
+                         chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> crypto_pb2.ContributionReceipt:
+        """Stream one site's ciphertext file; returns once the service made it durable."""
+        def messages() -> Iterator[crypto_pb2.ContributionMessage]:
+            yield crypto_pb2.ContributionMessage(metadata=crypto_pb2.ContributionMetadata(
+                federation=federation, round=round_number, site=site))
+            for chunk in iter_file_chunks(Path(path), chunk_bytes):
+                yield crypto_pb2.ContributionMessage(chunk=chunk)
+        return _call(lambda: self.stub.AddContribution(messages()))
+
+    def status(self, federation: str, round_number: int) -> crypto_pb2.RoundStatus:
+        """Where the round stands on this replica."""
+        return _call(lambda: self.stub.GetRoundStatus(crypto_pb2.GetRoundStatusRequest(
+            federation=federation, round=round_number)))
+
+    def seal(self, federation: str, round_number: int, out_path: Path) -> Path:
+        """Seal the round and store its (partial) sum ciphertext at out_path, verified."""
+        limit = _max_sum_bytes(self.status(federation, round_number))
+        chunks: Iterator[common_pb2.Chunk] = self.stub.SealRound(
+            crypto_pb2.SealRoundRequest(federation=federation, round=round_number))
+        path = _call(lambda: receive_to_file(chunks, Path(out_path), limit))
+        open_verified(path)
+        return path
+
+
+class ShardedSumClient:
+    """One round spread over sum-service replicas, each owning a contiguous block range."""
+
+    def __init__(self, replicas: list[SumClient]) -> None:
+        if not replicas:
+            raise UcadiError("a sharded sum needs at least one replica")
+        self.replicas = replicas
+        self.ranges: list[tuple[int, int]] = []
+
+    def open_round(self, federation: str, round_number: int, *, key_id: str,
+                   parameter_set: str, layout_hash: bytes, slot_count: int) -> None:
+        """Open the round on every replica with its share of the blocks."""
+        total_blocks = -(-slot_count // get_parameters(parameter_set).ring_degree)
+        self.ranges = shard_ranges(total_blocks, min(len(self.replicas), total_blocks))
+        for replica, (start, stop) in zip(self.replicas, self.ranges, strict=False):
+            replica.open_round(federation, round_number, key_id=key_id,
+                               parameter_set=parameter_set, layout_hash=layout_hash,
+                               slot_count=slot_count, block_start=start, block_stop=stop)
+
+    def add_contribution(self, federation: str, round_number: int, site: str,
+                         path: Path) -> list[crypto_pb2.ContributionReceipt]:
+        """Cut a site's ciphertext into the replicas' block ranges and send each part."""
+        receipts = []
+        with tempfile.TemporaryDirectory(prefix="ucadi-shard-") as tmp:
+            for index, (start, stop) in enumerate(self.ranges):
+                part = extract_blocks(Path(path), start, stop, Path(tmp) / f"part{index}.ct")
+                receipts.append(self.replicas[index].add_contribution(
+                    federation, round_number, site, part))
+                part.unlink()
+        return receipts
+
+    def seal(self, federation: str, round_number: int, out_path: Path) -> Path:
+        """Seal every replica and merge their partial sums into one sum ciphertext."""
+        with tempfile.TemporaryDirectory(prefix="ucadi-shard-") as tmp:
+            parts = [replica.seal(federation, round_number, Path(tmp) / f"sum{index}.ct")
+                     for index, replica in enumerate(self.replicas[:len(self.ranges)])]
+            merge_shards(parts, Path(out_path))
+        return Path(out_path)
