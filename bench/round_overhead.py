@@ -4,7 +4,10 @@ Three site processes drive real crypto and aggregator processes on loopback (mut
 SQLite, chunked streams). Each round, every site downloads and decrypts the current global
 model, encrypts an update and uploads it; the crypto service sums, the aggregator seals, and
 the sites download and decrypt the new version. A round's overhead is the time from the first
-site seeing it open to the last site holding the decrypted result. The same run measures the
+site seeing it open to the last site holding the decrypted result, less a fixed pause that
+stands for local training (TRAINING_PAUSE_S, the same in both modes). As the trainer does, a
+site makes its next encryption mask (a*s + e) during that pause, so encrypting at upload time
+is one addition; the mask's own cost is printed beside the result. The same run measures the
 encryption-off mode (plaintext updates, in-process sum at the aggregator) and Flower's FedAvg
 with three clients and the same number of parameters (bench.flower_baseline), so the ratios
 compare like with like on this machine.
@@ -27,6 +30,11 @@ SITES = ["main-campus", "optical-valley", "sino-french"]
 MODELS = [("0.73 M (densenet3d/paper)", "densenet3d", "paper"),
           ("46 M (resnet3d50/paper)", "resnet3d50", "paper")]
 SITE_WEIGHT = 10
+# The marks a site records each round; a phase is the time between a mark and the next.
+PHASES = ["opened", "base", "trained", "encoded", "uploaded", "sealed", "downloaded", "held"]
+# Stands for local training between adopting the base and encrypting the update: the same
+# pause in both modes, subtracted from the round's span (it is training, not overhead).
+TRAINING_PAUSE_S = 0.3
 GOAL_ENCRYPTED_VS_PLAIN = 1.5
 
 
@@ -40,8 +48,8 @@ def _site(site: str, pki: str, aggregator: str, crypto: str, work: str, encrypte
 
 
 def _site_rounds(site: str, pki: str, aggregator: str, crypto: str, work: str, encrypted: bool,
-                 rounds: int) -> list[tuple[int, float, float]]:
-    """[(round, first seen open, decrypted result held)] for each round."""
+                 rounds: int) -> list[tuple[int, dict[str, float]]]:
+    """[(round, {phase: wall-clock time it ended})] for each round (PHASES, in order)."""
     import torch
 
     from services.trainer.cipher import SiteCipher
@@ -68,13 +76,23 @@ def _site_rounds(site: str, pki: str, aggregator: str, crypto: str, work: str, e
         return average
 
     timings = []
+    held = 0  # like the trainer, a site adopts each global version once
     for round_number in range(1, rounds + 1):
         info = client.get_round()
         while not (info.round == round_number and info.awaiting_caller):
             info = client.get_round(info.round, info.state, wait_s=5.0)
-        opened = time.time()
-        if info.base_version:
-            vector = adopt(info.base_version) + rng.normal(0, 1e-4, vector.size)
+        marks = {"opened": time.time()}
+        if info.base_version > held:
+            vector = adopt(info.base_version)
+            held = info.base_version
+        marks["base"] = time.time()
+        # Training stands here in a real round; the trainer makes the encryption mask during
+        # it (SiteCipher.prepare), as this pause does. Its length is not round overhead.
+        if cipher:
+            cipher.prepare(vector.size)
+        vector = vector + rng.normal(0, 1e-4, vector.size)
+        time.sleep(max(0.0, marks["base"] + TRAINING_PAUSE_S - time.time()))
+        marks["trained"] = time.time()
         path = folder / f"update-{round_number}.bin"
         if cipher:
             cipher.encrypt_to_file(vector, weight=SITE_WEIGHT, round_number=round_number,
@@ -82,21 +100,31 @@ def _site_rounds(site: str, pki: str, aggregator: str, crypto: str, work: str, e
         else:
             write_plain(path, vector * SITE_WEIGHT, SITE_WEIGHT, round_number,
                         bytes.fromhex(layout))
+        marks["encoded"] = time.time()
         client.upload_update(federation_pb2.UpdateHeader(
             round=round_number, base_version=info.base_version,
             parameter_set=joined.encryption.parameter_set, key_id=joined.encryption.key_id,
             layout_hash=layout, num_samples=SITE_WEIGHT, local_epochs=1), path)
         path.unlink()
+        marks["uploaded"] = time.time()
         while info.latest_version < round_number:
             info = client.get_round(info.round, info.state, wait_s=5.0)
-        vector = adopt(round_number)
-        timings.append((round_number, opened, time.time()))
+        marks["sealed"] = time.time()
+        path = client.download_global(round_number, folder / f"v{round_number}.bin", 1 << 40)
+        marks["downloaded"] = time.time()
+        vector = cipher.decrypt_average(path, layout) if cipher else plain_average(path)
+        path.unlink()
+        held = round_number
+        marks["held"] = time.time()
+        timings.append((round_number, marks))
     client.close()
     return timings
 
 
-def measure_round_seconds(arch: str, preset: str, encrypted: bool, rounds: int) -> list[float]:
-    """Per-round overhead (seconds) of our federation for one model size and mode."""
+def measure_round_seconds(arch: str, preset: str, encrypted: bool, rounds: int
+                          ) -> tuple[list[float], dict[str, float]]:
+    """Per-round overhead (seconds) of our federation for one model size and mode, and the
+    median seconds a site spends in each phase (PHASES)."""
     from ucadi.demo.federation import FederationPlan, LocalFederation
 
     with tempfile.TemporaryDirectory(prefix="ucadi-bench-") as tmp:
@@ -131,27 +159,34 @@ def measure_round_seconds(arch: str, preset: str, encrypted: bool, rounds: int) 
                 worker.join(60)
         finally:
             federation.stop()
-    return [max(t[r][2] for t in timings.values()) - min(t[r][1] for t in timings.values())
-            for r in range(rounds)]
+    overheads = [max(t[r][1]["held"] for t in timings.values())
+                 - min(t[r][1]["opened"] for t in timings.values()) - TRAINING_PAUSE_S
+                 for r in range(rounds)]
+    phases = {f"{a}->{b}": statistics.median(t[r][1][b] - t[r][1][a] for t in timings.values()
+                                             for r in range(rounds))
+              for a, b in zip(PHASES, PHASES[1:], strict=False)}
+    return overheads, phases
 
 
 def run(quick: bool) -> list[str]:
     """Both model sizes (quick: 0.73 M only), encryption on and off, and Flower."""
     summary = []
     for label, arch, preset in MODELS[:1] if quick else MODELS:
-        rounds = 3 if "0.73" in label else 2
+        rounds = 5 if "0.73" in label else 2
         medians = {}
         for encrypted in (True, False):
-            seconds = measure_round_seconds(arch, preset, encrypted, rounds)
+            seconds, phases = measure_round_seconds(arch, preset, encrypted, rounds)
             medians[encrypted] = statistics.median(seconds)
             mode = "encrypted" if encrypted else "plaintext"
             print(f"{label}, {mode}: " + ", ".join(f"{s:.2f}" for s in seconds)
-                  + f" s/round (median {medians[encrypted]:.2f})", flush=True)
+                  + f" s/round (median {medians[encrypted]:.2f}); per site: "
+                  + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in phases.items()), flush=True)
         ratio = medians[True] / medians[False]
         verdict = "met" if ratio <= GOAL_ENCRYPTED_VS_PLAIN else "NOT met"
         line = (f"round overhead {label}: encrypted {medians[True]:.2f} s, plaintext "
                 f"{medians[False]:.2f} s, ratio {ratio:.2f}x (goal <= "
-                f"{GOAL_ENCRYPTED_VS_PLAIN}x: {verdict})")
+                f"{GOAL_ENCRYPTED_VS_PLAIN}x: {verdict}); encryption mask made during "
+                f"training {_mask_seconds(arch, preset):.2f} s per site")
         try:
             from bench.flower_baseline import measure_flower_round_seconds
 
@@ -165,6 +200,20 @@ def run(quick: bool) -> list[str]:
         print(line, flush=True)
         summary.append(line)
     return summary
+
+
+def _mask_seconds(arch: str, preset: str) -> float:
+    """Seconds one site spends making an encryption mask for this model (one thread)."""
+    import torch
+
+    from ucadi.lwe.keys import generate_secret_key
+    from ucadi.lwe.scheme import prepare_mask
+
+    torch.set_num_threads(1)
+    secret, slots = generate_secret_key(), _value_count(arch, preset) + 1
+    started = time.perf_counter()
+    prepare_mask(secret, slots)
+    return time.perf_counter() - started
 
 
 def _value_count(arch: str, preset: str) -> int:

@@ -12,12 +12,13 @@ import pytest
 from ucadi.lwe import (
     CiphertextFormatError,
     CiphertextMismatchError,
+    EncodingError,
     FixedPointCodec,
     PlainSlots,
     encode_update,
     generate_secret_key,
 )
-from ucadi.lwe.scheme import BATCH_BLOCKS
+from ucadi.lwe.scheme import BATCH_BLOCKS, prepare_mask
 from ucadi.lwe.stream import (
     decrypt_fedavg_file,
     decrypt_file,
@@ -115,3 +116,29 @@ def test_files_of_different_rounds_are_not_summed(tmp_path: Path) -> None:
                         layout_hash=LAYOUT, round_number=round_number)
     with pytest.raises(CiphertextMismatchError, match="round_number"):
         sum_files([tmp_path / "r1", tmp_path / "r2"], tmp_path / "out")
+
+
+def test_a_prepared_mask_encrypts_once_and_decrypts_like_a_fresh_encryption(tmp_path: Path):
+    length = 2 * SECRET.params.ring_degree * BATCH_BLOCKS + 77  # spans batches, last partial
+    plain = np.random.default_rng(9).integers(-2**30, 2**30, length)
+    mask = prepare_mask(SECRET, length)
+    encrypt_to_file(tmp_path / "masked.ct", SECRET, PlainSlots(plain), layout_hash=LAYOUT,
+                    round_number=1, mask=mask)
+    encrypt_to_file(tmp_path / "fresh.ct", SECRET, PlainSlots(plain), layout_hash=LAYOUT,
+                    round_number=1)
+    assert open_verified(tmp_path / "masked.ct").seeds == (mask.seed,)
+    total = sum_files([tmp_path / "masked.ct", tmp_path / "fresh.ct"], tmp_path / "sum.ct")
+    assert total.contributors == 2
+    assert np.array_equal(decrypt_file(SECRET, tmp_path / "sum.ct"), 2 * plain)
+    with pytest.raises(EncodingError, match="already used"):
+        encrypt_to_file(tmp_path / "again.ct", SECRET, PlainSlots(plain), layout_hash=LAYOUT,
+                        round_number=2, mask=mask)
+
+
+def test_a_mask_for_another_size_or_key_is_refused(tmp_path: Path):
+    plain = PlainSlots(np.arange(100))
+    for mask in (prepare_mask(SECRET, 99), prepare_mask(generate_secret_key(), 100)):
+        with pytest.raises(EncodingError, match="cannot encrypt"):
+            encrypt_to_file(tmp_path / "x.ct", SECRET, plain, layout_hash=LAYOUT,
+                            round_number=1, mask=mask)
+        assert not mask.used

@@ -17,9 +17,10 @@ from ucadi.lwe.stream import open_verified, sum_files
 from ucadi.wire.plain_update import PLAINTEXT_SET, read_plain, sum_plain
 
 
-def read_facts(path: Path) -> CiphertextFacts:
-    """What the aggregator checks in a ciphertext's header (digest verified first)."""
-    header = open_verified(path).header
+def read_facts(path: Path, digest_checked: bool = False) -> CiphertextFacts:
+    """What the aggregator checks in a ciphertext's header (its trailing digest verified first,
+    unless the receiver already checked it as the bytes arrived)."""
+    header = open_verified(path, verify_digest=not digest_checked).header
     return CiphertextFacts(parameter_set=get_parameters(header.parameter_set).name,
                            key_id=header.key_id.hex(), layout_hash=header.layout_hash.hex(),
                            round=header.round_number, value_count=header.slot_count)
@@ -42,7 +43,7 @@ class LocalSumBackend:
         sum_files([upload.path for upload in self.store.uploads(round_number)], out_path)
 
 
-def read_plain_facts(path: Path) -> CiphertextFacts:
+def read_plain_facts(path: Path, digest_checked: bool = False) -> CiphertextFacts:
     """The same facts for a plaintext update (encryption-off mode)."""
     header, _ = read_plain(path)
     return CiphertextFacts(parameter_set=PLAINTEXT_SET, key_id="",

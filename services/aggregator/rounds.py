@@ -30,6 +30,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -45,6 +46,10 @@ from ucadi.wire import file_digest
 log = logging.getLogger(__name__)
 
 COLLECTING, SEALING, SEALED, COMPLETED = "collecting", "sealing", "sealed", "completed"
+# How often a site's last-seen time is written to the store (it is live in memory at once).
+SEEN_FLUSH_S = 5.0
+# Uploads streamed to the sum service at the same time.
+FEEDERS = 4
 
 
 class FederationStateError(UcadiError):
@@ -125,7 +130,7 @@ class RoundCoordinator:
     """Owns rounds, membership and uploads of one federation; thread-safe."""
 
     def __init__(self, config: FederationConfig, store: AggregatorStore, backend: SumBackend,
-                 read_facts: Callable[[Path], CiphertextFacts],
+                 read_facts: Callable[..., CiphertextFacts],
                  is_site_approved: Callable[[str], bool] = lambda site: True,
                  clock: Callable[[], float] = time.time) -> None:
         self.config = config
@@ -137,7 +142,10 @@ class RoundCoordinator:
         self._changed = threading.Condition(threading.RLock())
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
+        self._changed_since_step = False
+        self._feeders = ThreadPoolExecutor(max_workers=FEEDERS, thread_name_prefix="sum-feed")
         self._last_seen: dict[str, float] = {}
+        self._seen_flushed: dict[str, float] = {}
         # Trace context of each upload, so summing it continues the upload's trace.
         self._upload_context: dict[tuple[int, str], otel_context.Context] = {}
         existing = store.federation()
@@ -161,19 +169,29 @@ class RoundCoordinator:
         """Stop the background loop."""
         self._stop.set()
         with self._changed:
-            self._changed.notify_all()
+            self._notify()
         if self._worker is not None:
             self._worker.join(timeout=10)
+        self._feeders.shutdown(wait=False, cancel_futures=True)
+
+    def _notify(self) -> None:
+        """Wake long-polls and the background loop (call holding `_changed`)."""
+        self._changed_since_step = True
+        self._changed.notify_all()
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            with self._changed:
+                self._changed_since_step = False
             try:
                 self.step()
             except Exception:  # the loop must survive a crypto-service outage; it retries
                 log.exception("round step failed; retrying")
                 self._stop.wait(2.0)
             with self._changed:
-                self._changed.wait(timeout=0.5)
+                # A change made while step() ran must not wait for the next timeout.
+                if not self._changed_since_step:
+                    self._changed.wait(timeout=0.5)
 
     # -- reading state -----------------------------------------------------------------
     def _current(self) -> RoundRecord | None:
@@ -221,7 +239,7 @@ class RoundCoordinator:
             if current is not None and current.state == COLLECTING and site not in current.expected:
                 current.expected.append(site)
                 self.store.update_round(current)
-            self._changed.notify_all()
+            self._notify()
         log.info("site %s joined (%d training cases)", site, train_cases)
 
     def leave(self, site: str) -> None:
@@ -235,14 +253,22 @@ class RoundCoordinator:
                     and site not in uploaded:
                 current.expected.remove(site)
                 self.store.update_round(current)
-            self._changed.notify_all()
+            self._notify()
         log.info("site %s left", site)
 
     def seen(self, site: str) -> None:
-        """Liveness: the site called us."""
+        """Liveness: the site called us. Kept in memory at once (deadlines, quorum) and written
+        to the store at most every SEEN_FLUSH_S per site (status pages, restarts), so a poll
+        costs no database commit."""
         now = self.clock()
         self._last_seen[site] = now
-        self.store.touch_site(site, now)
+        if now - self._seen_flushed.get(site, float("-inf")) >= SEEN_FLUSH_S:
+            self._seen_flushed[site] = now
+            self.store.touch_site(site, now)
+
+    def last_seen(self, site: str, stored: float) -> float:
+        """When a site last called (the in-memory time; `stored` if none since start)."""
+        return max(self._last_seen.get(site, stored), stored)
 
     def _require_member(self, site: str) -> None:
         if not any(s.name == site and s.state == "active" for s in self.store.sites()):
@@ -288,10 +314,12 @@ class RoundCoordinator:
                                  "replay", "ALREADY_EXISTS")
         return self.store.partial_upload_path(current.round, site)
 
-    def accept_upload(self, site: str, header: Any, assembled: Path) -> UploadRecord:
-        """Check the assembled ciphertext's own header, store it durably and queue it to sum."""
+    def accept_upload(self, site: str, header: Any, assembled: Path,
+                      digest_checked: bool = False) -> UploadRecord:
+        """Check the assembled ciphertext's own header, store it durably and queue it to sum.
+        `digest_checked`: the receiver verified the file's trailing digest as it arrived."""
         try:
-            facts = self.read_facts(assembled)
+            facts = self.read_facts(assembled, digest_checked=digest_checked)
         except UcadiError as exc:
             assembled.unlink(missing_ok=True)
             raise RejectedUpload(f"malformed ciphertext: {exc}", "malformed") from exc
@@ -317,7 +345,7 @@ class RoundCoordinator:
             metrics.UPLOAD_BYTES.labels(self.config.federation_id).inc(record.size)
             metrics.SITE_LAST_ROUND.labels(self.config.federation_id, site).set(record.round)
             self._publish_metrics()
-            self._changed.notify_all()
+            self._notify()
         log.info("round %d: accepted update from %s (%d bytes)", record.round, site, record.size)
         return record
 
@@ -344,15 +372,16 @@ class RoundCoordinator:
                 self._maybe_open(1, base_version=0)
             return
         self.backend.open_round(current.round)
-        for upload in self.store.uploads(current.round):
-            if not upload.summed:
-                self._sum(upload)
+        pending = [u for u in self.store.uploads(current.round) if not u.summed]
+        # Uploads that arrived together are fed to the sum service side by side.
+        for _ in self._feeders.map(self._sum, pending):
+            pass
         if current.state == COLLECTING and self._ready_to_seal(current):
             with self._changed:
                 current.state = SEALING
                 self.store.update_round(current)
                 self._publish_metrics()
-                self._changed.notify_all()
+                self._notify()
         if current.state == SEALING:
             self._seal(current)
 
@@ -412,7 +441,7 @@ class RoundCoordinator:
             if not last:
                 self._maybe_open(current.round + 1, base_version=current.round, force=True)
             self._publish_metrics()
-            self._changed.notify_all()
+            self._notify()
 
     def _maybe_open(self, round_number: int, base_version: int, force: bool = False) -> None:
         with self._changed:
@@ -425,7 +454,7 @@ class RoundCoordinator:
                                  expected=sorted(live))
             self.store.open_round(record)
             self._publish_metrics()
-            self._changed.notify_all()
+            self._notify()
         log.info("round %d open: expecting %s", round_number, ", ".join(record.expected))
 
     def _publish_metrics(self) -> None:

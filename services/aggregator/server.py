@@ -141,7 +141,8 @@ class FederationServicer(federation_pb2_grpc.FederationServiceServicer):
                     assembled = receiver.finish()
                 except TransferError as exc:
                     raise RejectedUpload(str(exc), "malformed") from exc
-                record = self.rounds.accept_upload(site, header, assembled)
+                record = self.rounds.accept_upload(site, header, assembled,
+                                                   digest_checked=receiver.trailer_ok)
             return federation_pb2.UploadReceipt(
                 round=record.round, site=site, stored_bytes=record.size, sha256=record.sha256,
                 uploads_in_round=len(self.rounds.store.uploads(record.round)))
@@ -173,7 +174,8 @@ class FederationServicer(federation_pb2_grpc.FederationServiceServicer):
         peer_identity(context)
         store = self.rounds.store
         sites = [federation_pb2.SiteStatus(
-            site=s.name, state=s.state, last_round=s.last_round, last_seen_unix=s.last_seen,
+            site=s.name, state=s.state, last_round=s.last_round,
+            last_seen_unix=self.rounds.last_seen(s.name, s.last_seen),
             train_cases=s.train_cases,
             metrics=federation_pb2.SiteMetrics(**s.metrics) if s.metrics else None)
             for s in store.sites()]

@@ -10,13 +10,14 @@ once).
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ucadi.durable import fsync_dir
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS federation (
@@ -83,15 +84,6 @@ class SiteRecord:
     train_cases: int = 0
     last_round: int = 0
     metrics: dict[str, Any] = field(default_factory=dict)
-
-
-def fsync_dir(path: Path) -> None:
-    """fsync a directory so a rename inside it is durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class AggregatorStore:

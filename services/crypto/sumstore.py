@@ -1,11 +1,13 @@
-"""Durable per-(federation, round) ciphertext accumulators of the sum service.
+"""Durable per-(federation, round) ciphertext sums of the sum service.
 
-Durability over replay: a contribution is acknowledged only after the new running sum is
-written to a fresh file and fsynced AND the SQLite transaction naming that file as the round's
-accumulator (and the site as a contributor) has committed. A crash at any point leaves either
-the old accumulator with the old contributor list or the new one with the new list; files no
-committed row names are deleted on start. So a restart loses no accepted contribution and
-never counts one twice.
+Durability over replay: a contribution is acknowledged only after its ciphertext file is
+fsynced in the round's folder AND the SQLite transaction naming it (and the site as a
+contributor) has committed. The running sum of an open round lives in memory (one uint64 per
+slot), updated as each contribution is accepted, so accepting costs one addition, not a rewrite
+of the whole sum; after a restart it is rebuilt from the committed contribution files. Sealing
+writes the sum once (fsynced, named by the round's row) and then drops the contributions.
+Files no committed row names are deleted on start. So a restart loses no accepted contribution
+and never counts one twice.
 
 Each round accepts ciphertexts of exactly one key id, parameter set, layout, slot count and
 block range (the replica's shard), one per site, at most max_sites of them.
@@ -23,14 +25,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ucadi.durable import fsync_dir
 from ucadi.errors import UcadiError
 from ucadi.lwe.errors import CiphertextMismatchError
 from ucadi.lwe.params import get_parameters
-from ucadi.lwe.scheme import CiphertextHeader
+from ucadi.lwe.scheme import Ciphertext, CiphertextHeader, add
 from ucadi.lwe.serialization import serialized_size
-from ucadi.lwe.stream import open_verified, sum_files
+from ucadi.lwe.stream import read_ciphertext, write_ciphertext
 from ucadi.v1 import common_pb2
-from ucadi.wire.chunks import file_digest, receive_to_file
+from ucadi.wire.chunks import file_digest, receive
 
 FEDERATION_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _SCHEMA = """
@@ -41,7 +44,7 @@ CREATE TABLE IF NOT EXISTS rounds (
     accumulator TEXT, opened_at REAL NOT NULL, PRIMARY KEY (federation, round));
 CREATE TABLE IF NOT EXISTS contributions (
     federation TEXT NOT NULL, round INTEGER NOT NULL, site TEXT NOT NULL, sha256 TEXT NOT NULL,
-    accepted_at REAL NOT NULL, PRIMARY KEY (federation, round, site));
+    accepted_at REAL NOT NULL, path TEXT NOT NULL, PRIMARY KEY (federation, round, site));
 """
 
 
@@ -86,12 +89,13 @@ class RoundSpec:
 
 @dataclass(frozen=True)
 class RoundState:
-    """A round's spec, state, contributors and accumulator file."""
+    """A round's spec, state, contributors and, once sealed, its sum file."""
 
     spec: RoundSpec
     state: str
     sites: tuple[str, ...]
     accumulator: Path | None
+    contributions: tuple[Path, ...] = ()
 
 
 def validate_spec(spec: RoundSpec) -> RoundSpec:
@@ -124,6 +128,8 @@ class SumStore:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
+        # Running sums of open rounds: (federation, round) -> Ciphertext.
+        self._sums: dict[tuple[str, int], Ciphertext] = {}
         self._recover()
 
     def close(self) -> None:
@@ -135,10 +141,11 @@ class SumStore:
         shutil.rmtree(self.incoming, ignore_errors=True)
         self.incoming.mkdir(parents=True, exist_ok=True)
         committed = {row[0] for row in self._db.execute(
-            "SELECT accumulator FROM rounds WHERE accumulator IS NOT NULL")}
+            "SELECT accumulator FROM rounds WHERE accumulator IS NOT NULL "
+            "UNION SELECT path FROM contributions")}
         for path in (self.root / "rounds").glob("*/*/*"):
             if path.is_file() and str(path.relative_to(self.root)) not in committed:
-                path.unlink()  # a sum (or its .partial) written before a crash, never committed
+                path.unlink()  # written before a crash, never committed (or already summed)
 
     def _row(self, federation: str, round_number: int) -> RoundState:
         row = self._db.execute("SELECT * FROM rounds WHERE federation = ? AND round = ?",
@@ -147,10 +154,12 @@ class SumStore:
             raise RoundNotFoundError(f"round {round_number} of federation {federation!r} was "
                                      "not opened on this sum service (call OpenRound first)")
         spec = RoundSpec(row[0], row[1], row[2], row[3], bytes(row[4]), row[5], row[6], row[7])
-        sites = tuple(r[0] for r in self._db.execute(
-            "SELECT site FROM contributions WHERE federation = ? AND round = ? ORDER BY site",
-            (federation, round_number)))
-        return RoundState(spec, row[8], sites, self.root / row[9] if row[9] else None)
+        contributed = self._db.execute(
+            "SELECT site, path FROM contributions WHERE federation = ? AND round = ? "
+            "ORDER BY site", (federation, round_number)).fetchall()
+        return RoundState(spec, row[8], tuple(r[0] for r in contributed),
+                          self.root / row[9] if row[9] else None,
+                          tuple(self.root / r[1] for r in contributed))
 
     def status(self, federation: str, round_number: int) -> RoundState:
         """Current state of a round."""
@@ -183,8 +192,8 @@ class SumStore:
         expected = state.spec.expected_header()
         upload = self.incoming / f"{uuid.uuid4().hex}.ct"
         try:
-            receive_to_file(chunks, upload, max_bytes=serialized_size(expected))
-            received = open_verified(upload)
+            receiver = receive(chunks, upload, max_bytes=serialized_size(expected))
+            received = read_ciphertext(upload, verify_digest=not receiver.trailer_ok)
             if received.header.contributors != 1:
                 raise CiphertextMismatchError("a contribution must be one site's ciphertext, "
                                               f"not a sum of {received.header.contributors}")
@@ -194,7 +203,7 @@ class SumStore:
             with self._lock:
                 state = self._row(federation, round_number)
                 self._check_accepting(state, site)
-                return self._commit(state, site, upload, digest), digest
+                return self._commit(state, site, upload, received, digest), digest
         finally:
             upload.unlink(missing_ok=True)
 
@@ -206,38 +215,61 @@ class SumStore:
             raise DuplicateSiteError(f"site {site!r} already contributed to round "
                                      f"{state.spec.round} of {state.spec.federation!r}")
 
-    def _commit(self, state: RoundState, site: str, upload: Path, digest: str) -> RoundState:
+    def _running_sum(self, state: RoundState) -> Ciphertext | None:
+        """The open round's sum so far; rebuilt from its contribution files after a restart."""
+        key = (state.spec.federation, state.spec.round)
+        if key not in self._sums and state.contributions:
+            self._sums[key] = add([read_ciphertext(p) for p in state.contributions])
+        return self._sums.get(key)
+
+    def _commit(self, state: RoundState, site: str, upload: Path, received: Ciphertext,
+                digest: str) -> RoundState:
         spec = state.spec
+        running = self._running_sum(state)
+        # Adding first checks frac_bits and repeated seeds against what is already summed.
+        new_sum = received if running is None else add([running, received])
         folder = self.root / "rounds" / spec.federation / str(spec.round)
         folder.mkdir(parents=True, exist_ok=True)
-        new_acc = folder / f"sum-{len(state.sites) + 1}-{uuid.uuid4().hex[:8]}.ct"
-        if state.accumulator is None:
-            upload.rename(new_acc)  # already fsynced by the chunk receiver
-        else:
-            sum_files([state.accumulator, upload], new_acc)
+        stored = folder / f"{site}-{uuid.uuid4().hex[:8]}.ct"
+        upload.rename(stored)  # already fsynced by the chunk receiver
+        fsync_dir(folder)
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            self._db.execute("INSERT INTO contributions VALUES (?, ?, ?, ?, ?)",
-                             (spec.federation, spec.round, site, digest, time.time()))
-            self._db.execute("UPDATE rounds SET accumulator = ? WHERE federation = ? AND "
-                             "round = ?", (str(new_acc.relative_to(self.root)),
-                                           spec.federation, spec.round))
+            self._db.execute("INSERT INTO contributions VALUES (?, ?, ?, ?, ?, ?)",
+                             (spec.federation, spec.round, site, digest, time.time(),
+                              str(stored.relative_to(self.root))))
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
-            new_acc.unlink(missing_ok=True)
+            stored.unlink(missing_ok=True)
             raise
-        if state.accumulator is not None:
-            state.accumulator.unlink(missing_ok=True)
+        self._sums[(spec.federation, spec.round)] = new_sum
         return self._row(spec.federation, spec.round)
 
     def seal(self, federation: str, round_number: int) -> RoundState:
-        """Close a round to contributions; its accumulator is the sum."""
+        """Close a round to contributions and write its sum (once; repeats return it)."""
         with self._lock:
             state = self._row(federation, round_number)
-            if state.accumulator is None:
+            if state.accumulator is not None:
+                return state
+            total = self._running_sum(state)
+            if total is None:
                 raise RoundStateError(f"round {round_number} of {federation!r} has no "
                                       "contributions yet; nothing to seal")
-            self._db.execute("UPDATE rounds SET state = 'sealed' WHERE federation = ? AND "
-                             "round = ?", (federation, round_number))
+            folder = self.root / "rounds" / federation / str(round_number)
+            path = folder / f"sum-{len(state.sites)}-{uuid.uuid4().hex[:8]}.ct"
+            write_ciphertext(path, total)
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("UPDATE rounds SET state = 'sealed', accumulator = ? WHERE "
+                                 "federation = ? AND round = ?",
+                                 (str(path.relative_to(self.root)), federation, round_number))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                path.unlink(missing_ok=True)
+                raise
+            self._sums.pop((federation, round_number), None)
+            for contribution in state.contributions:
+                contribution.unlink(missing_ok=True)  # the sum holds them now
             return self._row(federation, round_number)

@@ -221,6 +221,7 @@ class SiteAgent:
 
     def _train_and_upload(self, info: Any) -> None:
         self._phase("training", info.round)
+        self.cipher.prepare(self.layout.value_count)  # the encryption mask, while training
         started = time.perf_counter()
         update = train_local(self.model, self.dataset, self.recipe, start_epoch=info.start_epoch,
                              epochs=info.local_epochs, device=self.settings.device,

@@ -141,11 +141,69 @@ def _check_plaintext_range(slots: np.ndarray, params: LweParameters) -> None:
                             f"{params.name}; encode values with FixedPointCodec first")
 
 
-def iter_encrypted_batches(secret: SecretKey, source: SlotSource, seed: bytes,
-                           block_start: int, block_stop: int) -> Iterator[np.ndarray]:
-    """b coefficients (uint64) of blocks [block_start, block_stop), BATCH_BLOCKS at a time."""
+def _mask_batch(secret: SecretKey, seed: bytes, errors: ErrorSampler, first: int, count: int,
+                slots: int) -> np.ndarray:
+    """a*s + e (uint64, not yet reduced) of `count` blocks from block `first`, cut to `slots`
+    values: only the real slots' coefficients are kept, the tail of a last block is never sent.
+    """
     params = secret.params
-    n, mask = params.ring_degree, np.uint64(params.modulus_mask)
+    a = expand_uniform(seed, first, count, params.ring_degree, params.modulus_bits)
+    b = multiply_by_secret(a, secret.spectrum, params.modulus_bits).reshape(-1)[:slots]
+    b += errors.sample((slots,)).view(np.uint64)
+    return b
+
+
+@dataclass
+class EncryptionMask:
+    """The message-independent part a*s + e of ONE future whole-vector encryption.
+
+    Encryption is b = (a*s + e) + Delta*m: everything but the addition can be done before the
+    update exists, while the site trains, so encrypting at upload time is one addition. A mask
+    is as secret as the update it will hide (b minus the mask is Delta*m), lives only in memory
+    and is consumed by its one use: reusing it would reveal the difference of two updates.
+    """
+
+    key_id: bytes
+    seed: bytes
+    body: np.ndarray  # uint64, one coefficient per slot, reduced mod q
+    used: bool = False
+
+    def take(self, secret: SecretKey, slot_count: int) -> EncryptionMask:
+        """Claim the mask for an encryption under `secret` of `slot_count` slots."""
+        if self.used:
+            raise EncodingError("this encryption mask was already used; a mask hides exactly "
+                                "one update (prepare a new one)")
+        if self.key_id != secret.key_id or self.body.size != slot_count:
+            raise EncodingError(f"mask made for key {self.key_id.hex()[:8]} and "
+                                f"{self.body.size} slots cannot encrypt {slot_count} slots "
+                                f"under key {secret.key_id_hex[:8]}")
+        self.used = True
+        return self
+
+
+def prepare_mask(secret: SecretKey, slot_count: int) -> EncryptionMask:
+    """Make the mask of one future encryption of `slot_count` slots (fresh seed and errors)."""
+    if slot_count < 1:
+        raise EncodingError("nothing to encrypt: the vector has no slots")
+    params = secret.params
+    n, reduce = params.ring_degree, np.uint64(params.modulus_mask)
+    seed, errors = fresh_seed(), ErrorSampler()
+    body = np.empty(slot_count, dtype=np.uint64)
+    for first in range(0, -(-slot_count // n), BATCH_BLOCKS):
+        start, stop = first * n, min((first + BATCH_BLOCKS) * n, slot_count)
+        count = -(-(stop - start) // n)
+        body[start:stop] = _mask_batch(secret, seed, errors, first, count, stop - start)
+    body &= reduce
+    return EncryptionMask(secret.key_id, seed, body)
+
+
+def iter_encrypted_batches(secret: SecretKey, source: SlotSource, seed: bytes,
+                           block_start: int, block_stop: int,
+                           mask: EncryptionMask | None = None) -> Iterator[np.ndarray]:
+    """b coefficients (uint64) of blocks [block_start, block_stop), BATCH_BLOCKS at a time;
+    with a prepared `mask` (made from `seed`, already claimed), b is one addition per slot."""
+    params = secret.params
+    n, reduce = params.ring_degree, np.uint64(params.modulus_mask)
     errors = ErrorSampler()
     for first in range(block_start, block_stop, BATCH_BLOCKS):
         count = min(BATCH_BLOCKS, block_stop - first)
@@ -153,12 +211,12 @@ def iter_encrypted_batches(secret: SecretKey, source: SlotSource, seed: bytes,
         slot_stop = min((first + count) * n, source.slot_count)
         plain = source.slots(slot_first, slot_stop)
         _check_plaintext_range(plain, params)
-        a = expand_uniform(seed, first, count, n, params.modulus_bits)
-        # Only the real slots' coefficients are kept: the tail of a last block is never sent.
-        b = multiply_by_secret(a, secret.spectrum, params.modulus_bits).reshape(-1)[:plain.size]
-        b += errors.sample((plain.size,)).view(np.uint64)
+        if mask is None:
+            b = _mask_batch(secret, seed, errors, first, count, plain.size)
+        else:
+            b = mask.body[slot_first:slot_stop]  # consumed in place: the mask is single-use
         b += plain.view(np.uint64) << np.uint64(params.delta_bits)
-        b &= mask
+        b &= reduce
         yield b
 
 

@@ -17,13 +17,17 @@ from typing import BinaryIO
 
 import numpy as np
 
+from ucadi.digests import remember
+from ucadi.durable import fsync_dir
 from ucadi.lwe.codec import FixedPointCodec
 from ucadi.lwe.errors import CiphertextFormatError, CiphertextMismatchError, EncodingError
 from ucadi.lwe.keys import SecretKey
 from ucadi.lwe.sampling import fresh_seed
 from ucadi.lwe.scheme import (
     BATCH_BLOCKS,
+    Ciphertext,
     CiphertextHeader,
+    EncryptionMask,
     SlotSource,
     add_bodies,
     iter_decrypted_batches,
@@ -104,22 +108,10 @@ class CiphertextFile:
                     f"{self.path.name}: digest mismatch, corrupted or tampered")
 
 
-def _file_digest_ok(path: Path, size: int) -> bool:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        remaining = size - DIGEST_BYTES
-        while remaining > 0:
-            block = handle.read(min(_DIGEST_READ, remaining))
-            if not block:
-                return False
-            digest.update(block)
-            remaining -= len(block)
-        return handle.read() == digest.digest()
-
-
 def open_verified(path: Path, verify_digest: bool = True) -> CiphertextFile:
     """Parse a ciphertext file's header, check its size and (unless the caller reads it with
-    `iter_verified_batches`) verify its digest in one streaming pass."""
+    `iter_verified_batches`, or has checked it as it arrived: `ChunkReceiver.trailer_ok`)
+    verify its digest in one streaming pass."""
     path = Path(path)
     with open(path, "rb") as handle:
         header = decode_fixed_header(handle.read(HEADER.size))
@@ -132,6 +124,19 @@ def open_verified(path: Path, verify_digest: bool = True) -> CiphertextFile:
     if verify_digest and not _file_digest_ok(path, size):
         raise CiphertextFormatError(f"{path.name}: digest mismatch, corrupted or tampered")
     return CiphertextFile(path, header, seeds)
+
+
+def _file_digest_ok(path: Path, size: int) -> bool:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        remaining = size - DIGEST_BYTES
+        while remaining > 0:
+            block = handle.read(min(_DIGEST_READ, remaining))
+            if not block:
+                return False
+            digest.update(block)
+            remaining -= len(block)
+        return handle.read() == digest.digest()
 
 
 class _DigestWriter:
@@ -149,16 +154,15 @@ class _DigestWriter:
         self.handle.write(data)
 
     def commit(self) -> None:
-        self.handle.write(self.digest.digest())
+        trailer = self.digest.digest()
+        self.handle.write(trailer)
         self.handle.flush()
         os.fsync(self.handle.fileno())
         self.handle.close()
         os.replace(self.tmp, self.path)
-        directory = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        self.digest.update(trailer)  # now SHA-256 of the whole file, the transfer digest
+        remember(self.path, self.digest.hexdigest())
+        fsync_dir(self.path.parent)
 
     def abort(self) -> None:
         self.handle.close()
@@ -185,12 +189,30 @@ def _write(path: Path, header: CiphertextHeader, seeds: tuple[bytes, ...],
 
 
 def encrypt_to_file(path: Path, secret: SecretKey, source: SlotSource, *, layout_hash: bytes,
-                    round_number: int) -> CiphertextHeader:
-    """Encrypt `source` into a ciphertext file, batch by batch, with a fresh seed."""
+                    round_number: int, mask: EncryptionMask | None = None) -> CiphertextHeader:
+    """Encrypt `source` into a ciphertext file, batch by batch, with a fresh seed, or with a
+    mask prepared ahead of time (`prepare_mask`, consumed here)."""
     header = new_header(secret, source, layout_hash, round_number)
-    seed = fresh_seed()
+    if mask is not None:
+        mask.take(secret, header.slot_count)
+    seed = mask.seed if mask is not None else fresh_seed()
     return _write(path, header, (seed,),
-                  iter_encrypted_batches(secret, source, seed, 0, header.block_stop))
+                  iter_encrypted_batches(secret, source, seed, 0, header.block_stop, mask))
+
+
+def write_ciphertext(path: Path, ciphertext: Ciphertext) -> CiphertextHeader:
+    """Write an in-memory ciphertext to a file (digest, fsync, atomic rename)."""
+    header, body = ciphertext.header, ciphertext.body
+    step = BATCH_BLOCKS * header.params.ring_degree
+    return _write(path, header, tuple(ciphertext.seeds),
+                  (body[i:i + step] for i in range(0, body.size, step)))
+
+
+def read_ciphertext(path: Path, verify_digest: bool = True) -> Ciphertext:
+    """A ciphertext file in memory (its digest checked unless the caller already did)."""
+    ct = open_verified(path, verify_digest=False)
+    batches = ct.iter_verified_batches() if verify_digest else ct.iter_body_batches()
+    return Ciphertext(ct.header, ct.seeds, np.concatenate(list(batches)))
 
 
 def sum_files(paths: Sequence[Path], out_path: Path) -> CiphertextHeader:

@@ -13,25 +13,20 @@ import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from ucadi.digests import TailHasher, file_digest, remember
 from ucadi.errors import UcadiError
 from ucadi.v1 import common_pb2
 
 DEFAULT_CHUNK_BYTES = 1 << 20
 MAX_CHUNK_BYTES = 4 << 20
 _READ_BLOCK = 1 << 20
+__all__ = ["DEFAULT_CHUNK_BYTES", "MAX_CHUNK_BYTES", "ChunkReceiver", "TransferError",
+           "file_digest", "iter_file_chunks", "iter_payload_chunks", "receive",
+           "receive_to_file"]
 
 
 class TransferError(UcadiError):
     """A chunked transfer was out of order, oversize, truncated or failed its digest."""
-
-
-def file_digest(path: Path) -> str:
-    """Lower-case hex SHA-256 of a file, read in blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(_READ_BLOCK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def iter_payload_chunks(payload: bytes, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
@@ -70,7 +65,9 @@ class ChunkReceiver:
     """Assembles a chunk stream into `path`, verifying order, size limit and digest.
 
     Use `feed()` per chunk and `finish()` at the end of the stream; `finish()` fsyncs the file
-    before returning, so a caller may acknowledge the transfer as durable.
+    before returning, so a caller may acknowledge the transfer as durable. The digest is
+    computed as the bytes arrive (a resumed transfer hashes its partial file once), and
+    remembered for the file (`ucadi.digests`), so sending it on costs no second read.
     """
 
     def __init__(self, path: Path, max_bytes: int, resume: bool = False) -> None:
@@ -78,10 +75,18 @@ class ChunkReceiver:
         self.max_bytes = max_bytes
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.received = self.path.stat().st_size if resume and self.path.exists() else 0
+        self._hasher = TailHasher()
+        if self.received:
+            with open(self.path, "rb") as partial:
+                for block in iter(lambda: partial.read(_READ_BLOCK), b""):
+                    self._hasher.update(block)
         self._handle = open(self.path, "r+b" if self.received else "wb")
         self._handle.seek(self.received)
         self.total_size: int | None = None
         self.sha256: str | None = None
+        # After finish(): whether the payload ends with the SHA-256 of its preceding bytes
+        # (ciphertext and plaintext-update files), so their readers need not hash it again.
+        self.trailer_ok = False
 
     def feed(self, chunk: common_pb2.Chunk) -> None:
         """Append one chunk; raises TransferError on a gap, overlap, size or digest change."""
@@ -102,6 +107,7 @@ class ChunkReceiver:
         if self.received + len(chunk.data) > chunk.total_size:
             raise TransferError("chunks run past the announced total_size")
         self._handle.write(chunk.data)
+        self._hasher.update(chunk.data)
         self.received += len(chunk.data)
 
     def finish(self) -> Path:
@@ -114,10 +120,12 @@ class ChunkReceiver:
         if self.received != self.total_size:
             raise TransferError(
                 f"transfer incomplete: {self.received} of {self.total_size} bytes received")
-        actual = file_digest(self.path)
+        actual = self._hasher.hexdigest()
         if actual != self.sha256:
             self.path.unlink(missing_ok=True)
             raise TransferError(f"payload digest mismatch: sent {self.sha256}, received {actual}")
+        remember(self.path, actual)
+        self.trailer_ok = self._hasher.trailer_ok()
         return self.path
 
     def abort(self, keep_partial: bool = True) -> None:
@@ -129,8 +137,9 @@ class ChunkReceiver:
             self.path.unlink(missing_ok=True)
 
 
-def receive_to_file(chunks: Iterable[common_pb2.Chunk], path: Path, max_bytes: int) -> Path:
-    """Assemble a whole chunk stream into `path` (no resume); returns the verified path."""
+def receive(chunks: Iterable[common_pb2.Chunk], path: Path, max_bytes: int) -> ChunkReceiver:
+    """Assemble a whole chunk stream into `path` (no resume); returns the finished receiver
+    (its path, digest and `trailer_ok`)."""
     receiver = ChunkReceiver(path, max_bytes)
     try:
         for chunk in chunks:
@@ -138,4 +147,10 @@ def receive_to_file(chunks: Iterable[common_pb2.Chunk], path: Path, max_bytes: i
     except BaseException:
         receiver.abort(keep_partial=False)
         raise
-    return receiver.finish()
+    receiver.finish()
+    return receiver
+
+
+def receive_to_file(chunks: Iterable[common_pb2.Chunk], path: Path, max_bytes: int) -> Path:
+    """Assemble a whole chunk stream into `path` (no resume); returns the verified path."""
+    return receive(chunks, path, max_bytes).path

@@ -23,7 +23,7 @@ from ucadi.lwe.sampling import SEED_BYTES
 from ucadi.lwe.serialization import DIGEST_BYTES, HEADER
 from ucadi.lwe.stream import extract_blocks, merge_shards, open_verified, shard_ranges
 from ucadi.v1 import common_pb2, crypto_pb2, crypto_pb2_grpc
-from ucadi.wire.chunks import DEFAULT_CHUNK_BYTES, iter_file_chunks, receive_to_file
+from ucadi.wire.chunks import DEFAULT_CHUNK_BYTES, iter_file_chunks, receive
 
 T = TypeVar("T")
 
@@ -134,9 +134,9 @@ class SumClient:
         limit = _max_sum_bytes(self.status(federation, round_number))
         chunks: Iterator[common_pb2.Chunk] = self.stub.SealRound(
             crypto_pb2.SealRoundRequest(federation=federation, round=round_number))
-        path = _call(lambda: receive_to_file(chunks, Path(out_path), limit))
-        open_verified(path)
-        return path
+        received = _call(lambda: receive(chunks, Path(out_path), limit))
+        open_verified(received.path, verify_digest=not received.trailer_ok)
+        return received.path
 
 
 class ShardedSumClient:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ucadi.digests import remember
 from ucadi.errors import UcadiError
 
 PLAINTEXT_SET = "plaintext"
@@ -55,7 +56,10 @@ def write_plain(path: Path, weighted: np.ndarray, weight: int, round_number: int
         data = memoryview(values).cast("B")
         handle.write(data)
         digest.update(data)
-        handle.write(digest.digest())
+        trailer = digest.digest()
+        handle.write(trailer)
+    digest.update(trailer)
+    remember(path, digest.hexdigest())
     return path
 
 
