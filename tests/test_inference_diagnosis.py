@@ -285,8 +285,10 @@ def test_studies_beyond_the_concurrency_limit_get_resource_exhausted(model_dir, 
         with secure_channel(running.target, pki["client"]) as channel:
             stub = inference_pb2_grpc.DiagnosisServiceStub(channel)
             holder = stub.Diagnose.future(slow_upload())
-            for _ in range(200):
-                if service.store.ready and not holder.done():
+            for _ in range(1500):  # up to 30 s on a loaded machine
+                # Only once the holder's stream occupies the slot (it may reach the server
+                # after the probe below would, on a loaded machine).
+                if service.store.ready and service.study_slots.in_use and not holder.done():
                     try:
                         diagnose(channel, covid_study)
                     except grpc.RpcError as exc:

@@ -84,6 +84,7 @@ class InferenceService:
                                 on_change=self._model_loaded)
         self.batcher: DynamicBatcher[ServedModel] = DynamicBatcher(self._run_batch,
                                                                    config.batching)
+        self.study_slots = StudySlots(config.limits.max_concurrent_studies)
         self.running: RunningServer | None = None
 
     def _run_batch(self, rows: np.ndarray) -> tuple[np.ndarray, ServedModel]:
@@ -249,7 +250,7 @@ class DiagnosisServicer(inference_pb2_grpc.DiagnosisServiceServicer):
 
     def __init__(self, service: InferenceService) -> None:
         self.service = service
-        self.slots = StudySlots(service.config.limits.max_concurrent_studies)
+        self.slots = service.study_slots
 
     @observed("Diagnose")
     def Diagnose(self, request_iterator: Iterator[inference_pb2.DiagnoseRequest],

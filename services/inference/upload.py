@@ -51,6 +51,8 @@ class StudySlots:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._slots = threading.BoundedSemaphore(limit)
+        self._lock = threading.Lock()
+        self.in_use = 0  # studies admitted and not yet finished
 
     @contextmanager
     def admit(self) -> Iterator[None]:
@@ -58,9 +60,13 @@ class StudySlots:
         if not self._slots.acquire(blocking=False):
             raise UploadLimitError(f"{self.limit} studies are already being diagnosed; the "
                                    "server is at capacity, retry with backoff")
+        with self._lock:
+            self.in_use += 1
         try:
             yield
         finally:
+            with self._lock:
+                self.in_use -= 1
             self._slots.release()
 
 
