@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from services.aggregator.rounds import FederationConfig
+from services.aggregator.contracts import FederationConfig
 from ucadi.errors import UcadiError
 
 # Every setting of `ucadi serve aggregator --config FILE`; UCADI_<SECTION>__<KEY> overrides.

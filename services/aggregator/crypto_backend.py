@@ -11,13 +11,13 @@ from typing import Any
 
 import grpc
 
+from services.aggregator.contracts import CiphertextFacts, SumBackend
 from services.aggregator.local_backend import (
     LocalSumBackend,
     PlainSumBackend,
     read_facts,
     read_plain_facts,
 )
-from services.aggregator.rounds import CiphertextFacts, SumBackend
 from services.aggregator.store import AggregatorStore
 from ucadi.errors import UcadiError
 from ucadi.ops.serving import grpc_options

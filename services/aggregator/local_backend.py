@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.aggregator.rounds import CiphertextFacts
+from services.aggregator.contracts import CiphertextFacts
 from services.aggregator.store import AggregatorStore
 from ucadi.lwe.params import get_parameters
 from ucadi.lwe.stream import open_verified, sum_files

@@ -18,8 +18,10 @@
                 COMPLETED
 ```
 
-The coordinator never sees a plaintext: uploads are ciphertext files handed to a `SumBackend`
-(the crypto service's SumService) and the sealed sum is stored as the next global version.
+Its settings, inputs and answers (FederationConfig, CiphertextFacts, SumBackend, RoundView and
+the errors) are defined in `contracts.py`. The coordinator never sees a plaintext: uploads are
+ciphertext files handed to a `SumBackend` (the crypto service's SumService) and the sealed sum
+is stored as the next global version.
 All state lives in `AggregatorStore`; after a restart `recover()` re-feeds uploads the sum
 service has not acknowledged (it answers duplicates idempotently) and resumes a seal.
 """
@@ -31,13 +33,20 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from opentelemetry import context as otel_context
 
 from services.aggregator import metrics
+from services.aggregator.contracts import (
+    CiphertextFacts,
+    FederationConfig,
+    FederationStateError,
+    RejectedUpload,
+    RoundView,
+    SumBackend,
+)
 from services.aggregator.store import AggregatorStore, RoundRecord, UploadRecord
 from ucadi.errors import UcadiError
 from ucadi.ops.tracing import tracer
@@ -50,80 +59,6 @@ COLLECTING, SEALING, SEALED, COMPLETED = "collecting", "sealing", "sealed", "com
 SEEN_FLUSH_S = 5.0
 # Uploads streamed to the sum service at the same time.
 FEEDERS = 4
-
-
-class FederationStateError(UcadiError):
-    """The request does not fit the federation's current state (wrong round, not joined...)."""
-
-    status = "FAILED_PRECONDITION"
-
-
-class RejectedUpload(UcadiError):
-    """An upload refused for a stated reason (metrics label) with a gRPC status."""
-
-    def __init__(self, message: str, reason: str, status: str = "INVALID_ARGUMENT") -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.status = status
-
-
-@dataclass(frozen=True)
-class CiphertextFacts:
-    """What the aggregator can read from a ciphertext's header (no secret needed)."""
-
-    parameter_set: str
-    key_id: str
-    layout_hash: str
-    round: int
-    value_count: int
-
-
-class SumBackend(Protocol):
-    """The service that adds ciphertexts (the crypto service's SumService)."""
-
-    def open_round(self, round_number: int) -> None:
-        """Prepare an accumulator for a round (idempotent)."""
-
-    def add(self, round_number: int, site: str, path: Path) -> None:
-        """Add a site's ciphertext; a repeat of an already added (round, site) is a no-op."""
-
-    def seal(self, round_number: int, out_path: Path) -> None:
-        """Write the round's summed ciphertext to out_path (repeatable, same result)."""
-
-
-@dataclass(frozen=True)
-class FederationConfig:
-    """A federation's fixed settings (stored with it, so a restart keeps them)."""
-
-    federation_id: str
-    model: dict[str, Any]
-    encryption: dict[str, Any]
-    min_sites: int = 2
-    total_rounds: int = 5
-    local_epochs: int = 1
-    round_timeout_s: float = 600.0
-    liveness_timeout_s: float = 60.0
-    max_upload_bytes: int = 1 << 30
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return dict(self.__dict__)
-
-
-@dataclass
-class RoundView:
-    """A snapshot of the current round for RPC answers."""
-
-    round: int
-    state: str
-    base_version: int
-    latest_version: int
-    deadline: float
-    start_epoch: int
-    local_epochs: int
-    expected: list[str] = field(default_factory=list)
-    uploaded: list[str] = field(default_factory=list)
-    min_sites: int = 0
 
 
 class RoundCoordinator:
