@@ -20,7 +20,7 @@ from ucadi.lwe import (
     generate_secret_key,
     get_parameters,
 )
-from ucadi.lwe.params import ERROR_ETA, PARAMETER_SETS
+from ucadi.lwe.params import DEFAULT_PARAMETER_SET, ERROR_ETA, PARAMETER_SETS
 from ucadi.lwe.ring import multiply_by_secret, multiply_by_secret_reference, secret_spectrum
 from ucadi.lwe.sampling import ErrorSampler, expand_uniform, sample_ternary
 from ucadi.lwe.scheme import decode_phase
@@ -65,8 +65,9 @@ def test_fft_ring_product_is_exact_at_full_ring_degree_even_for_adversarial_inpu
 def test_every_parameter_set_is_within_the_he_standard_row_and_has_an_exact_noise_bound() -> None:
     for params in PARAMETER_SETS.values():
         assert params.ring_degree == 4096 and params.modulus_bits <= 109
-        assert params.max_sites >= 1000
+        assert params.max_sites >= 64
         assert params.max_sites * ERROR_ETA < params.delta // 2
+    assert get_parameters(DEFAULT_PARAMETER_SET).max_sites >= 1000
 
 
 @settings(max_examples=25, deadline=None)
@@ -83,13 +84,15 @@ def test_sum_of_ciphertexts_decrypts_exactly_to_sum_of_plaintexts(
     assert np.array_equal(decrypt(secret, add(cts)), np.sum(plains, axis=0))
 
 
-def test_a_thousand_sites_sum_exactly_including_extreme_negative_and_positive_slots() -> None:
-    params = SECRET.params
+@pytest.mark.parametrize("name", sorted(PARAMETER_SETS))
+def test_max_sites_sum_exactly_including_extreme_negative_and_positive_slots(name: str) -> None:
+    secret = SECRETS[name]  # the default set takes a thousand sites, the compact one 64
+    params = secret.params
     per_site = params.plaintext_limit // params.max_sites
     plain = np.array([per_site - 1, -per_site, 0, 1, -1], dtype=np.int64)
-    cts = [encrypt(SECRET, PlainSlots(plain), layout_hash=LAYOUT, round_number=0)
+    cts = [encrypt(secret, PlainSlots(plain), layout_hash=LAYOUT, round_number=0)
            for _ in range(params.max_sites)]
-    assert np.array_equal(decrypt(SECRET, add(cts)), plain * params.max_sites)
+    assert np.array_equal(decrypt(secret, add(cts)), plain * params.max_sites)
 
 
 def test_decoding_is_exact_under_the_worst_case_summed_noise() -> None:

@@ -22,7 +22,8 @@ from ucadi.lwe.errors import EncodingError
 from ucadi.lwe.params import LweParameters
 
 # Default codec per parameter set: (fractional bits, bound on |x|).
-DEFAULT_CODECS = {"rlwe-n4096-q56": (16, 8.0), "rlwe-n4096-q64": (20, 8.0)}
+DEFAULT_CODECS = {"rlwe-n4096-q56": (16, 8.0), "rlwe-n4096-q48": (16, 8.0),
+                  "rlwe-n4096-q64": (20, 8.0)}
 _VALIDATION_BLOCK = 1 << 20
 
 

@@ -90,6 +90,13 @@ PARAMETER_SETS: dict[str, LweParameters] = {
         set_id=1, name="rlwe-n4096-q56", ring_degree=4096, modulus_bits=56, plaintext_bits=40,
         max_sites=1000, max_site_weight=1000, max_log_q_128=109,
         security_row=HE_STANDARD_ROW_N4096),
+    # Consortium: 6 bytes per value (1.5x float32), the same 16 fractional bits at |x| <= 8 and
+    # weights up to 1,000, for federations of up to 64 sites: 64 x 21 = 1,344 < Delta/2 = 2,048
+    # and 64 x 1,000 x 8 x 2^16 < 2^35. Fewer sites need fewer bits of headroom, nothing else.
+    "rlwe-n4096-q48": LweParameters(
+        set_id=3, name="rlwe-n4096-q48", ring_degree=4096, modulus_bits=48, plaintext_bits=36,
+        max_sites=64, max_site_weight=1000, max_log_q_128=109,
+        security_row=HE_STANDARD_ROW_N4096),
     # Precise: 8 bytes per value (2x float32), 20 fractional bits and weights up to 16,384.
     "rlwe-n4096-q64": LweParameters(
         set_id=2, name="rlwe-n4096-q64", ring_degree=4096, modulus_bits=64, plaintext_bits=48,
