@@ -179,7 +179,7 @@ def run(quick: bool) -> list[str]:
     """Both model sizes (quick: 0.73 M only), encryption on and off, and Flower."""
     summary = []
     for label, arch, preset in MODELS[:1] if quick else MODELS:
-        rounds = 5 if "0.73" in label else 2
+        rounds = 9 if "0.73" in label else 2
         medians = {}
         for mode, parameter_set in MODES:
             seconds, phases = measure_round_seconds(arch, preset, parameter_set, rounds)

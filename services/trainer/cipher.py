@@ -51,18 +51,18 @@ class SiteCipher:
         path.parent.mkdir(parents=True, exist_ok=True)
         pending, self._mask = self._mask, None
         mask = pending.result() if pending is not None else None
-        if mask is not None and mask.body.size != update.slot_count:
+        if mask is not None and mask.slot_count != update.slot_count:
             mask = None  # prepared for another model size: encrypt from scratch
         encrypt_to_file(path, self.secret, update, layout_hash=bytes.fromhex(layout_hash),
                         round_number=round_number, mask=mask)
         return path
 
     def decrypt_average(self, path: Path, layout_hash: str) -> np.ndarray:
-        """The FedAvg vector of a summed global ciphertext (float64)."""
+        """The FedAvg vector of a summed global ciphertext (float32, as the model holds it)."""
         # The digest is checked while decrypting reads the body (iter_verified_batches).
         found = open_verified(path, verify_digest=False).header.layout_hash.hex()
         if found != layout_hash:
             raise CiphertextMismatchError(f"global model has layout {found[:12]}, this site "
                                           f"trains layout {layout_hash[:12]}")
         vector, _weight = decrypt_fedavg_file(self.secret, path, self.codec)
-        return vector.astype(np.float64)
+        return vector

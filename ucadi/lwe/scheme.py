@@ -165,17 +165,24 @@ class EncryptionMask:
 
     key_id: bytes
     seed: bytes
-    body: np.ndarray  # uint64, one coefficient per slot, reduced mod q
+    # uint64 coefficients reduced mod q, one per slot, in batches of BATCH_BLOCKS blocks (the
+    # batches encryption walks through, so nothing is copied into one large array).
+    batches: list[np.ndarray]
     used: bool = False
+
+    @property
+    def slot_count(self) -> int:
+        """Slots this mask can encrypt."""
+        return sum(batch.size for batch in self.batches)
 
     def take(self, secret: SecretKey, slot_count: int) -> EncryptionMask:
         """Claim the mask for an encryption under `secret` of `slot_count` slots."""
         if self.used:
             raise EncodingError("this encryption mask was already used; a mask hides exactly "
                                 "one update (prepare a new one)")
-        if self.key_id != secret.key_id or self.body.size != slot_count:
+        if self.key_id != secret.key_id or self.slot_count != slot_count:
             raise EncodingError(f"mask made for key {self.key_id.hex()[:8]} and "
-                                f"{self.body.size} slots cannot encrypt {slot_count} slots "
+                                f"{self.slot_count} slots cannot encrypt {slot_count} slots "
                                 f"under key {secret.key_id_hex[:8]}")
         self.used = True
         return self
@@ -188,20 +195,23 @@ def prepare_mask(secret: SecretKey, slot_count: int) -> EncryptionMask:
     params = secret.params
     n, reduce = params.ring_degree, np.uint64(params.modulus_mask)
     seed, errors = fresh_seed(), ErrorSampler()
-    body = np.empty(slot_count, dtype=np.uint64)
+    batches = []
     for first in range(0, -(-slot_count // n), BATCH_BLOCKS):
         start, stop = first * n, min((first + BATCH_BLOCKS) * n, slot_count)
-        count = -(-(stop - start) // n)
-        body[start:stop] = _mask_batch(secret, seed, errors, first, count, stop - start)
-    body &= reduce
-    return EncryptionMask(secret.key_id, seed, body)
+        batch = _mask_batch(secret, seed, errors, first, -(-(stop - start) // n), stop - start)
+        batch &= reduce
+        batches.append(batch)
+    return EncryptionMask(secret.key_id, seed, batches)
 
 
 def iter_encrypted_batches(secret: SecretKey, source: SlotSource, seed: bytes,
                            block_start: int, block_stop: int,
                            mask: EncryptionMask | None = None) -> Iterator[np.ndarray]:
     """b coefficients (uint64) of blocks [block_start, block_stop), BATCH_BLOCKS at a time;
-    with a prepared `mask` (made from `seed`, already claimed), b is one addition per slot."""
+    with a prepared `mask` (made from `seed`, already claimed; whole vectors only), b is one
+    addition per slot."""
+    if mask is not None and block_start != 0:
+        raise EncodingError("a prepared mask encrypts a whole vector, from block 0")
     params = secret.params
     n, reduce = params.ring_degree, np.uint64(params.modulus_mask)
     errors = ErrorSampler()
@@ -214,7 +224,7 @@ def iter_encrypted_batches(secret: SecretKey, source: SlotSource, seed: bytes,
         if mask is None:
             b = _mask_batch(secret, seed, errors, first, count, plain.size)
         else:
-            b = mask.body[slot_first:slot_stop]  # consumed in place: the mask is single-use
+            b = mask.batches[(first - block_start) // BATCH_BLOCKS]  # single-use: in place
         b += plain.view(np.uint64) << np.uint64(params.delta_bits)
         b &= reduce
         yield b

@@ -245,19 +245,22 @@ def decrypt_fedavg_file(secret: SecretKey, path: Path,
     if header.frac_bits != codec.frac_bits:
         raise CiphertextMismatchError(f"ciphertext encodes {header.frac_bits} fractional bits, "
                                       f"codec has {codec.frac_bits}")
-    out = np.empty(header.slot_count - 1, dtype=np.float64)
-    position = 0
-    weight = 0
-    for slots in iter_decrypted_batches(secret, header, ct.seeds, ct.iter_verified_batches()):
-        take = min(slots.size, out.size - position)
-        out[position:position + take] = codec.decode_sums(slots[:take])
-        position += take
-        if take < slots.size:  # the weight slot is the last slot of the last batch
-            weight = int(slots[take])
+    # The total weight is the last slot: decrypt the last block first, so every batch is
+    # divided as it is decoded and written once, straight into the float32 result.
+    last = header.total_blocks - 1
+    tail = replace(header, block_start=last, block_stop=last + 1)
+    weight = int(next(iter_decrypted_batches(secret, tail, ct.seeds,
+                                             ct.iter_body_batches(last, last + 1)))[-1])
     if weight < 1:
         raise EncodingError(f"decrypted total weight is {weight}; expected >= 1")
-    out /= weight
-    return out.astype(np.float32), weight
+    scale = 2.0 ** -codec.frac_bits / weight
+    out = np.empty(header.slot_count - 1, dtype=np.float32)
+    position = 0
+    for slots in iter_decrypted_batches(secret, header, ct.seeds, ct.iter_verified_batches()):
+        take = min(slots.size, out.size - position)
+        np.multiply(slots[:take], scale, out=out[position:position + take], casting="unsafe")
+        position += take
+    return out, weight
 
 
 def shard_ranges(total_blocks: int, replicas: int) -> list[tuple[int, int]]:

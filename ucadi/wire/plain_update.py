@@ -98,8 +98,8 @@ def sum_plain(paths: list[Path], out_path: Path) -> Path:
 
 
 def plain_average(path: Path) -> np.ndarray:
-    """FedAvg vector (float64) of a summed plaintext file."""
+    """FedAvg vector (float32, as the model holds it) of a summed plaintext file."""
     header, values = read_plain(path)
     if header.weight < 1:
         raise PlainUpdateError(f"total weight {header.weight} is not positive")
-    return values.astype(np.float64) / header.weight
+    return np.divide(values, header.weight, dtype=np.float32)
