@@ -76,16 +76,20 @@ def remember(path: Path, sha256_hex: str) -> None:
             _known.popitem(last=False)
 
 
+def hash_file(path: Path) -> TailHasher:
+    """Read a file once through a TailHasher (both digests), remembering its transfer digest;
+    the hasher can go on with bytes appended later (a resumed transfer)."""
+    hasher = TailHasher()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(_READ_BLOCK), b""):
+            hasher.update(block)
+    remember(Path(path), hasher.hexdigest())
+    return hasher
+
+
 def file_digest(path: Path) -> str:
     """Lower-case hex SHA-256 of a file (read only if this process has not just hashed it)."""
     path = Path(path)
     with _lock:
         found = _known.get(_identity(path))
-    if found:
-        return found
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(_READ_BLOCK), b""):
-            digest.update(block)
-    remember(path, digest.hexdigest())
-    return digest.hexdigest()
+    return found or hash_file(path).hexdigest()

@@ -17,7 +17,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from ucadi.digests import remember
+from ucadi.digests import hash_file, remember
 from ucadi.durable import fsync_dir
 from ucadi.lwe.codec import FixedPointCodec
 from ucadi.lwe.errors import CiphertextFormatError, CiphertextMismatchError, EncodingError
@@ -36,7 +36,6 @@ from ucadi.lwe.scheme import (
     new_header,
 )
 from ucadi.lwe.serialization import (
-    DIGEST_BYTES,
     HEADER,
     body_size,
     decode_fixed_header,
@@ -47,8 +46,6 @@ from ucadi.lwe.serialization import (
     split_seeds,
     unpack_coefficients,
 )
-
-_DIGEST_READ = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -121,22 +118,9 @@ def open_verified(path: Path, verify_digest: bool = True) -> CiphertextFile:
     if size != expected:
         raise CiphertextFormatError(f"{path.name} is {size} bytes; its header announces "
                                     f"{expected} (truncated or padded)")
-    if verify_digest and not _file_digest_ok(path, size):
+    if verify_digest and not hash_file(path).trailer_ok():
         raise CiphertextFormatError(f"{path.name}: digest mismatch, corrupted or tampered")
     return CiphertextFile(path, header, seeds)
-
-
-def _file_digest_ok(path: Path, size: int) -> bool:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        remaining = size - DIGEST_BYTES
-        while remaining > 0:
-            block = handle.read(min(_DIGEST_READ, remaining))
-            if not block:
-                return False
-            digest.update(block)
-            remaining -= len(block)
-        return handle.read() == digest.digest()
 
 
 class _DigestWriter:

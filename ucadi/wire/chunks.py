@@ -13,13 +13,12 @@ import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from ucadi.digests import TailHasher, file_digest, remember
+from ucadi.digests import TailHasher, file_digest, hash_file, remember
 from ucadi.errors import UcadiError
 from ucadi.v1 import common_pb2
 
 DEFAULT_CHUNK_BYTES = 1 << 20
 MAX_CHUNK_BYTES = 4 << 20
-_READ_BLOCK = 1 << 20
 __all__ = ["DEFAULT_CHUNK_BYTES", "MAX_CHUNK_BYTES", "ChunkReceiver", "TransferError",
            "file_digest", "iter_file_chunks", "iter_payload_chunks", "receive",
            "receive_to_file"]
@@ -75,11 +74,7 @@ class ChunkReceiver:
         self.max_bytes = max_bytes
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.received = self.path.stat().st_size if resume and self.path.exists() else 0
-        self._hasher = TailHasher()
-        if self.received:
-            with open(self.path, "rb") as partial:
-                for block in iter(lambda: partial.read(_READ_BLOCK), b""):
-                    self._hasher.update(block)
+        self._hasher = hash_file(self.path) if self.received else TailHasher()
         self._handle = open(self.path, "r+b" if self.received else "wb")
         self._handle.seek(self.received)
         self.total_size: int | None = None
