@@ -19,7 +19,7 @@ from services.aggregator.rounds import (
 )
 from services.aggregator.store import AggregatorStore
 from ucadi.lwe import FixedPointCodec, encode_update, generate_secret_key
-from ucadi.lwe.stream import decrypt_fedavg_file, encrypt_to_file
+from ucadi.lwe.stream import decrypt_fedavg_file, encrypt_to_file, sum_files
 from ucadi.wire import file_digest
 
 VALUES = 5000
@@ -97,6 +97,45 @@ def test_round_seals_when_all_expected_sites_uploaded_and_decrypts_to_weighted_f
     expected = (30 * models["a"] + 10 * models["b"]) / 40
     assert total == 40
     assert np.max(np.abs(average - expected)) <= codec.resolution + 1e-6
+
+
+class AddedOnlyBackend(LocalSumBackend):
+    """Seals only what was fed to it, as the crypto service does; `during_add` runs inside the
+    first add (an upload arriving while the aggregator feeds another)."""
+
+    def __init__(self, store: AggregatorStore, during_add) -> None:
+        super().__init__(store)
+        self.added: list[Path] = []
+        self.during_add = during_add
+
+    def add(self, round_number: int, site: str, path: Path) -> None:
+        self.added.append(path)
+        hook, self.during_add = self.during_add, None
+        if hook is not None:
+            hook()
+
+    def seal(self, round_number: int, out_path: Path) -> None:
+        sum_files(self.added, out_path)
+
+
+def test_an_upload_accepted_while_another_is_fed_is_summed_before_the_seal(tmp_path, secret):
+    store = AggregatorStore(tmp_path / "agg")
+    rng = np.random.default_rng(3)
+    models = {"a": rng.normal(0, 1, VALUES), "b": rng.normal(0, 1, VALUES)}
+    backend = AddedOnlyBackend(store, lambda: upload(coord, secret, tmp_path, "b",
+                                                     models["b"], 10))
+    coord = RoundCoordinator(make_config(secret), store, backend, read_facts, clock=Clock())
+    for site in models:
+        coord.join(site, 10)
+    coord.step()
+    upload(coord, secret, tmp_path, "a", models["a"], 30)
+    coord.step()  # feeds a; b arrives meanwhile; both are expected, so the round seals
+    assert coord.view().latest_version == 1
+    codec = FixedPointCodec.for_parameters(secret.params)
+    average, total = decrypt_fedavg_file(secret, store.global_path(1), codec)
+    assert total == 40
+    assert np.max(np.abs(average - (30 * models["a"] + 10 * models["b"]) / 40)) \
+        <= codec.resolution + 1e-6
 
 
 def test_late_upload_to_a_closed_round_is_refused_with_failed_precondition(tmp_path, secret):

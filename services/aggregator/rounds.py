@@ -307,18 +307,25 @@ class RoundCoordinator:
                 self._maybe_open(1, base_version=0)
             return
         self.backend.open_round(current.round)
-        pending = [u for u in self.store.uploads(current.round) if not u.summed]
-        # Uploads that arrived together are fed to the sum service side by side.
-        for _ in self._feeders.map(self._sum, pending):
-            pass
+        self._feed(current.round)
         if current.state == COLLECTING and self._ready_to_seal(current):
             with self._changed:
-                current.state = SEALING
+                current.state = SEALING  # from here on no upload is accepted
                 self.store.update_round(current)
                 self._publish_metrics()
                 self._notify()
         if current.state == SEALING:
+            # Uploads accepted while the feed above ran count for _ready_to_seal: they must
+            # reach the sum before it is sealed.
+            self._feed(current.round)
             self._seal(current)
+
+    def _feed(self, round_number: int) -> None:
+        """Feed the round's stored uploads that the sum service has not acknowledged yet;
+        uploads that arrived together go to it side by side."""
+        pending = [u for u in self.store.uploads(round_number) if not u.summed]
+        for _ in self._feeders.map(self._sum, pending):
+            pass
 
     def _sum(self, upload: UploadRecord) -> None:
         """Feed one stored upload to the sum service, inside the upload's trace."""
