@@ -6,8 +6,10 @@ model, encrypts an update and uploads it; the crypto service sums, the aggregato
 the sites download and decrypt the new version. A round's overhead is the time from the first
 site seeing it open to the last site holding the decrypted result, less a fixed pause that
 stands for local training (TRAINING_PAUSE_S, the same in both modes). As the trainer does, a
-site makes its next encryption mask (a*s + e) during that pause, so encrypting at upload time
-is one addition; the mask's own cost is printed beside the result. The same run measures the
+site makes its next encryption mask (a*s + e) and the round sum's decryption product during
+that pause, so encrypting at upload time and decrypting the sum are each one pass of additions;
+the cost of that prepared work is printed beside the result (what does not fit in the pause
+is waited for inside the round, and counted). The same run measures the
 encryption-off mode (plaintext updates, in-process sum at the aggregator) and Flower's FedAvg
 with three clients and the same number of parameters (bench.flower_baseline), so the ratios
 compare like with like on this machine.
@@ -56,7 +58,7 @@ def _site_rounds(site: str, pki: str, aggregator: str, crypto: str, work: str, e
     """[(round, {phase: wall-clock time it ended})] for each round (PHASES, in order)."""
     import torch
 
-    from services.trainer.cipher import SiteCipher
+    from services.trainer.cipher import RoundContext, SiteCipher
     from services.trainer.client import FederationClient
     from services.trainer.keys import obtain_secret
     from ucadi.ops.tls import TLSFiles
@@ -66,7 +68,8 @@ def _site_rounds(site: str, pki: str, aggregator: str, crypto: str, work: str, e
     torch.set_num_threads(1)
     tls = TLSFiles.from_dir(Path(pki) / site)
     client = FederationClient(aggregator, tls)
-    cipher = SiteCipher(obtain_secret(crypto, tls, Path(work), wait_s=300)) if encrypted else None
+    cipher = SiteCipher(obtain_secret(crypto, tls, Path(work), wait_s=300),
+                        Path(work) / "lwe") if encrypted else None
     joined = client.join(SITE_WEIGHT, "bench")
     layout = joined.model.layout_hash
     rng = np.random.default_rng(SITES.index(site))
@@ -90,10 +93,12 @@ def _site_rounds(site: str, pki: str, aggregator: str, crypto: str, work: str, e
             vector = adopt(info.base_version)
             held = info.base_version
         marks["base"] = time.time()
-        # Training stands here in a real round; the trainer makes the encryption mask during
-        # it (SiteCipher.prepare), as this pause does. Its length is not round overhead.
+        # Training stands here in a real round; the trainer makes the encryption mask and the
+        # decryption product during it (SiteCipher.prepare), as this pause does. Its length is
+        # not round overhead.
         if cipher:
-            cipher.prepare(vector.size)
+            cipher.prepare(vector.size, RoundContext(joined.federation_id, round_number, site,
+                                                     tuple(info.expected_sites)))
         vector = vector.copy()  # "training" moves a sparse set of values: cheap at 46 M too
         vector[rng.integers(0, vector.size, 1000)] += rng.normal(0, 1e-3, 1000)
         time.sleep(max(0.0, marks["base"] + TRAINING_PAUSE_S - time.time()))
@@ -118,12 +123,26 @@ def _site_rounds(site: str, pki: str, aggregator: str, crypto: str, work: str, e
         path = client.download_global(round_number, folder / f"v{round_number}.bin", 1 << 40)
         marks["downloaded"] = time.time()
         vector = cipher.decrypt_average(path, layout) if cipher else plain_average(path)
+        marks["held"] = time.time()
+        _check_all_summed(path, encrypted, round_number)
         path.unlink()
         held = round_number
-        marks["held"] = time.time()
         timings.append((round_number, marks))
     client.close()
     return timings
+
+
+def _check_all_summed(path: Path, encrypted: bool, round_number: int) -> None:
+    """A global version must hold every site's update: a faster round that dropped one would
+    measure nothing (checked after the round's timing marks)."""
+    from ucadi.lwe.stream import open_verified
+    from ucadi.wire.plain_update import read_plain
+
+    summed = (open_verified(path).header.contributors if encrypted
+              else read_plain(path)[0].weight // SITE_WEIGHT)
+    if summed != len(SITES):
+        raise RuntimeError(f"global version {round_number} sums {summed} of {len(SITES)} "
+                           "site updates")
 
 
 def measure_round_seconds(arch: str, preset: str, parameter_set: str | None, rounds: int
@@ -215,7 +234,7 @@ def _mask_seconds(arch: str, preset: str) -> float:
     import torch
 
     from ucadi.lwe.keys import generate_secret_key
-    from ucadi.lwe.scheme import prepare_mask
+    from ucadi.lwe.prepared import prepare_mask
 
     torch.set_num_threads(1)
     secret, slots = generate_secret_key(), _value_count(arch, preset) + 1

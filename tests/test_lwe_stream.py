@@ -18,7 +18,8 @@ from ucadi.lwe import (
     encode_update,
     generate_secret_key,
 )
-from ucadi.lwe.scheme import BATCH_BLOCKS, prepare_mask
+from ucadi.lwe.prepared import prepare_mask
+from ucadi.lwe.scheme import BATCH_BLOCKS
 from ucadi.lwe.stream import (
     decrypt_fedavg_file,
     decrypt_file,

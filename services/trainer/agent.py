@@ -21,7 +21,7 @@ import numpy as np
 from safetensors.torch import save_file
 
 from services.trainer import metrics
-from services.trainer.cipher import SiteCipher
+from services.trainer.cipher import RoundContext, SiteCipher
 from services.trainer.client import FederationClient, FederationRejected
 from services.trainer.publish import ModelPublisher
 from ucadi.ct import PreprocessConfig
@@ -110,6 +110,7 @@ class SiteAgent:
             raise UcadiError(f"this site's model layout {self.layout.hash[:12]} differs from the "
                              f"federation's {spec.layout_hash[:12]}: update the site software")
         self.spec = spec
+        self.federation_id = joined.federation_id
         self.dataset = StudyDataset(self.train_records, self.preprocess, self.recipe.task,
                                     train=True, seed=self.settings.seed)
         # Validation stacks are read once and kept, like the training set's.
@@ -221,7 +222,9 @@ class SiteAgent:
 
     def _train_and_upload(self, info: Any) -> None:
         self._phase("training", info.round)
-        self.cipher.prepare(self.layout.value_count)  # the encryption mask, while training
+        # The encryption mask and the round sum's decryption product, made while training.
+        self.cipher.prepare(self.layout.value_count, RoundContext(
+            self.federation_id, info.round, self.settings.site, tuple(info.expected_sites)))
         started = time.perf_counter()
         update = train_local(self.model, self.dataset, self.recipe, start_epoch=info.start_epoch,
                              epochs=info.local_epochs, device=self.settings.device,

@@ -1,38 +1,102 @@
 """The site's side of the cryptosystem: encrypt its weighted update, decrypt a global sum.
 
-Encryption is split: `prepare(value_count)` makes the next encryption's mask (a*s + e, the
-costly part, message-independent) in a background thread while the site trains, and
-`encrypt_to_file` then adds the encoded update to it. Without a prepared mask it encrypts
-from scratch; the ciphertext is the same either way.
+The costly ring products are made ahead, in a background thread while the site trains
+(`prepare`): the next encryption's mask (a*s + e), and, when the round is known, the product
+(sum of the expected sites' a) * s that decrypting the round's sum needs (ucadi.lwe.prepared).
+Encrypting at upload time and decrypting the sum are then each one pass of additions. Without
+prepared work both compute from scratch; the ciphertexts and results are the same either way.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ucadi.durable import fsync_dir
 from ucadi.lwe.codec import FixedPointCodec, encode_update
 from ucadi.lwe.errors import CiphertextMismatchError
 from ucadi.lwe.keys import SecretKey
-from ucadi.lwe.scheme import EncryptionMask, prepare_mask
+from ucadi.lwe.prepared import (
+    DecryptionProduct,
+    EncryptionMask,
+    prepare_mask,
+    prepare_product,
+    round_seed,
+)
 from ucadi.lwe.stream import decrypt_fedavg_file, encrypt_to_file, open_verified
+
+
+@dataclass(frozen=True)
+class RoundContext:
+    """What a site knows of a round when it starts training (from GetRound)."""
+
+    federation: str
+    round_number: int
+    site: str
+    expected_sites: tuple[str, ...]
+
+
+class SeedLedger:
+    """Per key and federation, the last round whose derived seed this site has used: a round
+    seed may encrypt once (prepared.round_seed), and this file, written durably before the
+    mask is made, is what guarantees it across restarts."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = Path(folder) / "round-seeds-used.json"
+
+    def claim(self, key_id: str, federation: str, round_number: int) -> bool:
+        """Record the round's derived seed as used; False if it already was (or a later one)."""
+        used = json.loads(self.path.read_text()) if self.path.exists() else {}
+        entry = f"{key_id}/{federation}"
+        if used.get(entry, 0) >= round_number:
+            return False
+        used[entry] = round_number
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "w") as handle:
+            json.dump(used, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.path)
+        fsync_dir(self.path.parent)
+        return True
 
 
 class SiteCipher:
     """Encrypts updates and decrypts FedAvg sums under the federation's shared secret."""
 
-    def __init__(self, secret: SecretKey) -> None:
+    def __init__(self, secret: SecretKey, state_dir: Path | None = None) -> None:
+        """`state_dir` keeps the seed ledger; without one every encryption uses a fresh random
+        seed (decryption products still help with the other sites' seeds)."""
         self.secret = secret
         self.codec = FixedPointCodec.for_parameters(secret.params)
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lwe-mask")
+        self.ledger = SeedLedger(state_dir) if state_dir is not None else None
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lwe-prepare")
         self._mask: Future[EncryptionMask] | None = None
+        self._product: Future[DecryptionProduct] | None = None
 
-    def prepare(self, value_count: int) -> None:
-        """Start making the mask of the next encryption of `value_count` values (plus the
-        weight slot) in the background; the next `encrypt_to_file` of that size uses it."""
-        self._mask = self._worker.submit(prepare_mask, self.secret, value_count + 1)
+    def prepare(self, value_count: int, context: RoundContext | None = None) -> None:
+        """Start making, in the background, the mask of the next encryption of `value_count`
+        values (plus the weight slot) and, given the round, its sum's decryption product; the
+        next `encrypt_to_file` and `decrypt_average` of that round use them."""
+        slots = value_count + 1
+        own_seed = None
+        if context is not None and self.ledger is not None and self.ledger.claim(
+                self.key_id, context.federation, context.round_number):
+            own_seed = self._round_seed(context, context.site)
+        self._mask = self._worker.submit(prepare_mask, self.secret, slots, own_seed)
+        if context is not None and context.expected_sites:
+            seeds = [self._round_seed(context, site) for site in context.expected_sites]
+            self._product = self._worker.submit(prepare_product, self.secret, slots,
+                                                context.round_number, seeds)
+
+    def _round_seed(self, context: RoundContext, site: str) -> bytes:
+        return round_seed(self.secret.key_id, context.federation, context.round_number, site)
 
     @property
     def parameter_set(self) -> str:
@@ -60,9 +124,15 @@ class SiteCipher:
     def decrypt_average(self, path: Path, layout_hash: str) -> np.ndarray:
         """The FedAvg vector of a summed global ciphertext (float32, as the model holds it)."""
         # The digest is checked while decrypting reads the body (iter_verified_batches).
-        found = open_verified(path, verify_digest=False).header.layout_hash.hex()
+        header = open_verified(path, verify_digest=False).header
+        found = header.layout_hash.hex()
         if found != layout_hash:
             raise CiphertextMismatchError(f"global model has layout {found[:12]}, this site "
                                           f"trains layout {layout_hash[:12]}")
-        vector, _weight = decrypt_fedavg_file(self.secret, path, self.codec)
+        product = None
+        if self._product is not None:
+            product = self._product.result()
+            if product.round_number <= header.round_number:
+                self._product = None  # this round's, or an older one's: never needed again
+        vector, _weight = decrypt_fedavg_file(self.secret, path, self.codec, product)
         return vector

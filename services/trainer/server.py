@@ -151,7 +151,7 @@ def run_from_args(args: argparse.Namespace) -> int:
                                  model_dir=Path(site_cfg["model_dir"]), work_dir=work_dir,
                                  device=device, seed=int(site_cfg["seed"]),
                                  share_metrics=bool(site_cfg["share_metrics"]))
-        SiteAgent(settings, federation, SiteCipher(secret), status).run()
+        SiteAgent(settings, federation, SiteCipher(secret, work_dir / "lwe"), status).run()
         if status.phase == "completed":
             # Stay up (status and metrics stay readable, no restart loop under Kubernetes)
             # until the operator stops the site agent.

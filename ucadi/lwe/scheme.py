@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -28,6 +28,9 @@ from ucadi.lwe.keys import SecretKey
 from ucadi.lwe.params import LweParameters, get_parameters
 from ucadi.lwe.ring import multiply_by_secret
 from ucadi.lwe.sampling import ErrorSampler, expand_uniform, fresh_seed
+
+if TYPE_CHECKING:  # prepared.py builds on this module
+    from ucadi.lwe.prepared import DecryptionProduct, EncryptionMask
 
 # 16 blocks of 4096 slots: a few MB of FFT temporaries whatever the model size.
 BATCH_BLOCKS = 16
@@ -141,7 +144,7 @@ def _check_plaintext_range(slots: np.ndarray, params: LweParameters) -> None:
                             f"{params.name}; encode values with FixedPointCodec first")
 
 
-def _mask_batch(secret: SecretKey, seed: bytes, errors: ErrorSampler, first: int, count: int,
+def mask_batch(secret: SecretKey, seed: bytes, errors: ErrorSampler, first: int, count: int,
                 slots: int) -> np.ndarray:
     """a*s + e (uint64, not yet reduced) of `count` blocks from block `first`, cut to `slots`
     values: only the real slots' coefficients are kept, the tail of a last block is never sent.
@@ -151,57 +154,6 @@ def _mask_batch(secret: SecretKey, seed: bytes, errors: ErrorSampler, first: int
     b = multiply_by_secret(a, secret.spectrum, params.modulus_bits).reshape(-1)[:slots]
     b += errors.sample((slots,)).view(np.uint64)
     return b
-
-
-@dataclass
-class EncryptionMask:
-    """The message-independent part a*s + e of ONE future whole-vector encryption.
-
-    Encryption is b = (a*s + e) + Delta*m: everything but the addition can be done before the
-    update exists, while the site trains, so encrypting at upload time is one addition. A mask
-    is as secret as the update it will hide (b minus the mask is Delta*m), lives only in memory
-    and is consumed by its one use: reusing it would reveal the difference of two updates.
-    """
-
-    key_id: bytes
-    seed: bytes
-    # uint64 coefficients reduced mod q, one per slot, in batches of BATCH_BLOCKS blocks (the
-    # batches encryption walks through, so nothing is copied into one large array).
-    batches: list[np.ndarray]
-    used: bool = False
-
-    @property
-    def slot_count(self) -> int:
-        """Slots this mask can encrypt."""
-        return sum(batch.size for batch in self.batches)
-
-    def take(self, secret: SecretKey, slot_count: int) -> EncryptionMask:
-        """Claim the mask for an encryption under `secret` of `slot_count` slots."""
-        if self.used:
-            raise EncodingError("this encryption mask was already used; a mask hides exactly "
-                                "one update (prepare a new one)")
-        if self.key_id != secret.key_id or self.slot_count != slot_count:
-            raise EncodingError(f"mask made for key {self.key_id.hex()[:8]} and "
-                                f"{self.slot_count} slots cannot encrypt {slot_count} slots "
-                                f"under key {secret.key_id_hex[:8]}")
-        self.used = True
-        return self
-
-
-def prepare_mask(secret: SecretKey, slot_count: int) -> EncryptionMask:
-    """Make the mask of one future encryption of `slot_count` slots (fresh seed and errors)."""
-    if slot_count < 1:
-        raise EncodingError("nothing to encrypt: the vector has no slots")
-    params = secret.params
-    n, reduce = params.ring_degree, np.uint64(params.modulus_mask)
-    seed, errors = fresh_seed(), ErrorSampler()
-    batches = []
-    for first in range(0, -(-slot_count // n), BATCH_BLOCKS):
-        start, stop = first * n, min((first + BATCH_BLOCKS) * n, slot_count)
-        batch = _mask_batch(secret, seed, errors, first, -(-(stop - start) // n), stop - start)
-        batch &= reduce
-        batches.append(batch)
-    return EncryptionMask(secret.key_id, seed, batches)
 
 
 def iter_encrypted_batches(secret: SecretKey, source: SlotSource, seed: bytes,
@@ -222,7 +174,7 @@ def iter_encrypted_batches(secret: SecretKey, source: SlotSource, seed: bytes,
         plain = source.slots(slot_first, slot_stop)
         _check_plaintext_range(plain, params)
         if mask is None:
-            b = _mask_batch(secret, seed, errors, first, count, plain.size)
+            b = mask_batch(secret, seed, errors, first, count, plain.size)
         else:
             b = mask.batches[(first - block_start) // BATCH_BLOCKS]  # single-use: in place
         b += plain.view(np.uint64) << np.uint64(params.delta_bits)
@@ -303,22 +255,55 @@ def decode_phase(phase: np.ndarray, params: LweParameters) -> np.ndarray:
     return rounded.view(np.int64) >> np.int64(64 - params.plaintext_bits)
 
 
+def sum_of_a(seeds: Sequence[bytes], first: int, count: int, params: LweParameters
+             ) -> np.ndarray:
+    """The sum mod q of the public polynomials of `seeds` over blocks [first, first + count)."""
+    # Expand at 64 bits and reduce once: (sum of a mod 2^64) mod q = sum of (a mod q) mod q.
+    n = params.ring_degree
+    total = expand_uniform(seeds[0], first, count, n, 64)
+    for seed in seeds[1:]:
+        total += expand_uniform(seed, first, count, n, 64)
+    total &= np.uint64(params.modulus_mask)
+    return total
+
+
 def iter_decrypted_batches(secret: SecretKey, header: CiphertextHeader, seeds: Sequence[bytes],
-                           body_batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-    """Signed slots, batch by batch, from the body split into BATCH_BLOCKS-block batches."""
+                           body_batches: Iterable[np.ndarray],
+                           product: DecryptionProduct | None = None) -> Iterator[np.ndarray]:
+    """Signed slots, batch by batch, from the body split into BATCH_BLOCKS-block batches.
+
+    `product`: (sum of a)*s prepared ahead for the seeds this sum was expected to carry
+    (prepared.prepare_product); only the difference between those seeds and the actual ones,
+    if any, is multiplied here, so a sum of exactly the expected contributors costs one
+    subtraction per slot instead of a ring product.
+    """
     check_key(secret, header)
     params = secret.params
     n = params.ring_degree
+    extra: list[bytes] = []
+    missing: list[bytes] = []
+    if product is not None and product.fits(header):
+        extra = [seed for seed in seeds if seed not in product.seeds]
+        missing = [seed for seed in product.seeds if seed not in seeds]
+    else:
+        product = None
     first = header.block_start
     for body in body_batches:
         count = -(-body.size // n)
-        # Expand at 64 bits and reduce once: (sum of a mod 2^64) mod q = sum of (a mod q) mod q.
-        a_sum = expand_uniform(seeds[0], first, count, n, 64)
-        for seed in seeds[1:]:
-            a_sum += expand_uniform(seed, first, count, n, 64)
-        a_sum &= np.uint64(params.modulus_mask)
-        mask_s = multiply_by_secret(a_sum, secret.spectrum, params.modulus_bits).reshape(-1)
-        yield decode_phase(body - mask_s[:body.size], params)
+        if product is None:
+            a_sum = sum_of_a(seeds, first, count, params)
+            mask_s = multiply_by_secret(a_sum, secret.spectrum, params.modulus_bits).reshape(-1)
+            phase = body - mask_s[:body.size]
+        else:
+            phase = body - product.values[first * n:first * n + body.size]
+            if extra or missing:
+                a_diff = sum_of_a(extra, first, count, params) if extra else 0
+                if missing:
+                    a_diff = a_diff - sum_of_a(missing, first, count, params)
+                a_diff = np.asarray(a_diff, dtype=np.uint64) & np.uint64(params.modulus_mask)
+                phase -= multiply_by_secret(a_diff, secret.spectrum,
+                                            params.modulus_bits).reshape(-1)[:body.size]
+        yield decode_phase(phase, params)
         first += count
 
 

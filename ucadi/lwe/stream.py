@@ -22,12 +22,12 @@ from ucadi.durable import fsync_dir
 from ucadi.lwe.codec import FixedPointCodec
 from ucadi.lwe.errors import CiphertextFormatError, CiphertextMismatchError, EncodingError
 from ucadi.lwe.keys import SecretKey
+from ucadi.lwe.prepared import DecryptionProduct, EncryptionMask
 from ucadi.lwe.sampling import fresh_seed
 from ucadi.lwe.scheme import (
     BATCH_BLOCKS,
     Ciphertext,
     CiphertextHeader,
-    EncryptionMask,
     SlotSource,
     add_bodies,
     iter_decrypted_batches,
@@ -219,9 +219,10 @@ def decrypt_file(secret: SecretKey, path: Path) -> np.ndarray:
                                                       ct.iter_verified_batches())))
 
 
-def decrypt_fedavg_file(secret: SecretKey, path: Path,
-                        codec: FixedPointCodec) -> tuple[np.ndarray, int]:
-    """(FedAvg vector as float32, total weight) from a whole-vector summed ciphertext file."""
+def decrypt_fedavg_file(secret: SecretKey, path: Path, codec: FixedPointCodec,
+                        product: DecryptionProduct | None = None) -> tuple[np.ndarray, int]:
+    """(FedAvg vector as float32, total weight) from a whole-vector summed ciphertext file;
+    `product`: the round's decryption product prepared ahead (prepared.prepare_product)."""
     ct = open_verified(path, verify_digest=False)
     header = ct.header
     if (header.block_start, header.block_stop) != (0, header.total_blocks):
@@ -234,13 +235,14 @@ def decrypt_fedavg_file(secret: SecretKey, path: Path,
     last = header.total_blocks - 1
     tail = replace(header, block_start=last, block_stop=last + 1)
     weight = int(next(iter_decrypted_batches(secret, tail, ct.seeds,
-                                             ct.iter_body_batches(last, last + 1)))[-1])
+                                             ct.iter_body_batches(last, last + 1), product))[-1])
     if weight < 1:
         raise EncodingError(f"decrypted total weight is {weight}; expected >= 1")
     scale = 2.0 ** -codec.frac_bits / weight
     out = np.empty(header.slot_count - 1, dtype=np.float32)
     position = 0
-    for slots in iter_decrypted_batches(secret, header, ct.seeds, ct.iter_verified_batches()):
+    for slots in iter_decrypted_batches(secret, header, ct.seeds, ct.iter_verified_batches(),
+                                        product):
         take = min(slots.size, out.size - position)
         np.multiply(slots[:take], scale, out=out[position:position + take], casting="unsafe")
         position += take
