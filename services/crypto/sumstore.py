@@ -25,13 +25,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
+
 from ucadi.durable import fsync_dir
 from ucadi.errors import UcadiError
 from ucadi.lwe.errors import CiphertextMismatchError
 from ucadi.lwe.params import get_parameters
-from ucadi.lwe.scheme import Ciphertext, CiphertextHeader, add
+from ucadi.lwe.scheme import Ciphertext, CiphertextHeader, add, merged_seeds
 from ucadi.lwe.serialization import serialized_size
-from ucadi.lwe.stream import read_ciphertext, write_ciphertext
+from ucadi.lwe.stream import CiphertextFile, open_verified, read_ciphertext, write_ciphertext
 from ucadi.v1 import common_pb2
 from ucadi.wire.chunks import file_digest, receive
 
@@ -193,7 +195,7 @@ class SumStore:
         upload = self.incoming / f"{uuid.uuid4().hex}.ct"
         try:
             receiver = receive(chunks, upload, max_bytes=serialized_size(expected))
-            received = read_ciphertext(upload, verify_digest=not receiver.trailer_ok)
+            received = open_verified(upload, verify_digest=not receiver.trailer_ok)
             if received.header.contributors != 1:
                 raise CiphertextMismatchError("a contribution must be one site's ciphertext, "
                                               f"not a sum of {received.header.contributors}")
@@ -222,28 +224,46 @@ class SumStore:
             self._sums[key] = add([read_ciphertext(p) for p in state.contributions])
         return self._sums.get(key)
 
-    def _commit(self, state: RoundState, site: str, upload: Path, received: Ciphertext,
+    def _commit(self, state: RoundState, site: str, upload: Path, received: CiphertextFile,
                 digest: str) -> RoundState:
         spec = state.spec
+        key = (spec.federation, spec.round)
         running = self._running_sum(state)
-        # Adding first checks frac_bits and repeated seeds against what is already summed.
-        new_sum = received if running is None else add([running, received])
-        folder = self.root / "rounds" / spec.federation / str(spec.round)
-        folder.mkdir(parents=True, exist_ok=True)
-        stored = folder / f"{site}-{uuid.uuid4().hex[:8]}.ct"
-        upload.rename(stored)  # already fsynced by the chunk receiver
-        fsync_dir(folder)
-        self._db.execute("BEGIN IMMEDIATE")
+        # Checks frac_bits and repeated seeds against what is already summed, before any change.
+        header, seeds = merged_seeds([(received.header, received.seeds)] + (
+            [(running.header, running.seeds)] if running is not None else []))
         try:
-            self._db.execute("INSERT INTO contributions VALUES (?, ?, ?, ?, ?, ?)",
-                             (spec.federation, spec.round, site, digest, time.time(),
-                              str(stored.relative_to(self.root))))
-            self._db.execute("COMMIT")
+            if running is None:
+                self._sums[key] = read_ciphertext(upload, verify_digest=False)
+            else:
+                # Added batch by batch into the running sum: no second whole-model array.
+                reduce, position = np.uint64(header.params.modulus_mask), 0
+                for batch in received.iter_body_batches():
+                    part = running.body[position:position + batch.size]
+                    part += batch
+                    part &= reduce
+                    position += batch.size
+                self._sums[key] = Ciphertext(header, seeds, running.body)
+            folder = self.root / "rounds" / spec.federation / str(spec.round)
+            folder.mkdir(parents=True, exist_ok=True)
+            stored = folder / f"{site}-{uuid.uuid4().hex[:8]}.ct"
+            upload.rename(stored)  # already fsynced by the chunk receiver
+            fsync_dir(folder)
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("INSERT INTO contributions VALUES (?, ?, ?, ?, ?, ?)",
+                                 (spec.federation, spec.round, site, digest, time.time(),
+                                  str(stored.relative_to(self.root))))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                stored.unlink(missing_ok=True)
+                raise
         except BaseException:
-            self._db.execute("ROLLBACK")
-            stored.unlink(missing_ok=True)
+            # The sum may hold part or all of this contribution: rebuild it from the committed
+            # files when it is next needed.
+            self._sums.pop(key, None)
             raise
-        self._sums[(spec.federation, spec.round)] = new_sum
         return self._row(spec.federation, spec.round)
 
     def seal(self, federation: str, round_number: int) -> RoundState:
