@@ -95,6 +95,12 @@ class SiteCipher:
             self._product = self._worker.submit(prepare_product, self.secret, slots,
                                                 context.round_number, seeds)
 
+    def wait_prepared(self) -> None:
+        """Block until the work started by `prepare` is done (benchmarks: training stand-ins)."""
+        for pending in (self._mask, self._product):
+            if pending is not None:
+                pending.result()
+
     def _round_seed(self, context: RoundContext, site: str) -> bytes:
         return round_seed(self.secret.key_id, context.federation, context.round_number, site)
 
