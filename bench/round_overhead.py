@@ -221,19 +221,31 @@ def run(quick: bool) -> list[str]:
                 f"{medians[COMPACT] / plain:.2f}x; made during training, per site on one "
                 f"thread: encryption mask + decryption product "
                 f"{_prepared_seconds(arch, preset):.2f} s")
-        try:
-            from bench.flower_baseline import measure_flower_round_seconds
-
-            value_count = _value_count(arch, preset)
-            flower = measure_flower_round_seconds(value_count, rounds=rounds)
-            line += (f"; Flower FedAvg {flower:.2f} s, plaintext/Flower "
-                     f"{plain / flower:.2f}x (goal <= 1: "
-                     f"{'met' if plain <= flower else 'NOT met'})")
-        except (ImportError, RuntimeError) as exc:
-            line += f"; Flower baseline unavailable ({exc})"
+        line += _flower_comparison(plain, _value_count(arch, preset), rounds)
         print(line, flush=True)
         summary.append(line)
     return summary
+
+
+def _flower_comparison(plain: float, value_count: int, rounds: int) -> str:
+    """Our plaintext round against Flower's FedAvg, both ways Flower runs: its deprecated
+    gRPC start_server/start_client API (no polling: a lower bound on Flower's cost) and its
+    current deployment path, SuperLink + SuperNodes + `flwr run` (HTTP in Flower 1.41)."""
+    from bench.flower_baseline import measure_flower_round_seconds
+    from bench.flower_deployment import measure_flower_deployment_round_seconds
+
+    text = ""
+    for label, measure, repeats in (
+            ("Flower FedAvg, legacy gRPC API", measure_flower_round_seconds, rounds),
+            ("Flower FedAvg, deployment path", measure_flower_deployment_round_seconds, 3)):
+        try:
+            flower = measure(value_count, rounds=repeats)
+        except (ImportError, RuntimeError) as exc:
+            text += f"; {label}: unavailable ({str(exc).splitlines()[0]})"
+            continue
+        text += (f"; {label} {flower:.2f} s, plaintext/Flower {plain / flower:.2f}x "
+                 f"(goal <= 1: {'met' if plain <= flower else 'NOT met'})")
+    return text
 
 
 def _prepared_seconds(arch: str, preset: str) -> float:
