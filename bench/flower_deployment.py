@@ -82,6 +82,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -91,6 +92,8 @@ from pathlib import Path
 
 from bench.flower_baseline import _flower_python, _free_port, _stop, _wait_listening
 
+# The ServerApp and ClientApp sources, copied into the generated Flower App project.
+FLOWER_APP = Path(__file__).resolve().parent / "flower_app"
 CONNECTION = "bench"
 POLL_S = 0.25
 LOG_TAIL = 3000
@@ -127,112 +130,7 @@ address = "127.0.0.1:{port}"
 insecure = true
 """
 
-SERVER_APP = '''\
-"""Timed FedAvg ServerApp (no training) for bench/flower_deployment.py."""
 
-import json
-import os
-import time
-import traceback
-from pathlib import Path
-
-import numpy as np
-from flwr.app import ArrayRecord, Context
-from flwr.serverapp import Grid, ServerApp
-from flwr.serverapp.strategy import FedAvg
-
-app = ServerApp()
-
-
-class TimedFedAvg(FedAvg):
-    """FedAvg recording wall time from configure_train to aggregate_train."""
-
-    def __init__(self, clients, **kwargs):
-        super().__init__(**kwargs)
-        self.clients = clients
-        self.durations = []
-        self._t0 = 0.0
-
-    def configure_train(self, server_round, arrays, config, grid):
-        """Sample all nodes (waits for them), then start the round clock."""
-        messages = list(super().configure_train(server_round, arrays, config, grid))
-        self._t0 = time.perf_counter()
-        return messages
-
-    def aggregate_train(self, server_round, replies):
-        """Check every node answered, aggregate as FedAvg, stop the clock."""
-        replies = list(replies)
-        errors = [m.error.reason for m in replies if m.has_error()]
-        if errors or len(replies) != self.clients:
-            raise RuntimeError(
-                f"round {server_round}: {len(replies)} replies of {self.clients}, "
-                f"errors: {errors}"
-            )
-        aggregated = super().aggregate_train(server_round, replies)
-        self.durations.append(time.perf_counter() - self._t0)
-        return aggregated
-
-
-@app.main()
-def main(grid: Grid, context: Context) -> None:
-    """Run the timed rounds and write the per-round seconds as JSON."""
-    cfg = context.run_config
-    out = Path(str(cfg["result-path"]))
-    try:
-        clients, rounds = int(cfg["num-clients"]), int(cfg["num-rounds"])
-        weights = np.random.default_rng(0).standard_normal(
-            int(cfg["num-params"]), dtype=np.float32
-        )
-        strategy = TimedFedAvg(
-            clients,
-            fraction_train=1.0,
-            fraction_evaluate=0.0,
-            min_train_nodes=clients,
-            min_available_nodes=clients,
-        )
-        result = strategy.start(
-            grid=grid,
-            initial_arrays=ArrayRecord([weights]),
-            num_rounds=rounds,
-            timeout=float(cfg["round-timeout"]),
-        )
-        if len(strategy.durations) != rounds:
-            raise RuntimeError(f"{len(strategy.durations)} of {rounds} rounds timed")
-        final = result.arrays.to_numpy_ndarrays()[0]
-        if not np.allclose(final, weights):
-            raise RuntimeError("FedAvg of echoed parameters differs from the input")
-        payload = {"round_seconds": strategy.durations}
-    except BaseException:
-        payload = {"error": traceback.format_exc()}
-        raise
-    finally:
-        tmp = out.with_suffix(".part")
-        tmp.write_text(json.dumps(payload))
-        os.replace(tmp, out)
-'''
-
-CLIENT_APP = '''\
-"""Echo ClientApp (no training) for bench/flower_deployment.py."""
-
-from flwr.app import Context, Message, MetricRecord, RecordDict
-from flwr.clientapp import ClientApp
-
-app = ClientApp()
-
-
-@app.train()
-def train(msg: Message, context: Context) -> Message:
-    """Return the received arrays unchanged; FedAvg weights by num-examples."""
-    content = RecordDict(
-        {
-            "arrays": msg.content["arrays"],
-            "metrics": MetricRecord(
-                {"num-examples": int(context.node_config["num-examples"])}
-            ),
-        }
-    )
-    return Message(content=content, reply_to=msg)
-'''
 
 
 def _proc_table() -> dict[int, tuple[int, int]]:
@@ -315,10 +213,9 @@ def _free_ports(count: int) -> list[int]:
 def _write_app(root: Path, num_params: int, rounds: int, clients: int, timeout_s: float) -> Path:
     """Write the Flower App project and return the path of its result file."""
     result_path = root.parent / "result.json"
-    (root / "benchapp").mkdir(parents=True)
-    (root / "benchapp" / "__init__.py").write_text('"""Flower bench app."""\n')
-    (root / "benchapp" / "server_app.py").write_text(SERVER_APP)
-    (root / "benchapp" / "client_app.py").write_text(CLIENT_APP)
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(FLOWER_APP, root / "benchapp",
+                    ignore=shutil.ignore_patterns("__pycache__"))
     (root / "pyproject.toml").write_text(
         PYPROJECT.format(
             num_params=num_params,
