@@ -47,12 +47,41 @@ def test_contributions_stay_as_files_until_the_seal_writes_the_sum_once(tmp_path
     store = SumStore(tmp_path / "state")
     store.add_contribution("fed", 1, "site2", iter_file_chunks(
         _contribution(tmp_path, "site2", plains[2])))
-    sealed = store.seal("fed", 1)
-    assert sealed.state == "sealed" and sealed.sites == ("site0", "site1", "site2")
-    assert np.array_equal(decrypt_file(SECRET, sealed.accumulator), sum(plains))
-    assert not any(p.exists() for p in store.status("fed", 1).contributions)
-    assert store.seal("fed", 1).accumulator == sealed.accumulator  # repeatable, same file
+    sealed = store.seal("fed", 1)  # answered from memory; the file is written behind it
+    assert sealed.state.state == "sealed"
+    assert sealed.state.sites == ("site0", "site1", "site2")
+    (tmp_path / "sum.ct").write_bytes(sealed.data)
+    assert np.array_equal(decrypt_file(SECRET, tmp_path / "sum.ct"), sum(plains))
+    with pytest.raises(RoundStateError, match="late contributions"):
+        store.add_contribution("fed", 1, "site3", iter_file_chunks(
+            _contribution(tmp_path, "site3", plains[0])))
+    store.close()  # waits for the writer
+
+    store = SumStore(tmp_path / "state")
+    again = store.seal("fed", 1)  # repeatable: the same bytes, now from the stored file
+    assert again.path is not None and again.path.read_bytes() == sealed.data
+    assert not any(p.exists() for p in again.state.contributions)
     store.close()
+
+
+def test_a_seal_repeated_before_the_sum_is_stored_rebuilds_it_from_the_contributions(
+        tmp_path: Path):
+    store = SumStore(tmp_path / "state")
+    store.open_round(_spec())
+    plains = [np.arange(SLOTS) * (k + 1) for k in range(2)]
+    for k, plain in enumerate(plains):
+        store.add_contribution("fed", 1, f"site{k}", iter_file_chunks(
+            _contribution(tmp_path, f"site{k}", plain)))
+    store._store_sum = lambda *args: None  # the service dies before its writer stores the sum
+    first = store.seal("fed", 1)
+    store.close()
+
+    store = SumStore(tmp_path / "state")
+    again = store.seal("fed", 1)  # sealed, no sum file: rebuilt from the kept contributions
+    assert again.data == first.data and again.sha256 == first.sha256
+    store.close()
+    stored = SumStore(tmp_path / "state").seal("fed", 1)
+    assert stored.path is not None and stored.path.read_bytes() == first.data
 
 
 def test_a_replayed_ciphertext_under_another_site_name_is_refused_and_nothing_is_kept(

@@ -32,7 +32,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,9 @@ class RoundCoordinator:
         self._worker: threading.Thread | None = None
         self._changed_since_step = False
         self._feeders = ThreadPoolExecutor(max_workers=FEEDERS, thread_name_prefix="sum-feed")
+        # Uploads being fed to the sum service: (round, site) -> the feed's future.
+        self._feeding: dict[tuple[int, str], Future[None]] = {}
+        self._feeding_lock = threading.Lock()
         self._last_seen: dict[str, float] = {}
         self._seen_flushed: dict[str, float] = {}
         # Trace context of each upload, so summing it continues the upload's trace.
@@ -281,6 +284,7 @@ class RoundCoordinator:
             metrics.SITE_LAST_ROUND.labels(self.config.federation_id, site).set(record.round)
             self._publish_metrics()
             self._notify()
+        self._start_feed(record)  # on to the sum at once; the round loop waits for it to seal
         log.info("round %d: accepted update from %s (%d bytes)", record.round, site, record.size)
         return record
 
@@ -321,14 +325,32 @@ class RoundCoordinator:
             self._seal(current)
 
     def _feed(self, round_number: int) -> None:
-        """Feed the round's stored uploads that the sum service has not acknowledged yet;
-        uploads that arrived together go to it side by side."""
+        """Feed the round's stored uploads that the sum service has not acknowledged yet (side
+        by side) and wait until each is summed, including feeds started on acceptance."""
         pending = [u for u in self.store.uploads(round_number) if not u.summed]
-        for _ in self._feeders.map(self._sum, pending):
-            pass
+        for future in [self._start_feed(upload) for upload in pending]:
+            future.result()
+
+    def _start_feed(self, upload: UploadRecord) -> Future[None]:
+        """The feed of one upload to the sum service: the one under way, or a new one."""
+        key = (upload.round, upload.site)
+        with self._feeding_lock:
+            future = self._feeding.get(key)
+            if future is None:
+                future = self._feeders.submit(self._sum, upload)
+                self._feeding[key] = future
+                future.add_done_callback(lambda _done: self._forget_feed(key))
+        return future
+
+    def _forget_feed(self, key: tuple[int, str]) -> None:
+        with self._feeding_lock:
+            self._feeding.pop(key, None)
 
     def _sum(self, upload: UploadRecord) -> None:
         """Feed one stored upload to the sum service, inside the upload's trace."""
+        if any(u.site == upload.site and u.summed for u in self.store.uploads(upload.round)):
+            return  # a feed that finished just before this one was started
+        self.backend.open_round(upload.round)
         parent = self._upload_context.pop((upload.round, upload.site), None)
         token = otel_context.attach(parent) if parent is not None else None
         try:

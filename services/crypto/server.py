@@ -12,6 +12,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,17 @@ from services.crypto import metrics
 from services.crypto.keystore import KeyStore
 from services.crypto.sumstore import RoundSpec, RoundState, SumStore
 from ucadi.errors import UcadiError
+from ucadi.lwe.serialization import serialized_size
 from ucadi.ops.config import load_config
 from ucadi.ops.serving import RunningServer, grpc_errors, serve
 from ucadi.ops.tls import Identity, PermissionDeniedError, TLSFiles, peer_identity
 from ucadi.v1 import common_pb2, crypto_pb2, crypto_pb2_grpc
-from ucadi.wire.chunks import DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES, iter_file_chunks
+from ucadi.wire.chunks import (
+    DEFAULT_CHUNK_BYTES,
+    MAX_CHUNK_BYTES,
+    iter_file_chunks,
+    iter_payload_chunks,
+)
 
 SERVICE_NAMES = ["ucadi.v1.KeyService", "ucadi.v1.SumService"]
 # Only the aggregator feeds and seals sums: sites talk to the aggregator, never to this service.
@@ -118,8 +125,8 @@ def _require_aggregator(context: grpc.ServicerContext) -> Identity:
 def round_status(state: RoundState) -> crypto_pb2.RoundStatus:
     """Protobuf view of a round's state."""
     spec = state.spec
-    size = state.accumulator.stat().st_size if state.state == "sealed" and (
-        state.accumulator is not None) else 0
+    size = serialized_size(replace(spec.expected_header(), contributors=len(state.sites))) \
+        if state.state == "sealed" else 0
     return crypto_pb2.RoundStatus(
         federation=spec.federation, round=spec.round, state=state.state, sites=state.sites,
         key_id=spec.key_id, parameter_set=spec.parameter_set, layout_hash=spec.layout_hash,
@@ -185,9 +192,12 @@ class SumServicer(crypto_pb2_grpc.SumServiceServicer):
         chunk_bytes = request.chunk_bytes or DEFAULT_CHUNK_BYTES
         if chunk_bytes > MAX_CHUNK_BYTES:
             raise UcadiError(f"chunk_bytes must be at most {MAX_CHUNK_BYTES}")
-        state = self.store.seal(request.federation, request.round)
-        assert state.accumulator is not None  # seal refuses rounds without contributions
-        yield from iter_file_chunks(state.accumulator, chunk_bytes)
+        sealed = self.store.seal(request.federation, request.round)
+        if sealed.path is not None:
+            yield from iter_file_chunks(sealed.path, chunk_bytes)
+        else:
+            assert sealed.data is not None  # seal refuses rounds without contributions
+            yield from iter_payload_chunks(sealed.data, chunk_bytes, sha256=sealed.sha256)
 
     @grpc_errors
     def GetRoundStatus(self, request: crypto_pb2.GetRoundStatusRequest,

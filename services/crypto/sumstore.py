@@ -5,9 +5,11 @@ fsynced in the round's folder AND the SQLite transaction naming it (and the site
 contributor) has committed. The running sum of an open round lives in memory (one uint64 per
 slot), updated as each contribution is accepted, so accepting costs one addition, not a rewrite
 of the whole sum; after a restart it is rebuilt from the committed contribution files. Sealing
-writes the sum once (fsynced, named by the round's row) and then drops the contributions.
-Files no committed row names are deleted on start. So a restart loses no accepted contribution
-and never counts one twice.
+closes the round (committed first) and answers with the sum serialized from memory; a
+background writer then stores it once (fsynced, named by the round's row) and only then drops
+the contributions, so until that commit a repeated seal, even after a restart, rebuilds the same
+sum from them. Files no committed row names are deleted on start. So a restart loses no
+accepted contribution and never counts one twice.
 
 Each round accepts ciphertexts of exactly one key id, parameter set, layout, slot count and
 block range (the replica's shard), one per site, at most max_sites of them.
@@ -15,6 +17,9 @@ block range (the replica's shard), one per site, at most max_sites of them.
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
 import re
 import shutil
 import sqlite3
@@ -22,20 +27,24 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from ucadi.digests import remember
 from ucadi.durable import fsync_dir
 from ucadi.errors import UcadiError
 from ucadi.lwe.errors import CiphertextMismatchError
 from ucadi.lwe.params import get_parameters
 from ucadi.lwe.scheme import Ciphertext, CiphertextHeader, add, merged_seeds
-from ucadi.lwe.serialization import serialized_size
-from ucadi.lwe.stream import CiphertextFile, open_verified, read_ciphertext, write_ciphertext
+from ucadi.lwe.serialization import encode_header, pack_coefficients, serialized_size
+from ucadi.lwe.stream import CiphertextFile, open_verified, read_ciphertext
 from ucadi.v1 import common_pb2
 from ucadi.wire.chunks import file_digest, receive
+
+log = logging.getLogger(__name__)
 
 FEDERATION_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _SCHEMA = """
@@ -100,6 +109,27 @@ class RoundState:
     contributions: tuple[Path, ...] = ()
 
 
+@dataclass(frozen=True)
+class SealedSum:
+    """A sealed round and its sum: the stored file, or (until the background writer has stored
+    it) the serialized bytes and their SHA-256."""
+
+    state: RoundState
+    path: Path | None = None
+    data: bytes | None = None
+    sha256: str | None = None
+
+
+def serialize_sum(total: Ciphertext) -> tuple[bytes, str]:
+    """(the sum as a ciphertext file's bytes, SHA-256 hex of those bytes) in one hash pass."""
+    payload = encode_header(total.header, total.seeds) + pack_coefficients(
+        total.body, total.header.params)
+    digest = hashlib.sha256(payload)
+    trailer = digest.digest()
+    digest.update(trailer)  # the whole file's digest continues the payload's
+    return payload + trailer, digest.hexdigest()
+
+
 def validate_spec(spec: RoundSpec) -> RoundSpec:
     """Check a round spec; resolve block_stop 0 to the last block."""
     if not FEDERATION_PATTERN.match(spec.federation):
@@ -132,10 +162,14 @@ class SumStore:
         self._lock = threading.Lock()
         # Running sums of open rounds: (federation, round) -> Ciphertext.
         self._sums: dict[tuple[str, int], Ciphertext] = {}
+        # Sealed sums being written by the background writer.
+        self._writing: set[tuple[str, int]] = set()
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sum-writer")
         self._recover()
 
     def close(self) -> None:
-        """Close the database."""
+        """Finish writing sealed sums, then close the database."""
+        self._writer.shutdown(wait=True)
         self._db.close()
 
     def _recover(self) -> None:
@@ -266,30 +300,53 @@ class SumStore:
             raise
         return self._row(spec.federation, spec.round)
 
-    def seal(self, federation: str, round_number: int) -> RoundState:
-        """Close a round to contributions and write its sum (once; repeats return it)."""
+    def seal(self, federation: str, round_number: int) -> SealedSum:
+        """Close a round to contributions and give its sum (repeats give the same sum)."""
+        key = (federation, round_number)
         with self._lock:
             state = self._row(federation, round_number)
             if state.accumulator is not None:
-                return state
+                return SealedSum(state, path=state.accumulator)
             total = self._running_sum(state)
             if total is None:
                 raise RoundStateError(f"round {round_number} of {federation!r} has no "
                                       "contributions yet; nothing to seal")
-            folder = self.root / "rounds" / federation / str(round_number)
-            path = folder / f"sum-{len(state.sites)}-{uuid.uuid4().hex[:8]}.ct"
-            write_ciphertext(path, total)
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute("UPDATE rounds SET state = 'sealed', accumulator = ? WHERE "
-                                 "federation = ? AND round = ?",
-                                 (str(path.relative_to(self.root)), federation, round_number))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                path.unlink(missing_ok=True)
-                raise
-            self._sums.pop((federation, round_number), None)
-            for contribution in state.contributions:
-                contribution.unlink(missing_ok=True)  # the sum holds them now
-            return self._row(federation, round_number)
+            if state.state == "open":
+                self._db.execute("UPDATE rounds SET state = 'sealed' WHERE federation = ? AND "
+                                 "round = ?", (federation, round_number))
+                state = self._row(federation, round_number)
+            data, digest = serialize_sum(total)
+            if key not in self._writing:
+                self._writing.add(key)
+                self._writer.submit(self._store_sum, state, data, digest)
+            return SealedSum(state, data=data, sha256=digest)
+
+    def _store_sum(self, state: RoundState, data: bytes, digest: str) -> None:
+        """Write a sealed sum once, durably, then drop its contributions (background)."""
+        spec = state.spec
+        key = (spec.federation, spec.round)
+        folder = self.root / "rounds" / spec.federation / str(spec.round)
+        path = folder / f"sum-{len(state.sites)}-{uuid.uuid4().hex[:8]}.ct"
+        try:
+            tmp = path.with_suffix(".partial")
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            tmp.replace(path)
+            fsync_dir(folder)
+            remember(path, digest)
+            with self._lock:
+                self._db.execute("UPDATE rounds SET accumulator = ? WHERE federation = ? AND "
+                                 "round = ?", (str(path.relative_to(self.root)), *key))
+                self._sums.pop(key, None)
+                for contribution in state.contributions:
+                    contribution.unlink(missing_ok=True)  # the sum holds them now
+        except Exception:  # the contributions stay; the next seal of the round retries
+            log.exception("storing the sum of round %d of %r failed", spec.round,
+                          spec.federation)
+            path.with_suffix(".partial").unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
+        finally:
+            with self._lock:
+                self._writing.discard(key)

@@ -29,9 +29,11 @@ class TransferError(UcadiError):
 
 
 def iter_payload_chunks(payload: bytes, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-                        offset: int = 0) -> Iterator[common_pb2.Chunk]:
-    """Chunks of an in-memory payload, starting at `offset` (for a resumed transfer)."""
-    digest = hashlib.sha256(payload).hexdigest()
+                        offset: int = 0, sha256: str | None = None
+                        ) -> Iterator[common_pb2.Chunk]:
+    """Chunks of an in-memory payload, starting at `offset` (for a resumed transfer); the
+    digest is computed if not given."""
+    digest = sha256 or hashlib.sha256(payload).hexdigest()
     view = memoryview(payload)
     total = len(payload)
     if total == 0:
