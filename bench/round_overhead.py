@@ -112,7 +112,7 @@ def _site_rounds(site: str, pki: str, aggregator: str, crypto: str, work: str, e
                                    layout_hash=layout, path=path)
         else:
             write_plain(path, vector * SITE_WEIGHT, SITE_WEIGHT, round_number,
-                        bytes.fromhex(layout))
+                        bytes.fromhex(layout), durable=False)
         marks["encoded"] = time.time()
         client.upload_update(federation_pb2.UpdateHeader(
             round=round_number, base_version=info.base_version,

@@ -123,8 +123,10 @@ class SiteCipher:
         mask = pending.result() if pending is not None else None
         if mask is not None and mask.slot_count != update.slot_count:
             mask = None  # prepared for another model size: encrypt from scratch
+        # Not fsynced: an upload file is streamed and deleted; after a crash the site trains
+        # and encrypts again rather than reading it back.
         encrypt_to_file(path, self.secret, update, layout_hash=bytes.fromhex(layout_hash),
-                        round_number=round_number, mask=mask)
+                        round_number=round_number, mask=mask, durable=False)
         return path
 
     def decrypt_average(self, path: Path, layout_hash: str) -> np.ndarray:

@@ -124,11 +124,12 @@ def open_verified(path: Path, verify_digest: bool = True) -> CiphertextFile:
 
 
 class _DigestWriter:
-    """Writes to a temporary file, hashing as it goes; `commit` appends the digest, fsyncs and
-    renames into place, so a reader never sees a half-written ciphertext."""
+    """Writes to a temporary file, hashing as it goes; `commit` appends the digest, fsyncs
+    (when `durable`) and renames into place, so a reader never sees a half-written ciphertext."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, durable: bool = True) -> None:
         self.path = Path(path)
+        self.durable = durable
         self.tmp = self.path.with_name(self.path.name + ".partial")
         self.handle: BinaryIO = open(self.tmp, "wb")
         self.digest = hashlib.sha256()
@@ -141,12 +142,14 @@ class _DigestWriter:
         trailer = self.digest.digest()
         self.handle.write(trailer)
         self.handle.flush()
-        os.fsync(self.handle.fileno())
+        if self.durable:
+            os.fsync(self.handle.fileno())
         self.handle.close()
         os.replace(self.tmp, self.path)
         self.digest.update(trailer)  # now SHA-256 of the whole file, the transfer digest
         remember(self.path, self.digest.hexdigest())
-        fsync_dir(self.path.parent)
+        if self.durable:
+            fsync_dir(self.path.parent)
 
     def abort(self) -> None:
         self.handle.close()
@@ -154,8 +157,8 @@ class _DigestWriter:
 
 
 def _write(path: Path, header: CiphertextHeader, seeds: tuple[bytes, ...],
-           bodies: Iterator[np.ndarray]) -> CiphertextHeader:
-    writer = _DigestWriter(path)
+           bodies: Iterator[np.ndarray], durable: bool = True) -> CiphertextHeader:
+    writer = _DigestWriter(path, durable)
     try:
         writer.write(encode_header(header, seeds))
         written = 0
@@ -173,15 +176,18 @@ def _write(path: Path, header: CiphertextHeader, seeds: tuple[bytes, ...],
 
 
 def encrypt_to_file(path: Path, secret: SecretKey, source: SlotSource, *, layout_hash: bytes,
-                    round_number: int, mask: EncryptionMask | None = None) -> CiphertextHeader:
+                    round_number: int, mask: EncryptionMask | None = None,
+                    durable: bool = True) -> CiphertextHeader:
     """Encrypt `source` into a ciphertext file, batch by batch, with a fresh seed, or with a
-    mask prepared ahead of time (`prepare_mask`, consumed here)."""
+    mask prepared ahead of time (`prepare_mask`, consumed here); `durable=False` skips the
+    fsyncs for a file that is sent and deleted, and re-made rather than read after a crash."""
     header = new_header(secret, source, layout_hash, round_number)
     if mask is not None:
         mask.take(secret, header.slot_count)
     seed = mask.seed if mask is not None else fresh_seed()
     return _write(path, header, (seed,),
-                  iter_encrypted_batches(secret, source, seed, 0, header.block_stop, mask))
+                  iter_encrypted_batches(secret, source, seed, 0, header.block_stop, mask),
+                  durable)
 
 
 def write_ciphertext(path: Path, ciphertext: Ciphertext) -> CiphertextHeader:

@@ -12,6 +12,7 @@ layout with the summed weight and values.
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,8 +44,9 @@ class PlainHeader:
 
 
 def write_plain(path: Path, weighted: np.ndarray, weight: int, round_number: int,
-                layout_hash: bytes) -> Path:
-    """Write weight * values (already multiplied) as float32 with a trailing digest."""
+                layout_hash: bytes, durable: bool = True) -> Path:
+    """Write weight * values (already multiplied) as float32 with a trailing digest, fsynced
+    unless `durable` is False (a site's upload file, as for ciphertexts)."""
     values = np.ascontiguousarray(weighted, dtype=np.float32)
     if not np.isfinite(values).all():
         raise PlainUpdateError("update holds NaN or Inf; nothing was written")
@@ -58,6 +60,9 @@ def write_plain(path: Path, weighted: np.ndarray, weight: int, round_number: int
         digest.update(data)
         trailer = digest.digest()
         handle.write(trailer)
+        if durable:
+            handle.flush()
+            os.fsync(handle.fileno())
     digest.update(trailer)
     remember(path, digest.hexdigest())
     return path
