@@ -108,7 +108,7 @@ class AddedOnlyBackend(LocalSumBackend):
         self.added: list[Path] = []
         self.during_add = during_add
 
-    def add(self, round_number: int, site: str, path: Path) -> None:
+    def add(self, round_number: int, site: str, path: Path, streamed=None) -> None:
         self.added.append(path)
         hook, self.during_add = self.during_add, None
         if hook is not None:

@@ -16,6 +16,7 @@ from ucadi.lwe.keywrap import generate_site_key_pair, load_public_key, wrap_secr
 from ucadi.lwe.stream import decrypt_fedavg_file, decrypt_file, encrypt_to_file
 from ucadi.ops.serving import RunningServer, grpc_options
 from ucadi.ops.tls import TLSFiles, secure_channel
+from ucadi.wire import iter_file_chunks
 from ucadi.wire.crypto_client import CryptoServiceError, KeyClient, SumClient
 
 LAYOUT = hashlib.sha256(b"crypto-service-layout").digest()
@@ -196,3 +197,34 @@ def test_accepted_contributions_survive_a_restart(tmp_path: Path, federation_pki
         assert np.array_equal(decrypt_file(secret, total), sum(plains.values()))
     finally:
         second.stop(0)
+
+
+def test_a_contribution_streamed_as_it_arrives_counts_on_commit_and_not_on_abort(
+        tmp_path: Path, crypto_server: RunningServer, federation_pki: Path) -> None:
+    secret = generate_secret_key()
+    client = _sums(crypto_server, federation_pki)
+    _open(client, secret.key_id_hex, 5000)
+    plains = {s: np.arange(5000) * (i + 1) for i, s in enumerate(SITES)}
+    for site in SITES:
+        encrypt_to_file(tmp_path / f"{site}.ct", secret, PlainSlots(plains[site]),
+                        layout_hash=LAYOUT, round_number=1)
+
+    aborted = client.stream_contribution("fed", 1, SITES[0])
+    for chunk in iter_file_chunks(tmp_path / f"{SITES[0]}.ct", chunk_bytes=4096):
+        aborted.send(chunk)
+    aborted.abort()  # e.g. the aggregator refused the upload after its last byte
+    assert list(client.status("fed", 1).sites) == []
+
+    for site in SITES:
+        streamed = client.stream_contribution("fed", 1, site)
+        for chunk in iter_file_chunks(tmp_path / f"{site}.ct", chunk_bytes=4096):
+            streamed.send(chunk)
+        assert streamed.commit().site == site
+    replayed = client.stream_contribution("fed", 1, SITES[0])
+    for chunk in iter_file_chunks(tmp_path / f"{SITES[0]}.ct"):
+        replayed.send(chunk)
+    with pytest.raises(CryptoServiceError) as error:
+        replayed.commit()
+    assert error.value.code == grpc.StatusCode.ALREADY_EXISTS
+    total = client.seal("fed", 1, tmp_path / "sum.ct")
+    assert np.array_equal(decrypt_file(secret, total), sum(plains.values()))

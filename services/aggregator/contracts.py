@@ -43,8 +43,14 @@ class SumBackend(Protocol):
     def open_round(self, round_number: int) -> None:
         """Prepare an accumulator for a round (idempotent)."""
 
-    def add(self, round_number: int, site: str, path: Path) -> None:
-        """Add a site's ciphertext; a repeat of an already added (round, site) is a no-op."""
+    def add(self, round_number: int, site: str, path: Path, streamed: Any = None) -> None:
+        """Add a site's ciphertext (stored at `path`); a repeat of an already added (round,
+        site) is a no-op. `streamed`: what `stream` returned for this upload, to be committed
+        instead of sending the file again."""
+
+    def stream(self, round_number: int, site: str) -> Any:
+        """Start passing an arriving upload on to the sum as its chunks come (`send(chunk)`,
+        `abort()`), or None where the backend sums stored files only."""
 
     def seal(self, round_number: int, out_path: Path) -> None:
         """Write the round's summed ciphertext to out_path (repeatable, same result)."""

@@ -22,7 +22,13 @@ from services.aggregator.store import AggregatorStore
 from ucadi.errors import UcadiError
 from ucadi.ops.serving import grpc_options
 from ucadi.ops.tls import TLSFiles, secure_channel
-from ucadi.wire.crypto_client import CryptoServiceError, KeyClient, ShardedSumClient, SumClient
+from ucadi.wire.crypto_client import (
+    CryptoServiceError,
+    KeyClient,
+    ShardedSumClient,
+    StreamedContribution,
+    SumClient,
+)
 
 
 class GrpcSumBackend:
@@ -55,13 +61,35 @@ class GrpcSumBackend:
                              slot_count=self.model["value_count"] + 1)
         self._opened.add(round_number)
 
-    def add(self, round_number: int, site: str, path: Path) -> None:
-        """Stream a site's ciphertext; one already added before a restart counts as done."""
+    def add(self, round_number: int, site: str, path: Path,
+            streamed: StreamedContribution | None = None) -> None:
+        """Add a site's ciphertext: commit the stream that passed it on as it arrived, or
+        (none, or it failed on the way) send the stored file; one already added before a
+        restart counts as done."""
         try:
+            if streamed is not None and not streamed.failed:
+                try:
+                    streamed.commit()
+                    return
+                except CryptoServiceError as exc:
+                    if exc.code in (grpc.StatusCode.ALREADY_EXISTS,
+                                    grpc.StatusCode.INVALID_ARGUMENT,
+                                    grpc.StatusCode.FAILED_PRECONDITION):
+                        raise  # the service judged the ciphertext: sending it again changes nothing
+            elif streamed is not None:
+                streamed.abort()
             self.sums.add_contribution(self.federation, round_number, site, path)
         except CryptoServiceError as exc:
             if exc.code != grpc.StatusCode.ALREADY_EXISTS:
                 raise
+
+    def stream(self, round_number: int, site: str) -> StreamedContribution | None:
+        """Pass an arriving upload on to the sum service chunk by chunk (one replica only:
+        sharded replicas take block ranges cut from the stored file)."""
+        if not isinstance(self.sums, SumClient):
+            return None
+        self.open_round(round_number)
+        return self.sums.stream_contribution(self.federation, round_number, site)
 
     def seal(self, round_number: int, out_path: Path) -> None:
         """Seal the round (every replica) into one verified sum ciphertext."""

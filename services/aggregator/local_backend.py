@@ -9,6 +9,7 @@ separately.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from services.aggregator.contracts import CiphertextFacts
 from services.aggregator.store import AggregatorStore
@@ -35,8 +36,11 @@ class LocalSumBackend:
     def open_round(self, round_number: int) -> None:
         """Nothing to prepare: the uploads are already durable in the store."""
 
-    def add(self, round_number: int, site: str, path: Path) -> None:
+    def add(self, round_number: int, site: str, path: Path, streamed: Any = None) -> None:
         """Nothing to do until sealing: the store keeps the file."""
+
+    def stream(self, round_number: int, site: str) -> None:
+        """Nothing is summed before the seal, so nothing is streamed."""
 
     def seal(self, round_number: int, out_path: Path) -> None:
         """Homomorphically add the round's accepted ciphertexts into out_path."""

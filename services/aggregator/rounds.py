@@ -252,10 +252,35 @@ class RoundCoordinator:
                                  "replay", "ALREADY_EXISTS")
         return self.store.partial_upload_path(current.round, site)
 
+    def stream_upload(self, round_number: int, site: str) -> Any:
+        """Start passing an arriving upload on to the sum service (or None): accept_upload
+        then commits it, a rejection aborts it (SumBackend.stream). If the sum service cannot
+        take it now, the stored file is fed after acceptance as usual."""
+        try:
+            return self.backend.stream(round_number, site)
+        except UcadiError as exc:
+            log.warning("round %d: %s's upload is not streamed to the sum (%s); its stored "
+                        "file will be fed", round_number, site, exc)
+            return None
+
     def accept_upload(self, site: str, header: Any, assembled: Path,
-                      digest_checked: bool = False) -> UploadRecord:
+                      digest_checked: bool = False, streamed: Any = None) -> UploadRecord:
         """Check the assembled ciphertext's own header, store it durably and queue it to sum.
-        `digest_checked`: the receiver verified the file's trailing digest as it arrived."""
+        `digest_checked`: the receiver verified the file's trailing digest as it arrived;
+        `streamed`: the upload was passed on to the sum service as it arrived (stream_upload),
+        and is aborted there if refused here."""
+        try:
+            record = self._accept(site, header, assembled, digest_checked)
+        except BaseException:
+            if streamed is not None:
+                streamed.abort()
+            raise
+        self._start_feed(record, streamed)  # on to the sum; the round loop waits for it
+        log.info("round %d: accepted update from %s (%d bytes)", record.round, site, record.size)
+        return record
+
+    def _accept(self, site: str, header: Any, assembled: Path,
+                digest_checked: bool) -> UploadRecord:
         try:
             facts = self.read_facts(assembled, digest_checked=digest_checked)
         except UcadiError as exc:
@@ -284,8 +309,6 @@ class RoundCoordinator:
             metrics.SITE_LAST_ROUND.labels(self.config.federation_id, site).set(record.round)
             self._publish_metrics()
             self._notify()
-        self._start_feed(record)  # on to the sum at once; the round loop waits for it to seal
-        log.info("round %d: accepted update from %s (%d bytes)", record.round, site, record.size)
         return record
 
     def reject(self, reason: str) -> None:
@@ -331,13 +354,13 @@ class RoundCoordinator:
         for future in [self._start_feed(upload) for upload in pending]:
             future.result()
 
-    def _start_feed(self, upload: UploadRecord) -> Future[None]:
+    def _start_feed(self, upload: UploadRecord, streamed: Any = None) -> Future[None]:
         """The feed of one upload to the sum service: the one under way, or a new one."""
         key = (upload.round, upload.site)
         with self._feeding_lock:
             future = self._feeding.get(key)
             if future is None:
-                future = self._feeders.submit(self._sum, upload)
+                future = self._feeders.submit(self._sum, upload, streamed)
                 self._feeding[key] = future
                 future.add_done_callback(lambda _done: self._forget_feed(key))
         return future
@@ -346,9 +369,11 @@ class RoundCoordinator:
         with self._feeding_lock:
             self._feeding.pop(key, None)
 
-    def _sum(self, upload: UploadRecord) -> None:
+    def _sum(self, upload: UploadRecord, streamed: Any = None) -> None:
         """Feed one stored upload to the sum service, inside the upload's trace."""
         if any(u.site == upload.site and u.summed for u in self.store.uploads(upload.round)):
+            if streamed is not None:
+                streamed.abort()
             return  # a feed that finished just before this one was started
         self.backend.open_round(upload.round)
         parent = self._upload_context.pop((upload.round, upload.site), None)
@@ -357,7 +382,7 @@ class RoundCoordinator:
             with tracer(__name__).start_as_current_span("sum-contribution") as span:
                 span.set_attribute("ucadi.site", upload.site)
                 span.set_attribute("ucadi.round", upload.round)
-                self.backend.add(upload.round, upload.site, upload.path)
+                self.backend.add(upload.round, upload.site, upload.path, streamed)
         finally:
             if token is not None:
                 otel_context.detach(token)

@@ -122,27 +122,18 @@ class FederationServicer(federation_pb2_grpc.FederationServiceServicer):
                 span.set_attribute("ucadi.round", header.round)
                 partial = self.rounds.check_upload(site, header)
                 receiver = _resumable_receiver(partial, header, self.config.max_upload_bytes)
+                # A whole (not resumed) upload is passed on to the sum as it arrives.
+                streamed = None if receiver.received else self.rounds.stream_upload(
+                    header.round, site)
                 try:
-                    for message in request_iterator:
-                        if message.WhichOneof("part") != "chunk":
-                            raise RejectedUpload("only chunks may follow the header", "malformed")
-                        receiver.feed(message.chunk)
-                except (TransferError, RejectedUpload):
-                    receiver.abort(keep_partial=False)
-                    raise
+                    assembled = _receive_upload(request_iterator, receiver, header, streamed)
                 except BaseException:
-                    receiver.abort(keep_partial=True)  # a broken stream resumes later
+                    if streamed is not None:
+                        streamed.abort()
                     raise
-                if (receiver.total_size, receiver.sha256) != (header.total_size, header.sha256):
-                    receiver.abort(keep_partial=False)
-                    raise RejectedUpload("chunks disagree with the header's size or digest",
-                                         "malformed")
-                try:
-                    assembled = receiver.finish()
-                except TransferError as exc:
-                    raise RejectedUpload(str(exc), "malformed") from exc
                 record = self.rounds.accept_upload(site, header, assembled,
-                                                   digest_checked=receiver.trailer_ok)
+                                                   digest_checked=receiver.trailer_ok,
+                                                   streamed=streamed)
             return federation_pb2.UploadReceipt(
                 round=record.round, site=site, stored_bytes=record.size, sha256=record.sha256,
                 uploads_in_round=len(self.rounds.store.uploads(record.round)))
@@ -188,6 +179,31 @@ class FederationServicer(federation_pb2_grpc.FederationServiceServicer):
             federation_id=self.config.federation_id, current=self._round_info(self.rounds.view(),
                                                                                 None),
             sites=sites, rounds=rounds, total_rounds=self.config.total_rounds)
+
+
+def _receive_upload(messages: Iterator[Any], receiver: ChunkReceiver, header: Any,
+                    streamed: Any) -> Path:
+    """The upload's chunks into its (fsynced) file, each passed on to `streamed` too."""
+    try:
+        for message in messages:
+            if message.WhichOneof("part") != "chunk":
+                raise RejectedUpload("only chunks may follow the header", "malformed")
+            receiver.feed(message.chunk)
+            if streamed is not None:
+                streamed.send(message.chunk)
+    except (TransferError, RejectedUpload):
+        receiver.abort(keep_partial=False)
+        raise
+    except BaseException:
+        receiver.abort(keep_partial=True)  # a broken stream resumes later
+        raise
+    if (receiver.total_size, receiver.sha256) != (header.total_size, header.sha256):
+        receiver.abort(keep_partial=False)
+        raise RejectedUpload("chunks disagree with the header's size or digest", "malformed")
+    try:
+        return receiver.finish()
+    except TransferError as exc:
+        raise RejectedUpload(str(exc), "malformed") from exc
 
 
 def _resumable_receiver(partial: Path, header: Any, max_bytes: int) -> ChunkReceiver:

@@ -8,6 +8,7 @@ replica adds only its blocks, and the sealed partial sums are merged back into o
 
 from __future__ import annotations
 
+import queue
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -98,6 +99,59 @@ def _max_sum_bytes(status: crypto_pb2.RoundStatus) -> int:
             + DIGEST_BYTES)
 
 
+class StreamedContribution:
+    """A site's ciphertext passed on to the sum service chunk by chunk while it is still
+    arriving at the aggregator. The service adds it only when `commit` ends the stream; `abort`
+    cancels the call and nothing is added. A stream that failed on the way (`failed`) is
+    dropped by the caller, who then sends the stored file as usual.
+    """
+
+    _END, _ABORT = object(), object()
+    QUEUED_CHUNKS = 16  # bounded: a slow sum service slows the upload, memory stays flat
+
+    def __init__(self, stub: crypto_pb2_grpc.SumServiceStub, federation: str,
+                 round_number: int, site: str) -> None:
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=self.QUEUED_CHUNKS)
+        metadata = crypto_pb2.ContributionMetadata(federation=federation, round=round_number,
+                                                   site=site)
+
+        def messages() -> Iterator[crypto_pb2.ContributionMessage]:
+            yield crypto_pb2.ContributionMessage(metadata=metadata)
+            while (item := self._queue.get()) is not self._END:
+                if item is self._ABORT:
+                    raise UcadiError("contribution stream aborted by the aggregator")
+                yield crypto_pb2.ContributionMessage(chunk=item)
+        self._call = stub.AddContribution.future(messages())
+
+    @property
+    def failed(self) -> bool:
+        """The call ended before `commit` (the service refused it, or went away)."""
+        return self._call.done()
+
+    def send(self, chunk: common_pb2.Chunk) -> None:
+        """Pass one chunk on (returns at once if the stream has already failed)."""
+        while not self._call.done():
+            try:
+                self._queue.put(chunk, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def commit(self, timeout_s: float = 600.0) -> crypto_pb2.ContributionReceipt:
+        """End the stream and wait until the service has added the contribution durably."""
+        if not self._call.done():
+            self._queue.put(self._END)
+        return _call(lambda: self._call.result(timeout=timeout_s))
+
+    def abort(self) -> None:
+        """Cancel: the service discards what it received."""
+        self._call.cancel()
+        try:
+            self._queue.put_nowait(self._ABORT)
+        except queue.Full:
+            pass  # the cancelled call no longer reads the queue
+
+
 class SumClient:
     """SumService calls of the aggregator, for one replica."""
 
@@ -123,6 +177,11 @@ class SumClient:
             for chunk in iter_file_chunks(Path(path), chunk_bytes):
                 yield crypto_pb2.ContributionMessage(chunk=chunk)
         return _call(lambda: self.stub.AddContribution(messages()))
+
+    def stream_contribution(self, federation: str, round_number: int,
+                            site: str) -> StreamedContribution:
+        """Start passing a ciphertext on while it arrives (see StreamedContribution)."""
+        return StreamedContribution(self.stub, federation, round_number, site)
 
     def status(self, federation: str, round_number: int) -> crypto_pb2.RoundStatus:
         """Where the round stands on this replica."""
