@@ -363,6 +363,8 @@ class RoundCoordinator:
                 future = self._feeders.submit(self._sum, upload, streamed)
                 self._feeding[key] = future
                 future.add_done_callback(lambda _done: self._forget_feed(key))
+            elif streamed is not None:
+                streamed.abort()  # the round loop already feeds the stored file
         return future
 
     def _forget_feed(self, key: tuple[int, str]) -> None:
