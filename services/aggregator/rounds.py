@@ -20,8 +20,8 @@
 
 Its settings, inputs and answers (FederationConfig, CiphertextFacts, SumBackend, RoundView and
 the errors) are defined in `contracts.py`. The coordinator never sees a plaintext: uploads are
-ciphertext files handed to a `SumBackend` (the crypto service's SumService) and the sealed sum
-is stored as the next global version.
+ciphertext files handed to a `SumBackend` (the crypto service's SumService) by a `SumFeeder`
+(`feeding.py`) and the sealed sum is stored as the next global version.
 All state lives in `AggregatorStore`; after a restart `recover()` re-feeds uploads the sum
 service has not acknowledged (it answers duplicates idempotently) and resumes a seal.
 """
@@ -32,7 +32,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +46,7 @@ from services.aggregator.contracts import (
     RoundView,
     SumBackend,
 )
+from services.aggregator.feeding import SumFeeder
 from services.aggregator.store import AggregatorStore, RoundRecord, UploadRecord
 from ucadi.errors import UcadiError
 from ucadi.ops.tracing import tracer
@@ -57,8 +57,6 @@ log = logging.getLogger(__name__)
 COLLECTING, SEALING, SEALED, COMPLETED = "collecting", "sealing", "sealed", "completed"
 # How often a site's last-seen time is written to the store (it is live in memory at once).
 SEEN_FLUSH_S = 5.0
-# Uploads streamed to the sum service at the same time.
-FEEDERS = 4
 
 
 class RoundCoordinator:
@@ -78,14 +76,9 @@ class RoundCoordinator:
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
         self._changed_since_step = False
-        self._feeders = ThreadPoolExecutor(max_workers=FEEDERS, thread_name_prefix="sum-feed")
-        # Uploads being fed to the sum service: (round, site) -> the feed's future.
-        self._feeding: dict[tuple[int, str], Future[None]] = {}
-        self._feeding_lock = threading.Lock()
+        self.feeder = SumFeeder(store, backend)
         self._last_seen: dict[str, float] = {}
         self._seen_flushed: dict[str, float] = {}
-        # Trace context of each upload, so summing it continues the upload's trace.
-        self._upload_context: dict[tuple[int, str], otel_context.Context] = {}
         existing = store.federation()
         if existing is None:
             store.create_federation(config.federation_id, config.to_dict())
@@ -110,7 +103,7 @@ class RoundCoordinator:
             self._notify()
         if self._worker is not None:
             self._worker.join(timeout=10)
-        self._feeders.shutdown(wait=False, cancel_futures=True)
+        self.feeder.close()
 
     def _notify(self) -> None:
         """Wake long-polls and the background loop (call holding `_changed`)."""
@@ -275,7 +268,8 @@ class RoundCoordinator:
             if streamed is not None:
                 streamed.abort()
             raise
-        self._start_feed(record, streamed)  # on to the sum; the round loop waits for it
+        # On to the sum, inside the upload's trace; the round loop waits for it to seal.
+        self.feeder.start(record, streamed, otel_context.get_current())
         log.info("round %d: accepted update from %s (%d bytes)", record.round, site, record.size)
         return record
 
@@ -304,7 +298,6 @@ class RoundCoordinator:
                                   num_samples=header.num_samples, local_epochs=header.local_epochs,
                                   received=self.clock())
             self.store.commit_upload(assembled, record)
-            self._upload_context[(record.round, site)] = otel_context.get_current()
             metrics.UPLOAD_BYTES.labels(self.config.federation_id).inc(record.size)
             metrics.SITE_LAST_ROUND.labels(self.config.federation_id, site).set(record.round)
             self._publish_metrics()
@@ -334,7 +327,7 @@ class RoundCoordinator:
                 self._maybe_open(1, base_version=0)
             return
         self.backend.open_round(current.round)
-        self._feed(current.round)
+        self.feeder.feed_round(current.round)
         if current.state == COLLECTING and self._ready_to_seal(current):
             with self._changed:
                 current.state = SEALING  # from here on no upload is accepted
@@ -344,51 +337,8 @@ class RoundCoordinator:
         if current.state == SEALING:
             # Uploads accepted while the feed above ran count for _ready_to_seal: they must
             # reach the sum before it is sealed.
-            self._feed(current.round)
+            self.feeder.feed_round(current.round)
             self._seal(current)
-
-    def _feed(self, round_number: int) -> None:
-        """Feed the round's stored uploads that the sum service has not acknowledged yet (side
-        by side) and wait until each is summed, including feeds started on acceptance."""
-        pending = [u for u in self.store.uploads(round_number) if not u.summed]
-        for future in [self._start_feed(upload) for upload in pending]:
-            future.result()
-
-    def _start_feed(self, upload: UploadRecord, streamed: Any = None) -> Future[None]:
-        """The feed of one upload to the sum service: the one under way, or a new one."""
-        key = (upload.round, upload.site)
-        with self._feeding_lock:
-            future = self._feeding.get(key)
-            if future is None:
-                future = self._feeders.submit(self._sum, upload, streamed)
-                self._feeding[key] = future
-                future.add_done_callback(lambda _done: self._forget_feed(key))
-            elif streamed is not None:
-                streamed.abort()  # the round loop already feeds the stored file
-        return future
-
-    def _forget_feed(self, key: tuple[int, str]) -> None:
-        with self._feeding_lock:
-            self._feeding.pop(key, None)
-
-    def _sum(self, upload: UploadRecord, streamed: Any = None) -> None:
-        """Feed one stored upload to the sum service, inside the upload's trace."""
-        if any(u.site == upload.site and u.summed for u in self.store.uploads(upload.round)):
-            if streamed is not None:
-                streamed.abort()
-            return  # a feed that finished just before this one was started
-        self.backend.open_round(upload.round)
-        parent = self._upload_context.pop((upload.round, upload.site), None)
-        token = otel_context.attach(parent) if parent is not None else None
-        try:
-            with tracer(__name__).start_as_current_span("sum-contribution") as span:
-                span.set_attribute("ucadi.site", upload.site)
-                span.set_attribute("ucadi.round", upload.round)
-                self.backend.add(upload.round, upload.site, upload.path, streamed)
-        finally:
-            if token is not None:
-                otel_context.detach(token)
-        self.store.mark_summed(upload.round, upload.site)
 
     def _ready_to_seal(self, current: RoundRecord) -> bool:
         uploaded = {u.site for u in self.store.uploads(current.round)}
