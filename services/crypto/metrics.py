@@ -3,7 +3,8 @@
 from prometheus_client import Counter, Gauge, Histogram
 
 SUM_SECONDS = Histogram(
-    "ucadi_sum_seconds", "Seconds to verify and add one contribution to its round's sum",
+    "ucadi_sum_seconds",
+    "Seconds to verify and add one contribution to its round's sum, from its last byte",
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
 SUM_CONTRIBUTIONS = Counter(
     "ucadi_sum_contributions_total", "Contributions offered to the sum service, by outcome",

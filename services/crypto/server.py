@@ -161,16 +161,19 @@ class SumServicer(crypto_pb2_grpc.SumServiceServicer):
         meta = first.metadata
         if not meta.site:
             raise UcadiError("contribution metadata must name the site")
-        started = time.perf_counter()
         received = 0
+        # The stream may be passed on while the upload still arrives at the aggregator: the
+        # sum's own time starts at its last byte.
+        last_byte = time.perf_counter()
 
         def chunks() -> Iterator[common_pb2.Chunk]:
-            nonlocal received
+            nonlocal received, last_byte
             for message in request_iterator:
                 if message.WhichOneof("part") != "chunk":
                     raise UcadiError("after the metadata only chunks may follow")
                 received += len(message.chunk.data)
                 yield message.chunk
+            last_byte = time.perf_counter()
         try:
             state, digest = self.store.add_contribution(meta.federation, meta.round, meta.site,
                                                         chunks())
@@ -179,7 +182,7 @@ class SumServicer(crypto_pb2_grpc.SumServiceServicer):
             raise
         metrics.SUM_CONTRIBUTIONS.labels(outcome="accepted").inc()
         metrics.SUM_BYTES.inc(received)
-        metrics.SUM_SECONDS.observe(time.perf_counter() - started)
+        metrics.SUM_SECONDS.observe(time.perf_counter() - last_byte)
         return crypto_pb2.ContributionReceipt(federation=meta.federation, round=meta.round,
                                               site=meta.site, contributions=len(state.sites),
                                               sha256=digest)
