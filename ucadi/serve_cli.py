@@ -10,9 +10,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import signal
-import threading
 
+from ucadi.ops.serving import wait_for_stop_signal
 from ucadi.ops.tracing import setup_tracing
 
 SERVICES = {
@@ -31,10 +30,7 @@ def _run(args: argparse.Namespace) -> int:
                         format=f"%(asctime)s {args.service} %(levelname)s %(message)s")
     setup_tracing(f"ucadi-{args.service}")
     running = module.from_args(args)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+    wait_for_stop_signal()
     running.stop(2.0)
     return 0
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,13 @@ from services.aggregator.rounds import (
 from services.aggregator.store import AggregatorStore
 from ucadi.errors import UcadiError
 from ucadi.ops.config import load_config
-from ucadi.ops.serving import RunningServer, grpc_errors, serve, status_code
+from ucadi.ops.serving import (
+    RunningServer,
+    grpc_errors,
+    serve,
+    status_code,
+    wait_for_stop_signal,
+)
 from ucadi.ops.tls import Identity, TLSFiles, peer_identity
 from ucadi.ops.tracing import setup_tracing, tracer
 from ucadi.v1 import federation_pb2, federation_pb2_grpc
@@ -258,10 +262,7 @@ def run_from_args(args: argparse.Namespace) -> int:
             config["server"][key] = getattr(args, flag)
     setup_tracing("ucadi-aggregator")
     running, coordinator = start_aggregator(config, port_file=args.port_file)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+    wait_for_stop_signal()
     coordinator.stop()
     running.stop(2.0)
     return 0

@@ -8,7 +8,6 @@ reflection and /metrics; `python -m services.crypto.server --state-dir D --tls-d
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from services.crypto.sumstore import RoundSpec, RoundState, SumStore
 from ucadi.errors import UcadiError
 from ucadi.lwe.serialization import serialized_size
 from ucadi.ops.config import load_config
-from ucadi.ops.serving import RunningServer, grpc_errors, serve
+from ucadi.ops.serving import RunningServer, grpc_errors, serve, wait_for_stop_signal
 from ucadi.ops.tls import Identity, PermissionDeniedError, TLSFiles, peer_identity
 from ucadi.v1 import common_pb2, crypto_pb2, crypto_pb2_grpc
 from ucadi.wire.chunks import (
@@ -278,11 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     except UcadiError as exc:
         print(f"crypto service: error: {exc}", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, lambda *_: running.stop(2.0))
-    try:
-        running.wait()
-    except KeyboardInterrupt:
-        running.stop(2.0)
+    wait_for_stop_signal()
+    running.stop(2.0)
     return 0
 
 

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,7 +45,7 @@ from services.inference.upload import (
     study_path,
 )
 from ucadi.errors import UcadiError
-from ucadi.ops.serving import RunningServer, serve
+from ucadi.ops.serving import RunningServer, serve, wait_for_stop_signal
 from ucadi.ops.tls import TLSFiles
 from ucadi.ops.tracing import setup_tracing
 from ucadi.v1 import inference_pb2, inference_pb2_grpc, open_inference_pb2, open_inference_pb2_grpc
@@ -299,12 +297,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     print(f"inference: serving {config.model_dir} on {running.target} "
           f"({'plaintext' if tls is None else 'mutual TLS'}), metrics port "
           f"{running.metrics_port}", flush=True)
-    stopped = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
-    try:
-        stopped.wait()
-    except KeyboardInterrupt:
-        pass
+    wait_for_stop_signal()
     service.stop(grace=5.0)
     return 0
 

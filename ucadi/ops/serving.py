@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -82,6 +84,25 @@ class RunningServer:
     def wait(self) -> None:
         """Block until the server terminates."""
         self.server.wait_for_termination()
+
+
+def wait_for_stop_signal(poll_s: float = 0.2) -> int:
+    """Block until SIGTERM or SIGINT arrives; returns the signal number.
+
+    The handlers only append to a list. A handler that takes a lock (setting an Event, stopping
+    a gRPC server) runs in the main thread between two bytecodes and can deadlock against a
+    lock that same thread holds at that moment (seen as a service that ignores SIGTERM).
+    """
+    received: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, _frame: received.append(signum))
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while not received:
+            time.sleep(poll_s)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return received[0]
 
 
 def serve(register: Callable[[grpc.Server], None], *, service_names: list[str],
