@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
 import shutil
 import sqlite3
@@ -34,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from ucadi.digests import remember
-from ucadi.durable import fsync_dir
+from ucadi.durable import fsync_dir, write_durably
 from ucadi.errors import UcadiError
 from ucadi.lwe.errors import CiphertextMismatchError
 from ucadi.lwe.params import get_parameters
@@ -328,13 +327,7 @@ class SumStore:
         folder = self.root / "rounds" / spec.federation / str(spec.round)
         path = folder / f"sum-{len(state.sites)}-{uuid.uuid4().hex[:8]}.ct"
         try:
-            tmp = path.with_suffix(".partial")
-            with open(tmp, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            tmp.replace(path)
-            fsync_dir(folder)
+            write_durably(path, data)
             remember(path, digest)
             with self._lock:
                 self._db.execute("UPDATE rounds SET accumulator = ? WHERE federation = ? AND "
@@ -345,7 +338,6 @@ class SumStore:
         except Exception:  # the contributions stay; the next seal of the round retries
             log.exception("storing the sum of round %d of %r failed", spec.round,
                           spec.federation)
-            path.with_suffix(".partial").unlink(missing_ok=True)
             path.unlink(missing_ok=True)
         finally:
             with self._lock:

@@ -10,14 +10,13 @@ prepared work both compute from scratch; the ciphertexts and results are the sam
 from __future__ import annotations
 
 import json
-import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ucadi.durable import fsync_dir
+from ucadi.durable import write_durably
 from ucadi.lwe.codec import FixedPointCodec, encode_update
 from ucadi.lwe.errors import CiphertextMismatchError
 from ucadi.lwe.keys import SecretKey
@@ -57,13 +56,7 @@ class SeedLedger:
             return False
         used[entry] = round_number
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w") as handle:
-            json.dump(used, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.path)
-        fsync_dir(self.path.parent)
+        write_durably(self.path, json.dumps(used).encode())
         return True
 
 
