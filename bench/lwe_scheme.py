@@ -319,11 +319,14 @@ def _goal(met: bool) -> str:
     return "met" if met else "NOT met"
 
 
-def _compact_bytes(values: int) -> int:
-    """Serialized bytes of one site's ciphertext of `values` under the consortium set."""
-    secret = generate_secret_key("rlwe-n4096-q48")
+def _sizes(values: int, parameter_set: str) -> tuple[int, int]:
+    """Serialized bytes of one site's ciphertext of `values` (and the weight slot) and of a sum
+    of 4 under a parameter set: what a site uploads and what it downloads."""
+    secret = generate_secret_key(parameter_set)
     update = PlainSlots(np.zeros(values + 1, dtype=np.int64))
-    return serialized_size(new_header(secret, update, hashlib.sha256(b"bench").digest(), 1))
+    header = new_header(secret, update, hashlib.sha256(b"bench").digest(), 1)
+    total = replace(header, contributors=SITES, dropped_bits=secret.params.sum_drop_bits)
+    return serialized_size(header), serialized_size(total)
 
 
 def measure_size(label: str, values: int, workdir: Path) -> list[str]:
@@ -370,8 +373,10 @@ def measure_size(label: str, values: int, workdir: Path) -> list[str]:
     else:
         lines.append("TenSEAL not installed (pip install '.[bench]')")
     ratio = size_ratio(ours, values)
-    compact = _compact_bytes(values) / (4 * values)
-    lines.append(f"ciphertext {ratio:.2f}x float32, {compact:.2f}x with the <= 64-site set "
+    (_, global_bytes), compact = _sizes(values, "rlwe-n4096-q56"), _sizes(values, "rlwe-n4096-q48")
+    lines.append(f"ciphertext {ratio:.2f}x float32 up, {global_bytes / (4 * values):.2f}x down "
+                 f"(the sealed sum); {compact[0] / (4 * values):.2f}x / "
+                 f"{compact[1] / (4 * values):.2f}x with the <= 64-site set "
                  f"(reference {size_ratio(reference, values):.2f}x"
                  f", CKKS {size_ratio(ckks, values) if ckks else float('nan'):.1f}x; goal <= "
                  f"{GOAL_SIZE_RATIO}x: {_goal(ratio <= GOAL_SIZE_RATIO)})")

@@ -40,8 +40,9 @@ PHASES = ["opened", "base", "trained", "encoded", "uploaded", "sealed", "downloa
 TRAINING_PAUSE_S = 0.3
 GOAL_ENCRYPTED_VS_PLAIN = 1.5
 COMPACT = "encrypted, compact"
-# (label, LWE parameter set or None for plaintext): the default set (up to 1,000 sites, 7 bytes
-# per value) carries the goal; the compact one (up to 64 sites, 6 bytes) is shown beside it.
+# (label, LWE parameter set or None for plaintext): the default set (up to 1,000 sites; 6.5
+# bytes per value up, 5.5 down) carries the goal; the compact one (up to 64 sites; 5.5 up, 5
+# down) is shown beside it.
 MODES = [("encrypted", "rlwe-n4096-q56"), (COMPACT, "rlwe-n4096-q48"), ("plaintext", None)]
 
 

@@ -17,8 +17,10 @@ from ucadi.lwe import (
     add,
     decrypt,
     encrypt,
+    from_bytes,
     generate_secret_key,
     get_parameters,
+    to_bytes,
 )
 from ucadi.lwe.params import DEFAULT_PARAMETER_SET, ERROR_ETA, PARAMETER_SETS
 from ucadi.lwe.ring import multiply_by_secret, multiply_by_secret_reference, secret_spectrum
@@ -66,7 +68,7 @@ def test_every_parameter_set_is_within_the_he_standard_row_and_has_an_exact_nois
     for params in PARAMETER_SETS.values():
         assert params.ring_degree == 4096 and params.modulus_bits <= 109
         assert params.max_sites >= 64
-        assert params.max_sites * ERROR_ETA < params.delta // 2
+        assert params.max_sites * ERROR_ETA < params.worst_case_noise < params.delta // 2
     assert get_parameters(DEFAULT_PARAMETER_SET).max_sites >= 1000
 
 
@@ -90,9 +92,13 @@ def test_max_sites_sum_exactly_including_extreme_negative_and_positive_slots(nam
     params = secret.params
     per_site = params.plaintext_limit // params.max_sites
     plain = np.array([per_site - 1, -per_site, 0, 1, -1], dtype=np.int64)
-    cts = [encrypt(secret, PlainSlots(plain), layout_hash=LAYOUT, round_number=0)
+    # As sent: each contribution and the sum rounded to their stored widths (params.py).
+    cts = [from_bytes(to_bytes(encrypt(secret, PlainSlots(plain), layout_hash=LAYOUT,
+                                       round_number=0)))
            for _ in range(params.max_sites)]
-    assert np.array_equal(decrypt(secret, add(cts)), plain * params.max_sites)
+    total = from_bytes(to_bytes(add(cts)))
+    assert total.header.dropped_bits == params.sum_drop_bits
+    assert np.array_equal(decrypt(secret, total), plain * params.max_sites)
 
 
 def test_decoding_is_exact_under_the_worst_case_summed_noise() -> None:

@@ -14,6 +14,7 @@ from typing import Any
 from services.aggregator.contracts import CiphertextFacts
 from services.aggregator.store import AggregatorStore
 from ucadi.lwe.params import get_parameters
+from ucadi.lwe.scheme import check_contribution
 from ucadi.lwe.stream import open_verified, sum_files
 from ucadi.wire.plain_update import PLAINTEXT_SET, read_plain, sum_plain
 
@@ -22,6 +23,7 @@ def read_facts(path: Path, digest_checked: bool = False) -> CiphertextFacts:
     """What the aggregator checks in a ciphertext's header (its trailing digest verified first,
     unless the receiver already checked it as the bytes arrived)."""
     header = open_verified(path, verify_digest=not digest_checked).header
+    check_contribution(header)
     return CiphertextFacts(parameter_set=get_parameters(header.parameter_set).name,
                            key_id=header.key_id.hex(), layout_hash=header.layout_hash.hex(),
                            round=header.round_number, value_count=header.slot_count)

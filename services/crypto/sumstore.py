@@ -35,9 +35,8 @@ import numpy as np
 from ucadi.digests import remember
 from ucadi.durable import fsync_dir, write_durably
 from ucadi.errors import UcadiError
-from ucadi.lwe.errors import CiphertextMismatchError
 from ucadi.lwe.params import get_parameters
-from ucadi.lwe.scheme import Ciphertext, CiphertextHeader, add, merged_seeds
+from ucadi.lwe.scheme import Ciphertext, CiphertextHeader, add, check_contribution, merged_seeds
 from ucadi.lwe.serialization import encode_header, pack_coefficients, serialized_size
 from ucadi.lwe.stream import CiphertextFile, open_verified, read_ciphertext
 from ucadi.v1 import common_pb2
@@ -94,7 +93,7 @@ class RoundSpec:
         params = get_parameters(self.parameter_set)
         return CiphertextHeader(params.set_id, bytes.fromhex(self.key_id), self.layout_hash,
                                 self.round, 0, self.slot_count, self.block_start,
-                                self.block_stop, 1)
+                                self.block_stop, 1, params.contribution_drop_bits)
 
 
 @dataclass(frozen=True)
@@ -120,9 +119,10 @@ class SealedSum:
 
 
 def serialize_sum(total: Ciphertext) -> tuple[bytes, str]:
-    """(the sum as a ciphertext file's bytes, SHA-256 hex of those bytes) in one hash pass."""
-    payload = encode_header(total.header, total.seeds) + pack_coefficients(
-        total.body, total.header.params)
+    """(the sum as a ciphertext file's bytes, rounded to the parameter set's sum width, and the
+    SHA-256 hex of those bytes) in one hash pass."""
+    header = replace(total.header, dropped_bits=total.header.params.sum_drop_bits)
+    payload = encode_header(header, total.seeds) + pack_coefficients(total.body, header)
     digest = hashlib.sha256(payload)
     trailer = digest.digest()
     digest.update(trailer)  # the whole file's digest continues the payload's
@@ -229,9 +229,7 @@ class SumStore:
         try:
             receiver = receive(chunks, upload, max_bytes=serialized_size(expected))
             received = open_verified(upload, verify_digest=not receiver.trailer_ok)
-            if received.header.contributors != 1:
-                raise CiphertextMismatchError("a contribution must be one site's ciphertext, "
-                                              f"not a sum of {received.header.contributors}")
+            check_contribution(received.header)
             # frac_bits is checked against the running sum when the two are added.
             expected.check_compatible(replace(received.header, frac_bits=0))
             digest = file_digest(upload)

@@ -85,6 +85,10 @@ class CiphertextHeader:
     block_start: int
     block_stop: int
     contributors: int
+    # Low bits of each coefficient rounded away when serialized (and already, if it was read
+    # from bytes): the parameter set's contribution_drop_bits for one site's ciphertext, its
+    # sum_drop_bits for a sum (params.py bounds the noise this adds).
+    dropped_bits: int = 0
 
     @property
     def params(self) -> LweParameters:
@@ -135,6 +139,20 @@ def check_key(secret: SecretKey, header: CiphertextHeader) -> None:
         raise CiphertextMismatchError(
             f"ciphertext is under key {header.key_id.hex()} ({header.params.name}); this secret "
             f"is key {secret.key_id_hex} ({secret.params.name}): fetch the matching key")
+
+
+def check_contribution(header: CiphertextHeader) -> None:
+    """Raise CiphertextMismatchError unless this is one site's ciphertext, rounded no more than
+    its parameter set allows a contribution (more would break the sum's noise bound)."""
+    params = header.params
+    if header.contributors != 1:
+        raise CiphertextMismatchError("a contribution must be one site's ciphertext, not a sum "
+                                      f"of {header.contributors}")
+    if header.dropped_bits != params.contribution_drop_bits:
+        raise CiphertextMismatchError(
+            f"a contribution under {params.name} drops {params.contribution_drop_bits} low "
+            f"bits per coefficient ({params.contribution_bits}-bit body), this one drops "
+            f"{header.dropped_bits}")
 
 
 def _check_plaintext_range(slots: np.ndarray, params: LweParameters) -> None:
@@ -192,9 +210,11 @@ def new_header(secret: SecretKey, source: SlotSource, layout_hash: bytes,
         raise EncodingError(f"round must be a non-negative 63-bit integer, got {round_number}")
     if source.slot_count < 1:
         raise EncodingError("nothing to encrypt: the vector has no slots")
-    blocks = -(-source.slot_count // secret.params.ring_degree)
-    return CiphertextHeader(secret.params.set_id, secret.key_id, bytes(layout_hash),
-                            round_number, source.frac_bits, source.slot_count, 0, blocks, 1)
+    params = secret.params
+    blocks = -(-source.slot_count // params.ring_degree)
+    return CiphertextHeader(params.set_id, secret.key_id, bytes(layout_hash), round_number,
+                            source.frac_bits, source.slot_count, 0, blocks, 1,
+                            params.contribution_drop_bits)
 
 
 def encrypt(secret: SecretKey, source: SlotSource, *, layout_hash: bytes,
@@ -226,7 +246,8 @@ def merged_seeds(headers_seeds: Iterable[tuple[CiphertextHeader, Sequence[bytes]
         raise CiphertextMismatchError(
             f"a sum of {len(seeds)} contributions exceeds {params.name}'s limit of "
             f"{params.max_sites}, beyond which exact decryption is not guaranteed")
-    return replace(first, contributors=len(seeds)), tuple(sorted(seeds))
+    return (replace(first, contributors=len(seeds), dropped_bits=params.sum_drop_bits),
+            tuple(sorted(seeds)))
 
 
 def add_bodies(bodies: Iterable[np.ndarray], params: LweParameters) -> np.ndarray:

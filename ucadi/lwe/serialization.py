@@ -1,13 +1,15 @@
 """Compact, versioned wire format of ciphertexts (in memory; files in `lwe.stream`).
 
 Layout (little-endian):
-    header   85 bytes: magic "UCLW", version u8, scheme u8, parameter set u16, key id 16 B,
+    header   86 bytes: magic "UCLW", version u8, scheme u8, parameter set u16, key id 16 B,
              layout hash 32 B, round u64, slot count u64, block start u32, block stop u32,
-             contributors u32, fractional bits u8
+             contributors u32, fractional bits u8, dropped bits u8
     seeds    32 bytes per contributor (sorted in a sum)
-    body     Q/8 bytes per slot of the block range, little-endian (Q bits per coefficient)
+    body     each slot's coefficient of the block range rounded to a multiple of 2^D (D the
+             dropped bits), stored as its top Q - D bits, packed (lwe.packing): 52 bits per
+             value for a site's ciphertext and 44 for a sum under the default parameter set
     digest   SHA-256 of everything before it
-The header alone (first 85 bytes + seeds) says how long the whole thing must be, so a
+The header alone (first 86 bytes + seeds) says how long the whole thing must be, so a
 receiver knows what it gets from the first chunk; the digest catches truncation and tampering
 in transit or on disk (authenticity comes from mutual TLS, not from this digest).
 """
@@ -20,15 +22,15 @@ import struct
 import numpy as np
 
 from ucadi.lwe.errors import CiphertextFormatError, ParameterError
-from ucadi.lwe.params import LweParameters
+from ucadi.lwe.packing import pack, packed_size, unpack
 from ucadi.lwe.sampling import SEED_BYTES
 from ucadi.lwe.scheme import Ciphertext, CiphertextHeader
 
 MAGIC = b"UCLW"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: whole bytes per coefficient, no dropped bits
 SCHEME_RLWE_SEEDED = 1  # symmetric ring-LWE, seeded a, b = a*s + e + Delta*m
 MEDIA_TYPE = "application/vnd.ucadi.lwe-ciphertext"
-HEADER = struct.Struct("<4sBBH16s32sQQIIIB")
+HEADER = struct.Struct("<4sBBH16s32sQQIIIBB")
 DIGEST_BYTES = 32
 
 
@@ -39,7 +41,8 @@ def encode_header(header: CiphertextHeader, seeds: tuple[bytes, ...]) -> bytes:
     return HEADER.pack(MAGIC, FORMAT_VERSION, SCHEME_RLWE_SEEDED, header.parameter_set,
                        header.key_id, header.layout_hash, header.round_number,
                        header.slot_count, header.block_start, header.block_stop,
-                       header.contributors, header.frac_bits) + b"".join(seeds)
+                       header.contributors, header.frac_bits,
+                       header.dropped_bits) + b"".join(seeds)
 
 
 def decode_fixed_header(data: bytes) -> CiphertextHeader:
@@ -48,7 +51,7 @@ def decode_fixed_header(data: bytes) -> CiphertextHeader:
         raise CiphertextFormatError(f"ciphertext truncated: {len(data)} bytes, the header "
                                     f"alone is {HEADER.size}")
     (magic, version, scheme, set_id, key_id, layout_hash, round_number, slot_count,
-     block_start, block_stop, contributors, frac_bits) = HEADER.unpack_from(data)
+     block_start, block_stop, contributors, frac_bits, dropped_bits) = HEADER.unpack_from(data)
     if magic != MAGIC:
         raise CiphertextFormatError(f"not a UCADI ciphertext (magic {magic!r}, expected {MAGIC!r})")
     if version != FORMAT_VERSION or scheme != SCHEME_RLWE_SEEDED:
@@ -56,7 +59,7 @@ def decode_fixed_header(data: bytes) -> CiphertextHeader:
             f"unsupported ciphertext format version {version} / scheme {scheme}; this build "
             f"reads version {FORMAT_VERSION}, scheme {SCHEME_RLWE_SEEDED} (ring-LWE, seeded a)")
     header = CiphertextHeader(set_id, key_id, layout_hash, round_number, frac_bits, slot_count,
-                              block_start, block_stop, contributors)
+                              block_start, block_stop, contributors, dropped_bits)
     try:
         params = header.params
     except ParameterError as exc:
@@ -65,6 +68,10 @@ def decode_fixed_header(data: bytes) -> CiphertextHeader:
         raise CiphertextFormatError(
             f"inconsistent ciphertext header: {slot_count} slots, blocks "
             f"[{block_start}, {block_stop}) of {header.total_blocks}")
+    allowed = sorted({0, params.contribution_drop_bits, params.sum_drop_bits})
+    if dropped_bits not in allowed:
+        raise CiphertextFormatError(f"ciphertext drops {dropped_bits} low bits; {params.name} "
+                                    f"allows {', '.join(map(str, allowed))}")
     if not 1 <= contributors <= params.max_sites:
         raise CiphertextFormatError(f"ciphertext claims {contributors} contributors; "
                                     f"{params.name} allows 1..{params.max_sites}")
@@ -76,9 +83,14 @@ def seeds_size(header: CiphertextHeader) -> int:
     return header.contributors * SEED_BYTES
 
 
-def body_size(header: CiphertextHeader) -> int:
-    """Bytes of the packed body."""
-    return header.body_slots * header.params.coefficient_bytes
+def stored_bits(header: CiphertextHeader) -> int:
+    """Bits per body coefficient as stored: Q less the dropped bits."""
+    return header.params.modulus_bits - header.dropped_bits
+
+
+def body_size(header: CiphertextHeader, slots: int | None = None) -> int:
+    """Bytes of the packed body (or of its first `slots` coefficients)."""
+    return packed_size(header.body_slots if slots is None else slots, stored_bits(header))
 
 
 def serialized_size(header: CiphertextHeader) -> int:
@@ -102,27 +114,27 @@ def read_header(data: bytes) -> tuple[CiphertextHeader, tuple[bytes, ...]]:
     return header, split_seeds(header, data[HEADER.size:])
 
 
-def pack_coefficients(values: np.ndarray, params: LweParameters) -> bytes:
-    """uint64 coefficients < 2^Q -> Q/8 little-endian bytes each."""
-    width = params.coefficient_bytes
-    raw = np.ascontiguousarray(values, dtype="<u8").view(np.uint8).reshape(-1, 8)
-    return raw[:, :width].tobytes()
+def pack_coefficients(values: np.ndarray, header: CiphertextHeader) -> bytes:
+    """uint64 coefficients mod q, rounded to the nearest multiple of 2^dropped_bits, packed at
+    Q - dropped_bits bits each (a public rounding: it adds bounded noise, see params.py)."""
+    bits, dropped = stored_bits(header), header.dropped_bits
+    if dropped:
+        values = np.add(values, np.uint64(1 << (dropped - 1)), dtype=np.uint64)
+        values >>= np.uint64(dropped)
+        values &= np.uint64((1 << bits) - 1)
+    return pack(values, bits)
 
 
-def unpack_coefficients(data: bytes | memoryview, params: LweParameters) -> np.ndarray:
-    """Inverse of pack_coefficients."""
-    width = params.coefficient_bytes
-    if len(data) % width:
+def unpack_coefficients(data: bytes | memoryview, header: CiphertextHeader) -> np.ndarray:
+    """Inverse of pack_coefficients, up to the rounding: uint64 coefficients mod q."""
+    bits = stored_bits(header)
+    count = len(data) * 8 // bits
+    if packed_size(count, bits) != len(data):
         raise CiphertextFormatError("ciphertext body is not a whole number of coefficients")
-    count = len(data) // width
-    if width == 8:
-        return np.frombuffer(data, dtype="<u8").astype(np.uint64)
-    # Read each coefficient as an 8-byte word starting every `width` bytes (one padding word at
-    # the end keeps the last read in bounds), then drop the neighbour's bytes with the mask.
-    padded = np.zeros(count * width + 8, dtype=np.uint8)
-    padded[:count * width] = np.frombuffer(data, dtype=np.uint8)
-    words = np.ndarray((count,), dtype="<u8", buffer=padded, strides=(width,))
-    return words & np.uint64(params.modulus_mask)
+    values = unpack(data, count, bits)
+    if header.dropped_bits:
+        values <<= np.uint64(header.dropped_bits)
+    return values
 
 
 def to_bytes(ciphertext: Ciphertext) -> bytes:
@@ -131,7 +143,7 @@ def to_bytes(ciphertext: Ciphertext) -> bytes:
     if ciphertext.body.size != header.body_slots:
         raise ValueError("ciphertext body length does not match its header")
     payload = encode_header(header, ciphertext.seeds) + pack_coefficients(ciphertext.body,
-                                                                          header.params)
+                                                                          header)
     return payload + hashlib.sha256(payload).digest()
 
 
@@ -146,5 +158,5 @@ def from_bytes(data: bytes) -> Ciphertext:
     if hashlib.sha256(payload).digest() != digest:
         raise CiphertextFormatError("ciphertext digest mismatch: corrupted or tampered")
     body_start = HEADER.size + seeds_size(header)
-    body = unpack_coefficients(memoryview(payload)[body_start:], header.params)
+    body = unpack_coefficients(memoryview(payload)[body_start:], header)
     return Ciphertext(header, seeds, body)

@@ -71,25 +71,27 @@ class CiphertextFile:
             raise CiphertextMismatchError(
                 f"block range [{start}, {stop}) is outside this ciphertext's "
                 f"[{header.block_start}, {header.block_stop})")
-        n, width = params.ring_degree, params.coefficient_bytes
+        n = params.ring_degree
         first_slot = header.block_start * n
         with open(self.path, "rb") as handle:
             for first in range(start, stop, BATCH_BLOCKS):
                 slot_a = first * n
                 slot_b = min((min(first + BATCH_BLOCKS, stop)) * n, header.slot_count)
-                handle.seek(self.body_offset + (slot_a - first_slot) * width)
-                data = handle.read((slot_b - slot_a) * width)
-                if len(data) != (slot_b - slot_a) * width:
+                # Whole blocks (an even number of slots) start on a whole byte.
+                handle.seek(self.body_offset + body_size(header, slot_a - first_slot))
+                size = body_size(header, slot_b - slot_a)
+                data = handle.read(size)
+                if len(data) != size:
                     raise CiphertextFormatError(f"{self.path} was truncated while reading")
-                yield unpack_coefficients(data, params)
+                yield unpack_coefficients(data, header)
 
     def iter_verified_batches(self) -> Iterator[np.ndarray]:
         """The whole body, batch by batch, hashing as it reads; raises CiphertextFormatError
         after the last batch if the trailing digest does not match (so a consumer that only
         commits its result at the end never commits one made from a tampered file)."""
-        params = self.header.params
-        batch_bytes = BATCH_BLOCKS * params.ring_degree * params.coefficient_bytes
-        remaining = body_size(self.header)
+        header = self.header
+        batch_bytes = body_size(header, BATCH_BLOCKS * header.params.ring_degree)
+        remaining = body_size(header)
         with open(self.path, "rb") as handle:
             prefix = handle.read(self.body_offset)
             digest = hashlib.sha256(prefix)
@@ -99,7 +101,7 @@ class CiphertextFile:
                     raise CiphertextFormatError(f"{self.path} was truncated while reading")
                 digest.update(data)
                 remaining -= len(data)
-                yield unpack_coefficients(data, params)
+                yield unpack_coefficients(data, header)
             if handle.read() != digest.digest():
                 raise CiphertextFormatError(
                     f"{self.path.name}: digest mismatch, corrupted or tampered")
@@ -163,7 +165,7 @@ def _write(path: Path, header: CiphertextHeader, seeds: tuple[bytes, ...],
         writer.write(encode_header(header, seeds))
         written = 0
         for body in bodies:
-            writer.write(pack_coefficients(body, header.params))
+            writer.write(pack_coefficients(body, header))
             written += body.size
         if written != header.body_slots:
             raise CiphertextFormatError(f"wrote {written} coefficients, header says "

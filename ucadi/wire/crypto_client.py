@@ -19,6 +19,7 @@ import grpc
 from ucadi.errors import UcadiError
 from ucadi.lwe.keys import SecretKey
 from ucadi.lwe.keywrap import SiteKeyPair, unwrap_secret
+from ucadi.lwe.packing import packed_size
 from ucadi.lwe.params import get_parameters
 from ucadi.lwe.sampling import SEED_BYTES
 from ucadi.lwe.serialization import DIGEST_BYTES, HEADER
@@ -95,7 +96,7 @@ def _max_sum_bytes(status: crypto_pb2.RoundStatus) -> int:
     params = get_parameters(status.parameter_set)
     slots = min(status.block_stop * params.ring_degree, status.slot_count) - (
         status.block_start * params.ring_degree)
-    return (HEADER.size + params.max_sites * SEED_BYTES + slots * params.coefficient_bytes
+    return (HEADER.size + params.max_sites * SEED_BYTES + packed_size(slots, params.sum_bits)
             + DIGEST_BYTES)
 
 
