@@ -240,3 +240,31 @@ def test_unjoined_site_cannot_upload(tmp_path, secret):
     coord = coordinator(tmp_path / "agg", secret, Clock())
     with pytest.raises(FederationStateError):
         coord.check_upload("stranger", SimpleNamespace(round=1))
+
+
+def test_a_sum_passed_off_as_one_sites_update_is_rejected_as_malformed(tmp_path, secret):
+    clock = Clock()
+    coord = coordinator(tmp_path / "agg", secret, clock)
+    coord.join("a", 10)
+    coord.join("b", 10)
+    coord.step()
+    codec = FixedPointCodec.for_parameters(secret.params)
+    parts = []
+    for site in ("x", "y"):
+        parts.append(tmp_path / f"{site}.lwe")
+        encrypt_to_file(parts[-1], secret, encode_update(np.ones(VALUES), 1, codec,
+                                                         secret.params),
+                        layout_hash=bytes.fromhex(LAYOUT), round_number=1)
+    total = sum_files(parts, tmp_path / "sum.lwe")  # rounded to 44 bits, two contributors
+    assert total.dropped_bits == secret.params.sum_drop_bits
+    header = SimpleNamespace(round=1, base_version=0, parameter_set=secret.params.name,
+                             key_id=secret.key_id_hex, layout_hash=LAYOUT,
+                             total_size=(tmp_path / "sum.lwe").stat().st_size,
+                             sha256=file_digest(tmp_path / "sum.lwe"), num_samples=1,
+                             local_epochs=1)
+    partial = coord.check_upload("a", header)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    partial.write_bytes((tmp_path / "sum.lwe").read_bytes())
+    with pytest.raises(RejectedUpload, match="malformed ciphertext: .*not a sum of 2"):
+        coord.accept_upload("a", header, partial)
+    assert coord.store.uploads(1) == []

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from services.crypto.sumstore import RoundSpec, RoundStateError, SumStore
-from ucadi.lwe import PlainSlots, generate_secret_key
-from ucadi.lwe.errors import DuplicateContributionError
-from ucadi.lwe.stream import decrypt_file, encrypt_to_file
+from ucadi.lwe import PlainSlots, from_bytes, generate_secret_key, to_bytes
+from ucadi.lwe.errors import CiphertextMismatchError, DuplicateContributionError
+from ucadi.lwe.serialization import serialized_size
+from ucadi.lwe.stream import decrypt_file, encrypt_to_file, open_verified
 from ucadi.wire import iter_file_chunks
 
 LAYOUT = hashlib.sha256(b"sumstore-layout").digest()
@@ -94,4 +96,28 @@ def test_a_replayed_ciphertext_under_another_site_name_is_refused_and_nothing_is
         store.add_contribution("fed", 1, "site-b", iter_file_chunks(path))
     state = store.status("fed", 1)
     assert state.sites == ("site-a",) and len(list(state.contributions[0].parent.iterdir())) == 1
+    store.close()
+
+
+def test_the_sealed_sum_is_sent_at_the_sum_width_and_a_sum_posing_as_a_contribution_is_refused(
+        tmp_path: Path):
+    store = SumStore(tmp_path / "state")
+    store.open_round(_spec())
+    plain = np.arange(SLOTS) - SLOTS // 2
+    for site in ("site0", "site1"):
+        store.add_contribution("fed", 1, site, iter_file_chunks(
+            _contribution(tmp_path, site, plain)))
+    sealed = store.seal("fed", 1)
+    (tmp_path / "sum.ct").write_bytes(sealed.data)
+    total = open_verified(tmp_path / "sum.ct")
+    assert total.header.dropped_bits == SECRET.params.sum_drop_bits  # 44 bits per value
+    assert len(sealed.data) == serialized_size(total.header) < (tmp_path / "site0.ct").stat(
+        ).st_size
+    assert np.array_equal(decrypt_file(SECRET, tmp_path / "sum.ct"), 2 * plain)
+    store.open_round(_spec(2))
+    (tmp_path / "sum2.ct").write_bytes(to_bytes(replace(
+        from_bytes(sealed.data.tobytes()), header=replace(total.header, round_number=2))))
+    with pytest.raises(CiphertextMismatchError, match="not a sum of 2"):
+        store.add_contribution("fed", 2, "site0", iter_file_chunks(tmp_path / "sum2.ct"))
+    assert store.status("fed", 2).sites == ()
     store.close()

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ucadi.lwe.packing import pack, packed_size, unpack
+from ucadi.lwe.packing import pack, pack_into, packed_size, unpack
 
 
 def _reference(values: list[int], bits: int) -> bytes:
@@ -48,3 +48,17 @@ def test_widths_outside_whole_nibbles_in_33_to_64_are_refused(bits: int) -> None
 def test_unpacking_the_wrong_number_of_bytes_is_refused() -> None:
     with pytest.raises(ValueError, match="do not hold"):
         unpack(bytes(12), 2, 52)
+
+
+@pytest.mark.parametrize("bits", [40, 44, 52, 56])
+@pytest.mark.parametrize("count", [1, 2, 7, 4096])
+def test_pack_into_writes_every_byte_of_its_buffer(bits: int, count: int) -> None:
+    values = np.random.default_rng(count).integers(0, 1 << bits, count, dtype=np.uint64)
+    out = np.full(packed_size(count, bits), 0xFF, dtype=np.uint8)  # stale bytes everywhere
+    pack_into(values, bits, out)
+    assert out.tobytes() == pack(values, bits)
+
+
+def test_pack_into_a_buffer_of_the_wrong_size_is_refused() -> None:
+    with pytest.raises(ValueError, match="need 13 bytes"):
+        pack_into(np.zeros(2, dtype=np.uint64), 52, np.empty(14, dtype=np.uint8))

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 
-def write_durably(path: Path, data: bytes) -> None:
+def write_durably(path: Path, data: bytes | memoryview) -> None:
     """Replace `path` with `data` atomically and durably: a reader sees the old file or the
     whole new one, and after a crash the new one is there once this returns."""
     path = Path(path)

@@ -126,8 +126,7 @@ class RoundCoordinator:
 
     # -- reading state -----------------------------------------------------------------
     def _current(self) -> RoundRecord | None:
-        rounds = self.store.rounds()
-        return rounds[-1] if rounds else None
+        return self.store.latest_round()
 
     def view(self) -> RoundView:
         """The current round as a snapshot."""

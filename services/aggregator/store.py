@@ -175,12 +175,20 @@ class AggregatorStore:
 
     def rounds(self) -> list[RoundRecord]:
         """All rounds, oldest first."""
+        return self._round_records("ORDER BY round")
+
+    def latest_round(self) -> RoundRecord | None:
+        """The newest round (one row read, however long the federation has run)."""
+        found = self._round_records("ORDER BY round DESC LIMIT 1")
+        return found[0] if found else None
+
+    def _round_records(self, order: str) -> list[RoundRecord]:
         return [RoundRecord(round=r[0], state=r[1], base_version=r[2], opened=r[3],
                             deadline=r[4], sealed=r[5], expected=json.loads(r[6]),
                             bytes_in=r[7], global_bytes=r[8], sum_seconds=r[9])
                 for r in self._rows("SELECT round, state, base_version, opened, deadline, "
                                     "sealed, expected_json, bytes_in, global_bytes, sum_seconds "
-                                    "FROM rounds ORDER BY round")]
+                                    f"FROM rounds {order}")]
 
     # uploads ----------------------------------------------------------------------------
     def partial_upload_path(self, round_number: int, site: str) -> Path:

@@ -37,7 +37,13 @@ from ucadi.durable import fsync_dir, write_durably
 from ucadi.errors import UcadiError
 from ucadi.lwe.params import get_parameters
 from ucadi.lwe.scheme import Ciphertext, CiphertextHeader, add, check_contribution, merged_seeds
-from ucadi.lwe.serialization import encode_header, pack_coefficients, serialized_size
+from ucadi.lwe.serialization import (
+    DIGEST_BYTES,
+    body_size,
+    encode_header,
+    pack_coefficients_into,
+    serialized_size,
+)
 from ucadi.lwe.stream import CiphertextFile, open_verified, read_ciphertext
 from ucadi.v1 import common_pb2
 from ucadi.wire.chunks import file_digest, receive
@@ -114,19 +120,24 @@ class SealedSum:
 
     state: RoundState
     path: Path | None = None
-    data: bytes | None = None
+    data: memoryview | None = None
     sha256: str | None = None
 
 
-def serialize_sum(total: Ciphertext) -> tuple[bytes, str]:
+def serialize_sum(total: Ciphertext) -> tuple[memoryview, str]:
     """(the sum as a ciphertext file's bytes, rounded to the parameter set's sum width, and the
-    SHA-256 hex of those bytes) in one hash pass."""
+    SHA-256 hex of those bytes) in one hash pass, packed straight into one buffer."""
     header = replace(total.header, dropped_bits=total.header.params.sum_drop_bits)
-    payload = encode_header(header, total.seeds) + pack_coefficients(total.body, header)
-    digest = hashlib.sha256(payload)
+    head = encode_header(header, total.seeds)
+    payload_size = len(head) + body_size(header)
+    buffer = np.empty(payload_size + DIGEST_BYTES, dtype=np.uint8)
+    buffer[:len(head)] = np.frombuffer(head, dtype=np.uint8)
+    pack_coefficients_into(total.body, header, buffer[len(head):payload_size])
+    digest = hashlib.sha256(buffer[:payload_size])
     trailer = digest.digest()
+    buffer[payload_size:] = np.frombuffer(trailer, dtype=np.uint8)
     digest.update(trailer)  # the whole file's digest continues the payload's
-    return payload + trailer, digest.hexdigest()
+    return memoryview(buffer), digest.hexdigest()
 
 
 def validate_spec(spec: RoundSpec) -> RoundSpec:
@@ -318,7 +329,7 @@ class SumStore:
                 self._writer.submit(self._store_sum, state, data, digest)
             return SealedSum(state, data=data, sha256=digest)
 
-    def _store_sum(self, state: RoundState, data: bytes, digest: str) -> None:
+    def _store_sum(self, state: RoundState, data: memoryview, digest: str) -> None:
         """Write a sealed sum once, durably, then drop its contributions (background)."""
         spec = state.spec
         key = (spec.federation, spec.round)

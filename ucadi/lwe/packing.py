@@ -3,7 +3,8 @@
 The packed form of n coefficients of w bits is their little-endian bit string, coefficient 0
 first, padded with zero bits to a whole byte: ceil(n * w / 8) bytes. For w a multiple of 8 a
 coefficient is w/8 bytes; for w = 8k + 4 two neighbours share w/4 bytes. Packing and unpacking
-are a few strided numpy copies (no Python loop), so a body moves at memory speed.
+are a few strided numpy copies (no Python loop), so a body moves at memory speed; the head and
+tail words of a pair cover all its bytes, so `pack_into` writes every byte of its output.
 """
 
 from __future__ import annotations
@@ -27,12 +28,21 @@ def check_bits(bits: int) -> None:
 
 def pack(values: np.ndarray, bits: int) -> bytes:
     """uint64 coefficients below 2^bits -> their packed bytes (higher bits must be zero)."""
+    out = np.empty(packed_size(values.size, bits), dtype=np.uint8)
+    pack_into(values, bits, out)
+    return out.tobytes()
+
+
+def pack_into(values: np.ndarray, bits: int, out: np.ndarray) -> None:
+    """Pack into `out` (uint8, exactly packed_size bytes; every byte is written)."""
     check_bits(bits)
     values = np.ascontiguousarray(values, dtype=np.uint64)
-    out = np.zeros(packed_size(values.size, bits), dtype=np.uint8)
+    if out.dtype != np.uint8 or out.size != packed_size(values.size, bits):
+        raise ValueError(f"{values.size} coefficients of {bits} bits need "
+                         f"{packed_size(values.size, bits)} bytes, not {out.size}")
     if bits % 8 == 0:
         _write_words(out, 0, values, bits // 8)
-        return out.tobytes()
+        return
     # Two coefficients v0, v1 form one 2w-bit number P = v0 | v1 << w of w/4 bytes: its first
     # 8 bytes, then its last 8 bytes (they overlap in the middle, with the same bits).
     pair_bytes, pairs = bits // 4, values.size // 2
@@ -45,7 +55,6 @@ def pack(values: np.ndarray, bits: int) -> bytes:
     if values.size % 2:
         last = int(values[-1]).to_bytes(8, "little")[:(bits + 7) // 8]
         out[pairs * pair_bytes:] = np.frombuffer(last, dtype=np.uint8)
-    return out.tobytes()
 
 
 def unpack(data: bytes | memoryview, count: int, bits: int) -> np.ndarray:

@@ -22,7 +22,7 @@ import struct
 import numpy as np
 
 from ucadi.lwe.errors import CiphertextFormatError, ParameterError
-from ucadi.lwe.packing import pack, packed_size, unpack
+from ucadi.lwe.packing import pack_into, packed_size, unpack
 from ucadi.lwe.sampling import SEED_BYTES
 from ucadi.lwe.scheme import Ciphertext, CiphertextHeader
 
@@ -32,6 +32,7 @@ SCHEME_RLWE_SEEDED = 1  # symmetric ring-LWE, seeded a, b = a*s + e + Delta*m
 MEDIA_TYPE = "application/vnd.ucadi.lwe-ciphertext"
 HEADER = struct.Struct("<4sBBH16s32sQQIIIBB")
 DIGEST_BYTES = 32
+PACK_SLICE = 1 << 20  # values packed at a time: even, so each slice starts on a whole byte
 
 
 def encode_header(header: CiphertextHeader, seeds: tuple[bytes, ...]) -> bytes:
@@ -117,12 +118,22 @@ def read_header(data: bytes) -> tuple[CiphertextHeader, tuple[bytes, ...]]:
 def pack_coefficients(values: np.ndarray, header: CiphertextHeader) -> bytes:
     """uint64 coefficients mod q, rounded to the nearest multiple of 2^dropped_bits, packed at
     Q - dropped_bits bits each (a public rounding: it adds bounded noise, see params.py)."""
+    out = np.empty(body_size(header, values.size), dtype=np.uint8)
+    pack_coefficients_into(values, header, out)
+    return out.tobytes()
+
+
+def pack_coefficients_into(values: np.ndarray, header: CiphertextHeader, out: np.ndarray) -> None:
+    """pack_coefficients into `out` (uint8, exactly the packed size), PACK_SLICE values at a
+    time, so a 46 M-value sum needs no whole-vector temporaries."""
     bits, dropped = stored_bits(header), header.dropped_bits
-    if dropped:
-        values = np.add(values, np.uint64(1 << (dropped - 1)), dtype=np.uint64)
-        values >>= np.uint64(dropped)
-        values &= np.uint64((1 << bits) - 1)
-    return pack(values, bits)
+    for start in range(0, values.size, PACK_SLICE):
+        part = values[start:start + PACK_SLICE]
+        if dropped:
+            part = np.add(part, np.uint64(1 << (dropped - 1)), dtype=np.uint64)
+            part >>= np.uint64(dropped)
+            part &= np.uint64((1 << bits) - 1)
+        pack_into(part, bits, out[packed_size(start, bits):packed_size(start + part.size, bits)])
 
 
 def unpack_coefficients(data: bytes | memoryview, header: CiphertextHeader) -> np.ndarray:

@@ -28,7 +28,7 @@ class TransferError(UcadiError):
     """A chunked transfer was out of order, oversize, truncated or failed its digest."""
 
 
-def iter_payload_chunks(payload: bytes, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+def iter_payload_chunks(payload: bytes | memoryview, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
                         offset: int = 0, sha256: str | None = None
                         ) -> Iterator[common_pb2.Chunk]:
     """Chunks of an in-memory payload, starting at `offset` (for a resumed transfer); the
