@@ -86,9 +86,12 @@ def _stop(procs: list[subprocess.Popen]) -> None:
 
 
 def measure_flower_round_seconds(
-    num_params: int, rounds: int = 3, clients: int = 3, timeout_s: float = 300
+    num_params: int, rounds: int = 3, clients: int = 3, timeout_s: float = 300,
+    tls: bool = False,
 ) -> float:
-    """Median wall seconds per Flower FedAvg round (no training) on loopback."""
+    """Median wall seconds per Flower FedAvg round (no training) on loopback; `tls`: over TLS
+    (Flower's legacy API authenticates the server only), with a CA and a certificate for
+    127.0.0.1 made here by `ucadi pki`."""
     python = _flower_python()
     port = _free_port()
     deadline = time.monotonic() + timeout_s
@@ -96,6 +99,7 @@ def measure_flower_round_seconds(
     me = str(Path(__file__).resolve())
     procs: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory(prefix="flower_bench_") as tmp:
+        tls_args = [_issue_server_certificate(Path(tmp))] if tls else []
         out_path, err_path = Path(tmp, "server.out"), Path(tmp, "server.err")
         try:
             with open(out_path, "wb") as out, open(err_path, "wb") as err:
@@ -109,6 +113,7 @@ def measure_flower_round_seconds(
                             str(num_params),
                             str(rounds),
                             str(clients),
+                            *tls_args,
                         ],
                         stdout=out,
                         stderr=err,
@@ -120,7 +125,7 @@ def measure_flower_round_seconds(
             for i in range(clients):
                 procs.append(
                     subprocess.Popen(
-                        [python, me, "client", str(port), str(i + 1)],
+                        [python, me, "client", str(port), str(i + 1), *tls_args],
                         stdout=subprocess.DEVNULL,
                         stderr=subprocess.DEVNULL,
                         env=env,
@@ -143,7 +148,23 @@ def measure_flower_round_seconds(
     return statistics.median(json.loads(lines[-1][len(RESULT_MARKER) :]))
 
 
-def _serve(port: int, num_params: int, rounds: int, clients: int) -> None:
+def _issue_server_certificate(folder: Path) -> str:
+    """A federation-style CA and a server certificate for 127.0.0.1 under `folder`; the folder
+    holding ca.crt, tls.crt and tls.key."""
+    from ucadi.ops.pki import create_ca, issue_certificate
+
+    create_ca(folder / "ca")
+    issue_certificate(folder / "ca", folder / "server", "flower-server", "service")
+    return str(folder / "server")
+
+
+def _read_tls(folder: str) -> tuple[bytes, bytes, bytes]:
+    """(CA, certificate, key) PEM bytes of a folder made by _issue_server_certificate."""
+    return tuple(Path(folder, name).read_bytes()  # type: ignore[return-value]
+                 for name in ("ca.crt", "tls.crt", "tls.key"))
+
+
+def _serve(port: int, num_params: int, rounds: int, clients: int, tls_dir: str = "") -> None:
     """Run the Flower server (in the Flower venv) and print per-round seconds."""
     import flwr as fl
     import numpy as np
@@ -190,13 +211,14 @@ def _serve(port: int, num_params: int, rounds: int, clients: int) -> None:
         server_address=f"127.0.0.1:{port}",
         strategy=strategy,
         config=fl.server.ServerConfig(num_rounds=rounds),
+        certificates=_read_tls(tls_dir) if tls_dir else None,
     )
     if len(durations) != rounds:
         raise RuntimeError(f"only {len(durations)} of {rounds} rounds completed")
     print(RESULT_MARKER + json.dumps(durations), flush=True)
 
 
-def _client(port: int, num_examples: int) -> None:
+def _client(port: int, num_examples: int, tls_dir: str = "") -> None:
     """Run one Flower client that echoes the received parameters (no training)."""
     import flwr as fl
     from flwr.common import NDArrays, Scalar
@@ -211,7 +233,9 @@ def _client(port: int, num_examples: int) -> None:
             return parameters, num_examples, {}
 
     fl.client.start_client(
-        server_address=f"127.0.0.1:{port}", client=EchoClient().to_client(), insecure=True
+        server_address=f"127.0.0.1:{port}", client=EchoClient().to_client(),
+        insecure=not tls_dir,
+        root_certificates=_read_tls(tls_dir)[0] if tls_dir else None,
     )
 
 
@@ -231,5 +255,5 @@ def run(quick: bool) -> list[str]:
 
 
 if __name__ == "__main__":
-    role, args = sys.argv[1], [int(a) for a in sys.argv[2:]]
+    role, args = sys.argv[1], [a if a.startswith("/") else int(a) for a in sys.argv[2:]]
     {"server": _serve, "client": _client}[role](*args)

@@ -205,14 +205,24 @@ def run(quick: bool) -> list[str]:
     """Both model sizes (quick: 0.73 M only), encryption on and off, and Flower."""
     summary = []
     for label, arch, preset in MODELS[:1] if quick else MODELS:
-        rounds = 9 if "0.73" in label else 2
+        # The small model runs each mode in three interleaved blocks, so a change in the
+        # shared machine's load during the run falls on every mode alike.
+        blocks, rounds = (3, 5) if "0.73" in label else (1, 2)
+        seconds: dict[str, list[float]] = {mode: [] for mode, _ in MODES}
+        phases: dict[str, list[dict[str, float]]] = {mode: [] for mode, _ in MODES}
+        for _ in range(blocks):
+            for mode, parameter_set in MODES:
+                block_seconds, block_phases = measure_round_seconds(arch, preset, parameter_set,
+                                                                    rounds)
+                seconds[mode] += block_seconds
+                phases[mode].append(block_phases)
         medians = {}
-        for mode, parameter_set in MODES:
-            seconds, phases = measure_round_seconds(arch, preset, parameter_set, rounds)
-            medians[mode] = statistics.median(seconds)
-            print(f"{label}, {mode}: " + ", ".join(f"{s:.2f}" for s in seconds)
+        for mode, _ in MODES:
+            medians[mode] = statistics.median(seconds[mode])
+            phase = {k: statistics.median(p[k] for p in phases[mode]) for k in phases[mode][0]}
+            print(f"{label}, {mode}: " + ", ".join(f"{s:.2f}" for s in seconds[mode])
                   + f" s/round (median {medians[mode]:.2f}); per site: "
-                  + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in phases.items()), flush=True)
+                  + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in phase.items()), flush=True)
         plain = medians["plaintext"]
         ratio = medians["encrypted"] / plain
         verdict = "met" if ratio <= GOAL_ENCRYPTED_VS_PLAIN else "NOT met"
@@ -222,7 +232,7 @@ def run(quick: bool) -> list[str]:
                 f"{medians[COMPACT] / plain:.2f}x; made during training, per site on one "
                 f"thread: encryption mask + decryption product "
                 f"{_prepared_seconds(arch, preset):.2f} s")
-        line += _flower_comparison(plain, _value_count(arch, preset), rounds)
+        line += _flower_comparison(plain, _value_count(arch, preset), blocks * rounds)
         print(line, flush=True)
         summary.append(line)
     return summary
@@ -230,14 +240,19 @@ def run(quick: bool) -> list[str]:
 
 def _flower_comparison(plain: float, value_count: int, rounds: int) -> str:
     """Our plaintext round against Flower's FedAvg, both ways Flower runs: its deprecated
-    gRPC start_server/start_client API (no polling: a lower bound on Flower's cost) and its
-    current deployment path, SuperLink + SuperNodes + `flwr run` (HTTP in Flower 1.41)."""
+    gRPC start_server/start_client API (no polling: a lower bound on Flower's cost), plain and
+    over TLS (ours is always mutual TLS), and its current deployment path, SuperLink +
+    SuperNodes + `flwr run` (HTTP in Flower 1.41)."""
     from bench.flower_baseline import measure_flower_round_seconds
     from bench.flower_deployment import measure_flower_deployment_round_seconds
+
+    def legacy_tls(values: int, rounds: int) -> float:
+        return measure_flower_round_seconds(values, rounds=rounds, tls=True)
 
     text = ""
     for label, measure, repeats in (
             ("Flower FedAvg, legacy gRPC API", measure_flower_round_seconds, rounds),
+            ("the same over TLS", legacy_tls, rounds),
             ("Flower FedAvg, deployment path", measure_flower_deployment_round_seconds, 3)):
         try:
             flower = measure(value_count, rounds=repeats)

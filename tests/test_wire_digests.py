@@ -79,3 +79,18 @@ def test_receiver_rejects_a_payload_that_differs_from_its_announced_digest(tmp_p
     with pytest.raises(TransferError, match="digest mismatch"):
         receive(chunks, tmp_path / "out", 1 << 20)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_receiver_fsyncs_before_finishing_unless_the_file_is_a_refetchable_copy(
+        tmp_path, monkeypatch, durable):
+    source = tmp_path / "source.ct"
+    source.write_bytes(trailed(os.urandom(3000)))
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    receiver = ChunkReceiver(tmp_path / "copy.ct", max_bytes=1 << 20, durable=durable)
+    for chunk in iter_file_chunks(source, chunk_bytes=1000):
+        receiver.feed(chunk)
+    assert receiver.finish().read_bytes() == source.read_bytes() and receiver.trailer_ok
+    assert len(synced) == (1 if durable else 0)

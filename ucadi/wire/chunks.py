@@ -66,14 +66,19 @@ class ChunkReceiver:
     """Assembles a chunk stream into `path`, verifying order, size limit and digest.
 
     Use `feed()` per chunk and `finish()` at the end of the stream; `finish()` fsyncs the file
-    before returning, so a caller may acknowledge the transfer as durable. The digest is
+    before returning (unless made with durable=False), so a caller may acknowledge the transfer
+    as durable. The digest is
     computed as the bytes arrive (a resumed transfer hashes its partial file once), and
     remembered for the file (`ucadi.digests`), so sending it on costs no second read.
     """
 
-    def __init__(self, path: Path, max_bytes: int, resume: bool = False) -> None:
+    def __init__(self, path: Path, max_bytes: int, resume: bool = False,
+                 durable: bool = True) -> None:
+        """`durable=False` skips the fsync for a file its owner would fetch again after a crash
+        rather than read back (a site's copy of a global version)."""
         self.path = Path(path)
         self.max_bytes = max_bytes
+        self.durable = durable
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.received = self.path.stat().st_size if resume and self.path.exists() else 0
         self._hasher = hash_file(self.path) if self.received else TailHasher()
@@ -108,9 +113,11 @@ class ChunkReceiver:
         self.received += len(chunk.data)
 
     def finish(self) -> Path:
-        """Close, check completeness and digest, fsync; returns the assembled file's path."""
+        """Close, check completeness and digest, fsync (if durable); returns the assembled
+        file's path."""
         self._handle.flush()
-        os.fsync(self._handle.fileno())
+        if self.durable:
+            os.fsync(self._handle.fileno())
         self._handle.close()
         if self.total_size is None:
             raise TransferError("the stream carried no chunk")
