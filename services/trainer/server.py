@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from services.trainer.cipher import SiteCipher
 from services.trainer.client import FederationClient
 from services.trainer.keys import obtain_secret
 from ucadi.ops.config import load_config
-from ucadi.ops.serving import grpc_errors, serve
+from ucadi.ops.serving import grpc_errors, serve, set_on_stop_signal
 from ucadi.ops.tls import TLSFiles, identity_from_pem, peer_identity
 from ucadi.ops.tracing import setup_tracing
 from ucadi.v1 import trainer_pb2, trainer_pb2_grpc
@@ -136,8 +135,7 @@ def run_from_args(args: argparse.Namespace) -> int:
                     metrics_address=server_cfg["metrics_address"] or None,
                     port_file=args.port_file,
                     health_address=server_cfg["health_address"] or None)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: status.leave_requested.set())
+    set_on_stop_signal(status.leave_requested)
     work_dir = Path(site_cfg["work_dir"])
     federation = FederationClient(server_cfg["aggregator_address"], tls,
                                   retry_budget_s=float(server_cfg["retry_budget_s"]),

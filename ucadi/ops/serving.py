@@ -10,6 +10,7 @@ import contextlib
 import functools
 import logging
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -103,6 +104,29 @@ def wait_for_stop_signal(poll_s: float = 0.2) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return received[0]
+
+
+def set_on_stop_signal(event: threading.Event) -> None:
+    """Set `event` when SIGTERM or SIGINT arrives, for a process whose threads watch an Event
+    (the site agent). The signal is written to a socket at C level (`signal.set_wakeup_fd`);
+    the Python handler does nothing, and a watcher thread sets the event, so no lock is ever
+    taken inside a handler (see `wait_for_stop_signal`). Call from the main thread."""
+    receiver, sender = socket.socketpair()
+    sender.setblocking(False)
+    signal.set_wakeup_fd(sender.fileno(), warn_on_full_buffer=False)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: None)
+
+    def watch() -> None:
+        receiver.recv(1)
+        event.set()
+
+    threading.Thread(target=watch, name="stop-signal", daemon=True).start()
+    # The sockets live as long as the process: the watcher and the wakeup fd use them.
+    _SIGNAL_SOCKETS.extend((receiver, sender))
+
+
+_SIGNAL_SOCKETS: list[socket.socket] = []
 
 
 def serve(register: Callable[[grpc.Server], None], *, service_names: list[str],
