@@ -29,7 +29,7 @@ SCRIPTS = {
     "wait": """
         from ucadi.ops.serving import wait_for_stop_signal
         print("ready", flush=True)
-        print("stopped", wait_for_stop_signal(poll_s=0.05), flush=True)
+        print("stopped", wait_for_stop_signal(), flush=True)
     """,
 }
 

@@ -17,7 +17,6 @@ block range (the replica's shard), one per site, at most max_sites of them.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import shutil
@@ -37,13 +36,7 @@ from ucadi.durable import fsync_dir, write_durably
 from ucadi.errors import UcadiError
 from ucadi.lwe.params import get_parameters
 from ucadi.lwe.scheme import Ciphertext, CiphertextHeader, add, check_contribution, merged_seeds
-from ucadi.lwe.serialization import (
-    DIGEST_BYTES,
-    body_size,
-    encode_header,
-    pack_coefficients_into,
-    serialized_size,
-)
+from ucadi.lwe.serialization import serialize, serialized_size
 from ucadi.lwe.stream import CiphertextFile, open_verified, read_ciphertext
 from ucadi.v1 import common_pb2
 from ucadi.wire.chunks import file_digest, receive
@@ -126,18 +119,9 @@ class SealedSum:
 
 def serialize_sum(total: Ciphertext) -> tuple[memoryview, str]:
     """(the sum as a ciphertext file's bytes, rounded to the parameter set's sum width, and the
-    SHA-256 hex of those bytes) in one hash pass, packed straight into one buffer."""
+    SHA-256 hex of those bytes)."""
     header = replace(total.header, dropped_bits=total.header.params.sum_drop_bits)
-    head = encode_header(header, total.seeds)
-    payload_size = len(head) + body_size(header)
-    buffer = np.empty(payload_size + DIGEST_BYTES, dtype=np.uint8)
-    buffer[:len(head)] = np.frombuffer(head, dtype=np.uint8)
-    pack_coefficients_into(total.body, header, buffer[len(head):payload_size])
-    digest = hashlib.sha256(buffer[:payload_size])
-    trailer = digest.digest()
-    buffer[payload_size:] = np.frombuffer(trailer, dtype=np.uint8)
-    digest.update(trailer)  # the whole file's digest continues the payload's
-    return memoryview(buffer), digest.hexdigest()
+    return serialize(replace(total, header=header))
 
 
 def validate_spec(spec: RoundSpec) -> RoundSpec:

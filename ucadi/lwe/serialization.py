@@ -148,14 +148,27 @@ def unpack_coefficients(data: bytes | memoryview, header: CiphertextHeader) -> n
     return values
 
 
-def to_bytes(ciphertext: Ciphertext) -> bytes:
-    """Serialize a ciphertext held in memory."""
+def serialize(ciphertext: Ciphertext) -> tuple[memoryview, str]:
+    """(a ciphertext held in memory as a file's bytes, packed straight into one buffer, and the
+    SHA-256 hex of those bytes, the transfer digest) in one hash pass."""
     header = ciphertext.header
     if ciphertext.body.size != header.body_slots:
         raise ValueError("ciphertext body length does not match its header")
-    payload = encode_header(header, ciphertext.seeds) + pack_coefficients(ciphertext.body,
-                                                                          header)
-    return payload + hashlib.sha256(payload).digest()
+    head = encode_header(header, ciphertext.seeds)
+    payload_size = len(head) + body_size(header)
+    buffer = np.empty(payload_size + DIGEST_BYTES, dtype=np.uint8)
+    buffer[:len(head)] = np.frombuffer(head, dtype=np.uint8)
+    pack_coefficients_into(ciphertext.body, header, buffer[len(head):payload_size])
+    digest = hashlib.sha256(buffer[:payload_size])
+    trailer = digest.digest()
+    buffer[payload_size:] = np.frombuffer(trailer, dtype=np.uint8)
+    digest.update(trailer)  # the whole file's digest continues the payload's
+    return memoryview(buffer), digest.hexdigest()
+
+
+def to_bytes(ciphertext: Ciphertext) -> bytes:
+    """Serialize a ciphertext held in memory."""
+    return bytes(serialize(ciphertext)[0])
 
 
 def from_bytes(data: bytes) -> Ciphertext:

@@ -12,7 +12,6 @@ import logging
 import signal
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -87,45 +86,48 @@ class RunningServer:
         self.server.wait_for_termination()
 
 
-def wait_for_stop_signal(poll_s: float = 0.2) -> int:
-    """Block until SIGTERM or SIGINT arrives; returns the signal number.
-
-    The handlers only append to a list. A handler that takes a lock (setting an Event, stopping
-    a gRPC server) runs in the main thread between two bytecodes and can deadlock against a
-    lock that same thread holds at that moment (seen as a service that ignores SIGTERM).
-    """
-    received: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, _frame: received.append(signum))
-                for sig in (signal.SIGTERM, signal.SIGINT)}
+def wait_for_stop_signal() -> int:
+    """Block until SIGTERM or SIGINT arrives; returns the signal number. The previous handlers
+    are back in place on return, so a second signal during shutdown acts as it did before."""
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    stopped = threading.Event()
     try:
-        while not received:
-            time.sleep(poll_s)
+        received = set_on_stop_signal(stopped)
+        stopped.wait()
+        return received[0]
     finally:
+        signal.set_wakeup_fd(-1)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return received[0]
 
 
-def set_on_stop_signal(event: threading.Event) -> None:
-    """Set `event` when SIGTERM or SIGINT arrives, for a process whose threads watch an Event
-    (the site agent). The signal is written to a socket at C level (`signal.set_wakeup_fd`);
-    the Python handler does nothing, and a watcher thread sets the event, so no lock is ever
-    taken inside a handler (see `wait_for_stop_signal`). Call from the main thread."""
+def set_on_stop_signal(event: threading.Event) -> list[int]:
+    """Set `event` when SIGTERM or SIGINT arrives; the returned list gets the signal's number.
+
+    A handler that takes a lock (setting an Event, stopping a gRPC server) runs in the main
+    thread between two bytecodes and can deadlock against a lock that same thread holds at
+    that moment (seen as a service that ignores SIGTERM). So the signal is written to a socket
+    at C level (`signal.set_wakeup_fd`), the Python handler does nothing, and a watcher thread
+    sets the event. Call from the main thread.
+    """
     receiver, sender = socket.socketpair()
     sender.setblocking(False)
     signal.set_wakeup_fd(sender.fileno(), warn_on_full_buffer=False)
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in STOP_SIGNALS:
         signal.signal(sig, lambda signum, _frame: None)
+    received: list[int] = []
 
     def watch() -> None:
-        receiver.recv(1)
+        received.append(receiver.recv(1)[0])
         event.set()
 
     threading.Thread(target=watch, name="stop-signal", daemon=True).start()
     # The sockets live as long as the process: the watcher and the wakeup fd use them.
     _SIGNAL_SOCKETS.extend((receiver, sender))
+    return received
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _SIGNAL_SOCKETS: list[socket.socket] = []
 
 
