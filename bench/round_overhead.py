@@ -79,8 +79,9 @@ def _site_rounds(site: str, pki: str, aggregator: str, crypto: str, work: str, e
     folder = Path(work) / "transfers"
 
     def adopt(version: int) -> np.ndarray:
-        path = client.download_global(version, folder / f"v{version}.bin", 1 << 40)
-        average = cipher.decrypt_average(path, layout) if cipher else plain_average(path)
+        path, checked = client.download_global(version, folder / f"v{version}.bin", 1 << 40)
+        average = (cipher.decrypt_average(path, layout, checked) if cipher
+                   else plain_average(path, checked))
         path.unlink()
         return average
 
@@ -124,9 +125,11 @@ def _site_rounds(site: str, pki: str, aggregator: str, crypto: str, work: str, e
         while info.latest_version < round_number:
             info = client.get_round(info.round, info.state, wait_s=5.0)
         marks["sealed"] = time.time()
-        path = client.download_global(round_number, folder / f"v{round_number}.bin", 1 << 40)
+        path, checked = client.download_global(round_number, folder / f"v{round_number}.bin",
+                                               1 << 40)
         marks["downloaded"] = time.time()
-        vector = cipher.decrypt_average(path, layout) if cipher else plain_average(path)
+        vector = (cipher.decrypt_average(path, layout, checked) if cipher
+                  else plain_average(path, checked))
         marks["held"] = time.time()
         _check_all_summed(path, encrypted, round_number)
         path.unlink()

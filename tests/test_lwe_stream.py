@@ -30,6 +30,7 @@ from ucadi.lwe.stream import (
     shard_ranges,
     sum_files,
 )
+from ucadi.wire.chunks import iter_file_chunks, receive
 
 LAYOUT = hashlib.sha256(b"stream-layout").digest()
 SECRET = generate_secret_key()
@@ -109,6 +110,23 @@ def test_truncated_or_tampered_files_are_rejected_before_use(tmp_path: Path) -> 
     with pytest.raises(CiphertextFormatError, match="digest"):
         sum_files([path, tmp_path / "bad.ct"], tmp_path / "out.ct")
     assert not (tmp_path / "out.ct").exists()
+
+
+def test_a_sum_tampered_at_rest_is_refused_unless_its_download_already_checked_it(
+        tmp_path: Path) -> None:
+    paths, _ = _site_files(tmp_path, 9000, [1, 2])
+    sum_files(paths, tmp_path / "sum.ct")
+    tampered = bytearray((tmp_path / "sum.ct").read_bytes())
+    tampered[5000] ^= 0x40  # on the server's disk: its transfer digest is computed afterwards
+    (tmp_path / "bad.ct").write_bytes(bytes(tampered))
+    for name, intact in (("sum.ct", True), ("bad.ct", False)):
+        receiver = receive(iter_file_chunks(tmp_path / name), tmp_path / f"got-{name}", 1 << 30)
+        assert receiver.trailer_ok is intact  # the transfer itself succeeds either way
+    with pytest.raises(CiphertextFormatError, match="digest"):
+        decrypt_fedavg_file(SECRET, tmp_path / "got-bad.ct", CODEC,
+                            verify_digest=not receiver.trailer_ok)
+    checked, _ = decrypt_fedavg_file(SECRET, tmp_path / "got-sum.ct", CODEC, verify_digest=False)
+    assert np.array_equal(checked, decrypt_fedavg_file(SECRET, tmp_path / "sum.ct", CODEC)[0])
 
 
 def test_files_of_different_rounds_are_not_summed(tmp_path: Path) -> None:

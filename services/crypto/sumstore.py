@@ -35,9 +35,9 @@ from ucadi.digests import remember
 from ucadi.durable import fsync_dir, write_durably
 from ucadi.errors import UcadiError
 from ucadi.lwe.params import get_parameters
-from ucadi.lwe.scheme import Ciphertext, CiphertextHeader, add, check_contribution, merged_seeds
+from ucadi.lwe.scheme import Ciphertext, CiphertextHeader, check_contribution, merged_seeds
 from ucadi.lwe.serialization import serialize, serialized_size
-from ucadi.lwe.stream import CiphertextFile, open_verified, read_ciphertext
+from ucadi.lwe.stream import CiphertextFile, open_verified
 from ucadi.v1 import common_pb2
 from ucadi.wire.chunks import file_digest, receive
 
@@ -122,6 +122,16 @@ def serialize_sum(total: Ciphertext) -> tuple[memoryview, str]:
     SHA-256 hex of those bytes)."""
     header = replace(total.header, dropped_bits=total.header.params.sum_drop_bits)
     return serialize(replace(total, header=header))
+
+
+def _add_into(body: np.ndarray, batches: Iterable[np.ndarray], header: CiphertextHeader) -> None:
+    """body += a ciphertext's body (mod q), batch by batch, in place."""
+    reduce, position = np.uint64(header.params.modulus_mask), 0
+    for batch in batches:
+        part = body[position:position + batch.size]
+        part += batch
+        part &= reduce
+        position += batch.size
 
 
 def validate_spec(spec: RoundSpec) -> RoundSpec:
@@ -247,7 +257,13 @@ class SumStore:
         """The open round's sum so far; rebuilt from its contribution files after a restart."""
         key = (state.spec.federation, state.spec.round)
         if key not in self._sums and state.contributions:
-            self._sums[key] = add([read_ciphertext(p) for p in state.contributions])
+            # One file at a time into one body: memory stays one model whatever the site count.
+            files = [open_verified(p, verify_digest=False) for p in state.contributions]
+            header, seeds = merged_seeds((f.header, f.seeds) for f in files)
+            body = np.zeros(header.body_slots, dtype=np.uint64)
+            for file in files:
+                _add_into(body, file.iter_verified_batches(), header)
+            self._sums[key] = Ciphertext(header, seeds, body)
         return self._sums.get(key)
 
     def _commit(self, state: RoundState, site: str, upload: Path, received: CiphertextFile,
@@ -259,17 +275,12 @@ class SumStore:
         header, seeds = merged_seeds([(received.header, received.seeds)] + (
             [(running.header, running.seeds)] if running is not None else []))
         try:
-            if running is None:
-                self._sums[key] = read_ciphertext(upload, verify_digest=False)
-            else:
-                # Added batch by batch into the running sum: no second whole-model array.
-                reduce, position = np.uint64(header.params.modulus_mask), 0
-                for batch in received.iter_body_batches():
-                    part = running.body[position:position + batch.size]
-                    part += batch
-                    part &= reduce
-                    position += batch.size
-                self._sums[key] = Ciphertext(header, seeds, running.body)
+            # Added batch by batch into the running sum (zeros for the first contribution): no
+            # second whole-model array.
+            body = (running.body if running is not None
+                    else np.zeros(received.header.body_slots, dtype=np.uint64))
+            _add_into(body, received.iter_body_batches(), header)
+            self._sums[key] = Ciphertext(header, seeds, body)
             folder = self.root / "rounds" / spec.federation / str(spec.round)
             folder.mkdir(parents=True, exist_ok=True)
             stored = folder / f"{site}-{uuid.uuid4().hex[:8]}.ct"

@@ -174,10 +174,12 @@ class SiteAgent:
         """Download, decrypt and publish a global version, then evaluate it locally."""
         self._phase("downloading")
         path = self.settings.work_dir / "downloads" / f"global-v{version:05d}.lwe"
-        self.federation.download_global(version, path, self.settings.max_download_bytes)
+        downloaded = self.federation.download_global(version, path,
+                                                     self.settings.max_download_bytes)
         self._phase("decrypting")
         started = time.perf_counter()
-        vector = self.cipher.decrypt_average(path, self.spec.layout_hash)
+        vector = self.cipher.decrypt_average(path, self.spec.layout_hash,
+                                             digest_checked=downloaded.trailer_ok)
         metrics.DECRYPT_SECONDS.observe(time.perf_counter() - started)
         path.unlink(missing_ok=True)
         self.model.load_state_dict(self.layout.unflatten(vector), strict=False)

@@ -122,9 +122,11 @@ class SiteCipher:
                         round_number=round_number, mask=mask, durable=False)
         return path
 
-    def decrypt_average(self, path: Path, layout_hash: str) -> np.ndarray:
-        """The FedAvg vector of a summed global ciphertext (float32, as the model holds it)."""
-        # The digest is checked while decrypting reads the body (iter_verified_batches).
+    def decrypt_average(self, path: Path, layout_hash: str,
+                        digest_checked: bool = False) -> np.ndarray:
+        """The FedAvg vector of a summed global ciphertext (float32, as the model holds it).
+        Its trailing digest is checked while the body is read, unless `digest_checked`: the
+        download already checked it as the bytes arrived (`Downloaded.trailer_ok`)."""
         header = open_verified(path, verify_digest=False).header
         found = header.layout_hash.hex()
         if found != layout_hash:
@@ -135,5 +137,6 @@ class SiteCipher:
             product = self._product.result()
             if product.round_number <= header.round_number:
                 self._product = None  # this round's, or an older one's: never needed again
-        vector, _weight = decrypt_fedavg_file(self.secret, path, self.codec, product)
+        vector, _weight = decrypt_fedavg_file(self.secret, path, self.codec, product,
+                                              verify_digest=not digest_checked)
         return vector

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import grpc
 
@@ -25,6 +25,15 @@ T = TypeVar("T")
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
              grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED,
              grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
+
+
+class Downloaded(NamedTuple):
+    """A downloaded file and whether it ends with the SHA-256 of the bytes before it, checked
+    as they arrived (ciphertext and plaintext-update files), so its reader need not hash it
+    again."""
+
+    path: Path
+    trailer_ok: bool
 
 
 class FederationRejected(UcadiError):
@@ -110,12 +119,12 @@ class FederationClient:
         self._retry("report metrics", lambda: self.stub.ReportMetrics(
             request, timeout=self.rpc_timeout_s))
 
-    def download_global(self, version: int, path: Path, max_bytes: int) -> Path:
+    def download_global(self, version: int, path: Path, max_bytes: int) -> Downloaded:
         """Fetch a global version into `path`, resuming after interruptions. Not fsynced: the
         site decrypts it at once, and after a crash downloads it again."""
         receiver = ChunkReceiver(path, max_bytes=max_bytes, resume=False, durable=False)
 
-        def attempt() -> Path:
+        def attempt() -> Downloaded:
             nonlocal receiver
             request = federation_pb2.DownloadGlobalRequest(version=version,
                                                            offset=receiver.received)
@@ -127,7 +136,7 @@ class FederationClient:
                 receiver = ChunkReceiver(path, max_bytes=max_bytes, resume=True,
                                          durable=False)
                 raise
-            return receiver.finish()
+            return Downloaded(receiver.finish(), receiver.trailer_ok)
 
         return self._retry(f"download version {version}", attempt)
 

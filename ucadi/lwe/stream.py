@@ -204,7 +204,11 @@ def read_ciphertext(path: Path, verify_digest: bool = True) -> Ciphertext:
     """A ciphertext file in memory (its digest checked unless the caller already did)."""
     ct = open_verified(path, verify_digest=False)
     batches = ct.iter_verified_batches() if verify_digest else ct.iter_body_batches()
-    return Ciphertext(ct.header, ct.seeds, np.concatenate(list(batches)))
+    body, position = np.empty(ct.header.body_slots, dtype=np.uint64), 0
+    for batch in batches:  # filled in place: no list of batches and second whole-body copy
+        body[position:position + batch.size] = batch
+        position += batch.size
+    return Ciphertext(ct.header, ct.seeds, body)
 
 
 def sum_files(paths: Sequence[Path], out_path: Path) -> CiphertextHeader:
@@ -228,9 +232,11 @@ def decrypt_file(secret: SecretKey, path: Path) -> np.ndarray:
 
 
 def decrypt_fedavg_file(secret: SecretKey, path: Path, codec: FixedPointCodec,
-                        product: DecryptionProduct | None = None) -> tuple[np.ndarray, int]:
+                        product: DecryptionProduct | None = None, verify_digest: bool = True
+                        ) -> tuple[np.ndarray, int]:
     """(FedAvg vector as float32, total weight) from a whole-vector summed ciphertext file;
-    `product`: the round's decryption product prepared ahead (prepared.prepare_product)."""
+    `product`: the round's decryption product prepared ahead (prepared.prepare_product);
+    `verify_digest=False` only when the caller checked the trailing digest itself."""
     ct = open_verified(path, verify_digest=False)
     header = ct.header
     if (header.block_start, header.block_stop) != (0, header.total_blocks):
@@ -249,8 +255,8 @@ def decrypt_fedavg_file(secret: SecretKey, path: Path, codec: FixedPointCodec,
     scale = 2.0 ** -codec.frac_bits / weight
     out = np.empty(header.slot_count - 1, dtype=np.float32)
     position = 0
-    for slots in iter_decrypted_batches(secret, header, ct.seeds, ct.iter_verified_batches(),
-                                        product):
+    batches = ct.iter_verified_batches() if verify_digest else ct.iter_body_batches()
+    for slots in iter_decrypted_batches(secret, header, ct.seeds, batches, product):
         take = min(slots.size, out.size - position)
         np.multiply(slots[:take], scale, out=out[position:position + take], casting="unsafe")
         position += take
