@@ -11,9 +11,11 @@ that pause, so encrypting at upload time and decrypting the sum are each one pas
 Where that prepared work takes longer than the pause (46 M values on 2 shared cores), the pause
 lasts until it is done, since real local training outlasts it by far; its cost is printed
 beside the result so it is not hidden. The same run measures the
-encryption-off mode (plaintext updates, in-process sum at the aggregator) and Flower's FedAvg
-with three clients and the same number of parameters (bench.flower_baseline), so the ratios
-compare like with like on this machine.
+encryption-off mode (plaintext updates, in-process sum at the aggregator), the single-node
+encrypted deployment (ciphertexts summed in-process at the aggregator: the same topology as the
+plaintext mode, so that ratio is the cryptosystem's cost alone) and Flower's FedAvg with three
+clients and the same number of parameters (bench.flower_baseline), so the ratios compare like
+with like on this machine.
 """
 
 from __future__ import annotations
@@ -40,10 +42,14 @@ PHASES = ["opened", "base", "trained", "encoded", "uploaded", "sealed", "downloa
 TRAINING_PAUSE_S = 0.3
 GOAL_ENCRYPTED_VS_PLAIN = 1.5
 COMPACT = "encrypted, compact"
-# (label, LWE parameter set or None for plaintext): the default set (up to 1,000 sites; 6.5
-# bytes per value up, 5.5 down) carries the goal; the compact one (up to 64 sites; 5.5 up, 5
-# down) is shown beside it.
-MODES = [("encrypted", "rlwe-n4096-q56"), (COMPACT, "rlwe-n4096-q48"), ("plaintext", None)]
+SINGLE_NODE = "encrypted, single node"
+# (label, LWE parameter set or None for plaintext, sum in the aggregator): the default set (up
+# to 1,000 sites; 6.5 bytes per value up, 5.5 down) through the crypto service carries the
+# goal. Shown beside it: the compact set (up to 64 sites; 5.5 up, 5 down), and the single-node
+# deployment, where the aggregator adds the ciphertexts in-process as the plaintext mode adds
+# plaintexts, so the two differ only in the cryptosystem, not in the number of services.
+MODES = [("encrypted", "rlwe-n4096-q56", False), (COMPACT, "rlwe-n4096-q48", False),
+         (SINGLE_NODE, "rlwe-n4096-q56", True), ("plaintext", None, False)]
 
 
 def _site(site: str, pki: str, aggregator: str, crypto: str, work: str, encrypted: bool,
@@ -152,10 +158,11 @@ def _check_all_summed(path: Path, encrypted: bool, round_number: int) -> None:
                            "site updates")
 
 
-def measure_round_seconds(arch: str, preset: str, parameter_set: str | None, rounds: int
-                          ) -> tuple[list[float], dict[str, float]]:
+def measure_round_seconds(arch: str, preset: str, parameter_set: str | None, rounds: int,
+                          sum_in_aggregator: bool = False) -> tuple[list[float], dict[str, float]]:
     """Per-round overhead (seconds) of our federation for one model size, encrypted under
-    `parameter_set` (None: plaintext), and the median seconds a site spends in each phase."""
+    `parameter_set` (None: plaintext), and the median seconds a site spends in each phase;
+    `sum_in_aggregator`: the single-node deployment (no sum service)."""
     encrypted = parameter_set is not None
     from ucadi.demo.federation import FederationPlan, LocalFederation
 
@@ -164,7 +171,7 @@ def measure_round_seconds(arch: str, preset: str, parameter_set: str | None, rou
                               rounds=rounds, min_sites=len(SITES), arch=arch,
                               model_preset=preset, encryption=encrypted,
                               parameter_set=parameter_set or "",
-                              federation_id="bench",
+                              federation_id="bench", sum_in_aggregator=sum_in_aggregator,
                               recipe={"total_epochs": rounds, "warmup_epochs": 0})
         federation = LocalFederation(plan)
         federation.provision()
@@ -211,16 +218,16 @@ def run(quick: bool) -> list[str]:
         # The small model runs each mode in three interleaved blocks, so a change in the
         # shared machine's load during the run falls on every mode alike.
         blocks, rounds = (3, 5) if "0.73" in label else (1, 2)
-        seconds: dict[str, list[float]] = {mode: [] for mode, _ in MODES}
-        phases: dict[str, list[dict[str, float]]] = {mode: [] for mode, _ in MODES}
+        seconds: dict[str, list[float]] = {mode: [] for mode, _, _ in MODES}
+        phases: dict[str, list[dict[str, float]]] = {mode: [] for mode, _, _ in MODES}
         for _ in range(blocks):
-            for mode, parameter_set in MODES:
+            for mode, parameter_set, single_node in MODES:
                 block_seconds, block_phases = measure_round_seconds(arch, preset, parameter_set,
-                                                                    rounds)
+                                                                    rounds, single_node)
                 seconds[mode] += block_seconds
                 phases[mode].append(block_phases)
         medians = {}
-        for mode, _ in MODES:
+        for mode, _, _ in MODES:
             medians[mode] = statistics.median(seconds[mode])
             phase = {k: statistics.median(p[k] for p in phases[mode]) for k in phases[mode][0]}
             print(f"{label}, {mode}: " + ", ".join(f"{s:.2f}" for s in seconds[mode])
@@ -232,7 +239,9 @@ def run(quick: bool) -> list[str]:
         line = (f"round overhead {label}: encrypted {medians['encrypted']:.2f} s, plaintext "
                 f"{plain:.2f} s, ratio {ratio:.2f}x (goal <= {GOAL_ENCRYPTED_VS_PLAIN}x: "
                 f"{verdict}); compact parameter set (<= 64 sites) "
-                f"{medians[COMPACT] / plain:.2f}x; made during training, per site on one "
+                f"{medians[COMPACT] / plain:.2f}x; single node (sum in the aggregator, like the "
+                f"plaintext mode) {medians[SINGLE_NODE]:.2f} s, "
+                f"{medians[SINGLE_NODE] / plain:.2f}x; made during training, per site on one "
                 f"thread: encryption mask + decryption product "
                 f"{_prepared_seconds(arch, preset):.2f} s")
         line += _flower_comparison(plain, _value_count(arch, preset), blocks * rounds)

@@ -48,6 +48,9 @@ DEFAULTS: dict[str, Any] = {
         "health_address": "",
         "tls_dir": "",
         "state_dir": "var/aggregator",
+        # The crypto service's SumService, HOST:PORT; several, comma-separated: replicas that
+        # each sum a block range. "" = single node: the aggregator adds the ciphertexts itself
+        # and does not ask the key service whether a joining site was approved.
         "crypto_address": "127.0.0.1:7444",
     },
 }

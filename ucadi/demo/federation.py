@@ -52,6 +52,9 @@ class FederationPlan:
     federation_id: str = "ucadi-demo"
     # False only to measure what encryption costs (bench): the aggregator then reads updates.
     encryption: bool = True
+    # True: the single-node deployment, where the aggregator adds ciphertexts in-process and
+    # the crypto service only keeps the wrapped keys (bench: the cost of the separate service).
+    sum_in_aggregator: bool = False
 
 
 class LocalFederation:
@@ -116,6 +119,8 @@ class LocalFederation:
             "encryption": {"enabled": plan.encryption, "parameter_set": self.secret.params.name,
                            "key_id": self.secret.key_id_hex},
         }
+        if plan.sum_in_aggregator:
+            config["server"] = {"crypto_address": ""}
         path = self.root / "aggregator.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         return path
@@ -126,11 +131,12 @@ class LocalFederation:
 
     def start_aggregator_on(self, port: int) -> ServiceProcess:
         """The aggregator on `port` (a restart keeps its address and its state folder)."""
+        sums = [] if self.plan.sum_in_aggregator else ["--crypto", self.processes["crypto"].target]
         process = start_service("aggregator", "aggregator", [
             "--config", str(self.aggregator_config()),
             "--state-dir", str(self.root / "aggregator"), "--address", f"127.0.0.1:{port}",
             "--metrics-address", "127.0.0.1:0", "--tls-dir", str(self.pki / "aggregator"),
-            "--crypto", self.processes["crypto"].target], self.logs)
+            *sums], self.logs)
         self.processes["aggregator"] = process
         return process
 
