@@ -11,6 +11,7 @@ import pytest
 from federation_probe import ProbeSite
 
 from ucadi.demo.federation import FederationPlan, LocalFederation
+from ucadi.errors import UcadiError
 from ucadi.lwe import EncodingError
 from ucadi.ops.pki import create_ca, issue_certificate
 from ucadi.ops.tls import secure_channel
@@ -83,6 +84,26 @@ def test_site_without_a_wrapped_key_cannot_join(federation):
     assert code_of(lambda: stub.Join(federation_pb2.JoinRequest(), timeout=10)) == \
         grpc.StatusCode.FAILED_PRECONDITION
     channel.close()
+
+
+def test_a_single_node_aggregator_still_asks_the_key_service_who_may_join(federation, tmp_path):
+    from services.aggregator.config import DEFAULTS, build_federation_config
+    from services.aggregator.crypto_backend import connect_crypto
+    from services.aggregator.local_backend import LocalSumBackend
+    from services.aggregator.store import AggregatorStore
+    from ucadi.ops.config import load_config
+
+    config = load_config(DEFAULTS, federation.aggregator_config())
+    config["server"].update(crypto_address="", key_address=federation.processes["crypto"].target)
+    fed_config = build_federation_config(config)
+    store = AggregatorStore(tmp_path / "state")
+    tls = federation.tls("aggregator")
+    backend, _, approved = connect_crypto(config, tls, store, fed_config)
+    assert isinstance(backend, LocalSumBackend)
+    assert approved("optical-valley") is False  # no wrapped key for it yet
+    config["server"]["key_address"] = ""
+    with pytest.raises(UcadiError, match="key_address"):
+        connect_crypto(config, tls, store, fed_config)
 
 
 def test_bad_updates_are_refused_and_the_round_still_completes(federation, tmp_path):

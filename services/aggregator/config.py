@@ -49,9 +49,11 @@ DEFAULTS: dict[str, Any] = {
         "tls_dir": "",
         "state_dir": "var/aggregator",
         # The crypto service's SumService, HOST:PORT; several, comma-separated: replicas that
-        # each sum a block range. "" = single node: the aggregator adds the ciphertexts itself
-        # and does not ask the key service whether a joining site was approved.
+        # each sum a block range. "" = single node: the aggregator adds the ciphertexts itself.
         "crypto_address": "127.0.0.1:7444",
+        # The key service that approves joining sites (a wrapped key for the site must exist);
+        # "" = the first crypto_address. Required on a single node.
+        "key_address": "",
     },
 }
 

@@ -113,16 +113,22 @@ def connect_crypto(config: dict[str, Any], tls: TLSFiles | None, store: Aggregat
                                              Callable[[str], bool]]:
     """(sum backend, ciphertext header reader, site approval check) for this deployment.
 
-    No crypto address: ciphertexts are added in-process (single node). Encryption off:
-    plaintext updates (benchmarking only).
+    No crypto address: ciphertexts are added in-process (single node); sites are still
+    approved by the key service (server.key_address). Encryption off: plaintext updates
+    (benchmarking only).
     """
     if not federation.encryption["enabled"]:
         return PlainSumBackend(store), read_plain_facts, lambda site: True
     targets = [t.strip() for t in config["server"]["crypto_address"].split(",") if t.strip()]
-    if not targets:
-        return LocalSumBackend(store), read_facts, lambda site: True
+    keys = config["server"].get("key_address", "").strip() or (targets[0] if targets else "")
+    if not keys:
+        raise UcadiError("a joining site's key approval is checked at the key service: set "
+                         "server.crypto_address, or server.key_address on a single node")
     if tls is None:
         raise UcadiError("the crypto service needs mutual TLS: set server.tls_dir")
+    approval = KeyApproval(keys, tls, federation.encryption["key_id"])
+    if not targets:
+        return LocalSumBackend(store), read_facts, approval
     backend = GrpcSumBackend(targets, tls, federation.federation_id, federation.model,
                              federation.encryption)
-    return backend, read_facts, KeyApproval(targets[0], tls, federation.encryption["key_id"])
+    return backend, read_facts, approval

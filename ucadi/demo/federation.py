@@ -120,7 +120,8 @@ class LocalFederation:
                            "key_id": self.secret.key_id_hex},
         }
         if plan.sum_in_aggregator:
-            config["server"] = {"crypto_address": ""}
+            config["server"] = {"crypto_address": "",
+                                "key_address": self.processes["crypto"].target}
         path = self.root / "aggregator.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         return path
