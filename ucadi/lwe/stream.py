@@ -106,6 +106,11 @@ class CiphertextFile:
                 raise CiphertextFormatError(
                     f"{self.path.name}: digest mismatch, corrupted or tampered")
 
+    def iter_whole_body(self, verify_digest: bool) -> Iterator[np.ndarray]:
+        """The whole body, batch by batch: hashed as it is read (iter_verified_batches), or
+        not, when the caller already checked the trailing digest."""
+        return self.iter_verified_batches() if verify_digest else self.iter_body_batches()
+
 
 def open_verified(path: Path, verify_digest: bool = True) -> CiphertextFile:
     """Parse a ciphertext file's header, check its size and (unless the caller reads it with
@@ -203,7 +208,7 @@ def write_ciphertext(path: Path, ciphertext: Ciphertext) -> CiphertextHeader:
 def read_ciphertext(path: Path, verify_digest: bool = True) -> Ciphertext:
     """A ciphertext file in memory (its digest checked unless the caller already did)."""
     ct = open_verified(path, verify_digest=False)
-    batches = ct.iter_verified_batches() if verify_digest else ct.iter_body_batches()
+    batches = ct.iter_whole_body(verify_digest)
     body, position = np.empty(ct.header.body_slots, dtype=np.uint64), 0
     for batch in batches:  # filled in place: no list of batches and second whole-body copy
         body[position:position + batch.size] = batch
@@ -255,7 +260,7 @@ def decrypt_fedavg_file(secret: SecretKey, path: Path, codec: FixedPointCodec,
     scale = 2.0 ** -codec.frac_bits / weight
     out = np.empty(header.slot_count - 1, dtype=np.float32)
     position = 0
-    batches = ct.iter_verified_batches() if verify_digest else ct.iter_body_batches()
+    batches = ct.iter_whole_body(verify_digest)
     for slots in iter_decrypted_batches(secret, header, ct.seeds, batches, product):
         take = min(slots.size, out.size - position)
         np.multiply(slots[:take], scale, out=out[position:position + take], casting="unsafe")
