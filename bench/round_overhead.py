@@ -75,7 +75,7 @@ def _site_rounds(site: str, pki: str, aggregator: str, crypto: str, work: str, e
 
     torch.set_num_threads(1)
     tls = TLSFiles.from_dir(Path(pki) / site)
-    client = FederationClient(aggregator, tls)
+    client = FederationClient(aggregator, tls, sum_target=crypto if encrypted else "")
     cipher = SiteCipher(obtain_secret(crypto, tls, Path(work), wait_s=300),
                         Path(work) / "lwe") if encrypted else None
     joined = client.join(SITE_WEIGHT, "bench")

@@ -66,6 +66,14 @@ class ProbeSite:
                 sha256=hashlib.sha256(payload).hexdigest()))
         return self.stub.UploadUpdate(messages(), timeout=60)
 
+    def record(self, header: federation_pb2.UpdateHeader, payload: bytes
+               ) -> federation_pb2.UploadReceipt:
+        """Record `payload` as sent to the sum service (header.contributed, no chunks)."""
+        header.total_size = len(payload)
+        header.sha256 = hashlib.sha256(payload).hexdigest()
+        return self.stub.UploadUpdate(iter([federation_pb2.UploadUpdateRequest(header=header)]),
+                                      timeout=60)
+
     def encrypted_update(self, round_number: int, path: Path) -> bytes:
         """A valid ciphertext of the initial model, weighted by this site's cases."""
         self.cipher.encrypt_to_file(self.vector, weight=self.train_cases,

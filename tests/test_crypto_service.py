@@ -82,7 +82,7 @@ def test_the_key_service_stores_nothing_that_is_the_secret(
 
 
 def test_roles_are_enforced_from_the_certificate(crypto_server: RunningServer,
-                                                 federation_pki: Path) -> None:
+                                                 federation_pki: Path, tmp_path: Path) -> None:
     pem = generate_site_key_pair().public_pem()
     with pytest.raises(CryptoServiceError) as denied:
         _keys(crypto_server, federation_pki, "custodian").register_site_key(pem)
@@ -94,6 +94,14 @@ def test_roles_are_enforced_from_the_certificate(crypto_server: RunningServer,
         with pytest.raises(CryptoServiceError) as denied:
             _sums(crypto_server, federation_pki, who).status("fed", 1)
         assert denied.value.code == grpc.StatusCode.PERMISSION_DENIED
+    # A site may send its own ciphertext (here to a round never opened), never another's.
+    site = _sums(crypto_server, federation_pki, "main-campus")
+    (tmp_path / "update.ct").write_bytes(b"not read before the caller is checked")
+    for named, code in (("nccid-uk", grpc.StatusCode.PERMISSION_DENIED),
+                        ("main-campus", grpc.StatusCode.NOT_FOUND)):
+        with pytest.raises(CryptoServiceError) as refused:
+            site.add_contribution("fed", 1, named, tmp_path / "update.ct")
+        assert refused.value.code == code, refused.value
 
 
 def test_rotation_activates_a_new_key_id_and_keeps_the_old_one_fetchable(

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.crypto.sumstore import RoundSpec, RoundStateError, SumStore
+from services.crypto.sumstore import DuplicateSiteError, RoundSpec, RoundStateError, SumStore
+from ucadi.errors import UcadiError
 from ucadi.lwe import PlainSlots, from_bytes, generate_secret_key, to_bytes
 from ucadi.lwe.errors import CiphertextMismatchError, DuplicateContributionError
 from ucadi.lwe.serialization import serialized_size
@@ -120,4 +121,40 @@ def test_the_sealed_sum_is_sent_at_the_sum_width_and_a_sum_posing_as_a_contribut
     with pytest.raises(CiphertextMismatchError, match="not a sum of 2"):
         store.add_contribution("fed", 2, "site0", iter_file_chunks(tmp_path / "sum2.ct"))
     assert store.status("fed", 2).sites == ()
+    store.close()
+
+
+def test_a_seal_keeps_exactly_the_accepted_sites_and_the_aggregator_replaces_a_sites_own(
+        tmp_path: Path):
+    """Sites may add their own ciphertexts; only those the aggregator accepted are summed."""
+    store = SumStore(tmp_path / "state")
+    store.open_round(_spec())
+    plains = {name: np.arange(SLOTS) * (k + 1) for k, name in enumerate(["a", "b", "c"])}
+    for name in ("a", "b"):  # each site sent its own
+        store.add_contribution("fed", 1, name, iter_file_chunks(
+            _contribution(tmp_path, name, plains[name])))
+    # The aggregator refused a's own and accepted another upload from a: it replaces it.
+    accepted = _contribution(tmp_path, "a-accepted", plains["c"])
+    digest = hashlib.sha256(accepted.read_bytes()).hexdigest()
+    with pytest.raises(UcadiError, match="is not the"):
+        store.add_contribution("fed", 1, "a", iter_file_chunks(accepted), "0" * 64)
+    _, added = store.add_contribution("fed", 1, "a", iter_file_chunks(accepted), digest)
+    assert added == digest
+    for vouched in (digest, ""):  # the same again, or a site's own: one contribution each
+        with pytest.raises(DuplicateSiteError):
+            store.add_contribution("fed", 1, "a", iter_file_chunks(accepted), vouched)
+    assert dict(zip(store.status("fed", 1).sites, store.status("fed", 1).digests,
+                    strict=True))["a"] == digest
+    with pytest.raises(RoundStateError, match="no contribution from c"):
+        store.seal("fed", 1, ["a", "c"])
+    assert store.status("fed", 1).state == "open", "a refused seal changes nothing"
+
+    sealed = store.seal("fed", 1, ["a"])  # b's own was never accepted: left out
+    assert sealed.state.sites == ("a",)
+    (tmp_path / "sum.ct").write_bytes(sealed.data)
+    assert np.array_equal(decrypt_file(SECRET, tmp_path / "sum.ct"), plains["c"])
+    store.close()
+    store = SumStore(tmp_path / "state")  # the discarded file is gone, the seal repeats
+    assert store.seal("fed", 1).state.sites == ("a",)
+    assert len(list((tmp_path / "state" / "rounds" / "fed" / "1").glob("b-*"))) == 0
     store.close()

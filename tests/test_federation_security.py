@@ -16,6 +16,7 @@ from ucadi.lwe import EncodingError
 from ucadi.ops.pki import create_ca, issue_certificate
 from ucadi.ops.tls import secure_channel
 from ucadi.v1 import common_pb2, crypto_pb2, crypto_pb2_grpc, federation_pb2, federation_pb2_grpc
+from ucadi.wire.crypto_client import CryptoServiceError, SumClient
 
 pytestmark = pytest.mark.slow
 SITES = ["main-campus", "optical-valley"]
@@ -106,6 +107,14 @@ def test_a_single_node_aggregator_still_asks_the_key_service_who_may_join(federa
         connect_crypto(config, tls, store, fed_config)
 
 
+def _sum_status(federation: LocalFederation, fed_id: str, round_number: int):
+    channel = secure_channel(federation.processes["crypto"].target, federation.tls("aggregator"))
+    try:
+        return SumClient(channel).status(fed_id, round_number)
+    finally:
+        channel.close()
+
+
 def test_bad_updates_are_refused_and_the_round_still_completes(federation, tmp_path):
     # The probe joins first, so round 1 cannot seal without it: it is expected in every round.
     probe = ProbeSite(federation, PROBE)
@@ -127,13 +136,35 @@ def test_bad_updates_are_refused_and_the_round_still_completes(federation, tmp_p
                                      layout_hash=header().layout_hash, path=tmp_path / "nan")
     assert not (tmp_path / "nan").exists(), "nothing is produced from a NaN update"
     first = probe.encrypted_update(1, tmp_path / "r1.lwe")
+    own = probe.encrypted_update(1, tmp_path / "own.lwe")  # the same update, fresh randomness
+    fed_id = probe.joined.federation_id
+    assert probe.joined.contribute_to_sum, "one sum service: sites send ciphertexts there"
+    sums_channel = secure_channel(federation.processes["crypto"].target, federation.tls(PROBE))
+    sums = SumClient(sums_channel)
+    with pytest.raises(CryptoServiceError) as posing:
+        sums.add_contribution(fed_id, 1, "main-campus", tmp_path / "own.lwe")
+    assert posing.value.code == grpc.StatusCode.PERMISSION_DENIED
+    assert code_of(lambda: probe.record(header(contributed=True), own)) == \
+        grpc.StatusCode.FAILED_PRECONDITION, "recorded before the sum service holds it"
+    assert code_of(lambda: send(header(contributed=True), own)) == \
+        grpc.StatusCode.INVALID_ARGUMENT, "a recorded upload carries no chunks"
+    sums.add_contribution(fed_id, 1, PROBE, tmp_path / "own.lwe")
+    assert code_of(lambda: probe.record(header(contributed=True, base_version=3), own)) == \
+        grpc.StatusCode.FAILED_PRECONDITION, "the aggregator still validates the header"
+    # The upload the aggregator accepts replaces the one the probe sent itself.
     receipt = send(header(), first)
     assert receipt.site == PROBE, "the identity comes from the certificate"
     assert code_of(lambda: send(header(), first)) == grpc.StatusCode.ALREADY_EXISTS
     federation.wait_for(lambda s: s.current.round == 2, timeout=300, poll_s=0.3)
+    held = _sum_status(federation, fed_id, 1)
+    assert dict(zip(held.sites, held.sha256, strict=True))[PROBE] == \
+        hashlib.sha256(first).hexdigest()
     assert code_of(lambda: send(header(round=2, base_version=1), first)) == \
         grpc.StatusCode.ALREADY_EXISTS, "a replayed ciphertext is refused"
-    send(header(round=2, base_version=1), probe.encrypted_update(2, tmp_path / "r2.lwe"))
+    second = probe.encrypted_update(2, tmp_path / "r2.lwe")
+    sums.add_contribution(fed_id, 2, PROBE, tmp_path / "r2.lwe")
+    assert probe.record(header(round=2, base_version=1, contributed=True), second).site == PROBE
+    sums_channel.close()
     status = federation.wait_for(
         lambda s: s.current.state == federation_pb2.ROUND_STATE_COMPLETED, timeout=300)
     assert [sorted(r.uploaded_sites) for r in status.rounds] == [sorted([*SITES, PROBE])] * 2

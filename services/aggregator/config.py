@@ -54,6 +54,11 @@ DEFAULTS: dict[str, Any] = {
         # The key service that approves joining sites (a wrapped key for the site must exist);
         # "" = the first crypto_address. Required on a single node.
         "key_address": "",
+        # Sites send their ciphertexts to the SumService themselves (at the crypto address they
+        # fetch their key from) and only record them here, so the bytes skip the aggregator.
+        # Applies with one crypto_address; false, several replicas or a single node: sites
+        # upload here and the aggregator passes the ciphertexts on.
+        "site_contributions": True,
     },
 }
 

@@ -4,6 +4,7 @@ with, and the errors that become gRPC statuses."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -43,17 +44,26 @@ class SumBackend(Protocol):
     def open_round(self, round_number: int) -> None:
         """Prepare an accumulator for a round (idempotent)."""
 
-    def add(self, round_number: int, site: str, path: Path, streamed: Any = None) -> None:
-        """Add a site's ciphertext (stored at `path`); a repeat of an already added (round,
-        site) is a no-op. `streamed`: what `stream` returned for this upload, to be committed
-        instead of sending the file again."""
+    def add(self, round_number: int, site: str, path: Path, streamed: Any = None,
+            sha256: str = "") -> None:
+        """Add a site's accepted ciphertext (stored at `path`, digest `sha256`); a repeat of
+        an already added (round, site) is a no-op. `streamed`: what `stream` returned for this
+        upload, to be committed instead of sending the file again."""
 
-    def stream(self, round_number: int, site: str) -> Any:
+    def stream(self, round_number: int, site: str, sha256: str = "") -> Any:
         """Start passing an arriving upload on to the sum as its chunks come (`send(chunk)`,
         `abort()`), or None where the backend sums stored files only."""
 
-    def seal(self, round_number: int, out_path: Path) -> None:
-        """Write the round's summed ciphertext to out_path (repeatable, same result)."""
+    def seal(self, round_number: int, out_path: Path, sites: Sequence[str]) -> None:
+        """Write the sum of the round's accepted uploads (those of `sites`) to out_path
+        (repeatable, same result)."""
+
+    def takes_site_contributions(self) -> bool:
+        """Whether sites send their ciphertexts to the sum themselves (then only recorded
+        here, once `contribution_digest` shows the sum holds them)."""
+
+    def contribution_digest(self, round_number: int, site: str) -> str | None:
+        """Hex SHA-256 of the site's ciphertext the sum holds for the round, or None."""
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ and the key service's site approvals.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,8 @@ class GrpcSumBackend:
     """SumBackend over one SumService, or several replicas each summing a block range."""
 
     def __init__(self, targets: list[str], tls: TLSFiles, federation: str,
-                 model: dict[str, Any], encryption: dict[str, Any]) -> None:
+                 model: dict[str, Any], encryption: dict[str, Any],
+                 site_contributions: bool = True) -> None:
         self.federation = federation
         self.model = model
         self.encryption = encryption
@@ -44,6 +45,8 @@ class GrpcSumBackend:
         # One replica takes whole files; several take block ranges cut from each upload.
         self.sums: SumClient | ShardedSumClient = (
             replicas[0] if len(replicas) == 1 else ShardedSumClient(replicas))
+        # Sites send whole ciphertexts; block ranges for replicas are cut here.
+        self.site_contributions = site_contributions and isinstance(self.sums, SumClient)
         self._opened: set[int] = set()
 
     def close(self) -> None:
@@ -62,7 +65,7 @@ class GrpcSumBackend:
         self._opened.add(round_number)
 
     def add(self, round_number: int, site: str, path: Path,
-            streamed: StreamedContribution | None = None) -> None:
+            streamed: StreamedContribution | None = None, sha256: str = "") -> None:
         """Add a site's ciphertext: commit the stream that passed it on as it arrived, or
         (none, or it failed on the way) send the stored file; one already added before a
         restart counts as done."""
@@ -78,22 +81,38 @@ class GrpcSumBackend:
                         raise  # the service judged the ciphertext: sending it again changes nothing
             elif streamed is not None:
                 streamed.abort()
-            self.sums.add_contribution(self.federation, round_number, site, path)
+            if isinstance(self.sums, SumClient):
+                self.sums.add_contribution(self.federation, round_number, site, path,
+                                           sha256=sha256)
+            else:
+                self.sums.add_contribution(self.federation, round_number, site, path)
         except CryptoServiceError as exc:
             if exc.code != grpc.StatusCode.ALREADY_EXISTS:
                 raise
 
-    def stream(self, round_number: int, site: str) -> StreamedContribution | None:
+    def stream(self, round_number: int, site: str,
+               sha256: str = "") -> StreamedContribution | None:
         """Pass an arriving upload on to the sum service chunk by chunk (one replica only:
         sharded replicas take block ranges cut from the stored file)."""
         if not isinstance(self.sums, SumClient):
             return None
         self.open_round(round_number)
-        return self.sums.stream_contribution(self.federation, round_number, site)
+        return self.sums.stream_contribution(self.federation, round_number, site, sha256)
 
-    def seal(self, round_number: int, out_path: Path) -> None:
-        """Seal the round (every replica) into one verified sum ciphertext."""
-        self.sums.seal(self.federation, round_number, out_path)
+    def seal(self, round_number: int, out_path: Path, sites: Sequence[str]) -> None:
+        """Seal the round (every replica) into one verified sum ciphertext of exactly the
+        accepted `sites` (a contribution a site sent but whose upload was refused is left out)."""
+        self.sums.seal(self.federation, round_number, out_path, sites)
+
+    def takes_site_contributions(self) -> bool:
+        """Whether sites send their ciphertexts to the (one) SumService themselves."""
+        return self.site_contributions
+
+    def contribution_digest(self, round_number: int, site: str) -> str | None:
+        """Hex SHA-256 of the site's contribution the SumService holds for the round."""
+        if not isinstance(self.sums, SumClient):
+            return None
+        return self.sums.contribution_digest(self.federation, round_number, site)
 
 
 class KeyApproval:
@@ -130,5 +149,6 @@ def connect_crypto(config: dict[str, Any], tls: TLSFiles | None, store: Aggregat
     if not targets:
         return LocalSumBackend(store), read_facts, approval
     backend = GrpcSumBackend(targets, tls, federation.federation_id, federation.model,
-                             federation.encryption)
+                             federation.encryption,
+                             site_contributions=bool(config["server"]["site_contributions"]))
     return backend, read_facts, approval

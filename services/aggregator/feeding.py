@@ -75,7 +75,8 @@ class SumFeeder:
             with tracer(__name__).start_as_current_span("sum-contribution") as span:
                 span.set_attribute("ucadi.site", upload.site)
                 span.set_attribute("ucadi.round", upload.round)
-                self.backend.add(upload.round, upload.site, upload.path, streamed)
+                self.backend.add(upload.round, upload.site, upload.path, streamed,
+                                 upload.sha256)
         finally:
             if token is not None:
                 otel_context.detach(token)

@@ -8,6 +8,7 @@ separately.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,15 +39,29 @@ class LocalSumBackend:
     def open_round(self, round_number: int) -> None:
         """Nothing to prepare: the uploads are already durable in the store."""
 
-    def add(self, round_number: int, site: str, path: Path, streamed: Any = None) -> None:
+    def add(self, round_number: int, site: str, path: Path, streamed: Any = None,
+            sha256: str = "") -> None:
         """Nothing to do until sealing: the store keeps the file."""
 
-    def stream(self, round_number: int, site: str) -> None:
+    def stream(self, round_number: int, site: str, sha256: str = "") -> None:
         """Nothing is summed before the seal, so nothing is streamed."""
 
-    def seal(self, round_number: int, out_path: Path) -> None:
-        """Homomorphically add the round's accepted ciphertexts into out_path."""
-        sum_files([upload.path for upload in self.store.uploads(round_number)], out_path)
+    def seal(self, round_number: int, out_path: Path, sites: Sequence[str] = ()) -> None:
+        """Homomorphically add the round's accepted ciphertexts (its stored uploads, which
+        are exactly `sites`') into out_path."""
+        sum_files(self._stored(round_number), out_path)
+
+    def _stored(self, round_number: int) -> list[Path]:
+        return [upload.path for upload in self.store.uploads(round_number)
+                if upload.path is not None]
+
+    def takes_site_contributions(self) -> bool:
+        """No: the uploads arrive here and are summed here."""
+        return False
+
+    def contribution_digest(self, round_number: int, site: str) -> str | None:
+        """Sites never add at this backend themselves."""
+        return None
 
 
 def read_plain_facts(path: Path, digest_checked: bool = False) -> CiphertextFacts:
@@ -60,6 +75,6 @@ def read_plain_facts(path: Path, digest_checked: bool = False) -> CiphertextFact
 class PlainSumBackend(LocalSumBackend):
     """Adds plaintext updates (encryption-off benchmark mode only)."""
 
-    def seal(self, round_number: int, out_path: Path) -> None:
+    def seal(self, round_number: int, out_path: Path, sites: Sequence[str] = ()) -> None:
         """Add the round's plaintext updates into out_path."""
-        sum_plain([upload.path for upload in self.store.uploads(round_number)], out_path)
+        sum_plain(self._stored(round_number), out_path)

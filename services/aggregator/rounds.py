@@ -21,7 +21,9 @@
 Its settings, inputs and answers (FederationConfig, CiphertextFacts, SumBackend, RoundView and
 the errors) are defined in `contracts.py`. The coordinator never sees a plaintext: uploads are
 ciphertext files handed to a `SumBackend` (the crypto service's SumService) by a `SumFeeder`
-(`feeding.py`) and the sealed sum is stored as the next global version.
+(`feeding.py`), or ciphertexts a site added at the SumService itself and only recorded here
+(`record_contribution`); the seal names the accepted sites, so a contribution the round
+refused is left out, and the sealed sum is stored as the next global version.
 All state lives in `AggregatorStore`; after a restart `recover()` re-feeds uploads the sum
 service has not acknowledged (it answers duplicates idempotently) and resumes a seal.
 """
@@ -244,12 +246,12 @@ class RoundCoordinator:
                                  "replay", "ALREADY_EXISTS")
         return self.store.partial_upload_path(current.round, site)
 
-    def stream_upload(self, round_number: int, site: str) -> Any:
+    def stream_upload(self, round_number: int, site: str, sha256: str) -> Any:
         """Start passing an arriving upload on to the sum service (or None): accept_upload
         then commits it, a rejection aborts it (SumBackend.stream). If the sum service cannot
         take it now, the stored file is fed after acceptance as usual."""
         try:
-            return self.backend.stream(round_number, site)
+            return self.backend.stream(round_number, site, sha256)
         except UcadiError as exc:
             log.warning("round %d: %s's upload is not streamed to the sum (%s); its stored "
                         "file will be fed", round_number, site, exc)
@@ -296,11 +298,41 @@ class RoundCoordinator:
                                   size=assembled.stat().st_size, sha256=file_digest(assembled),
                                   num_samples=header.num_samples, local_epochs=header.local_epochs,
                                   received=self.clock())
-            self.store.commit_upload(assembled, record)
-            metrics.UPLOAD_BYTES.labels(self.config.federation_id).inc(record.size)
-            metrics.SITE_LAST_ROUND.labels(self.config.federation_id, site).set(record.round)
-            self._publish_metrics()
-            self._notify()
+            self._record(record, assembled)
+        return record
+
+    def _record(self, record: UploadRecord, assembled: Path | None) -> None:
+        """Commit an accepted upload (holding `_changed`) and announce it."""
+        self.store.commit_upload(assembled, record)
+        metrics.UPLOAD_BYTES.labels(self.config.federation_id).inc(record.size)
+        metrics.SITE_LAST_ROUND.labels(self.config.federation_id, record.site).set(record.round)
+        self._publish_metrics()
+        self._notify()
+
+    def record_contribution(self, site: str, header: Any) -> UploadRecord:
+        """Record an upload the site added at the sum service itself (header.contributed):
+        validated like any upload, and only once the sum holds exactly this ciphertext."""
+        if not self.backend.takes_site_contributions():
+            raise RejectedUpload("this federation takes ciphertexts as UploadUpdate chunks "
+                                 "(JoinResponse.contribute_to_sum is false); send them here",
+                                 "malformed", "FAILED_PRECONDITION")
+        self.check_upload(site, header)
+        held = self.backend.contribution_digest(header.round, site)
+        if held != header.sha256:
+            what = "no contribution" if held is None else f"another ciphertext ({held[:12]}…)"
+            raise RejectedUpload(f"the sum service holds {what} from site {site!r} in round "
+                                 f"{header.round}, not sha256 {header.sha256[:12]}…; send it "
+                                 "with SumService.AddContribution first", "not_contributed",
+                                 "FAILED_PRECONDITION")
+        with self._changed:
+            self.check_upload(site, header)  # the round may have closed meanwhile
+            record = UploadRecord(round=header.round, site=site, path=None,
+                                  size=header.total_size, sha256=header.sha256,
+                                  num_samples=header.num_samples,
+                                  local_epochs=header.local_epochs, received=self.clock())
+            self._record(record, None)
+        log.info("round %d: recorded %s's update, added at the sum service (%d bytes)",
+                 record.round, site, record.size)
         return record
 
     def reject(self, reason: str) -> None:
@@ -364,7 +396,8 @@ class RoundCoordinator:
         tmp = out.with_suffix(".tmp")
         with tracer(__name__).start_as_current_span("seal") as span:
             span.set_attribute("ucadi.round", current.round)
-            self.backend.seal(current.round, tmp)
+            self.backend.seal(current.round, tmp,
+                              [u.site for u in self.store.uploads(current.round)])
         tmp.replace(out)
         with self._changed:
             current.sealed = self.clock()
@@ -384,6 +417,12 @@ class RoundCoordinator:
             self._notify()
 
     def _maybe_open(self, round_number: int, base_version: int, force: bool = False) -> None:
+        if not force and len(self._live_sites()) < self.config.min_sites:
+            return
+        try:  # before sites hear of the round: they may send ciphertexts to the sum at once
+            self.backend.open_round(round_number)
+        except UcadiError as exc:  # step() opens it on every pass; a site's send falls back
+            log.warning("round %d: the sum service did not open it yet (%s)", round_number, exc)
         with self._changed:
             live = self._live_sites()
             if not force and len(live) < self.config.min_sites:

@@ -82,7 +82,7 @@ class FederationServicer(federation_pb2_grpc.FederationServiceServicer):
             encryption=federation_pb2.EncryptionSpec(
                 enabled=enc["enabled"], parameter_set=enc["parameter_set"], key_id=enc["key_id"]),
             local_epochs=self.config.local_epochs, total_rounds=self.config.total_rounds,
-            site=site)
+            site=site, contribute_to_sum=self.rounds.backend.takes_site_contributions())
 
     @grpc_errors
     def Leave(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -124,11 +124,14 @@ class FederationServicer(federation_pb2_grpc.FederationServiceServicer):
             with tracer(__name__).start_as_current_span("upload") as span:
                 span.set_attribute("ucadi.site", site)
                 span.set_attribute("ucadi.round", header.round)
+                if header.contributed:
+                    record = self._record_contribution(site, header, request_iterator)
+                    return self._receipt(record, site)
                 partial = self.rounds.check_upload(site, header)
                 receiver = _resumable_receiver(partial, header, self.config.max_upload_bytes)
                 # A whole (not resumed) upload is passed on to the sum as it arrives.
                 streamed = None if receiver.received else self.rounds.stream_upload(
-                    header.round, site)
+                    header.round, site, header.sha256)
                 try:
                     assembled = _receive_upload(request_iterator, receiver, header, streamed)
                 except BaseException:
@@ -138,15 +141,24 @@ class FederationServicer(federation_pb2_grpc.FederationServiceServicer):
                 record = self.rounds.accept_upload(site, header, assembled,
                                                    digest_checked=receiver.trailer_ok,
                                                    streamed=streamed)
-            return federation_pb2.UploadReceipt(
-                round=record.round, site=site, stored_bytes=record.size, sha256=record.sha256,
-                uploads_in_round=len(self.rounds.store.uploads(record.round)))
+            return self._receipt(record, site)
         except RejectedUpload as exc:
             self.rounds.reject(exc.reason)
             context.abort(status_code(exc), str(exc))
         except UcadiError as exc:
             self.rounds.reject("invalid")
             context.abort(status_code(exc), str(exc))
+
+    def _record_contribution(self, site: str, header: Any, rest: Iterator[Any]) -> Any:
+        if next(rest, None) is not None:
+            raise RejectedUpload("an upload with header.contributed carries no chunks: its "
+                                 "ciphertext went to the SumService", "malformed")
+        return self.rounds.record_contribution(site, header)
+
+    def _receipt(self, record: Any, site: str) -> Any:
+        return federation_pb2.UploadReceipt(
+            round=record.round, site=site, stored_bytes=record.size, sha256=record.sha256,
+            uploads_in_round=len(self.rounds.store.uploads(record.round)))
 
     @grpc_errors
     def GetUploadOffset(self, request: Any, context: grpc.ServicerContext) -> Any:

@@ -64,7 +64,8 @@ class UploadRecord:
 
     round: int
     site: str
-    path: Path
+    # The stored ciphertext; None when the site added it at the sum service itself.
+    path: Path | None
     size: int
     sha256: str
     num_samples: int
@@ -195,17 +196,21 @@ class AggregatorStore:
         """Where an in-progress upload accumulates (kept across a crash for resumption)."""
         return self.upload_dir / f"r{round_number:05d}" / f"{site}.part"
 
-    def commit_upload(self, partial: Path, record: UploadRecord) -> None:
-        """Move a verified, fsynced upload into place and record it atomically."""
-        final = self.upload_dir / f"r{record.round:05d}" / f"{record.site}.lwe"
-        partial.replace(final)
-        fsync_dir(final.parent)
-        record.path = final
+    def commit_upload(self, partial: Path | None, record: UploadRecord) -> None:
+        """Move a verified, fsynced upload into place and record it atomically; `partial`
+        None: the site added the ciphertext at the sum service (recorded as summed, no file)."""
+        if partial is not None:
+            final = self.upload_dir / f"r{record.round:05d}" / f"{record.site}.lwe"
+            partial.replace(final)
+            fsync_dir(final.parent)
+            record.path = final
+        else:
+            record.path, record.summed = None, True
         self._tx([
             ("INSERT INTO uploads (round, site, path, size, sha256, num_samples, local_epochs, "
-             "received) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-             (record.round, record.site, str(final), record.size, record.sha256,
-              record.num_samples, record.local_epochs, record.received)),
+             "received, summed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             (record.round, record.site, str(record.path or ""), record.size, record.sha256,
+              record.num_samples, record.local_epochs, record.received, int(record.summed))),
             ("UPDATE sites SET last_round=MAX(last_round, ?) WHERE name=?",
              (record.round, record.site)),
             ("UPDATE rounds SET bytes_in=bytes_in+? WHERE round=?", (record.size, record.round)),
@@ -217,7 +222,8 @@ class AggregatorStore:
 
     def uploads(self, round_number: int) -> list[UploadRecord]:
         """Accepted uploads of a round."""
-        return [UploadRecord(round=r[0], site=r[1], path=Path(r[2]), size=r[3], sha256=r[4],
+        return [UploadRecord(round=r[0], site=r[1], path=Path(r[2]) if r[2] else None,
+                             size=r[3], sha256=r[4],
                              num_samples=r[5], local_epochs=r[6], received=r[7], summed=bool(r[8]))
                 for r in self._rows("SELECT round, site, path, size, sha256, num_samples, "
                                     "local_epochs, received, summed FROM uploads WHERE round=? "

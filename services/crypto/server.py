@@ -34,7 +34,8 @@ from ucadi.wire.chunks import (
 )
 
 SERVICE_NAMES = ["ucadi.v1.KeyService", "ucadi.v1.SumService"]
-# Only the aggregator feeds and seals sums: sites talk to the aggregator, never to this service.
+# The aggregator opens, feeds, inspects and seals sums; a site may only add its own ciphertext
+# (and the aggregator's seal names which contributions count).
 SUM_CALLER_ROLE, SUM_CALLER_NAME = "service", "aggregator"
 
 
@@ -114,11 +115,25 @@ class KeyServicer(crypto_pb2_grpc.KeyServiceServicer):
 
 def _require_aggregator(context: grpc.ServicerContext) -> Identity:
     caller = peer_identity(context)
+    _check_aggregator(caller)
+    return caller
+
+
+def _check_aggregator(caller: Identity) -> None:
     caller.require_role(SUM_CALLER_ROLE)
     if caller.name != SUM_CALLER_NAME:
         raise PermissionDeniedError(f"service {caller.name!r} may not call the sum service; "
                                     f"only {SUM_CALLER_NAME!r} feeds and seals sums")
-    return caller
+
+
+def _require_contributor(caller: Identity, site: str) -> None:
+    """The aggregator (for any site), or the site itself sending its own ciphertext."""
+    if caller.role == "site":
+        if caller.name != site:
+            raise PermissionDeniedError(f"site {caller.name!r} may only add its own ciphertext, "
+                                        f"not one named {site!r}")
+        return
+    _check_aggregator(caller)
 
 
 def round_status(state: RoundState) -> crypto_pb2.RoundStatus:
@@ -130,7 +145,7 @@ def round_status(state: RoundState) -> crypto_pb2.RoundStatus:
         federation=spec.federation, round=spec.round, state=state.state, sites=state.sites,
         key_id=spec.key_id, parameter_set=spec.parameter_set, layout_hash=spec.layout_hash,
         slot_count=spec.slot_count, block_start=spec.block_start, block_stop=spec.block_stop,
-        sum_bytes=size)
+        sum_bytes=size, sha256=state.digests)
 
 
 class SumServicer(crypto_pb2_grpc.SumServiceServicer):
@@ -153,13 +168,14 @@ class SumServicer(crypto_pb2_grpc.SumServiceServicer):
     def AddContribution(self, request_iterator: Iterator[crypto_pb2.ContributionMessage],
                         context: grpc.ServicerContext) -> crypto_pb2.ContributionReceipt:
         """Metadata first, then the ciphertext's chunks; acknowledged once durable."""
-        _require_aggregator(context)
+        caller = peer_identity(context)
         first = next(request_iterator, None)
         if first is None or first.WhichOneof("part") != "metadata":
             raise UcadiError("the first message of AddContribution must be its metadata")
         meta = first.metadata
         if not meta.site:
             raise UcadiError("contribution metadata must name the site")
+        _require_contributor(caller, meta.site)
         received = 0
         # The stream may be passed on while the upload still arrives at the aggregator: the
         # sum's own time starts at its last byte.
@@ -174,8 +190,10 @@ class SumServicer(crypto_pb2_grpc.SumServiceServicer):
                 yield message.chunk
             last_byte = time.perf_counter()
         try:
+            # Only the aggregator vouches: a site's own contribution never replaces another.
+            vouched = meta.sha256 if caller.role != "site" else ""
             state, digest = self.store.add_contribution(meta.federation, meta.round, meta.site,
-                                                        chunks())
+                                                        chunks(), vouched)
         except UcadiError as exc:
             metrics.SUM_CONTRIBUTIONS.labels(outcome=type(exc).__name__).inc()
             raise
@@ -194,7 +212,7 @@ class SumServicer(crypto_pb2_grpc.SumServiceServicer):
         chunk_bytes = request.chunk_bytes or DEFAULT_CHUNK_BYTES
         if chunk_bytes > MAX_CHUNK_BYTES:
             raise UcadiError(f"chunk_bytes must be at most {MAX_CHUNK_BYTES}")
-        sealed = self.store.seal(request.federation, request.round)
+        sealed = self.store.seal(request.federation, request.round, list(request.sites))
         if sealed.path is not None:
             yield from iter_file_chunks(sealed.path, chunk_bytes)
         else:

@@ -24,7 +24,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -104,6 +104,8 @@ class RoundState:
     sites: tuple[str, ...]
     accumulator: Path | None
     contributions: tuple[Path, ...] = ()
+    # Hex SHA-256 of each contribution, in the order of `sites`.
+    digests: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -195,11 +197,12 @@ class SumStore:
                                      "not opened on this sum service (call OpenRound first)")
         spec = RoundSpec(row[0], row[1], row[2], row[3], bytes(row[4]), row[5], row[6], row[7])
         contributed = self._db.execute(
-            "SELECT site, path FROM contributions WHERE federation = ? AND round = ? "
+            "SELECT site, path, sha256 FROM contributions WHERE federation = ? AND round = ? "
             "ORDER BY site", (federation, round_number)).fetchall()
         return RoundState(spec, row[8], tuple(r[0] for r in contributed),
                           self.root / row[9] if row[9] else None,
-                          tuple(self.root / r[1] for r in contributed))
+                          tuple(self.root / r[1] for r in contributed),
+                          tuple(r[2] for r in contributed))
 
     def status(self, federation: str, round_number: int) -> RoundState:
         """Current state of a round."""
@@ -225,10 +228,14 @@ class SumStore:
         return existing
 
     def add_contribution(self, federation: str, round_number: int, site: str,
-                         chunks: Iterable[common_pb2.Chunk]) -> tuple[RoundState, str]:
-        """Receive, verify and durably add one site's ciphertext; (new state, its sha256)."""
+                         chunks: Iterable[common_pb2.Chunk],
+                         vouched_sha256: str = "") -> tuple[RoundState, str]:
+        """Receive, verify and durably add one site's ciphertext; (new state, its sha256).
+        `vouched_sha256`: the aggregator sends the upload it accepted from the site, with this
+        digest; it replaces another contribution held for the site (one the site sent itself
+        and the aggregator refused)."""
         state = self.status(federation, round_number)
-        self._check_accepting(state, site)
+        self._check_accepting(state, site, vouched_sha256)
         expected = state.spec.expected_header()
         upload = self.incoming / f"{uuid.uuid4().hex}.ct"
         try:
@@ -238,20 +245,52 @@ class SumStore:
             # frac_bits is checked against the running sum when the two are added.
             expected.check_compatible(replace(received.header, frac_bits=0))
             digest = file_digest(upload)
+            if vouched_sha256 and digest != vouched_sha256:
+                raise UcadiError(f"the ciphertext's SHA-256 {digest[:12]}… is not the "
+                                 f"{vouched_sha256[:12]}… it was sent as")
             with self._lock:
                 state = self._row(federation, round_number)
-                self._check_accepting(state, site)
+                self._check_accepting(state, site, vouched_sha256)
+                if site in state.sites:
+                    state = self._discard(state, {site})
                 return self._commit(state, site, upload, received, digest), digest
         finally:
             upload.unlink(missing_ok=True)
 
-    def _check_accepting(self, state: RoundState, site: str) -> None:
+    def _check_accepting(self, state: RoundState, site: str, vouched_sha256: str = "") -> None:
         if state.state != "open":
             raise RoundStateError(f"round {state.spec.round} of {state.spec.federation!r} is "
                                   f"{state.state}; late contributions are refused")
-        if site in state.sites:
+        held = dict(zip(state.sites, state.digests, strict=True)).get(site)
+        if held is not None and (not vouched_sha256 or held == vouched_sha256):
             raise DuplicateSiteError(f"site {site!r} already contributed to round "
                                      f"{state.spec.round} of {state.spec.federation!r}")
+
+    def _discard(self, state: RoundState, sites: set[str], sealing: bool = False) -> RoundState:
+        """Delete the contributions of `sites` (and mark the round sealed, if `sealing`) in one
+        transaction; the running sum is rebuilt without them when next needed."""
+        spec = state.spec
+        dropped = [(site, path) for site, path in zip(state.sites, state.contributions,
+                                                      strict=True) if site in sites]
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for site, _ in dropped:
+                self._db.execute("DELETE FROM contributions WHERE federation = ? AND round = ? "
+                                 "AND site = ?", (spec.federation, spec.round, site))
+            if sealing:
+                self._db.execute("UPDATE rounds SET state = 'sealed' WHERE federation = ? AND "
+                                 "round = ?", (spec.federation, spec.round))
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        if dropped:
+            self._sums.pop((spec.federation, spec.round), None)
+        for site, path in dropped:
+            path.unlink(missing_ok=True)
+            log.warning("round %d of %r: dropped %s's contribution (the site sent it itself and "
+                        "the aggregator did not accept it)", spec.round, spec.federation, site)
+        return self._row(spec.federation, spec.round)
 
     def _running_sum(self, state: RoundState) -> Ciphertext | None:
         """The open round's sum so far; rebuilt from its contribution files after a restart."""
@@ -303,26 +342,37 @@ class SumStore:
             raise
         return self._row(spec.federation, spec.round)
 
-    def seal(self, federation: str, round_number: int) -> SealedSum:
-        """Close a round to contributions and give its sum (repeats give the same sum)."""
+    def seal(self, federation: str, round_number: int,
+             sites: Sequence[str] = ()) -> SealedSum:
+        """Close a round to contributions and give its sum (repeats give the same sum).
+        `sites`: the contributions the sum must hold (the aggregator's accepted uploads); any
+        other is discarded first; empty: all of them."""
         key = (federation, round_number)
         with self._lock:
             state = self._row(federation, round_number)
             if state.accumulator is not None:
                 return SealedSum(state, path=state.accumulator)
-            total = self._running_sum(state)
-            if total is None:
+            if not state.sites:
                 raise RoundStateError(f"round {round_number} of {federation!r} has no "
                                       "contributions yet; nothing to seal")
             if state.state == "open":
-                self._db.execute("UPDATE rounds SET state = 'sealed' WHERE federation = ? AND "
-                                 "round = ?", (federation, round_number))
-                state = self._row(federation, round_number)
+                state = self._close(state, set(sites or state.sites))
+            total = self._running_sum(state)
+            assert total is not None  # the round holds at least one contribution
             data, digest = serialize_sum(total)
             if key not in self._writing:
                 self._writing.add(key)
                 self._writer.submit(self._store_sum, state, data, digest)
             return SealedSum(state, data=data, sha256=digest)
+
+    def _close(self, state: RoundState, keep: set[str]) -> RoundState:
+        """Mark an open round sealed holding exactly the contributions of `keep`."""
+        missing = sorted(keep - set(state.sites))
+        if missing:
+            raise RoundStateError(f"round {state.spec.round} of {state.spec.federation!r} has no "
+                                  f"contribution from {', '.join(missing)}; it holds "
+                                  f"{', '.join(state.sites) or 'none'}")
+        return self._discard(state, set(state.sites) - keep, sealing=True)
 
     def _store_sum(self, state: RoundState, data: memoryview, digest: str) -> None:
         """Write a sealed sum once, durably, then drop its contributions (background)."""

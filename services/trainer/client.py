@@ -17,6 +17,7 @@ from ucadi.ops.serving import grpc_options
 from ucadi.ops.tls import TLSFiles, secure_channel
 from ucadi.v1 import federation_pb2, federation_pb2_grpc
 from ucadi.wire import ChunkReceiver, file_digest, iter_file_chunks
+from ucadi.wire.crypto_client import CryptoServiceError, SumClient
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -56,18 +57,25 @@ class FederationClient:
 
     def __init__(self, target: str, tls: TLSFiles, retry_budget_s: float = 600.0,
                  rpc_timeout_s: float = 120.0,
-                 cancelled: threading.Event | None = None) -> None:
+                 cancelled: threading.Event | None = None, sum_target: str = "") -> None:
         self.target = target
         self.channel = secure_channel(target, tls, options=tuple(grpc_options()))
         self.stub = federation_pb2_grpc.FederationServiceStub(self.channel)
+        # The crypto service (the one the site's key comes from): where updates go directly
+        # when the aggregator asks for it (JoinResponse.contribute_to_sum).
+        self.sum_channel = (secure_channel(sum_target, tls, options=tuple(grpc_options()))
+                            if sum_target else None)
+        self.joined: Any = None
         self.retry_budget_s = retry_budget_s
         self.rpc_timeout_s = rpc_timeout_s
         # Set on shutdown: stops retrying at once instead of waiting out the budget.
         self.cancelled = cancelled or threading.Event()
 
     def close(self) -> None:
-        """Close the channel."""
+        """Close the channels."""
         self.channel.close()
+        if self.sum_channel is not None:
+            self.sum_channel.close()
 
     def _retry(self, what: str, call: Callable[[], T]) -> T:
         deadline = time.monotonic() + self.retry_budget_s
@@ -94,7 +102,9 @@ class FederationClient:
     def join(self, train_cases: int, agent_version: str) -> Any:
         """Join the federation; returns JoinResponse (model, encryption, rounds)."""
         request = federation_pb2.JoinRequest(train_cases=train_cases, agent_version=agent_version)
-        return self._retry("join", lambda: self.stub.Join(request, timeout=self.rpc_timeout_s))
+        self.joined = self._retry("join", lambda: self.stub.Join(request,
+                                                                 timeout=self.rpc_timeout_s))
+        return self.joined
 
     def leave(self, reason: str) -> None:
         """Leave the federation."""
@@ -141,9 +151,16 @@ class FederationClient:
         return self._retry(f"download version {version}", attempt)
 
     def upload_update(self, header: Any, path: Path) -> Any:
-        """Upload an encrypted update, resuming from the stored offset after a break."""
+        """Upload an encrypted update: to the sum service, then recorded at the aggregator,
+        where the aggregator asks for it and the sum service took it; otherwise through the
+        aggregator, resuming from the stored offset after a break."""
         header.total_size = path.stat().st_size
         header.sha256 = file_digest(path)
+        if self._sent_to_sum(header, path):
+            header.contributed = True
+            recorded = federation_pb2.UploadUpdateRequest(header=header)
+            return self._retry(f"record round {header.round}", lambda: self.stub.UploadUpdate(
+                iter([recorded]), timeout=self.rpc_timeout_s))
 
         def requests(offset: int) -> Iterator[Any]:
             yield federation_pb2.UploadUpdateRequest(header=header)
@@ -159,3 +176,21 @@ class FederationClient:
             return self.stub.UploadUpdate(requests(offset), timeout=self.rpc_timeout_s * 10)
 
         return self._retry(f"upload round {header.round}", attempt)
+
+    def _sent_to_sum(self, header: Any, path: Path) -> bool:
+        """Send the ciphertext to the sum service if the aggregator asks for it; False when
+        it does not or the send failed (the upload then goes through the aggregator, which
+        retries and resumes)."""
+        if self.sum_channel is None or not getattr(self.joined, "contribute_to_sum", False):
+            return False
+        sums = SumClient(self.sum_channel)
+        try:
+            sums.add_contribution(self.joined.federation_id, header.round, self.joined.site,
+                                  path)
+        except CryptoServiceError as exc:
+            if exc.code == grpc.StatusCode.ALREADY_EXISTS:
+                return True  # sent before, its acknowledgement lost; the record checks the digest
+            log.warning("round %d: the sum service did not take the update (%s); uploading it "
+                        "through the aggregator", header.round, exc)
+            return False
+        return True

@@ -47,6 +47,8 @@ DEFAULTS: dict[str, Any] = {
         "health_address": "",
         "tls_dir": "",
         "aggregator_address": "127.0.0.1:7443",
+        # The crypto service: this site's wrapped key, and its updates' ciphertexts when the
+        # aggregator asks sites to send them there (JoinResponse.contribute_to_sum).
         "crypto_address": "127.0.0.1:7444",
         # Seconds to keep retrying an unreachable aggregator before giving up.
         "retry_budget_s": 600.0,
@@ -139,7 +141,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     work_dir = Path(site_cfg["work_dir"])
     federation = FederationClient(server_cfg["aggregator_address"], tls,
                                   retry_budget_s=float(server_cfg["retry_budget_s"]),
-                                  cancelled=status.leave_requested)
+                                  cancelled=status.leave_requested,
+                                  sum_target=server_cfg["crypto_address"])
     try:
         status.phase = "waiting_for_key"
         secret = obtain_secret(server_cfg["crypto_address"], tls, work_dir,

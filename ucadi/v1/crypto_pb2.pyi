@@ -138,14 +138,16 @@ class OpenRoundRequest(_message.Message):
     def __init__(self, federation: _Optional[str] = ..., round: _Optional[int] = ..., key_id: _Optional[str] = ..., parameter_set: _Optional[str] = ..., layout_hash: _Optional[bytes] = ..., slot_count: _Optional[int] = ..., block_start: _Optional[int] = ..., block_stop: _Optional[int] = ...) -> None: ...
 
 class ContributionMetadata(_message.Message):
-    __slots__ = ("federation", "round", "site")
+    __slots__ = ("federation", "round", "site", "sha256")
     FEDERATION_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     SITE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
     federation: str
     round: int
     site: str
-    def __init__(self, federation: _Optional[str] = ..., round: _Optional[int] = ..., site: _Optional[str] = ...) -> None: ...
+    sha256: str
+    def __init__(self, federation: _Optional[str] = ..., round: _Optional[int] = ..., site: _Optional[str] = ..., sha256: _Optional[str] = ...) -> None: ...
 
 class ContributionMessage(_message.Message):
     __slots__ = ("metadata", "chunk")
@@ -170,14 +172,16 @@ class ContributionReceipt(_message.Message):
     def __init__(self, federation: _Optional[str] = ..., round: _Optional[int] = ..., site: _Optional[str] = ..., contributions: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
 
 class SealRoundRequest(_message.Message):
-    __slots__ = ("federation", "round", "chunk_bytes")
+    __slots__ = ("federation", "round", "chunk_bytes", "sites")
     FEDERATION_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SITES_FIELD_NUMBER: _ClassVar[int]
     federation: str
     round: int
     chunk_bytes: int
-    def __init__(self, federation: _Optional[str] = ..., round: _Optional[int] = ..., chunk_bytes: _Optional[int] = ...) -> None: ...
+    sites: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, federation: _Optional[str] = ..., round: _Optional[int] = ..., chunk_bytes: _Optional[int] = ..., sites: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetRoundStatusRequest(_message.Message):
     __slots__ = ("federation", "round")
@@ -188,7 +192,7 @@ class GetRoundStatusRequest(_message.Message):
     def __init__(self, federation: _Optional[str] = ..., round: _Optional[int] = ...) -> None: ...
 
 class RoundStatus(_message.Message):
-    __slots__ = ("federation", "round", "state", "sites", "key_id", "parameter_set", "layout_hash", "slot_count", "block_start", "block_stop", "sum_bytes")
+    __slots__ = ("federation", "round", "state", "sites", "key_id", "parameter_set", "layout_hash", "slot_count", "block_start", "block_stop", "sum_bytes", "sha256")
     FEDERATION_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -200,6 +204,7 @@ class RoundStatus(_message.Message):
     BLOCK_START_FIELD_NUMBER: _ClassVar[int]
     BLOCK_STOP_FIELD_NUMBER: _ClassVar[int]
     SUM_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
     federation: str
     round: int
     state: str
@@ -211,4 +216,5 @@ class RoundStatus(_message.Message):
     block_start: int
     block_stop: int
     sum_bytes: int
-    def __init__(self, federation: _Optional[str] = ..., round: _Optional[int] = ..., state: _Optional[str] = ..., sites: _Optional[_Iterable[str]] = ..., key_id: _Optional[str] = ..., parameter_set: _Optional[str] = ..., layout_hash: _Optional[bytes] = ..., slot_count: _Optional[int] = ..., block_start: _Optional[int] = ..., block_stop: _Optional[int] = ..., sum_bytes: _Optional[int] = ...) -> None: ...
+    sha256: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, federation: _Optional[str] = ..., round: _Optional[int] = ..., state: _Optional[str] = ..., sites: _Optional[_Iterable[str]] = ..., key_id: _Optional[str] = ..., parameter_set: _Optional[str] = ..., layout_hash: _Optional[bytes] = ..., slot_count: _Optional[int] = ..., block_start: _Optional[int] = ..., block_stop: _Optional[int] = ..., sum_bytes: _Optional[int] = ..., sha256: _Optional[_Iterable[str]] = ...) -> None: ...

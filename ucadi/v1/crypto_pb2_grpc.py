@@ -337,7 +337,10 @@ class KeyService:
 
 class SumServiceStub:
     """Sum service: adds ciphertexts per (federation, round) without being able to read them.
-    Caller: the aggregator only (role "service", name "aggregator").
+    Callers: the aggregator (role "service", name "aggregator") for every call; a site (role
+    "site") for AddContribution of its own ciphertext only (metadata.site = its certificate's
+    CN), when the aggregator tells sites to contribute directly (JoinResponse.contribute_to_sum).
+    The aggregator names the contributions it accepted when it seals: others are left out.
     Addition is independent per block, so replicas may each own a block range ("shard"):
     the aggregator opens the round on every replica with that replica's range, streams each
     site's partial ciphertext for the range, seals every replica and merges the partial sums.
@@ -373,7 +376,10 @@ class SumServiceStub:
 
 class SumServiceServicer:
     """Sum service: adds ciphertexts per (federation, round) without being able to read them.
-    Caller: the aggregator only (role "service", name "aggregator").
+    Callers: the aggregator (role "service", name "aggregator") for every call; a site (role
+    "site") for AddContribution of its own ciphertext only (metadata.site = its certificate's
+    CN), when the aggregator tells sites to contribute directly (JoinResponse.contribute_to_sum).
+    The aggregator names the contributions it accepted when it seals: others are left out.
     Addition is independent per block, so replicas may each own a block range ("shard"):
     the aggregator opens the round on every replica with that replica's range, streams each
     site's partial ciphertext for the range, seals every replica and merges the partial sums.
@@ -396,7 +402,10 @@ class SumServiceServicer:
 
     def SealRound(self, request, context):
         """Close the round and stream the serialized sum ciphertext (of this replica's range).
-        Sealing a sealed round streams the same sum again.
+        Sealing a sealed round streams the same sum again. With `sites` set, the sum holds exactly
+        those sites' contributions: any other site's contribution is discarded first (a site that
+        contributed but whose upload the aggregator refused or received too late), and a named
+        site without a contribution is FAILED_PRECONDITION.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -442,7 +451,10 @@ def add_SumServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class SumService:
     """Sum service: adds ciphertexts per (federation, round) without being able to read them.
-    Caller: the aggregator only (role "service", name "aggregator").
+    Callers: the aggregator (role "service", name "aggregator") for every call; a site (role
+    "site") for AddContribution of its own ciphertext only (metadata.site = its certificate's
+    CN), when the aggregator tells sites to contribute directly (JoinResponse.contribute_to_sum).
+    The aggregator names the contributions it accepted when it seals: others are left out.
     Addition is independent per block, so replicas may each own a block range ("shard"):
     the aggregator opens the round on every replica with that replica's range, streams each
     site's partial ciphertext for the range, seals every replica and merges the partial sums.

@@ -58,20 +58,22 @@ class JoinRequest(_message.Message):
     def __init__(self, train_cases: _Optional[int] = ..., agent_version: _Optional[str] = ...) -> None: ...
 
 class JoinResponse(_message.Message):
-    __slots__ = ("federation_id", "model", "encryption", "local_epochs", "total_rounds", "site")
+    __slots__ = ("federation_id", "model", "encryption", "local_epochs", "total_rounds", "site", "contribute_to_sum")
     FEDERATION_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ENCRYPTION_FIELD_NUMBER: _ClassVar[int]
     LOCAL_EPOCHS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_ROUNDS_FIELD_NUMBER: _ClassVar[int]
     SITE_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTE_TO_SUM_FIELD_NUMBER: _ClassVar[int]
     federation_id: str
     model: ModelSpec
     encryption: EncryptionSpec
     local_epochs: int
     total_rounds: int
     site: str
-    def __init__(self, federation_id: _Optional[str] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., encryption: _Optional[_Union[EncryptionSpec, _Mapping]] = ..., local_epochs: _Optional[int] = ..., total_rounds: _Optional[int] = ..., site: _Optional[str] = ...) -> None: ...
+    contribute_to_sum: bool
+    def __init__(self, federation_id: _Optional[str] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., encryption: _Optional[_Union[EncryptionSpec, _Mapping]] = ..., local_epochs: _Optional[int] = ..., total_rounds: _Optional[int] = ..., site: _Optional[str] = ..., contribute_to_sum: _Optional[bool] = ...) -> None: ...
 
 class LeaveRequest(_message.Message):
     __slots__ = ("reason",)
@@ -128,7 +130,7 @@ class DownloadGlobalRequest(_message.Message):
     def __init__(self, version: _Optional[int] = ..., offset: _Optional[int] = ...) -> None: ...
 
 class UpdateHeader(_message.Message):
-    __slots__ = ("round", "base_version", "total_size", "sha256", "parameter_set", "key_id", "layout_hash", "num_samples", "local_epochs")
+    __slots__ = ("round", "base_version", "total_size", "sha256", "parameter_set", "key_id", "layout_hash", "num_samples", "local_epochs", "contributed")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     BASE_VERSION_FIELD_NUMBER: _ClassVar[int]
     TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -138,6 +140,7 @@ class UpdateHeader(_message.Message):
     LAYOUT_HASH_FIELD_NUMBER: _ClassVar[int]
     NUM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     LOCAL_EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTED_FIELD_NUMBER: _ClassVar[int]
     round: int
     base_version: int
     total_size: int
@@ -147,7 +150,8 @@ class UpdateHeader(_message.Message):
     layout_hash: str
     num_samples: int
     local_epochs: int
-    def __init__(self, round: _Optional[int] = ..., base_version: _Optional[int] = ..., total_size: _Optional[int] = ..., sha256: _Optional[str] = ..., parameter_set: _Optional[str] = ..., key_id: _Optional[str] = ..., layout_hash: _Optional[str] = ..., num_samples: _Optional[int] = ..., local_epochs: _Optional[int] = ...) -> None: ...
+    contributed: bool
+    def __init__(self, round: _Optional[int] = ..., base_version: _Optional[int] = ..., total_size: _Optional[int] = ..., sha256: _Optional[str] = ..., parameter_set: _Optional[str] = ..., key_id: _Optional[str] = ..., layout_hash: _Optional[str] = ..., num_samples: _Optional[int] = ..., local_epochs: _Optional[int] = ..., contributed: _Optional[bool] = ...) -> None: ...
 
 class UploadUpdateRequest(_message.Message):
     __slots__ = ("header", "chunk")

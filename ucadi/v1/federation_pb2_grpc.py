@@ -30,7 +30,9 @@ class FederationServiceStub:
     """The central aggregator. Callers are identified by their mutual-TLS certificate (CN = site
     name, OU = role); no request field can claim another identity. The aggregator only ever holds
     ciphertexts: it stores uploads, forwards them to the crypto service's SumService and serves
-    the sealed sums as global model versions.
+    the sealed sums as global model versions. Where JoinResponse.contribute_to_sum is set, a site
+    sends its ciphertext to the SumService itself and UploadUpdate only records it (its header
+    with `contributed` set, no chunks): the bytes then never pass through the aggregator.
     """
 
     def __init__(self, channel):
@@ -85,7 +87,9 @@ class FederationServiceServicer:
     """The central aggregator. Callers are identified by their mutual-TLS certificate (CN = site
     name, OU = role); no request field can claim another identity. The aggregator only ever holds
     ciphertexts: it stores uploads, forwards them to the crypto service's SumService and serves
-    the sealed sums as global model versions.
+    the sealed sums as global model versions. Where JoinResponse.contribute_to_sum is set, a site
+    sends its ciphertext to the SumService itself and UploadUpdate only records it (its header
+    with `contributed` set, no chunks): the bytes then never pass through the aggregator.
     """
 
     def Join(self, request, context):
@@ -123,6 +127,10 @@ class FederationServiceServicer:
         """Upload a site's encrypted update for the open round: first message `header`, then `chunk`s.
         Resumable: an interrupted upload continues from GetUploadOffset's offset. Acknowledged only
         once the ciphertext is on disk (fsync) and recorded in the durable store.
+        With `header.contributed` the stream is the header alone: the site already added the
+        ciphertext at the SumService, and the aggregator records the upload once the SumService
+        holds a contribution of this site in this round with exactly `header.sha256`
+        (FAILED_PRECONDITION otherwise).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -205,7 +213,9 @@ class FederationService:
     """The central aggregator. Callers are identified by their mutual-TLS certificate (CN = site
     name, OU = role); no request field can claim another identity. The aggregator only ever holds
     ciphertexts: it stores uploads, forwards them to the crypto service's SumService and serves
-    the sealed sums as global model versions.
+    the sealed sums as global model versions. Where JoinResponse.contribute_to_sum is set, a site
+    sends its ciphertext to the SumService itself and UploadUpdate only records it (its header
+    with `contributed` set, no chunks): the bytes then never pass through the aggregator.
     """
 
     @staticmethod

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import queue
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -111,10 +111,10 @@ class StreamedContribution:
     QUEUED_CHUNKS = 16  # bounded: a slow sum service slows the upload, memory stays flat
 
     def __init__(self, stub: crypto_pb2_grpc.SumServiceStub, federation: str,
-                 round_number: int, site: str) -> None:
+                 round_number: int, site: str, sha256: str = "") -> None:
         self._queue: queue.Queue[object] = queue.Queue(maxsize=self.QUEUED_CHUNKS)
         metadata = crypto_pb2.ContributionMetadata(federation=federation, round=round_number,
-                                                   site=site)
+                                                   site=site, sha256=sha256)
 
         def messages() -> Iterator[crypto_pb2.ContributionMessage]:
             yield crypto_pb2.ContributionMessage(metadata=metadata)
@@ -154,7 +154,7 @@ class StreamedContribution:
 
 
 class SumClient:
-    """SumService calls of the aggregator, for one replica."""
+    """SumService calls of the aggregator, for one replica (and a site's own contribution)."""
 
     def __init__(self, channel: grpc.Channel) -> None:
         self.stub = crypto_pb2_grpc.SumServiceStub(channel)
@@ -170,30 +170,39 @@ class SumClient:
         return _call(lambda: self.stub.OpenRound(request))
 
     def add_contribution(self, federation: str, round_number: int, site: str, path: Path,
-                         chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> crypto_pb2.ContributionReceipt:
-        """Stream one site's ciphertext file; returns once the service made it durable."""
+                         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+                         sha256: str = "") -> crypto_pb2.ContributionReceipt:
+        """Stream one site's ciphertext file; returns once the service made it durable.
+        `sha256`: the aggregator vouches for this accepted upload (ContributionMetadata)."""
         def messages() -> Iterator[crypto_pb2.ContributionMessage]:
             yield crypto_pb2.ContributionMessage(metadata=crypto_pb2.ContributionMetadata(
-                federation=federation, round=round_number, site=site))
+                federation=federation, round=round_number, site=site, sha256=sha256))
             for chunk in iter_file_chunks(Path(path), chunk_bytes):
                 yield crypto_pb2.ContributionMessage(chunk=chunk)
         return _call(lambda: self.stub.AddContribution(messages()))
 
-    def stream_contribution(self, federation: str, round_number: int,
-                            site: str) -> StreamedContribution:
+    def stream_contribution(self, federation: str, round_number: int, site: str,
+                            sha256: str = "") -> StreamedContribution:
         """Start passing a ciphertext on while it arrives (see StreamedContribution)."""
-        return StreamedContribution(self.stub, federation, round_number, site)
+        return StreamedContribution(self.stub, federation, round_number, site, sha256)
 
     def status(self, federation: str, round_number: int) -> crypto_pb2.RoundStatus:
         """Where the round stands on this replica."""
         return _call(lambda: self.stub.GetRoundStatus(crypto_pb2.GetRoundStatusRequest(
             federation=federation, round=round_number)))
 
-    def seal(self, federation: str, round_number: int, out_path: Path) -> Path:
-        """Seal the round and store its (partial) sum ciphertext at out_path, verified."""
+    def contribution_digest(self, federation: str, round_number: int, site: str) -> str | None:
+        """Hex SHA-256 of the site's contribution this replica holds for the round, or None."""
+        status = self.status(federation, round_number)
+        return dict(zip(status.sites, status.sha256, strict=False)).get(site)
+
+    def seal(self, federation: str, round_number: int, out_path: Path,
+             sites: Sequence[str] = ()) -> Path:
+        """Seal the round holding exactly `sites`' contributions (empty: all) and store its
+        (partial) sum ciphertext at out_path, verified."""
         limit = _max_sum_bytes(self.status(federation, round_number))
-        chunks: Iterator[common_pb2.Chunk] = self.stub.SealRound(
-            crypto_pb2.SealRoundRequest(federation=federation, round=round_number))
+        chunks: Iterator[common_pb2.Chunk] = self.stub.SealRound(crypto_pb2.SealRoundRequest(
+            federation=federation, round=round_number, sites=list(sites)))
         received = _call(lambda: receive(chunks, Path(out_path), limit))
         open_verified(received.path, verify_digest=not received.trailer_ok)
         return received.path
@@ -230,10 +239,11 @@ class ShardedSumClient:
                 part.unlink()
         return receipts
 
-    def seal(self, federation: str, round_number: int, out_path: Path) -> Path:
+    def seal(self, federation: str, round_number: int, out_path: Path,
+             sites: Sequence[str] = ()) -> Path:
         """Seal every replica and merge their partial sums into one sum ciphertext."""
         with tempfile.TemporaryDirectory(prefix="ucadi-shard-") as tmp:
-            parts = [replica.seal(federation, round_number, Path(tmp) / f"sum{index}.ct")
+            parts = [replica.seal(federation, round_number, Path(tmp) / f"sum{index}.ct", sites)
                      for index, replica in enumerate(self.replicas[:len(self.ranges)])]
             merge_shards(parts, Path(out_path))
         return Path(out_path)
