@@ -2,16 +2,17 @@
 
 Three site processes drive real crypto and aggregator processes on loopback (mutual TLS,
 SQLite, chunked streams). Each round, every site downloads and decrypts the current global
-model, encrypts an update and uploads it; the crypto service sums, the aggregator seals, and
-the sites download and decrypt the new version. A round's overhead is the time from the first
-site seeing it open to the last site holding the decrypted result, less a fixed pause that
-stands for local training (TRAINING_PAUSE_S, the same in both modes). As the trainer does, a
+model, encrypts an update and sends it to the crypto service's sum service (recording it at the
+aggregator), the aggregator seals the sum, and the sites fetch and decrypt the new version.
+A round's overhead is the time from the first site seeing it open to the last site holding
+the decrypted result, less a fixed pause that stands for local training (TRAINING_PAUSE_S, the same in both modes). As the trainer does, a
 site makes its next encryption mask (a*s + e) and the round sum's decryption product during
 that pause, so encrypting at upload time and decrypting the sum are each one pass of additions.
 Where that prepared work takes longer than the pause (46 M values on 2 shared cores), the pause
 lasts until it is done, since real local training outlasts it by far; its cost is printed
 beside the result so it is not hidden. The same run measures the
-encryption-off mode (plaintext updates, in-process sum at the aggregator), the single-node
+encryption-off mode (plaintext updates, in-process sum at the aggregator), the relayed topology
+(every ciphertext passes through the aggregator: server.site_contributions false), the single-node
 encrypted deployment (ciphertexts summed in-process at the aggregator: the same topology as the
 plaintext mode, so that ratio is the cryptosystem's cost alone) and Flower's FedAvg with three
 clients and the same number of parameters (bench.flower_baseline), so the ratios compare like
@@ -42,14 +43,20 @@ PHASES = ["opened", "base", "trained", "encoded", "uploaded", "sealed", "downloa
 TRAINING_PAUSE_S = 0.3
 GOAL_ENCRYPTED_VS_PLAIN = 1.5
 COMPACT = "encrypted, compact"
+RELAYED = "encrypted, relayed"
 SINGLE_NODE = "encrypted, single node"
-# (label, LWE parameter set or None for plaintext, sum in the aggregator): the default set (up
-# to 1,000 sites; 6.5 bytes per value up, 5.5 down) through the crypto service carries the
-# goal. Shown beside it: the compact set (up to 64 sites; 5.5 up, 5 down), and the single-node
-# deployment, where the aggregator adds the ciphertexts in-process as the plaintext mode adds
+# Topologies: sites exchange ciphertexts with the sum service directly (the deployed default);
+# through the aggregator, which passes them on (server.site_contributions: false); or a single
+# node, where the aggregator adds them itself (no sum service).
+DIRECT, RELAY, SINGLE = "direct", "relay", "single"
+# (label, LWE parameter set or None for plaintext, topology): the default set (up to 1,000
+# sites; 6.5 bytes per value up, 5.5 down) in the deployed topology carries the goal. Shown
+# beside it: the compact set (up to 64 sites; 5.5 up, 5 down), the relayed topology, and the
+# single node, where the aggregator adds the ciphertexts in-process as the plaintext mode adds
 # plaintexts, so the two differ only in the cryptosystem, not in the number of services.
-MODES = [("encrypted", "rlwe-n4096-q56", False), (COMPACT, "rlwe-n4096-q48", False),
-         (SINGLE_NODE, "rlwe-n4096-q56", True), ("plaintext", None, False)]
+MODES = [("encrypted", "rlwe-n4096-q56", DIRECT), (COMPACT, "rlwe-n4096-q48", DIRECT),
+         (RELAYED, "rlwe-n4096-q56", RELAY), (SINGLE_NODE, "rlwe-n4096-q56", SINGLE),
+         ("plaintext", None, DIRECT)]
 
 
 def _site(site: str, pki: str, aggregator: str, crypto: str, work: str, encrypted: bool,
@@ -159,10 +166,10 @@ def _check_all_summed(path: Path, encrypted: bool, round_number: int) -> None:
 
 
 def measure_round_seconds(arch: str, preset: str, parameter_set: str | None, rounds: int,
-                          sum_in_aggregator: bool = False) -> tuple[list[float], dict[str, float]]:
+                          topology: str = DIRECT) -> tuple[list[float], dict[str, float]]:
     """Per-round overhead (seconds) of our federation for one model size, encrypted under
     `parameter_set` (None: plaintext), and the median seconds a site spends in each phase;
-    `sum_in_aggregator`: the single-node deployment (no sum service)."""
+    `topology`: DIRECT, RELAY or SINGLE (see MODES)."""
     encrypted = parameter_set is not None
     from ucadi.demo.federation import FederationPlan, LocalFederation
 
@@ -171,7 +178,8 @@ def measure_round_seconds(arch: str, preset: str, parameter_set: str | None, rou
                               rounds=rounds, min_sites=len(SITES), arch=arch,
                               model_preset=preset, encryption=encrypted,
                               parameter_set=parameter_set or "",
-                              federation_id="bench", sum_in_aggregator=sum_in_aggregator,
+                              federation_id="bench", sum_in_aggregator=topology == SINGLE,
+                              site_contributions=topology == DIRECT,
                               recipe={"total_epochs": rounds, "warmup_epochs": 0})
         federation = LocalFederation(plan)
         federation.provision()
@@ -221,9 +229,9 @@ def run(quick: bool) -> list[str]:
         seconds: dict[str, list[float]] = {mode: [] for mode, _, _ in MODES}
         phases: dict[str, list[dict[str, float]]] = {mode: [] for mode, _, _ in MODES}
         for _ in range(blocks):
-            for mode, parameter_set, single_node in MODES:
+            for mode, parameter_set, topology in MODES:
                 block_seconds, block_phases = measure_round_seconds(arch, preset, parameter_set,
-                                                                    rounds, single_node)
+                                                                    rounds, topology)
                 seconds[mode] += block_seconds
                 phases[mode].append(block_phases)
         medians = {}
@@ -239,8 +247,9 @@ def run(quick: bool) -> list[str]:
         line = (f"round overhead {label}: encrypted {medians['encrypted']:.2f} s, plaintext "
                 f"{plain:.2f} s, ratio {ratio:.2f}x (goal <= {GOAL_ENCRYPTED_VS_PLAIN}x: "
                 f"{verdict}); compact parameter set (<= 64 sites) "
-                f"{medians[COMPACT] / plain:.2f}x; single node (sum in the aggregator, like the "
-                f"plaintext mode) {medians[SINGLE_NODE]:.2f} s, "
+                f"{medians[COMPACT] / plain:.2f}x; relayed through the aggregator "
+                f"{medians[RELAYED]:.2f} s, {medians[RELAYED] / plain:.2f}x; single node (sum "
+                f"in the aggregator, like the plaintext mode) {medians[SINGLE_NODE]:.2f} s, "
                 f"{medians[SINGLE_NODE] / plain:.2f}x; made during training, per site on one "
                 f"thread: encryption mask + decryption product "
                 f"{_prepared_seconds(arch, preset):.2f} s")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from services.aggregator import copies
 from services.aggregator.local_backend import LocalSumBackend, read_facts
 from services.aggregator.rounds import (
     COLLECTING,
@@ -18,9 +20,10 @@ from services.aggregator.rounds import (
     RoundCoordinator,
 )
 from services.aggregator.store import AggregatorStore
+from ucadi.errors import UcadiError
 from ucadi.lwe import FixedPointCodec, encode_update, generate_secret_key
 from ucadi.lwe.stream import decrypt_fedavg_file, encrypt_to_file, sum_files
-from ucadi.wire import file_digest
+from ucadi.wire import file_digest, iter_file_chunks
 
 VALUES = 5000
 LAYOUT = "ab" * 32
@@ -268,3 +271,60 @@ def test_a_sum_passed_off_as_one_sites_update_is_rejected_as_malformed(tmp_path,
     with pytest.raises(RejectedUpload, match="malformed ciphertext: .*not a sum of 2"):
         coord.accept_upload("a", header, partial)
     assert coord.store.uploads(1) == []
+
+
+class HeldAtSumBackend(LocalSumBackend):
+    """Keeps each sealed sum on its own side, as the sum service does when sites fetch there:
+    the aggregator gets only its size and digest; `copy_fails` copies fail first."""
+
+    def __init__(self, store: AggregatorStore, held: Path, copy_fails: int = 0) -> None:
+        super().__init__(store)
+        self.held = held
+        self.copy_fails = copy_fails
+
+    def close_round(self, round_number: int, sites) -> tuple[int, str]:
+        path = self.held / f"sum-{round_number}.lwe"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.seal(round_number, path, sites)
+        return path.stat().st_size, file_digest(path)
+
+    def copy_sum(self, round_number: int, out_path: Path, size: int, sha256: str) -> None:
+        if self.copy_fails:
+            self.copy_fails -= 1
+            raise UcadiError("sum service unavailable")
+        out_path.write_bytes((self.held / f"sum-{round_number}.lwe").read_bytes())
+
+    def sum_chunks(self, round_number: int, offset: int):
+        return iter_file_chunks(self.held / f"sum-{round_number}.lwe", offset=offset)
+
+
+@pytest.mark.parametrize("copy", [False, True])
+def test_a_version_sealed_at_the_sum_service_is_served_from_there_or_copied_in_the_background(
+        tmp_path, secret, monkeypatch, copy):
+    monkeypatch.setattr(copies, "RETRY_AFTER_S", 0.0)
+    store = AggregatorStore(tmp_path / "agg")
+    backend = HeldAtSumBackend(store, tmp_path / "sum-service", copy_fails=1)
+    coord = RoundCoordinator(make_config(secret), store, backend, read_facts, clock=Clock(),
+                             copy_global_versions=copy)
+    for site in ("a", "b"):
+        coord.join(site, 5)
+    coord.step()
+    for site in ("a", "b"):
+        upload(coord, secret, tmp_path, site, np.ones(VALUES), 5)
+    coord.step()
+    assert coord.view().latest_version == 1
+    held = (tmp_path / "sum-service" / "sum-1.lwe").read_bytes()
+    path, size, digest = store.version(1)
+    assert (size, digest) == (len(held), file_digest(tmp_path / "sum-service" / "sum-1.lwe"))
+    if not copy:
+        assert path is None and store.versions_not_copied() == [(1, size, digest)]
+        coord.step()
+        assert store.version(1)[0] is None, "no copy unless configured"
+        return
+    deadline = time.monotonic() + 30  # the first copy fails; a later pass copies it
+    while store.version(1)[0] is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        coord.step()
+    assert store.version(1)[0].read_bytes() == held
+    assert store.versions_not_copied() == []
+    coord.stop()

@@ -149,12 +149,17 @@ def test_a_seal_keeps_exactly_the_accepted_sites_and_the_aggregator_replaces_a_s
         store.seal("fed", 1, ["a", "c"])
     assert store.status("fed", 1).state == "open", "a refused seal changes nothing"
 
+    with pytest.raises(RoundStateError, match="still open"):
+        store.fetch("fed", 1)
     sealed = store.seal("fed", 1, ["a"])  # b's own was never accepted: left out
     assert sealed.state.sites == ("a",)
     (tmp_path / "sum.ct").write_bytes(sealed.data)
     assert np.array_equal(decrypt_file(SECRET, tmp_path / "sum.ct"), plains["c"])
+    fetched = store.fetch("fed", 1)  # what sites fetch: the same bytes
+    assert bytes(fetched.data or fetched.path.read_bytes()) == bytes(sealed.data)
     store.close()
     store = SumStore(tmp_path / "state")  # the discarded file is gone, the seal repeats
     assert store.seal("fed", 1).state.sites == ("a",)
+    assert store.fetch("fed", 1).path.read_bytes() == bytes(sealed.data)
     assert len(list((tmp_path / "state" / "rounds" / "fed" / "1").glob("b-*"))) == 0
     store.close()

@@ -157,6 +157,11 @@ def test_generated_config_files_carry_ports_paths_and_operator_overrides() -> No
     assert aggregator["encryption"] == {"enabled": True, "key_id": "lwe-2026-01",
                                         "parameter_set": ""}
     assert config_file(manifests, "crypto")["server"]["address"] == "0.0.0.0:7444"
+    relayed = {**CENTRAL_CASES["external-secrets-loadbalancer"],
+               "aggregator": {"config": {"server": {"site_contributions": False}}}}
+    server = config_file(render(CENTRAL, relayed)[0], "aggregator")["server"]
+    assert server["site_contributions"] is False, "an operator's false survives the merge"
+    assert server["crypto_address"] == aggregator["server"]["crypto_address"]
     site = render(SITE, SITE_CASES["external-secret"])[0]
     trainer = config_file(site, "trainer")
     assert trainer["server"]["aggregator_address"] == "central.example.org:7443"

@@ -69,7 +69,7 @@ def test_three_sites_two_rounds_global_model_equals_plaintext_fedavg(tmp_path, t
         layout = ParameterLayout.of(model.state_dict())  # safetensors files list keys sorted
         total = sum(w for _, w in updates)
         expected = sum(w * layout.flatten(state) for state, w in updates) / total
-        global_file = federation.root / "aggregator" / "global" / f"v{round_number:05d}.lwe"
+        global_file = federation.stored_global(round_number)
         decrypted, weight = decrypt_fedavg_file(federation.secret, global_file, codec)
         assert weight == total
         assert np.max(np.abs(decrypted - expected)) <= codec.resolution + 1e-6
@@ -102,7 +102,7 @@ def test_nothing_stored_centrally_reveals_the_key_or_the_model(tmp_path, tiny_co
         assert secret_bytes[22:] not in data, f"{path} holds the LWE secret"
         assert model_bytes not in data, f"{path} holds plaintext model weights"
     codec = FixedPointCodec.for_parameters(federation.secret.params)
-    global_file = federation.root / "aggregator" / "global" / "v00001.lwe"
+    global_file = federation.stored_global(1)
     with pytest.raises(CiphertextMismatchError):
         decrypt_fedavg_file(generate_secret_key(federation.secret.params.name), global_file, codec)
     # Even a guessed key that claims the right key id decrypts to noise, not to the model.
@@ -171,8 +171,7 @@ def test_aggregator_killed_mid_collection_continues_the_same_round(tmp_path, tin
         federation.stop()
     assert sorted(status.rounds[0].uploaded_sites) == sorted(SITES)
     codec = FixedPointCodec.for_parameters(federation.secret.params)
-    _, weight = decrypt_fedavg_file(federation.secret, federation.root / "aggregator" / "global"
-                                    / "v00001.lwe", codec)
+    _, weight = decrypt_fedavg_file(federation.secret, federation.stored_global(1), codec)
     train_counts = {s: 0 for s in SITES}
     for record in read_manifest(tiny_cohort):
         if record.site in train_counts and record.split == "train":

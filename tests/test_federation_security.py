@@ -4,6 +4,7 @@ Real aggregator and crypto processes; the federation keeps going after every ref
 from __future__ import annotations
 
 import hashlib
+import socket
 
 import grpc
 import numpy as np
@@ -115,7 +116,7 @@ def _sum_status(federation: LocalFederation, fed_id: str, round_number: int):
         channel.close()
 
 
-def test_bad_updates_are_refused_and_the_round_still_completes(federation, tmp_path):
+def test_bad_updates_are_refused_and_the_round_still_completes(federation, tmp_path, caplog):
     # The probe joins first, so round 1 cannot seal without it: it is expected in every round.
     probe = ProbeSite(federation, PROBE)
     for site in SITES:
@@ -159,6 +160,18 @@ def test_bad_updates_are_refused_and_the_round_still_completes(federation, tmp_p
     held = _sum_status(federation, fed_id, 1)
     assert dict(zip(held.sites, held.sha256, strict=True))[PROBE] == \
         hashlib.sha256(first).hexdigest()
+    # Version 1 as a site fetches it from the sum service, and as the aggregator serves it.
+    fetched = b"".join(c.data for c in sums.sum_chunks(fed_id, 1))
+    served = b"".join(c.data for c in probe.stub.DownloadGlobal(
+        federation_pb2.DownloadGlobalRequest(version=1), timeout=60))
+    assert fetched == served and len(fetched) > 0
+    assert code_of(lambda: list(sums.sum_chunks(fed_id, 2))) == \
+        grpc.StatusCode.FAILED_PRECONDITION, "an open round has no sum to fetch"
+    other_channel = secure_channel(federation.processes["crypto"].target,
+                                   federation.tls("crypto"))
+    assert code_of(lambda: list(SumClient(other_channel).sum_chunks(fed_id, 1))) == \
+        grpc.StatusCode.PERMISSION_DENIED, "services other than the aggregator may not"
+    other_channel.close()
     assert code_of(lambda: send(header(round=2, base_version=1), first)) == \
         grpc.StatusCode.ALREADY_EXISTS, "a replayed ciphertext is refused"
     second = probe.encrypted_update(2, tmp_path / "r2.lwe")
@@ -169,3 +182,29 @@ def test_bad_updates_are_refused_and_the_round_still_completes(federation, tmp_p
         lambda s: s.current.state == federation_pb2.ROUND_STATE_COMPLETED, timeout=300)
     assert [sorted(r.uploaded_sites) for r in status.rounds] == [sorted([*SITES, PROBE])] * 2
     probe.close()
+    _download_from_the_aggregator_when_the_sum_service_is_unreachable(federation, tmp_path,
+                                                                     caplog)
+
+def _download_from_the_aggregator_when_the_sum_service_is_unreachable(federation, tmp_path,
+                                                                     caplog) -> None:
+    from services.trainer.client import FederationClient
+
+    unreachable = socket.socket()
+    unreachable.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+    client = FederationClient(federation.processes["aggregator"].target, federation.tls(PROBE),
+                              retry_budget_s=30,
+                              sum_target=f"127.0.0.1:{unreachable.getsockname()[1]}")
+    reachable = FederationClient(federation.processes["aggregator"].target,
+                                 federation.tls(PROBE),
+                                 sum_target=federation.processes["crypto"].target)
+    try:
+        assert client.join(8, "test").contribute_to_sum and reachable.join(8, "test")
+        fallback = client.download_global(1, tmp_path / "from-aggregator.lwe", 1 << 30)
+        direct = reachable.download_global(1, tmp_path / "from-sum.lwe", 1 << 30)
+        assert fallback.trailer_ok and direct.trailer_ok
+        assert fallback.path.read_bytes() == direct.path.read_bytes()
+        assert caplog.text.count("downloading it from the aggregator") == 1
+    finally:
+        client.close()
+        reachable.close()
+        unreachable.close()

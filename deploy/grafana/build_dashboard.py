@@ -102,11 +102,14 @@ def round_panels() -> list:
 def traffic_panels() -> list:
     """Bytes in and out, encryption, decryption and summation time, rejected uploads."""
     return [
-        series("Ciphertext traffic", "Encrypted update uploads and global model downloads.",
+        series("Ciphertext traffic", "Encrypted update uploads and global model downloads "
+               "(sites fetch global versions from the sum service, or from the aggregator).",
                "Bps", [query(f"sum by (federation) (rate(ucadi_upload_bytes_total{{{FED}}}"
                              f"[{WINDOW}]))", "in (uploads) {{federation}}"),
                        query(f"sum by (federation) (rate(ucadi_download_bytes_total{{{FED}}}"
-                             f"[{WINDOW}]))", "out (downloads) {{federation}}", "B")]),
+                             f"[{WINDOW}]))", "out (aggregator downloads) {{federation}}", "B"),
+                       query(f"sum (rate(ucadi_sum_fetched_bytes_total[{WINDOW}]))",
+                             "out (sum service fetches)", "C")]),
         series("Rejected uploads by reason", "Uploads refused by validation (layout, round, "
                "digest, ...).", "reqps",
                [query(f"sum by (reason) (rate(ucadi_uploads_rejected_total{{{FED}}}[{WINDOW}]))",

@@ -55,10 +55,16 @@ DEFAULTS: dict[str, Any] = {
         # "" = the first crypto_address. Required on a single node.
         "key_address": "",
         # Sites send their ciphertexts to the SumService themselves (at the crypto address they
-        # fetch their key from) and only record them here, so the bytes skip the aggregator.
-        # Applies with one crypto_address; false, several replicas or a single node: sites
-        # upload here and the aggregator passes the ciphertexts on.
+        # fetch their key from) and only record them here, and fetch each sealed sum (global
+        # version) there too, so no ciphertext byte passes through the aggregator. Applies with
+        # one crypto_address; false, several replicas or a single node: sites upload and
+        # download here and the aggregator passes the ciphertexts on.
         "site_contributions": True,
+        # With site_contributions, global versions are stored by the sum service (durable,
+        # on its volume) and DownloadGlobal streams them on from there; true also keeps a copy
+        # of each in this aggregator's state folder, fetched in the background at the lowest
+        # CPU priority (a second copy, e.g. where the sum service's volume is not persistent).
+        "copy_global_versions": False,
     },
 }
 

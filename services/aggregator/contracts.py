@@ -4,7 +4,7 @@ with, and the errors that become gRPC statuses."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -64,6 +64,16 @@ class SumBackend(Protocol):
 
     def contribution_digest(self, round_number: int, site: str) -> str | None:
         """Hex SHA-256 of the site's ciphertext the sum holds for the round, or None."""
+
+    def close_round(self, round_number: int, sites: Sequence[str]) -> tuple[int, str] | None:
+        """Where sites fetch sums from the sum service themselves: seal like `seal` without
+        the bytes, answering the sum's (size, sha256); None elsewhere (then `seal`)."""
+
+    def copy_sum(self, round_number: int, out_path: Path, size: int, sha256: str) -> None:
+        """Store a closed round's sum at out_path (fsynced), checked against size and digest."""
+
+    def sum_chunks(self, round_number: int, offset: int) -> Iterator[Any]:
+        """A closed round's sum as chunks from `offset`, streamed from the sum service."""
 
 
 @dataclass(frozen=True)

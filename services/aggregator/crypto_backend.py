@@ -5,7 +5,7 @@ and the key service's site approvals.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from services.aggregator.local_backend import (
 )
 from services.aggregator.store import AggregatorStore
 from ucadi.errors import UcadiError
+from ucadi.lwe.stream import open_verified
 from ucadi.ops.serving import grpc_options
 from ucadi.ops.tls import TLSFiles, secure_channel
 from ucadi.wire.crypto_client import (
@@ -107,6 +108,33 @@ class GrpcSumBackend:
     def takes_site_contributions(self) -> bool:
         """Whether sites send their ciphertexts to the (one) SumService themselves."""
         return self.site_contributions
+
+    def close_round(self, round_number: int, sites: Sequence[str]) -> tuple[int, str] | None:
+        """Seal without taking the bytes where sites fetch the sum themselves: (size, sha256)."""
+        if not self.site_contributions:
+            return None
+        assert isinstance(self.sums, SumClient)
+        sealed = self.sums.close_round(self.federation, round_number, sites)
+        return sealed.sum_bytes, sealed.sha256
+
+    def copy_sum(self, round_number: int, out_path: Path, size: int, sha256: str) -> None:
+        """Fetch a closed round's sum into out_path, checked against its size and digest."""
+        assert isinstance(self.sums, SumClient)
+        received = self.sums.fetch_sum(self.federation, round_number, out_path, max_bytes=size)
+        if (received.total_size, received.sha256) != (size, sha256):
+            out_path.unlink(missing_ok=True)
+            raise UcadiError(f"the sum service's sum of round {round_number} is "
+                             f"{received.total_size} bytes, sha256 {received.sha256}; it was "
+                             f"sealed as {size} bytes, {sha256}")
+        open_verified(out_path, verify_digest=not received.trailer_ok)
+
+    def sum_chunks(self, round_number: int, offset: int) -> Iterator[Any]:
+        """A closed round's sum streamed on from the sum service, from `offset`."""
+        assert isinstance(self.sums, SumClient)
+        try:
+            yield from self.sums.sum_chunks(self.federation, round_number, offset)
+        except grpc.RpcError as exc:
+            raise CryptoServiceError(exc.code(), exc.details() or "") from exc
 
     def contribution_digest(self, round_number: int, site: str) -> str | None:
         """Hex SHA-256 of the site's contribution the SumService holds for the round."""

@@ -8,12 +8,13 @@ separately.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from services.aggregator.contracts import CiphertextFacts
 from services.aggregator.store import AggregatorStore
+from ucadi.errors import UcadiError
 from ucadi.lwe.params import get_parameters
 from ucadi.lwe.scheme import check_contribution
 from ucadi.lwe.stream import open_verified, sum_files
@@ -62,6 +63,18 @@ class LocalSumBackend:
     def contribution_digest(self, round_number: int, site: str) -> str | None:
         """Sites never add at this backend themselves."""
         return None
+
+    def close_round(self, round_number: int, sites: Sequence[str]) -> None:
+        """The sum is made here, by `seal`."""
+        return None
+
+    def copy_sum(self, round_number: int, out_path: Path, size: int, sha256: str) -> None:
+        """Never needed: every version is sealed into this store."""
+        raise UcadiError("a single-node aggregator seals every version into its own store")
+
+    def sum_chunks(self, round_number: int, offset: int) -> Iterator[Any]:
+        """Never needed: every version is sealed into this store."""
+        raise UcadiError("a single-node aggregator seals every version into its own store")
 
 
 def read_plain_facts(path: Path, digest_checked: bool = False) -> CiphertextFacts:

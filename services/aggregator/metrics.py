@@ -16,9 +16,12 @@ ROUND_EXPECTED = Gauge("ucadi_round_expected_participants",
                        "Sites expected in the current round", ["federation"])
 ROUND_DEADLINE = Gauge("ucadi_round_deadline_timestamp_seconds",
                        "Upload deadline of the current round (Unix time)", ["federation"])
-UPLOAD_BYTES = Counter("ucadi_upload_bytes_total", "Ciphertext bytes received from sites",
-                       ["federation"])
-DOWNLOAD_BYTES = Counter("ucadi_download_bytes_total", "Global-model ciphertext bytes served",
+UPLOAD_BYTES = Counter("ucadi_upload_bytes_total",
+                       "Ciphertext bytes of accepted site updates (received here, or sent by the "
+                       "site to the sum service and recorded here)", ["federation"])
+DOWNLOAD_BYTES = Counter("ucadi_download_bytes_total",
+                         "Global-model ciphertext bytes served by the aggregator (sites that "
+                         "exchange ciphertexts with the sum service fetch them there)",
                          ["federation"])
 UPLOADS_REJECTED = Counter("ucadi_uploads_rejected_total", "Uploads refused, by reason",
                            ["federation", "reason"])

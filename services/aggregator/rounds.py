@@ -23,7 +23,8 @@ the errors) are defined in `contracts.py`. The coordinator never sees a plaintex
 ciphertext files handed to a `SumBackend` (the crypto service's SumService) by a `SumFeeder`
 (`feeding.py`), or ciphertexts a site added at the SumService itself and only recorded here
 (`record_contribution`); the seal names the accepted sites, so a contribution the round
-refused is left out, and the sealed sum is stored as the next global version.
+refused is left out, and the sealed sum becomes the next global version: stored here, or,
+where sites fetch sums from the sum service, recorded by size and digest and kept there.
 All state lives in `AggregatorStore`; after a restart `recover()` re-feeds uploads the sum
 service has not acknowledged (it answers duplicates idempotently) and resumes a seal.
 """
@@ -48,6 +49,7 @@ from services.aggregator.contracts import (
     RoundView,
     SumBackend,
 )
+from services.aggregator.copies import VersionCopier
 from services.aggregator.feeding import SumFeeder
 from services.aggregator.store import AggregatorStore, RoundRecord, UploadRecord
 from ucadi.errors import UcadiError
@@ -67,7 +69,8 @@ class RoundCoordinator:
     def __init__(self, config: FederationConfig, store: AggregatorStore, backend: SumBackend,
                  read_facts: Callable[..., CiphertextFacts],
                  is_site_approved: Callable[[str], bool] = lambda site: True,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 copy_global_versions: bool = False) -> None:
         self.config = config
         self.store = store
         self.backend = backend
@@ -79,6 +82,9 @@ class RoundCoordinator:
         self._worker: threading.Thread | None = None
         self._changed_since_step = False
         self.feeder = SumFeeder(store, backend)
+        # Versions sealed at the sum service stay there (DownloadGlobal streams them on);
+        # optionally the aggregator keeps its own copy too (copies.py).
+        self.copier = VersionCopier(store, backend) if copy_global_versions else None
         self._last_seen: dict[str, float] = {}
         self._seen_flushed: dict[str, float] = {}
         existing = store.federation()
@@ -106,6 +112,8 @@ class RoundCoordinator:
         if self._worker is not None:
             self._worker.join(timeout=10)
         self.feeder.close()
+        if self.copier is not None:
+            self.copier.close()
 
     def _notify(self) -> None:
         """Wake long-polls and the background loop (call holding `_changed`)."""
@@ -353,6 +361,8 @@ class RoundCoordinator:
         """One pass: open a round, feed uploads to the sum, handle deadlines, seal."""
         with self._changed:
             current = self._current()
+        if self.copier is not None:
+            self.copier.ensure()
         if current is None or (current.state == COMPLETED):
             if current is None:
                 self._maybe_open(1, base_version=0)
@@ -392,21 +402,29 @@ class RoundCoordinator:
 
     def _seal(self, current: RoundRecord) -> None:
         started = time.perf_counter()
-        out = self.store.global_path(current.round)
-        tmp = out.with_suffix(".tmp")
+        sites = [u.site for u in self.store.uploads(current.round)]
         with tracer(__name__).start_as_current_span("seal") as span:
             span.set_attribute("ucadi.round", current.round)
-            self.backend.seal(current.round, tmp,
-                              [u.site for u in self.store.uploads(current.round)])
-        tmp.replace(out)
+            # Where sites fetch the sum from the sum service, only its size and digest come
+            # here: the sum service keeps the bytes (and the copier, if configured, copies them
+            # here in the background).
+            closed = self.backend.close_round(current.round, sites)
+            if closed is None:
+                out: Path | None = self.store.global_path(current.round)
+                tmp = out.with_suffix(".tmp")
+                self.backend.seal(current.round, tmp, sites)
+                tmp.replace(out)
+                closed = (out.stat().st_size, file_digest(out))
+            else:
+                out = None
         with self._changed:
             current.sealed = self.clock()
             current.sum_seconds = time.perf_counter() - started
-            current.global_bytes = out.stat().st_size
+            current.global_bytes, digest = closed
             last = self.config.total_rounds and current.round >= self.config.total_rounds
             current.state = COMPLETED if last else SEALED
             self.store.commit_version(current.round, current.round, out, current.global_bytes,
-                                      file_digest(out), current)
+                                      digest, current)
             metrics.ROUND_DURATION.labels(self.config.federation_id).observe(
                 current.sealed - current.opened)
             log.info("round %d sealed: global version %d (%d bytes) from %s", current.round,
@@ -415,6 +433,8 @@ class RoundCoordinator:
                 self._maybe_open(current.round + 1, base_version=current.round, force=True)
             self._publish_metrics()
             self._notify()
+        if out is None and self.copier is not None:
+            self.copier.start(current.round, current.global_bytes, digest)
 
     def _maybe_open(self, round_number: int, base_version: int, force: bool = False) -> None:
         if not force and len(self._live_sites()) < self.config.min_sites:

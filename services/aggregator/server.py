@@ -109,7 +109,10 @@ class FederationServicer(federation_pb2_grpc.FederationServiceServicer):
         path, size, sha256 = found
         if request.offset > size:
             raise UcadiError(f"offset {request.offset} is past the end ({size} bytes)")
-        for chunk in iter_file_chunks(path, offset=request.offset, sha256=sha256):
+        # Not copied from the sum service yet: streamed on from there (the same bytes).
+        chunks = (iter_file_chunks(path, offset=request.offset, sha256=sha256) if path
+                  else self.rounds.backend.sum_chunks(request.version, request.offset))
+        for chunk in chunks:
             metrics.DOWNLOAD_BYTES.labels(self.config.federation_id).inc(len(chunk.data))
             yield chunk
 
@@ -241,7 +244,9 @@ def start_aggregator(config: dict[str, Any], *, port_file: Path | None = None
     fed_config = build_federation_config(config)
     store = AggregatorStore(Path(server_cfg["state_dir"]))
     backend, facts_reader, approval = connect_crypto(config, tls, store, fed_config)
-    coordinator = RoundCoordinator(fed_config, store, backend, facts_reader, approval)
+    coordinator = RoundCoordinator(
+        fed_config, store, backend, facts_reader, approval,
+        copy_global_versions=bool(server_cfg["copy_global_versions"]))
     servicer = FederationServicer(coordinator)
     running = serve(lambda s: federation_pb2_grpc.add_FederationServiceServicer_to_server(
         servicer, s), service_names=[SERVICE_NAME], address=server_cfg["address"], tls=tls,

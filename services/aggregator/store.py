@@ -238,22 +238,37 @@ class AggregatorStore:
         """File of a sealed global version."""
         return self.global_dir / f"v{version:05d}.lwe"
 
-    def commit_version(self, version: int, round_number: int, path: Path, size: int,
+    def commit_version(self, version: int, round_number: int, path: Path | None, size: int,
                        sha256: str, round_record: RoundRecord) -> None:
-        """Record a sealed global version and its round's final state in one transaction."""
-        fsync_dir(path.parent)
+        """Record a sealed global version and its round's final state in one transaction;
+        `path` None: the sum service holds it and the copy here comes later (copy_version)."""
+        if path is not None:
+            fsync_dir(path.parent)
         self._tx([
             ("INSERT OR REPLACE INTO versions VALUES (?, ?, ?, ?, ?, ?)",
-             (version, round_number, str(path), size, sha256, time.time())),
+             (version, round_number, str(path or ""), size, sha256, time.time())),
             ("UPDATE rounds SET state=?, sealed=?, global_bytes=?, sum_seconds=? WHERE round=?",
              (round_record.state, round_record.sealed, round_record.global_bytes,
               round_record.sum_seconds, round_record.round)),
         ])
 
-    def version(self, version: int) -> tuple[Path, int, str] | None:
-        """(path, size, sha256) of a global version, or None."""
+    def version(self, version: int) -> tuple[Path | None, int, str] | None:
+        """(path, size, sha256) of a global version, or None; path None while only the sum
+        service holds it."""
         rows = self._rows("SELECT path, size, sha256 FROM versions WHERE version=?", (version,))
-        return (Path(rows[0][0]), rows[0][1], rows[0][2]) if rows else None
+        if not rows:
+            return None
+        return (Path(rows[0][0]) if rows[0][0] else None), rows[0][1], rows[0][2]
+
+    def copy_version(self, version: int, path: Path) -> None:
+        """Record the (fsynced, verified) copy of a version the sum service held."""
+        fsync_dir(path.parent)
+        self._tx([("UPDATE versions SET path=? WHERE version=?", (str(path), version))])
+
+    def versions_not_copied(self) -> list[tuple[int, int, str]]:
+        """(version, size, sha256) of the versions only the sum service holds so far."""
+        return [(r[0], r[1], r[2]) for r in self._rows(
+            "SELECT version, size, sha256 FROM versions WHERE path='' ORDER BY version")]
 
     def latest_version(self) -> int:
         """Highest sealed global version; 0 (the seeded initial model) when none."""

@@ -14,3 +14,5 @@ KEY_REGISTRATIONS = Counter("ucadi_key_registrations_total",
                             "Site public keys registered (or replaced)")
 WRAPPED_KEYS_STORED = Gauge("ucadi_wrapped_keys_stored",
                             "Wrapped secret blobs held by the key service")
+SUM_FETCHED_BYTES = Counter("ucadi_sum_fetched_bytes_total",
+                            "Bytes of sealed sums streamed by FetchSum (sites, aggregator)")

@@ -29,6 +29,7 @@ from ucadi.v1 import common_pb2, crypto_pb2, crypto_pb2_grpc
 from ucadi.wire.chunks import (
     DEFAULT_CHUNK_BYTES,
     MAX_CHUNK_BYTES,
+    file_digest,
     iter_file_chunks,
     iter_payload_chunks,
 )
@@ -136,6 +137,13 @@ def _require_contributor(caller: Identity, site: str) -> None:
     _check_aggregator(caller)
 
 
+def _chunk_bytes(requested: int) -> int:
+    chunk_bytes = requested or DEFAULT_CHUNK_BYTES
+    if chunk_bytes > MAX_CHUNK_BYTES:
+        raise UcadiError(f"chunk_bytes must be at most {MAX_CHUNK_BYTES}")
+    return chunk_bytes
+
+
 def round_status(state: RoundState) -> crypto_pb2.RoundStatus:
     """Protobuf view of a round's state."""
     spec = state.spec
@@ -209,15 +217,47 @@ class SumServicer(crypto_pb2_grpc.SumServiceServicer):
                   context: grpc.ServicerContext) -> Iterator[common_pb2.Chunk]:
         """Seal the round and stream its sum ciphertext."""
         _require_aggregator(context)
-        chunk_bytes = request.chunk_bytes or DEFAULT_CHUNK_BYTES
-        if chunk_bytes > MAX_CHUNK_BYTES:
-            raise UcadiError(f"chunk_bytes must be at most {MAX_CHUNK_BYTES}")
+        chunk_bytes = _chunk_bytes(request.chunk_bytes)
         sealed = self.store.seal(request.federation, request.round, list(request.sites))
         if sealed.path is not None:
             yield from iter_file_chunks(sealed.path, chunk_bytes)
         else:
             assert sealed.data is not None  # seal refuses rounds without contributions
             yield from iter_payload_chunks(sealed.data, chunk_bytes, sha256=sealed.sha256)
+
+    @grpc_errors
+    def CloseRound(self, request: crypto_pb2.SealRoundRequest,
+                   context: grpc.ServicerContext) -> crypto_pb2.SealedRound:
+        """Seal the round; answer its sum's size and digest (FetchSum streams it)."""
+        _require_aggregator(context)
+        sealed = self.store.seal(request.federation, request.round, list(request.sites))
+        if sealed.path is not None:
+            size, digest = sealed.path.stat().st_size, file_digest(sealed.path)
+        else:
+            assert sealed.data is not None and sealed.sha256 is not None
+            size, digest = len(sealed.data), sealed.sha256
+        return crypto_pb2.SealedRound(federation=request.federation, round=request.round,
+                                      sites=sealed.state.sites, sum_bytes=size, sha256=digest)
+
+    @grpc_errors
+    def FetchSum(self, request: crypto_pb2.FetchSumRequest,
+                 context: grpc.ServicerContext) -> Iterator[common_pb2.Chunk]:
+        """A sealed round's sum from `offset`, for the aggregator or any site."""
+        caller = peer_identity(context)
+        if caller.role != "site":
+            _check_aggregator(caller)
+        chunk_bytes = _chunk_bytes(request.chunk_bytes)
+        sealed = self.store.fetch(request.federation, request.round)
+        size = sealed.path.stat().st_size if sealed.path is not None else len(sealed.data or b"")
+        if request.offset > size:
+            raise UcadiError(f"offset {request.offset} is past the end of the sum ({size} bytes)")
+        metrics.SUM_FETCHED_BYTES.inc(size - request.offset)
+        if sealed.path is not None:
+            yield from iter_file_chunks(sealed.path, chunk_bytes, offset=request.offset)
+        else:
+            assert sealed.data is not None
+            yield from iter_payload_chunks(sealed.data, chunk_bytes, offset=request.offset,
+                                           sha256=sealed.sha256)
 
     @grpc_errors
     def GetRoundStatus(self, request: crypto_pb2.GetRoundStatusRequest,

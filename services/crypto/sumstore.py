@@ -168,8 +168,8 @@ class SumStore:
         self._lock = threading.Lock()
         # Running sums of open rounds: (federation, round) -> Ciphertext.
         self._sums: dict[tuple[str, int], Ciphertext] = {}
-        # Sealed sums being written by the background writer.
-        self._writing: set[tuple[str, int]] = set()
+        # Sealed sums (serialized, and their SHA-256) until the background writer stored them.
+        self._serialized: dict[tuple[str, int], tuple[memoryview, str]] = {}
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sum-writer")
         self._recover()
 
@@ -357,13 +357,20 @@ class SumStore:
                                       "contributions yet; nothing to seal")
             if state.state == "open":
                 state = self._close(state, set(sites or state.sites))
-            total = self._running_sum(state)
-            assert total is not None  # the round holds at least one contribution
-            data, digest = serialize_sum(total)
-            if key not in self._writing:
-                self._writing.add(key)
-                self._writer.submit(self._store_sum, state, data, digest)
+            if key not in self._serialized:
+                total = self._running_sum(state)
+                assert total is not None  # the round holds at least one contribution
+                self._serialized[key] = serialize_sum(total)
+                self._writer.submit(self._store_sum, state, *self._serialized[key])
+            data, digest = self._serialized[key]
             return SealedSum(state, data=data, sha256=digest)
+
+    def fetch(self, federation: str, round_number: int) -> SealedSum:
+        """A sealed round's sum, for FetchSum (the stored file, or the bytes being stored)."""
+        if self.status(federation, round_number).state != "sealed":
+            raise RoundStateError(f"round {round_number} of {federation!r} is still open: its "
+                                  "sum exists once the aggregator seals it")
+        return self.seal(federation, round_number)
 
     def _close(self, state: RoundState, keep: set[str]) -> RoundState:
         """Mark an open round sealed holding exactly the contributions of `keep`."""
@@ -395,4 +402,4 @@ class SumStore:
             path.unlink(missing_ok=True)
         finally:
             with self._lock:
-                self._writing.discard(key)
+                self._serialized.pop(key, None)

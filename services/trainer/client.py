@@ -130,22 +130,35 @@ class FederationClient:
             request, timeout=self.rpc_timeout_s))
 
     def download_global(self, version: int, path: Path, max_bytes: int) -> Downloaded:
-        """Fetch a global version into `path`, resuming after interruptions. Not fsynced: the
-        site decrypts it at once, and after a crash downloads it again."""
+        """Fetch a global version into `path`, resuming after interruptions: from the sum
+        service where the aggregator says sites exchange ciphertexts there (FetchSum of round
+        `version`: the same bytes), from the aggregator otherwise or once that fails. Not
+        fsynced: the site decrypts it at once, and after a crash downloads it again."""
         receiver = ChunkReceiver(path, max_bytes=max_bytes, resume=False, durable=False)
+        from_sum = self._exchanges_with_sum()
 
         def attempt() -> Downloaded:
-            nonlocal receiver
-            request = federation_pb2.DownloadGlobalRequest(version=version,
-                                                           offset=receiver.received)
+            nonlocal receiver, from_sum
+            timeout = self.rpc_timeout_s * 10
             try:
-                for chunk in self.stub.DownloadGlobal(request, timeout=self.rpc_timeout_s * 10):
+                if from_sum:
+                    chunks = SumClient(self.sum_channel).sum_chunks(
+                        self.joined.federation_id, version, receiver.received, timeout)
+                else:
+                    chunks = self.stub.DownloadGlobal(federation_pb2.DownloadGlobalRequest(
+                        version=version, offset=receiver.received), timeout=timeout)
+                for chunk in chunks:
                     receiver.feed(chunk)
-            except grpc.RpcError:
+            except grpc.RpcError as exc:
                 receiver.abort(keep_partial=True)
                 receiver = ChunkReceiver(path, max_bytes=max_bytes, resume=True,
                                          durable=False)
-                raise
+                if not from_sum:
+                    raise
+                from_sum = False  # the aggregator serves the same bytes: resume there
+                log.warning("version %d: the sum service did not send it (%s); downloading "
+                            "it from the aggregator", version, exc.code().name)
+                return attempt()
             return Downloaded(receiver.finish(), receiver.trailer_ok)
 
         return self._retry(f"download version {version}", attempt)
@@ -177,11 +190,16 @@ class FederationClient:
 
         return self._retry(f"upload round {header.round}", attempt)
 
+    def _exchanges_with_sum(self) -> bool:
+        """Whether ciphertexts go to and come from the sum service directly."""
+        return self.sum_channel is not None and bool(getattr(self.joined, "contribute_to_sum",
+                                                             False))
+
     def _sent_to_sum(self, header: Any, path: Path) -> bool:
         """Send the ciphertext to the sum service if the aggregator asks for it; False when
         it does not or the send failed (the upload then goes through the aggregator, which
         retries and resumes)."""
-        if self.sum_channel is None or not getattr(self.joined, "contribute_to_sum", False):
+        if not self._exchanges_with_sum():
             return False
         sums = SumClient(self.sum_channel)
         try:

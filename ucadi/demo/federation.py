@@ -55,6 +55,9 @@ class FederationPlan:
     # True: the single-node deployment, where the aggregator adds ciphertexts in-process and
     # the crypto service only keeps the wrapped keys (bench: the cost of the separate service).
     sum_in_aggregator: bool = False
+    # False: sites upload and download through the aggregator, which passes ciphertexts to and
+    # from the sum service (server.site_contributions; bench: what the direct exchange saves).
+    site_contributions: bool = True
 
 
 class LocalFederation:
@@ -122,6 +125,8 @@ class LocalFederation:
         if plan.sum_in_aggregator:
             config["server"] = {"crypto_address": "",
                                 "key_address": self.processes["crypto"].target}
+        elif not plan.site_contributions:
+            config["server"] = {"site_contributions": False}
         path = self.root / "aggregator.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         return path
@@ -184,6 +189,19 @@ class LocalFederation:
                     time.sleep(0.3)
         finally:
             channel.close()
+
+    def stored_global(self, version: int) -> Path:
+        """The file central storage holds for global version `version`: the aggregator's copy,
+        or else the sum service's sealed sum of round `version` (where sites fetch it)."""
+        copy = self.root / "aggregator" / "global" / f"v{version:05d}.lwe"
+        if copy.exists():
+            return copy
+        sealed = sorted((self.root / "crypto" / "sums" / "rounds" / self.plan.federation_id
+                         / str(version)).glob("sum-*.ct"))
+        if not sealed:
+            raise UcadiError(f"neither the aggregator nor the sum service stores global version "
+                             f"{version} under {self.root}")
+        return sealed[-1]
 
     def status(self) -> Any:
         """The aggregator's FederationStatus, as the operator sees it."""

@@ -183,6 +183,32 @@ class SealRoundRequest(_message.Message):
     sites: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, federation: _Optional[str] = ..., round: _Optional[int] = ..., chunk_bytes: _Optional[int] = ..., sites: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class SealedRound(_message.Message):
+    __slots__ = ("federation", "round", "sites", "sum_bytes", "sha256")
+    FEDERATION_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    SITES_FIELD_NUMBER: _ClassVar[int]
+    SUM_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    federation: str
+    round: int
+    sites: _containers.RepeatedScalarFieldContainer[str]
+    sum_bytes: int
+    sha256: str
+    def __init__(self, federation: _Optional[str] = ..., round: _Optional[int] = ..., sites: _Optional[_Iterable[str]] = ..., sum_bytes: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
+
+class FetchSumRequest(_message.Message):
+    __slots__ = ("federation", "round", "offset", "chunk_bytes")
+    FEDERATION_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    federation: str
+    round: int
+    offset: int
+    chunk_bytes: int
+    def __init__(self, federation: _Optional[str] = ..., round: _Optional[int] = ..., offset: _Optional[int] = ..., chunk_bytes: _Optional[int] = ...) -> None: ...
+
 class GetRoundStatusRequest(_message.Message):
     __slots__ = ("federation", "round")
     FEDERATION_FIELD_NUMBER: _ClassVar[int]

@@ -339,7 +339,8 @@ class SumServiceStub:
     """Sum service: adds ciphertexts per (federation, round) without being able to read them.
     Callers: the aggregator (role "service", name "aggregator") for every call; a site (role
     "site") for AddContribution of its own ciphertext only (metadata.site = its certificate's
-    CN), when the aggregator tells sites to contribute directly (JoinResponse.contribute_to_sum).
+    CN) and FetchSum, when the aggregator tells sites to exchange ciphertexts with this service
+    directly (JoinResponse.contribute_to_sum).
     The aggregator names the contributions it accepted when it seals: others are left out.
     Addition is independent per block, so replicas may each own a block range ("shard"):
     the aggregator opens the round on every replica with that replica's range, streams each
@@ -367,6 +368,16 @@ class SumServiceStub:
                 request_serializer=ucadi_dot_v1_dot_crypto__pb2.SealRoundRequest.SerializeToString,
                 response_deserializer=ucadi_dot_v1_dot_common__pb2.Chunk.FromString,
                 _registered_method=True)
+        self.CloseRound = channel.unary_unary(
+                '/ucadi.v1.SumService/CloseRound',
+                request_serializer=ucadi_dot_v1_dot_crypto__pb2.SealRoundRequest.SerializeToString,
+                response_deserializer=ucadi_dot_v1_dot_crypto__pb2.SealedRound.FromString,
+                _registered_method=True)
+        self.FetchSum = channel.unary_stream(
+                '/ucadi.v1.SumService/FetchSum',
+                request_serializer=ucadi_dot_v1_dot_crypto__pb2.FetchSumRequest.SerializeToString,
+                response_deserializer=ucadi_dot_v1_dot_common__pb2.Chunk.FromString,
+                _registered_method=True)
         self.GetRoundStatus = channel.unary_unary(
                 '/ucadi.v1.SumService/GetRoundStatus',
                 request_serializer=ucadi_dot_v1_dot_crypto__pb2.GetRoundStatusRequest.SerializeToString,
@@ -378,7 +389,8 @@ class SumServiceServicer:
     """Sum service: adds ciphertexts per (federation, round) without being able to read them.
     Callers: the aggregator (role "service", name "aggregator") for every call; a site (role
     "site") for AddContribution of its own ciphertext only (metadata.site = its certificate's
-    CN), when the aggregator tells sites to contribute directly (JoinResponse.contribute_to_sum).
+    CN) and FetchSum, when the aggregator tells sites to exchange ciphertexts with this service
+    directly (JoinResponse.contribute_to_sum).
     The aggregator names the contributions it accepted when it seals: others are left out.
     Addition is independent per block, so replicas may each own a block range ("shard"):
     the aggregator opens the round on every replica with that replica's range, streams each
@@ -411,6 +423,23 @@ class SumServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CloseRound(self, request, context):
+        """Close the round exactly as SealRound does, answering the sum's size and digest instead of
+        its bytes: sites then fetch it with FetchSum, and the aggregator copies it for its store.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FetchSum(self, request, context):
+        """Stream a sealed round's sum ciphertext from `offset` (resumable); FAILED_PRECONDITION while
+        the round is open. Callers: the aggregator, and any site (a sum is a ciphertext: only
+        holders of the federation's key can read it; the aggregator serves the same bytes).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetRoundStatus(self, request, context):
         """Where a round stands.
         """
@@ -436,6 +465,16 @@ def add_SumServiceServicer_to_server(servicer, server):
                     request_deserializer=ucadi_dot_v1_dot_crypto__pb2.SealRoundRequest.FromString,
                     response_serializer=ucadi_dot_v1_dot_common__pb2.Chunk.SerializeToString,
             ),
+            'CloseRound': grpc.unary_unary_rpc_method_handler(
+                    servicer.CloseRound,
+                    request_deserializer=ucadi_dot_v1_dot_crypto__pb2.SealRoundRequest.FromString,
+                    response_serializer=ucadi_dot_v1_dot_crypto__pb2.SealedRound.SerializeToString,
+            ),
+            'FetchSum': grpc.unary_stream_rpc_method_handler(
+                    servicer.FetchSum,
+                    request_deserializer=ucadi_dot_v1_dot_crypto__pb2.FetchSumRequest.FromString,
+                    response_serializer=ucadi_dot_v1_dot_common__pb2.Chunk.SerializeToString,
+            ),
             'GetRoundStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.GetRoundStatus,
                     request_deserializer=ucadi_dot_v1_dot_crypto__pb2.GetRoundStatusRequest.FromString,
@@ -453,7 +492,8 @@ class SumService:
     """Sum service: adds ciphertexts per (federation, round) without being able to read them.
     Callers: the aggregator (role "service", name "aggregator") for every call; a site (role
     "site") for AddContribution of its own ciphertext only (metadata.site = its certificate's
-    CN), when the aggregator tells sites to contribute directly (JoinResponse.contribute_to_sum).
+    CN) and FetchSum, when the aggregator tells sites to exchange ciphertexts with this service
+    directly (JoinResponse.contribute_to_sum).
     The aggregator names the contributions it accepted when it seals: others are left out.
     Addition is independent per block, so replicas may each own a block range ("shard"):
     the aggregator opens the round on every replica with that replica's range, streams each
@@ -530,6 +570,60 @@ class SumService:
             target,
             '/ucadi.v1.SumService/SealRound',
             ucadi_dot_v1_dot_crypto__pb2.SealRoundRequest.SerializeToString,
+            ucadi_dot_v1_dot_common__pb2.Chunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CloseRound(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ucadi.v1.SumService/CloseRound',
+            ucadi_dot_v1_dot_crypto__pb2.SealRoundRequest.SerializeToString,
+            ucadi_dot_v1_dot_crypto__pb2.SealedRound.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchSum(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ucadi.v1.SumService/FetchSum',
+            ucadi_dot_v1_dot_crypto__pb2.FetchSumRequest.SerializeToString,
             ucadi_dot_v1_dot_common__pb2.Chunk.FromString,
             options,
             channel_credentials,

@@ -32,7 +32,8 @@ class FederationServiceStub:
     ciphertexts: it stores uploads, forwards them to the crypto service's SumService and serves
     the sealed sums as global model versions. Where JoinResponse.contribute_to_sum is set, a site
     sends its ciphertext to the SumService itself and UploadUpdate only records it (its header
-    with `contributed` set, no chunks): the bytes then never pass through the aggregator.
+    with `contributed` set, no chunks), and fetches global versions there too (FetchSum): the
+    bytes then never pass through the aggregator, which keeps the records.
     """
 
     def __init__(self, channel):
@@ -89,7 +90,8 @@ class FederationServiceServicer:
     ciphertexts: it stores uploads, forwards them to the crypto service's SumService and serves
     the sealed sums as global model versions. Where JoinResponse.contribute_to_sum is set, a site
     sends its ciphertext to the SumService itself and UploadUpdate only records it (its header
-    with `contributed` set, no chunks): the bytes then never pass through the aggregator.
+    with `contributed` set, no chunks), and fetches global versions there too (FetchSum): the
+    bytes then never pass through the aggregator, which keeps the records.
     """
 
     def Join(self, request, context):
@@ -117,7 +119,8 @@ class FederationServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DownloadGlobal(self, request, context):
-        """Stream a global model version's ciphertext, starting at `offset` (resumable).
+        """Stream a global model version's ciphertext, starting at `offset` (resumable); a version
+        the aggregator holds no copy of is streamed on from the SumService (the same bytes).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -215,7 +218,8 @@ class FederationService:
     ciphertexts: it stores uploads, forwards them to the crypto service's SumService and serves
     the sealed sums as global model versions. Where JoinResponse.contribute_to_sum is set, a site
     sends its ciphertext to the SumService itself and UploadUpdate only records it (its header
-    with `contributed` set, no chunks): the bytes then never pass through the aggregator.
+    with `contributed` set, no chunks), and fetches global versions there too (FetchSum): the
+    bytes then never pass through the aggregator, which keeps the records.
     """
 
     @staticmethod

@@ -25,7 +25,12 @@ from ucadi.lwe.sampling import SEED_BYTES
 from ucadi.lwe.serialization import DIGEST_BYTES, HEADER
 from ucadi.lwe.stream import extract_blocks, merge_shards, open_verified, shard_ranges
 from ucadi.v1 import common_pb2, crypto_pb2, crypto_pb2_grpc
-from ucadi.wire.chunks import DEFAULT_CHUNK_BYTES, iter_file_chunks, receive
+from ucadi.wire.chunks import (
+    DEFAULT_CHUNK_BYTES,
+    ChunkReceiver,
+    iter_file_chunks,
+    receive,
+)
 
 T = TypeVar("T")
 
@@ -206,6 +211,26 @@ class SumClient:
         received = _call(lambda: receive(chunks, Path(out_path), limit))
         open_verified(received.path, verify_digest=not received.trailer_ok)
         return received.path
+
+
+    def close_round(self, federation: str, round_number: int,
+                    sites: Sequence[str] = ()) -> crypto_pb2.SealedRound:
+        """Seal the round as `seal` does, answering the sum's size and digest only."""
+        request = crypto_pb2.SealRoundRequest(federation=federation, round=round_number,
+                                              sites=list(sites))
+        return _call(lambda: self.stub.CloseRound(request))
+
+    def sum_chunks(self, federation: str, round_number: int, offset: int = 0,
+                   timeout: float | None = None) -> Iterator[common_pb2.Chunk]:
+        """A sealed round's sum as it streams from `offset` (raises grpc.RpcError)."""
+        return self.stub.FetchSum(crypto_pb2.FetchSumRequest(
+            federation=federation, round=round_number, offset=offset), timeout=timeout)
+
+    def fetch_sum(self, federation: str, round_number: int, out_path: Path,
+                  max_bytes: int) -> ChunkReceiver:
+        """Store a sealed round's sum at out_path (fsynced; digest checked as it arrives)."""
+        return _call(lambda: receive(self.sum_chunks(federation, round_number),
+                                     Path(out_path), max_bytes))
 
 
 class ShardedSumClient:
