@@ -1,22 +1,22 @@
 """Round overhead without training: download, decrypt, encrypt, upload, sum, seal.
 
-Three site processes drive real crypto and aggregator processes on loopback (mutual TLS,
-SQLite, chunked streams). Each round, every site downloads and decrypts the current global
-model, encrypts an update and sends it to the crypto service's sum service (recording it at the
-aggregator), the aggregator seals the sum, and the sites fetch and decrypt the new version.
-A round's overhead is the time from the first site seeing it open to the last site holding
-the decrypted result, less a fixed pause that stands for local training (TRAINING_PAUSE_S, the same in both modes). As the trainer does, a
-site makes its next encryption mask (a*s + e) and the round sum's decryption product during
-that pause, so encrypting at upload time and decrypting the sum are each one pass of additions.
-Where that prepared work takes longer than the pause (46 M values on 2 shared cores), the pause
-lasts until it is done, since real local training outlasts it by far; its cost is printed
-beside the result so it is not hidden. The same run measures the
-encryption-off mode (plaintext updates, in-process sum at the aggregator), the relayed topology
-(every ciphertext passes through the aggregator: server.site_contributions false), the single-node
-encrypted deployment (ciphertexts summed in-process at the aggregator: the same topology as the
-plaintext mode, so that ratio is the cryptosystem's cost alone) and Flower's FedAvg with three
-clients and the same number of parameters (bench.flower_baseline), so the ratios compare like
-with like on this machine.
+Three site processes drive real crypto and aggregator processes on loopback (mutual TLS, SQLite,
+chunked streams). Each round, every site downloads and decrypts the current global model,
+encrypts an update and sends it to the crypto service's sum service (recording it at the
+aggregator), the aggregator seals the sum, and the sites fetch and decrypt the new version. A
+round's overhead is the time from the first site seeing it open to the last site holding the
+decrypted result, less a fixed pause that stands for local training (TRAINING_PAUSE_S, the same
+in both modes). As the trainer does, a site makes its next encryption mask (a*s + e) and the
+round sum's decryption product during that pause, so encrypting at upload time and decrypting
+the sum are each one pass of additions. Where that prepared work takes longer than the pause (46
+M values on 2 shared cores), the pause lasts until it is done, since real local training
+outlasts it by far; its cost is printed beside the result so it is not hidden. The same run
+measures the encryption-off mode (plaintext updates, in-process sum at the aggregator), the
+relayed topology (every ciphertext passes through the aggregator: server.site_contributions
+false), the single-node encrypted deployment (ciphertexts summed in-process at the aggregator:
+the same topology as the plaintext mode, so that ratio is the cryptosystem's cost alone) and
+Flower's FedAvg with three clients and the same number of parameters (bench.flower_baseline), so
+the ratios compare like with like on this machine.
 """
 
 from __future__ import annotations
