@@ -3,6 +3,7 @@ mutual TLS, SQLite, encrypted FedAvg — and what happens when processes die."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -143,8 +144,10 @@ def test_killed_site_is_dropped_at_the_deadline_then_rejoins_and_catches_up(tmp_
 
 
 def test_aggregator_killed_mid_collection_continues_the_same_round(tmp_path, tiny_cohort):
+    # Also keeps the aggregator's own copy of each version (fetched after the restart).
     federation = make_federation(tmp_path, tiny_cohort, rounds=1,
-                                 recipe={"total_epochs": 1, "warmup_epochs": 0})
+                                 recipe={"total_epochs": 1, "warmup_epochs": 0},
+                                 copy_global_versions=True)
     probe = None
     try:
         # The probe is expected in the round but uploads only after the restart.
@@ -165,6 +168,11 @@ def test_aggregator_killed_mid_collection_continues_the_same_round(tmp_path, tin
         probe.send(probe.header(), probe.encrypted_update(1, tmp_path / "probe.lwe"))
         status = federation.wait_for(lambda s: s.current.state == COMPLETED, timeout=300)
         assert restarted.alive()
+        copy = federation.root / "aggregator" / "global" / "v00001.lwe"
+        deadline = time.monotonic() + 60
+        while not copy.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert federation.stored_global(1) == copy, "the aggregator copied version 1"
     finally:
         if probe is not None:
             probe.close()

@@ -58,6 +58,8 @@ class FederationPlan:
     # False: sites upload and download through the aggregator, which passes ciphertexts to and
     # from the sum service (server.site_contributions; bench: what the direct exchange saves).
     site_contributions: bool = True
+    # True: the aggregator also keeps a copy of each global version the sum service holds.
+    copy_global_versions: bool = False
 
 
 class LocalFederation:
@@ -125,8 +127,9 @@ class LocalFederation:
         if plan.sum_in_aggregator:
             config["server"] = {"crypto_address": "",
                                 "key_address": self.processes["crypto"].target}
-        elif not plan.site_contributions:
-            config["server"] = {"site_contributions": False}
+        else:
+            config["server"] = {"site_contributions": plan.site_contributions,
+                                "copy_global_versions": plan.copy_global_versions}
         path = self.root / "aggregator.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         return path
