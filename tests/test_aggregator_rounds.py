@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 
 from services.aggregator import copies
-from services.aggregator.local_backend import LocalSumBackend, read_facts
-from services.aggregator.rounds import (
+from services.aggregator.contracts import (
     COLLECTING,
     COMPLETED,
     FederationConfig,
     FederationStateError,
     RejectedUpload,
-    RoundCoordinator,
 )
+from services.aggregator.local_backend import LocalSumBackend, read_facts
+from services.aggregator.rounds import RoundCoordinator
 from services.aggregator.store import AggregatorStore
 from ucadi.errors import UcadiError
 from ucadi.lwe import FixedPointCodec, encode_update, generate_secret_key

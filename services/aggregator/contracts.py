@@ -11,6 +11,9 @@ from typing import Any, Protocol
 
 from ucadi.errors import UcadiError
 
+# A round's states (rounds.py draws the machine).
+COLLECTING, SEALING, SEALED, COMPLETED = "collecting", "sealing", "sealed", "completed"
+
 
 class FederationStateError(UcadiError):
     """The request does not fit the federation's current state (wrong round, not joined...)."""

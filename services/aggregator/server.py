@@ -12,15 +12,15 @@ import grpc
 
 from services.aggregator import metrics
 from services.aggregator.config import DEFAULTS, build_federation_config
-from services.aggregator.rounds import (
+from services.aggregator.contracts import (
     COLLECTING,
     COMPLETED,
     SEALED,
     SEALING,
     RejectedUpload,
-    RoundCoordinator,
     RoundView,
 )
+from services.aggregator.rounds import RoundCoordinator
 from services.aggregator.store import AggregatorStore
 from ucadi.errors import UcadiError
 from ucadi.ops.config import load_config

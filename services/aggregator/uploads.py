@@ -1,0 +1,181 @@
+"""Upload intake of the round coordinator: validating an upload against the open round,
+storing it durably and queueing it to the sum, or recording one a site added at the sum
+service itself. A mix-in of `RoundCoordinator` (rounds.py), whose lock, store and round state
+it uses; kept apart so the state machine reads on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from opentelemetry import context as otel_context
+
+from services.aggregator import metrics
+from services.aggregator.contracts import (
+    COLLECTING,
+    CiphertextFacts,
+    FederationConfig,
+    RejectedUpload,
+    SumBackend,
+)
+from services.aggregator.feeding import SumFeeder
+from services.aggregator.store import AggregatorStore, RoundRecord, UploadRecord
+from ucadi.errors import UcadiError
+from ucadi.wire import file_digest
+
+log = logging.getLogger("services.aggregator.rounds")
+
+
+class UploadIntake:
+    """Uploads into the open round (the coordinator provides what is declared here)."""
+
+    config: FederationConfig
+    store: AggregatorStore
+    backend: SumBackend
+    read_facts: Callable[..., CiphertextFacts]
+    feeder: SumFeeder
+    clock: Callable[[], float]
+    _changed: threading.Condition
+
+    def _require_member(self, site: str) -> None:
+        raise NotImplementedError
+
+    def _current(self) -> RoundRecord | None:
+        raise NotImplementedError
+
+    def _publish_metrics(self) -> None:
+        raise NotImplementedError
+
+    def _notify(self) -> None:
+        raise NotImplementedError
+
+    def check_upload(self, site: str, header: Any) -> Path:
+        """Validate an upload header against the open round; returns the partial file path."""
+        self._require_member(site)
+        current = self._current()
+        enc, model = self.config.encryption, self.config.model
+        if current is None or current.state != COLLECTING or header.round != current.round:
+            now_txt = f"round {current.round} ({current.state})" if current else "no round yet"
+            raise RejectedUpload(f"round {header.round} is not open for uploads; current is "
+                                 f"{now_txt}", "wrong_round", "FAILED_PRECONDITION")
+        if header.base_version != current.base_version:
+            raise RejectedUpload(f"update trained from version {header.base_version}, but round "
+                                 f"{current.round} trains from version {current.base_version}",
+                                 "wrong_base_version", "FAILED_PRECONDITION")
+        if any(u.site == site for u in self.store.uploads(current.round)):
+            raise RejectedUpload(f"site {site!r} already uploaded to round {current.round}",
+                                 "duplicate", "ALREADY_EXISTS")
+        for name, got, want in (("parameter set", header.parameter_set, enc["parameter_set"]),
+                                ("key id", header.key_id, enc["key_id"]),
+                                ("layout hash", header.layout_hash, model["layout_hash"])):
+            if got != want:
+                raise RejectedUpload(f"{name} {got!r} does not match the federation's {want!r}",
+                                     "mismatch")
+        if header.total_size > self.config.max_upload_bytes:
+            raise RejectedUpload(f"upload of {header.total_size} bytes exceeds the limit of "
+                                 f"{self.config.max_upload_bytes} bytes", "oversize",
+                                 "RESOURCE_EXHAUSTED")
+        # Ciphertexts carry fresh randomness, so a repeated digest can only be a replay (two
+        # plaintext updates may legitimately be identical in the encryption-off mode).
+        if self.config.encryption["enabled"] and self.store.digest_seen(header.sha256):
+            raise RejectedUpload("this exact ciphertext was already accepted once (replay)",
+                                 "replay", "ALREADY_EXISTS")
+        return self.store.partial_upload_path(current.round, site)
+
+    def stream_upload(self, round_number: int, site: str, sha256: str) -> Any:
+        """Start passing an arriving upload on to the sum service (or None): accept_upload
+        then commits it, a rejection aborts it (SumBackend.stream). If the sum service cannot
+        take it now, the stored file is fed after acceptance as usual."""
+        try:
+            return self.backend.stream(round_number, site, sha256)
+        except UcadiError as exc:
+            log.warning("round %d: %s's upload is not streamed to the sum (%s); its stored "
+                        "file will be fed", round_number, site, exc)
+            return None
+
+    def accept_upload(self, site: str, header: Any, assembled: Path,
+                      digest_checked: bool = False, streamed: Any = None) -> UploadRecord:
+        """Check the assembled ciphertext's own header, store it durably and queue it to sum.
+        `digest_checked`: the receiver verified the file's trailing digest as it arrived;
+        `streamed`: the upload was passed on to the sum service as it arrived (stream_upload),
+        and is aborted there if refused here."""
+        try:
+            record = self._accept(site, header, assembled, digest_checked)
+        except BaseException:
+            if streamed is not None:
+                streamed.abort()
+            raise
+        # On to the sum, inside the upload's trace; the round loop waits for it to seal.
+        self.feeder.start(record, streamed, otel_context.get_current())
+        log.info("round %d: accepted update from %s (%d bytes)", record.round, site, record.size)
+        return record
+
+    def _accept(self, site: str, header: Any, assembled: Path,
+                digest_checked: bool) -> UploadRecord:
+        try:
+            facts = self.read_facts(assembled, digest_checked=digest_checked)
+        except UcadiError as exc:
+            assembled.unlink(missing_ok=True)
+            raise RejectedUpload(f"malformed ciphertext: {exc}", "malformed") from exc
+        model, enc = self.config.model, self.config.encryption
+        problems = [f"{what} {got!r} != {want!r}" for what, got, want in (
+            ("round", facts.round, header.round),
+            ("parameter set", facts.parameter_set, enc["parameter_set"]),
+            ("key id", facts.key_id, enc["key_id"]),
+            ("layout hash", facts.layout_hash, model["layout_hash"]),
+            ("value count", facts.value_count, model["value_count"] + 1)) if got != want]
+        if problems:
+            assembled.unlink(missing_ok=True)
+            raise RejectedUpload("ciphertext header disagrees with the federation: "
+                                 + "; ".join(problems), "mismatch")
+        with self._changed:
+            self.check_upload(site, header)  # the round may have closed while bytes streamed
+            record = UploadRecord(round=header.round, site=site, path=assembled,
+                                  size=assembled.stat().st_size, sha256=file_digest(assembled),
+                                  num_samples=header.num_samples, local_epochs=header.local_epochs,
+                                  received=self.clock())
+            self._record(record, assembled)
+        return record
+
+    def _record(self, record: UploadRecord, assembled: Path | None) -> None:
+        """Commit an accepted upload (holding `_changed`) and announce it."""
+        self.store.commit_upload(assembled, record)
+        metrics.UPLOAD_BYTES.labels(self.config.federation_id).inc(record.size)
+        metrics.SITE_LAST_ROUND.labels(self.config.federation_id, record.site).set(record.round)
+        self._publish_metrics()
+        self._notify()
+
+    def record_contribution(self, site: str, header: Any) -> UploadRecord:
+        """Record an upload the site added at the sum service itself (header.contributed):
+        validated like any upload, and only once the sum holds exactly this ciphertext."""
+        if not self.backend.takes_site_contributions():
+            raise RejectedUpload("this federation takes ciphertexts as UploadUpdate chunks "
+                                 "(JoinResponse.contribute_to_sum is false); send them here",
+                                 "malformed", "FAILED_PRECONDITION")
+        self.check_upload(site, header)
+        held = self.backend.contribution_digest(header.round, site)
+        if held != header.sha256:
+            what = "no contribution" if held is None else f"another ciphertext ({held[:12]}…)"
+            raise RejectedUpload(f"the sum service holds {what} from site {site!r} in round "
+                                 f"{header.round}, not sha256 {header.sha256[:12]}…; send it "
+                                 "with SumService.AddContribution first", "not_contributed",
+                                 "FAILED_PRECONDITION")
+        with self._changed:
+            self.check_upload(site, header)  # the round may have closed meanwhile
+            record = UploadRecord(round=header.round, site=site, path=None,
+                                  size=header.total_size, sha256=header.sha256,
+                                  num_samples=header.num_samples,
+                                  local_epochs=header.local_epochs, received=self.clock())
+            self._record(record, None)
+        log.info("round %d: recorded %s's update, added at the sum service (%d bytes)",
+                 record.round, site, record.size)
+        return record
+
+    def reject(self, reason: str) -> None:
+        """Count a refused upload."""
+        metrics.UPLOADS_REJECTED.labels(self.config.federation_id, reason).inc()
+
