@@ -328,3 +328,25 @@ def test_a_version_sealed_at_the_sum_service_is_served_from_there_or_copied_in_t
     assert store.version(1)[0].read_bytes() == held
     assert store.versions_not_copied() == []
     coord.stop()
+
+
+class UnopenableBackend(LocalSumBackend):
+    """A sum service that is away when the rounds are opened."""
+
+    def open_round(self, round_number: int) -> None:
+        raise UcadiError("crypto service: UNAVAILABLE: connection refused")
+
+
+def test_a_round_still_opens_while_the_sum_service_is_away(tmp_path, secret, caplog):
+    store = AggregatorStore(tmp_path / "agg")
+    coord = RoundCoordinator(make_config(secret), store, UnopenableBackend(store), read_facts,
+                             clock=Clock())
+    for site in ("a", "b"):
+        coord.join(site, 5)
+    coord._maybe_open(1, base_version=0)
+    assert coord.view().round == 1 and coord.view().state == COLLECTING
+    for site in ("a", "b"):
+        upload(coord, secret, tmp_path, site, np.ones(VALUES), 5)
+    coord._seal(store.latest_round())  # sealing round 1 announces round 2 all the same
+    assert coord.view().round == 2 and coord.view().state == COLLECTING
+    assert caplog.text.count("the sum service did not open it yet") == 2

@@ -293,11 +293,13 @@ class RoundCoordinator(UploadIntake):
                 closed = (out.stat().st_size, file_digest(out))
             else:
                 out = None
+        last = bool(self.config.total_rounds) and current.round >= self.config.total_rounds
+        if not last:
+            self._open_at_sum(current.round + 1)  # not holding the lock: it is a call out
         with self._changed:
             current.sealed = self.clock()
             current.sum_seconds = time.perf_counter() - started
             current.global_bytes, digest = closed
-            last = self.config.total_rounds and current.round >= self.config.total_rounds
             current.state = COMPLETED if last else SEALED
             self.store.commit_version(current.round, current.round, out, current.global_bytes,
                                       digest, current)
@@ -312,13 +314,21 @@ class RoundCoordinator(UploadIntake):
         if out is None and self.copier is not None:
             self.copier.start(current.round, current.global_bytes, digest)
 
-    def _maybe_open(self, round_number: int, base_version: int, force: bool = False) -> None:
-        if not force and len(self._live_sites()) < self.config.min_sites:
-            return
-        try:  # before sites hear of the round: they may send ciphertexts to the sum at once
+    def _open_at_sum(self, round_number: int) -> None:
+        """Open a round at the sum service before sites hear of it: they may send their
+        ciphertexts there at once."""
+        try:
             self.backend.open_round(round_number)
         except UcadiError as exc:  # step() opens it on every pass; a site's send falls back
             log.warning("round %d: the sum service did not open it yet (%s)", round_number, exc)
+
+    def _maybe_open(self, round_number: int, base_version: int, force: bool = False) -> None:
+        """Open a round once enough live sites joined (`force`: at once, the seal of the one
+        before having opened it at the sum service)."""
+        if not force:
+            if len(self._live_sites()) < self.config.min_sites:
+                return
+            self._open_at_sum(round_number)
         with self._changed:
             live = self._live_sites()
             if not force and len(live) < self.config.min_sites:

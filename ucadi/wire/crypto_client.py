@@ -33,6 +33,8 @@ from ucadi.wire.chunks import (
 )
 
 T = TypeVar("T")
+# Seconds a unary SumService call may take (a closing seal serializes a 46 M-value sum: ~1 s).
+UNARY_TIMEOUT_S = 120.0
 
 
 class CryptoServiceError(UcadiError):
@@ -172,7 +174,7 @@ class SumClient:
             federation=federation, round=round_number, key_id=key_id,
             parameter_set=parameter_set, layout_hash=layout_hash, slot_count=slot_count,
             block_start=block_start, block_stop=block_stop)
-        return _call(lambda: self.stub.OpenRound(request))
+        return _call(lambda: self.stub.OpenRound(request, timeout=UNARY_TIMEOUT_S))
 
     def add_contribution(self, federation: str, round_number: int, site: str, path: Path,
                          chunk_bytes: int = DEFAULT_CHUNK_BYTES,
@@ -194,7 +196,7 @@ class SumClient:
     def status(self, federation: str, round_number: int) -> crypto_pb2.RoundStatus:
         """Where the round stands on this replica."""
         return _call(lambda: self.stub.GetRoundStatus(crypto_pb2.GetRoundStatusRequest(
-            federation=federation, round=round_number)))
+            federation=federation, round=round_number), timeout=UNARY_TIMEOUT_S))
 
     def contribution_digest(self, federation: str, round_number: int, site: str) -> str | None:
         """Hex SHA-256 of the site's contribution this replica holds for the round, or None."""
@@ -218,7 +220,7 @@ class SumClient:
         """Seal the round as `seal` does, answering the sum's size and digest only."""
         request = crypto_pb2.SealRoundRequest(federation=federation, round=round_number,
                                               sites=list(sites))
-        return _call(lambda: self.stub.CloseRound(request))
+        return _call(lambda: self.stub.CloseRound(request, timeout=UNARY_TIMEOUT_S))
 
     def sum_chunks(self, federation: str, round_number: int, offset: int = 0,
                    timeout: float | None = None) -> Iterator[common_pb2.Chunk]:
