@@ -27,7 +27,7 @@ from services.aggregator.store import AggregatorStore, RoundRecord, UploadRecord
 from ucadi.errors import UcadiError
 from ucadi.wire import file_digest
 
-log = logging.getLogger("services.aggregator.rounds")
+log = logging.getLogger(__name__)
 
 
 class UploadIntake:
