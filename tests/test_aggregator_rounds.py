@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import Future
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -350,3 +352,34 @@ def test_a_round_still_opens_while_the_sum_service_is_away(tmp_path, secret, cap
     coord._seal(store.latest_round())  # sealing round 1 announces round 2 all the same
     assert coord.view().round == 2 and coord.view().state == COLLECTING
     assert caplog.text.count("the sum service did not open it yet") == 2
+
+
+class RunAtOnce:
+    """An executor whose work is done before `submit` returns: a feed that finishes at once
+    (a backend whose add is a no-op)."""
+
+    def submit(self, fn, *args):
+        future = Future()
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # noqa: BLE001 - carried by the future, as an executor does
+            future.set_exception(exc)
+        return future
+
+    def shutdown(self, **_options) -> None:
+        pass
+
+
+def test_an_upload_whose_feed_finishes_at_once_is_accepted_without_a_deadlock(tmp_path, secret):
+    coord = coordinator(tmp_path / "agg", secret, Clock())
+    coord.feeder._pool = RunAtOnce()
+    for site in ("a", "b"):
+        coord.join(site, 5)
+    coord.step()
+    worker = threading.Thread(target=lambda: [upload(coord, secret, tmp_path, site, np.ones(VALUES),
+                                                     5) for site in ("a", "b")], daemon=True)
+    worker.start()
+    worker.join(30)
+    assert not worker.is_alive(), "accepting an upload deadlocked in the feeder"
+    coord.step()
+    assert coord.view().latest_version == 1

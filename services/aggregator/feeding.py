@@ -51,17 +51,21 @@ class SumFeeder:
         key = (upload.round, upload.site)
         with self._lock:
             future = self._feeding.get(key)
-            if future is None:
+            started = future is None
+            if started:
                 future = self._pool.submit(self._sum, upload, streamed, trace)
                 self._feeding[key] = future
-                future.add_done_callback(lambda _done: self._forget(key))
             elif streamed is not None:
                 streamed.abort()  # the stored file is already being fed
+        if started:
+            # Outside the lock: a feed that already finished runs its callback right here.
+            future.add_done_callback(lambda done: self._forget(key, done))
         return future
 
-    def _forget(self, key: tuple[int, str]) -> None:
+    def _forget(self, key: tuple[int, str], done: Future[None]) -> None:
         with self._lock:
-            self._feeding.pop(key, None)
+            if self._feeding.get(key) is done:
+                del self._feeding[key]
 
     def _sum(self, upload: UploadRecord, streamed: Any,
              trace: otel_context.Context | None) -> None:
