@@ -28,8 +28,7 @@ SCRIPTS = {
     """,
     "wait": """
         from ucadi.ops.serving import wait_for_stop_signal
-        print("ready", flush=True)
-        print("stopped", wait_for_stop_signal(), flush=True)
+        print("stopped", wait_for_stop_signal(lambda: print("ready", flush=True)), flush=True)
     """,
 }
 

@@ -86,13 +86,16 @@ class RunningServer:
         self.server.wait_for_termination()
 
 
-def wait_for_stop_signal() -> int:
-    """Block until SIGTERM or SIGINT arrives; returns the signal number. The previous handlers
+def wait_for_stop_signal(on_ready: Callable[[], None] | None = None) -> int:
+    """Block until SIGTERM or SIGINT arrives; returns the signal number. `on_ready` runs once
+    the signals are caught (a signal before that acts as it did before). The previous handlers
     are back in place on return, so a second signal during shutdown acts as it did before."""
     previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
     stopped = threading.Event()
     try:
         received = set_on_stop_signal(stopped)
+        if on_ready is not None:
+            on_ready()
         stopped.wait()
         return received[0]
     finally:
