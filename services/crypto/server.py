@@ -26,13 +26,7 @@ from ucadi.ops.config import load_config
 from ucadi.ops.serving import RunningServer, grpc_errors, serve, wait_for_stop_signal
 from ucadi.ops.tls import Identity, PermissionDeniedError, TLSFiles, peer_identity
 from ucadi.v1 import common_pb2, crypto_pb2, crypto_pb2_grpc
-from ucadi.wire.chunks import (
-    DEFAULT_CHUNK_BYTES,
-    MAX_CHUNK_BYTES,
-    file_digest,
-    iter_file_chunks,
-    iter_payload_chunks,
-)
+from ucadi.wire.chunks import DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES
 
 SERVICE_NAMES = ["ucadi.v1.KeyService", "ucadi.v1.SumService"]
 # The aggregator opens, feeds, inspects and seals sums; a site may only add its own ciphertext
@@ -219,11 +213,7 @@ class SumServicer(crypto_pb2_grpc.SumServiceServicer):
         _require_aggregator(context)
         chunk_bytes = _chunk_bytes(request.chunk_bytes)
         sealed = self.store.seal(request.federation, request.round, list(request.sites))
-        if sealed.path is not None:
-            yield from iter_file_chunks(sealed.path, chunk_bytes)
-        else:
-            assert sealed.data is not None  # seal refuses rounds without contributions
-            yield from iter_payload_chunks(sealed.data, chunk_bytes, sha256=sealed.sha256)
+        yield from sealed.chunks(chunk_bytes)
 
     @grpc_errors
     def CloseRound(self, request: crypto_pb2.SealRoundRequest,
@@ -231,11 +221,7 @@ class SumServicer(crypto_pb2_grpc.SumServiceServicer):
         """Seal the round; answer its sum's size and digest (FetchSum streams it)."""
         _require_aggregator(context)
         sealed = self.store.seal(request.federation, request.round, list(request.sites))
-        if sealed.path is not None:
-            size, digest = sealed.path.stat().st_size, file_digest(sealed.path)
-        else:
-            assert sealed.data is not None and sealed.sha256 is not None
-            size, digest = len(sealed.data), sealed.sha256
+        size, digest = sealed.size_and_digest()
         return crypto_pb2.SealedRound(federation=request.federation, round=request.round,
                                       sites=sealed.state.sites, sum_bytes=size, sha256=digest)
 
@@ -248,16 +234,11 @@ class SumServicer(crypto_pb2_grpc.SumServiceServicer):
             _check_aggregator(caller)
         chunk_bytes = _chunk_bytes(request.chunk_bytes)
         sealed = self.store.fetch(request.federation, request.round)
-        size = sealed.path.stat().st_size if sealed.path is not None else len(sealed.data or b"")
+        size, _ = sealed.size_and_digest()
         if request.offset > size:
             raise UcadiError(f"offset {request.offset} is past the end of the sum ({size} bytes)")
         metrics.SUM_FETCHED_BYTES.inc(size - request.offset)
-        if sealed.path is not None:
-            yield from iter_file_chunks(sealed.path, chunk_bytes, offset=request.offset)
-        else:
-            assert sealed.data is not None
-            yield from iter_payload_chunks(sealed.data, chunk_bytes, offset=request.offset,
-                                           sha256=sealed.sha256)
+        yield from sealed.chunks(chunk_bytes, request.offset)
 
     @grpc_errors
     def GetRoundStatus(self, request: crypto_pb2.GetRoundStatusRequest,

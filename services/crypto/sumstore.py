@@ -24,7 +24,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -39,7 +39,7 @@ from ucadi.lwe.scheme import Ciphertext, CiphertextHeader, check_contribution, m
 from ucadi.lwe.serialization import serialize, serialized_size
 from ucadi.lwe.stream import CiphertextFile, open_verified
 from ucadi.v1 import common_pb2
-from ucadi.wire.chunks import file_digest, receive
+from ucadi.wire.chunks import file_digest, iter_file_chunks, iter_payload_chunks, receive
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,20 @@ class SealedSum:
     path: Path | None = None
     data: memoryview | None = None
     sha256: str | None = None
+
+    def size_and_digest(self) -> tuple[int, str]:
+        """Bytes and hex SHA-256 of the serialized sum."""
+        if self.path is not None:
+            return self.path.stat().st_size, file_digest(self.path)
+        assert self.data is not None and self.sha256 is not None
+        return len(self.data), self.sha256
+
+    def chunks(self, chunk_bytes: int, offset: int = 0) -> Iterator[common_pb2.Chunk]:
+        """The serialized sum as a chunk stream from `offset`."""
+        if self.path is not None:
+            return iter_file_chunks(self.path, chunk_bytes, offset=offset)
+        assert self.data is not None  # a seal refuses rounds without contributions
+        return iter_payload_chunks(self.data, chunk_bytes, offset=offset, sha256=self.sha256)
 
 
 def serialize_sum(total: Ciphertext) -> tuple[memoryview, str]:
