@@ -351,7 +351,41 @@ def test_a_round_still_opens_while_the_sum_service_is_away(tmp_path, secret, cap
         upload(coord, secret, tmp_path, site, np.ones(VALUES), 5)
     coord._seal(store.latest_round())  # sealing round 1 announces round 2 all the same
     assert coord.view().round == 2 and coord.view().state == COLLECTING
-    assert caplog.text.count("the sum service did not open it yet") == 2
+    # Round 1, round 2 ahead of time, round 2 again at the seal (the last round: none ahead).
+    assert caplog.text.count("the sum service did not open it yet") == 3
+
+
+class OpenRecordingBackend(LocalSumBackend):
+    """Records when each round is opened at the sum service, against the rounds announced."""
+
+    def __init__(self, store: AggregatorStore) -> None:
+        super().__init__(store)
+        self.opened: list[tuple[int, int]] = []  # (round opened, latest round announced then)
+
+    def open_round(self, round_number: int) -> None:
+        latest = self.store.latest_round()
+        self.opened.append((round_number, latest.round if latest else 0))
+
+
+def test_the_next_round_is_opened_at_the_sum_service_before_this_one_seals(tmp_path, secret):
+    store = AggregatorStore(tmp_path / "agg")
+    backend = OpenRecordingBackend(store)
+    coord = RoundCoordinator(make_config(secret, total_rounds=3), store, backend, read_facts,
+                             clock=Clock())
+    for site in ("a", "b"):
+        coord.join(site, 5)
+    coord._maybe_open(1, base_version=0)
+    assert (2, 1) in backend.opened  # round 2 is open there while round 1 collects
+    for site in ("a", "b"):
+        upload(coord, secret, tmp_path, site, np.ones(VALUES), 5)
+    coord._seal(store.latest_round())
+    assert (3, 2) in backend.opened
+    for number in (2, 3):
+        for site in ("a", "b"):
+            upload(coord, secret, tmp_path, site, np.ones(VALUES), 5, number, number - 1)
+        coord._seal(store.latest_round())
+    assert coord.view().state == COMPLETED
+    assert max(number for number, _ in backend.opened) == 3  # nothing past the last round
 
 
 class RunAtOnce:

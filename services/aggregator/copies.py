@@ -14,26 +14,17 @@ copies whatever is still missing.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 from services.aggregator.contracts import SumBackend
 from services.aggregator.store import AggregatorStore
+from ucadi.ops.priority import background_pool
 
 log = logging.getLogger(__name__)
 
 # Seconds before a failed copy is tried again.
 RETRY_AFTER_S = 10.0
-
-
-def _lowest_priority() -> None:
-    """Run this thread at nice 19 (Linux threads have their own nice value)."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-    except (AttributeError, OSError):  # not Linux, or not permitted: copy at normal priority
-        pass
 
 
 class VersionCopier:
@@ -42,8 +33,7 @@ class VersionCopier:
     def __init__(self, store: AggregatorStore, backend: SumBackend) -> None:
         self.store = store
         self.backend = backend
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="version-copy",
-                                        initializer=_lowest_priority)
+        self._pool = background_pool("version-copy")
         self._lock = threading.Lock()
         self._queued: set[int] = set()
         self._failed_at: dict[int, float] = {}

@@ -295,7 +295,7 @@ class RoundCoordinator(UploadIntake):
                 out = None
         last = bool(self.config.total_rounds) and current.round >= self.config.total_rounds
         if not last:
-            self._open_at_sum(current.round + 1)  # not holding the lock: it is a call out
+            self._open_at_sum(current.round + 1)  # opened ahead unless that failed; no lock held
         with self._changed:
             current.sealed = self.clock()
             current.sum_seconds = time.perf_counter() - started
@@ -341,6 +341,10 @@ class RoundCoordinator(UploadIntake):
             self._publish_metrics()
             self._notify()
         log.info("round %d open: expecting %s", round_number, ", ".join(record.expected))
+        # One round ahead at the sum service: sealing this one then announces the next without
+        # first waiting for that call (the seal opens it there only if this call failed).
+        if not self.config.total_rounds or round_number < self.config.total_rounds:
+            self._open_at_sum(round_number + 1)
 
     def _publish_metrics(self) -> None:
         fed = self.config.federation_id

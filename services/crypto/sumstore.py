@@ -25,7 +25,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from ucadi.lwe.params import get_parameters
 from ucadi.lwe.scheme import Ciphertext, CiphertextHeader, check_contribution, merged_seeds
 from ucadi.lwe.serialization import serialize, serialized_size
 from ucadi.lwe.stream import CiphertextFile, open_verified
+from ucadi.ops.priority import background_pool
 from ucadi.v1 import common_pb2
 from ucadi.wire.chunks import file_digest, iter_file_chunks, iter_payload_chunks, receive
 
@@ -184,7 +184,8 @@ class SumStore:
         self._sums: dict[tuple[str, int], Ciphertext] = {}
         # Sealed sums (serialized, and their SHA-256) until the background writer stored them.
         self._serialized: dict[tuple[str, int], tuple[memoryview, str]] = {}
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sum-writer")
+        # Storing a sealed sum waits on nothing: it yields the CPU to the fetches of that sum.
+        self._writer = background_pool("sum-writer")
         self._recover()
 
     def close(self) -> None:
