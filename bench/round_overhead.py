@@ -73,6 +73,10 @@ def _site_rounds(site: str, pki: str, aggregator: str, crypto: str, work: str, e
     """[(round, {phase: wall-clock time it ended})] for each round (PHASES, in order)."""
     import torch
 
+    from ucadi.ops.memory import tune_allocator
+
+    tune_allocator()  # as `ucadi serve trainer` does for a site
+
     from services.trainer.cipher import RoundContext, SiteCipher
     from services.trainer.client import FederationClient
     from services.trainer.keys import obtain_secret

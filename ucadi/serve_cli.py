@@ -11,6 +11,7 @@ import argparse
 import importlib
 import logging
 
+from ucadi.ops.memory import tune_allocator
 from ucadi.ops.serving import wait_for_stop_signal
 from ucadi.ops.tracing import setup_tracing
 
@@ -23,6 +24,7 @@ SERVICES = {
 
 
 def _run(args: argparse.Namespace) -> int:
+    tune_allocator()  # before the service allocates its first round's buffers
     module = importlib.import_module(SERVICES[args.service][0])
     if hasattr(module, "run_from_args"):
         return int(module.run_from_args(args))
