@@ -4,10 +4,10 @@ By default glibc serves an allocation of 128 KiB or more with its own mmap (rais
 threshold only as such blocks are freed) and hands freed memory back to the kernel, so each
 round's chunk, packing and ciphertext buffers fault in and zero their pages again. Measured on
 the CI-sized machine: packing a 0.73 M-value contribution (4.7 MB) costs 4.9 ms with fresh pages
-and 1.3 ms reusing freed ones. Here blocks under MMAP_THRESHOLD_BYTES come from the heap, up to
-TRIM_THRESHOLD_BYTES of free heap is kept for reuse, and at most ARENA_MAX arenas bound how much
-free memory the threads keep between them (about ARENA_MAX x 64 MiB at worst); larger blocks
-(the 46 M model's whole vectors) are still mapped and returned as before.
+and 1.3 ms reusing freed ones. Here blocks under MMAP_THRESHOLD_BYTES come from the heap, free
+memory at a heap's top is handed back only beyond TRIM_THRESHOLD_BYTES, and at most ARENA_MAX
+arenas (heaps the threads share) hold such free memory; larger blocks (the 46 M model's whole
+vectors) are still mapped and returned as before.
 
 An operator's own MALLOC_* environment settings win: then nothing is changed here.
 """
