@@ -81,6 +81,16 @@ def upload(coord: RoundCoordinator, secret, tmp: Path, site: str, values: np.nda
     return coord.accept_upload(site, header, partial)
 
 
+def seal_first_round(coord: RoundCoordinator, secret, tmp: Path, values: np.ndarray) -> None:
+    """Sites a and b join, round 1 opens, both upload `values` (weight 5) and it seals."""
+    for site in ("a", "b"):
+        coord.join(site, 5)
+    coord.step()
+    for site in ("a", "b"):
+        upload(coord, secret, tmp, site, values, 5)
+    coord.step()
+
+
 def test_round_seals_when_all_expected_sites_uploaded_and_decrypts_to_weighted_fedavg(
         tmp_path, secret):
     clock = Clock()
@@ -146,12 +156,7 @@ def test_an_upload_accepted_while_another_is_fed_is_summed_before_the_seal(tmp_p
 def test_late_upload_to_a_closed_round_is_refused_with_failed_precondition(tmp_path, secret):
     clock = Clock()
     coord = coordinator(tmp_path / "agg", secret, clock)
-    for site in ("a", "b"):
-        coord.join(site, 5)
-    coord.step()
-    for site in ("a", "b"):
-        upload(coord, secret, tmp_path, site, np.zeros(VALUES), 5)
-    coord.step()
+    seal_first_round(coord, secret, tmp_path, np.zeros(VALUES))
     with pytest.raises(RejectedUpload) as refused:
         upload(coord, secret, tmp_path, "a", np.ones(VALUES), 5, round_number=1)
     assert refused.value.status == "FAILED_PRECONDITION"
@@ -232,12 +237,7 @@ def test_restart_continues_the_same_round_without_losing_or_double_counting(tmp_
 def test_federation_completes_after_total_rounds(tmp_path, secret):
     clock = Clock()
     coord = coordinator(tmp_path / "agg", secret, clock, total_rounds=1)
-    for site in ("a", "b"):
-        coord.join(site, 5)
-    coord.step()
-    for site in ("a", "b"):
-        upload(coord, secret, tmp_path, site, np.zeros(VALUES), 5)
-    coord.step()
+    seal_first_round(coord, secret, tmp_path, np.zeros(VALUES))
     assert coord.view().state == COMPLETED
 
 
@@ -308,12 +308,7 @@ def test_a_version_sealed_at_the_sum_service_is_served_from_there_or_copied_in_t
     backend = HeldAtSumBackend(store, tmp_path / "sum-service", copy_fails=1)
     coord = RoundCoordinator(make_config(secret), store, backend, read_facts, clock=Clock(),
                              copy_global_versions=copy)
-    for site in ("a", "b"):
-        coord.join(site, 5)
-    coord.step()
-    for site in ("a", "b"):
-        upload(coord, secret, tmp_path, site, np.ones(VALUES), 5)
-    coord.step()
+    seal_first_round(coord, secret, tmp_path, np.ones(VALUES))
     assert coord.view().latest_version == 1
     held = (tmp_path / "sum-service" / "sum-1.lwe").read_bytes()
     path, size, digest = store.version(1)
