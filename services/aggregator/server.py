@@ -112,8 +112,9 @@ class FederationServicer(federation_pb2_grpc.FederationServiceServicer):
         # Not copied from the sum service yet: streamed on from there (the same bytes).
         chunks = (iter_file_chunks(path, offset=request.offset, sha256=sha256) if path
                   else self.rounds.backend.sum_chunks(request.version, request.offset))
+        sent = metrics.DOWNLOAD_BYTES.labels(self.config.federation_id)
         for chunk in chunks:
-            metrics.DOWNLOAD_BYTES.labels(self.config.federation_id).inc(len(chunk.data))
+            sent.inc(chunk.ByteSize())  # not len(chunk.data): reading the field copies it
             yield chunk
 
     def UploadUpdate(self, request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Any:

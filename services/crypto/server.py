@@ -188,8 +188,9 @@ class SumServicer(crypto_pb2_grpc.SumServiceServicer):
             for message in request_iterator:
                 if message.WhichOneof("part") != "chunk":
                     raise UcadiError("after the metadata only chunks may follow")
-                received += len(message.chunk.data)
-                yield message.chunk
+                chunk = message.chunk
+                received = chunk.total_size  # all of it, once accepted (no resume here)
+                yield chunk
             last_byte = time.perf_counter()
         try:
             # Only the aggregator vouches: a site's own contribution never replaces another.

@@ -92,9 +92,11 @@ class ChunkReceiver:
 
     def feed(self, chunk: common_pb2.Chunk) -> None:
         """Append one chunk; raises TransferError on a gap, overlap, size or digest change."""
-        if len(chunk.data) > MAX_CHUNK_BYTES:
+        # Read the bytes field once: every read of it copies the whole chunk (protobuf upb).
+        data = chunk.data
+        if len(data) > MAX_CHUNK_BYTES:
             raise TransferError(
-                f"chunk of {len(chunk.data)} bytes exceeds the {MAX_CHUNK_BYTES}-byte chunk limit")
+                f"chunk of {len(data)} bytes exceeds the {MAX_CHUNK_BYTES}-byte chunk limit")
         if chunk.total_size > self.max_bytes:
             raise TransferError(
                 f"payload of {chunk.total_size} bytes exceeds the limit of {self.max_bytes} bytes")
@@ -106,11 +108,11 @@ class ChunkReceiver:
             raise TransferError(
                 f"chunk at offset {chunk.offset} but {self.received} bytes were received so far; "
                 "chunks must be contiguous (resume from the reported offset)")
-        if self.received + len(chunk.data) > chunk.total_size:
+        if self.received + len(data) > chunk.total_size:
             raise TransferError("chunks run past the announced total_size")
-        self._handle.write(chunk.data)
-        self._hasher.update(chunk.data)
-        self.received += len(chunk.data)
+        self._handle.write(data)
+        self._hasher.update(data)
+        self.received += len(data)
 
     def finish(self) -> Path:
         """Close, check completeness and digest, fsync (if durable); returns the assembled
