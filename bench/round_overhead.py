@@ -227,17 +227,22 @@ def run(quick: bool) -> list[str]:
     """Both model sizes (quick: 0.73 M only), encryption on and off, and Flower."""
     summary = []
     for label, arch, preset in MODELS[:1] if quick else MODELS:
-        # The small model runs each mode in three interleaved blocks, so a change in the
-        # shared machine's load during the run falls on every mode alike.
-        blocks, rounds = (3, 5) if "0.73" in label else (1, 2)
+        # The small model runs each mode in four interleaved blocks, so a change in the
+        # shared machine's load during the run falls on every mode alike; the ratio of each
+        # block is printed too, since blocks differ by more than rounds within one do.
+        blocks, rounds = (4, 8) if "0.73" in label else (1, 2)
         seconds: dict[str, list[float]] = {mode: [] for mode, _, _ in MODES}
         phases: dict[str, list[dict[str, float]]] = {mode: [] for mode, _, _ in MODES}
+        block_ratios = []
         for _ in range(blocks):
+            block_medians = {}
             for mode, parameter_set, topology in MODES:
                 block_seconds, block_phases = measure_round_seconds(arch, preset, parameter_set,
                                                                     rounds, topology)
                 seconds[mode] += block_seconds
                 phases[mode].append(block_phases)
+                block_medians[mode] = statistics.median(block_seconds)
+            block_ratios.append(block_medians["encrypted"] / block_medians["plaintext"])
         medians = {}
         for mode, _, _ in MODES:
             medians[mode] = statistics.median(seconds[mode])
@@ -254,8 +259,9 @@ def run(quick: bool) -> list[str]:
                 f"{medians[COMPACT] / plain:.2f}x; relayed through the aggregator "
                 f"{medians[RELAYED]:.2f} s, {medians[RELAYED] / plain:.2f}x; single node (sum "
                 f"in the aggregator, like the plaintext mode) {medians[SINGLE_NODE]:.2f} s, "
-                f"{medians[SINGLE_NODE] / plain:.2f}x; made during training, per site on one "
-                f"thread: encryption mask + decryption product "
+                f"{medians[SINGLE_NODE] / plain:.2f}x; encrypted/plaintext per block "
+                f"{', '.join(f'{r:.2f}' for r in block_ratios)}; made during training, per "
+                f"site on one thread: encryption mask + decryption product "
                 f"{_prepared_seconds(arch, preset):.2f} s")
         line += _flower_comparison(plain, _value_count(arch, preset), blocks * rounds)
         print(line, flush=True)
