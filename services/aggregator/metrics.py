@@ -20,8 +20,9 @@ UPLOAD_BYTES = Counter("ucadi_upload_bytes_total",
                        "Ciphertext bytes of accepted site updates (received here, or sent by the "
                        "site to the sum service and recorded here)", ["federation"])
 DOWNLOAD_BYTES = Counter("ucadi_download_bytes_total",
-                         "Global-model ciphertext bytes served by the aggregator (sites that "
-                         "exchange ciphertexts with the sum service fetch them there)",
+                         "Global-model ciphertext bytes served by the aggregator, as chunk "
+                         "messages (sites that exchange ciphertexts with the sum service fetch "
+                         "them there)",
                          ["federation"])
 UPLOADS_REJECTED = Counter("ucadi_uploads_rejected_total", "Uploads refused, by reason",
                            ["federation", "reason"])
