@@ -80,6 +80,7 @@ def _site_rounds(site: str, pki: str, aggregator: str, crypto: str, work: str, e
     from services.trainer.cipher import RoundContext, SiteCipher
     from services.trainer.client import FederationClient
     from services.trainer.keys import obtain_secret
+    from ucadi.learn.server_opt import announced_optimization
     from ucadi.ops.tls import TLSFiles
     from ucadi.v1 import federation_pb2
     from ucadi.wire.plain_update import plain_average, write_plain
@@ -136,7 +137,9 @@ def _site_rounds(site: str, pki: str, aggregator: str, crypto: str, work: str, e
         client.upload_update(federation_pb2.UpdateHeader(
             round=round_number, base_version=info.base_version,
             parameter_set=joined.encryption.parameter_set, key_id=joined.encryption.key_id,
-            layout_hash=layout, num_samples=SITE_WEIGHT, local_epochs=1), path)
+            layout_hash=layout, num_samples=SITE_WEIGHT, local_epochs=1,
+            optimizer_digest=announced_optimization(
+                joined.model.optimizer_json).digest), path)
         path.unlink()
         marks["uploaded"] = time.time()
         while info.latest_version < round_number:

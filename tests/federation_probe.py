@@ -9,6 +9,7 @@ from pathlib import Path
 
 from services.trainer.cipher import SiteCipher
 from ucadi.demo.federation import LocalFederation
+from ucadi.learn.server_opt import announced_optimization
 from ucadi.lwe.keywrap import generate_site_key_pair
 from ucadi.model.layout import ParameterLayout, initial_model
 from ucadi.ops.tls import secure_channel
@@ -48,7 +49,8 @@ class ProbeSite:
         base: dict[str, object] = dict(
             round=1, base_version=0, parameter_set=secret.params.name, key_id=secret.key_id_hex,
             layout_hash=self.joined.model.layout_hash, num_samples=self.train_cases,
-            local_epochs=1)
+            local_epochs=1,
+            optimizer_digest=announced_optimization(self.joined.model.optimizer_json).digest)
         base.update(fields)
         return federation_pb2.UpdateHeader(**base)
 

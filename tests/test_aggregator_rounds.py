@@ -51,7 +51,7 @@ def make_config(secret, **overrides) -> FederationConfig:
                 round_timeout_s=100.0, liveness_timeout_s=1e9,
                 model={"arch": "densenet3d", "preset": "cpu-small", "task": "binary",
                        "init_seed": 0, "recipe_json": "{}", "layout_hash": LAYOUT,
-                       "value_count": VALUES},
+                       "value_count": VALUES, "optimizer_json": "", "optimizer_digest": ""},
                 encryption={"enabled": True, "parameter_set": secret.params.name,
                             "key_id": secret.key_id_hex})
     base.update(overrides)
@@ -74,7 +74,8 @@ def upload(coord: RoundCoordinator, secret, tmp: Path, site: str, values: np.nda
     header = SimpleNamespace(round=round_number, base_version=base_version,
                              parameter_set=secret.params.name, key_id=secret.key_id_hex,
                              layout_hash=LAYOUT, total_size=path.stat().st_size,
-                             sha256=file_digest(path), num_samples=weight, local_epochs=1)
+                             sha256=file_digest(path), num_samples=weight, local_epochs=1,
+                             optimizer_digest="")
     partial = coord.check_upload(site, header)
     partial.parent.mkdir(parents=True, exist_ok=True)
     partial.write_bytes(path.read_bytes())
@@ -266,7 +267,7 @@ def test_a_sum_passed_off_as_one_sites_update_is_rejected_as_malformed(tmp_path,
                              key_id=secret.key_id_hex, layout_hash=LAYOUT,
                              total_size=(tmp_path / "sum.lwe").stat().st_size,
                              sha256=file_digest(tmp_path / "sum.lwe"), num_samples=1,
-                             local_epochs=1)
+                             local_epochs=1, optimizer_digest="")
     partial = coord.check_upload("a", header)
     partial.parent.mkdir(parents=True, exist_ok=True)
     partial.write_bytes((tmp_path / "sum.lwe").read_bytes())

@@ -12,6 +12,7 @@ from services.aggregator.server import start_aggregator
 from services.crypto.server import run_crypto_service
 from services.trainer.cipher import SiteCipher
 from services.trainer.client import FederationClient
+from ucadi.learn.server_opt import announced_optimization
 from ucadi.lwe import generate_secret_key
 from ucadi.lwe.keywrap import generate_site_key_pair, wrap_secret
 from ucadi.model.layout import ParameterLayout, initial_model
@@ -69,7 +70,9 @@ def test_an_upload_is_one_trace_across_site_aggregator_and_crypto(tmp_path, fede
             client.upload_update(federation_pb2.UpdateHeader(
                 round=1, base_version=0, parameter_set=secret.params.name,
                 key_id=secret.key_id_hex, layout_hash=joined.model.layout_hash,
-                num_samples=8, local_epochs=1), path)
+                num_samples=8, local_epochs=1,
+                optimizer_digest=announced_optimization(
+                    joined.model.optimizer_json).digest), path)
             trace_id = root.get_span_context().trace_id
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

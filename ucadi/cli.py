@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("ucadi.serve_cli", "run a service: aggregator, crypto, trainer, inference"),
     "diagnose": ("services.inference.client", "send a CT study to an inference server"),
     "demo": ("ucadi.demo.cli", "run the whole federation locally on synthetic data"),
+    "experiment": ("ucadi.experiments.cli", "federated-learning studies: sync interval, "
+                                            "optimisers"),
     "site": ("ucadi.ops.k8s", "site deployment status from Kubernetes"),
 }
 

@@ -23,6 +23,13 @@ DEFAULTS: dict[str, Any] = {
         # A site not heard from for this long is not expected in the next round.
         "liveness_timeout_s": 60.0,
         "max_upload_mb": 1024,
+        # How the federation learns beyond plain FedAvg, announced to every site with the
+        # model (ucadi.learn.server_opt.FederatedOptimization; docs/federated-optimisation.md):
+        # server: fedavg | fedavgm | fedadam | fedyogi, run identically at every site on the
+        # decrypted average; server_lr, beta1 (momentum), beta2, tau; proximal_mu (FedProx,
+        # 0 = off); local_batchnorm (FedBN: BatchNorm layers stay at each site).
+        "optimizer": {"server": "fedavg", "server_lr": 1.0, "beta1": 0.9, "beta2": 0.99,
+                      "tau": 1e-3, "proximal_mu": 0.0, "local_batchnorm": False},
     },
     "model": {
         "arch": "densenet3d",
@@ -72,6 +79,7 @@ DEFAULTS: dict[str, Any] = {
 def build_federation_config(config: dict[str, Any]) -> FederationConfig:
     """Federation settings from a loaded config, with the model's layout hash computed."""
     from ucadi.learn.recipe import TrainingRecipe
+    from ucadi.learn.server_opt import FederatedOptimization
     from ucadi.lwe.params import DEFAULT_PARAMETER_SET
     from ucadi.model.layout import ParameterLayout, initial_model
     from ucadi.wire.plain_update import PLAINTEXT_SET
@@ -84,6 +92,7 @@ def build_federation_config(config: dict[str, Any]) -> FederationConfig:
     if int(fed["min_sites"]) < 1:
         raise UcadiError(f"federation.min_sites is {fed['min_sites']}; it must be at least 1")
     recipe = TrainingRecipe.from_dict({"task": model["task"], **model["recipe"]})
+    optimization = FederatedOptimization.from_dict(fed.get("optimizer"))
     net = initial_model(model["arch"], model["preset"], len(recipe.class_names),
                         int(model["init_seed"]))
     layout = ParameterLayout.of(net.state_dict())
@@ -92,7 +101,9 @@ def build_federation_config(config: dict[str, Any]) -> FederationConfig:
         model={"arch": model["arch"], "preset": model["preset"], "task": model["task"],
                "init_seed": int(model["init_seed"]),
                "recipe_json": json.dumps(recipe.to_dict(), sort_keys=True),
-               "layout_hash": layout.hash, "value_count": layout.value_count},
+               "layout_hash": layout.hash, "value_count": layout.value_count,
+               "optimizer_json": optimization.to_json(),
+               "optimizer_digest": optimization.digest},
         encryption={"enabled": enabled,
                     "parameter_set": (enc["parameter_set"] or DEFAULT_PARAMETER_SET) if enabled
                     else PLAINTEXT_SET,

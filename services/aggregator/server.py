@@ -66,7 +66,7 @@ class FederationServicer(federation_pb2_grpc.FederationServiceServicer):
             expected_sites=view.expected, uploaded_sites=view.uploaded,
             awaiting_caller=bool(site and view.state == COLLECTING and site in view.expected
                                  and site not in view.uploaded),
-            min_sites=view.min_sites)
+            min_sites=view.min_sites, optimizer_digest=self.config.model["optimizer_digest"])
 
     @grpc_errors
     def Join(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -78,7 +78,8 @@ class FederationServicer(federation_pb2_grpc.FederationServiceServicer):
             model=federation_pb2.ModelSpec(
                 arch=model["arch"], preset=model["preset"], task=model["task"],
                 init_seed=model["init_seed"], recipe_json=model["recipe_json"],
-                layout_hash=model["layout_hash"], value_count=model["value_count"]),
+                layout_hash=model["layout_hash"], value_count=model["value_count"],
+                optimizer_json=model["optimizer_json"]),
             encryption=federation_pb2.EncryptionSpec(
                 enabled=enc["enabled"], parameter_set=enc["parameter_set"], key_id=enc["key_id"]),
             local_epochs=self.config.local_epochs, total_rounds=self.config.total_rounds,

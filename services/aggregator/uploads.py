@@ -71,7 +71,9 @@ class UploadIntake:
                                  "duplicate", "ALREADY_EXISTS")
         for name, got, want in (("parameter set", header.parameter_set, enc["parameter_set"]),
                                 ("key id", header.key_id, enc["key_id"]),
-                                ("layout hash", header.layout_hash, model["layout_hash"])):
+                                ("layout hash", header.layout_hash, model["layout_hash"]),
+                                ("optimizer digest", header.optimizer_digest,
+                                 model["optimizer_digest"])):
             if got != want:
                 raise RejectedUpload(f"{name} {got!r} does not match the federation's {want!r}",
                                      "mismatch")

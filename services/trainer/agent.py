@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from safetensors.numpy import load as load_arrays
+from safetensors.numpy import save as save_arrays
 from safetensors.torch import save_file
 
 from services.trainer import metrics
@@ -26,12 +28,14 @@ from services.trainer.client import FederationClient, FederationRejected
 from services.trainer.publish import ModelPublisher
 from ucadi.ct import PreprocessConfig
 from ucadi.ct.synth import read_manifest
+from ucadi.durable import write_durably
 from ucadi.errors import UcadiError
-from ucadi.learn import StudyDataset, TrainingRecipe, predict_probabilities, train_local
+from ucadi.learn import StudyDataset, TrainingRecipe, predict_probabilities
+from ucadi.learn.server_opt import announced_optimization
+from ucadi.learn.site_learner import SiteLearner
 from ucadi.learn.stats import auc_ci_delong, sensitivity_specificity
-from ucadi.learn.train import make_optimizer
 from ucadi.model import get_preset
-from ucadi.model.layout import ParameterLayout, initial_model
+from ucadi.model.layout import initial_model
 from ucadi.v1 import federation_pb2
 
 log = logging.getLogger(__name__)
@@ -103,27 +107,30 @@ class SiteAgent:
         self.recipe = TrainingRecipe.from_dict(json.loads(spec.recipe_json))
         preset = get_preset(spec.preset)
         self.preprocess = PreprocessConfig(slices=preset.slices, size=(preset.height, preset.width))
-        self.model = initial_model(spec.arch, spec.preset, len(self.recipe.class_names),
-                                   spec.init_seed)
-        self.layout = ParameterLayout.of(self.model.state_dict())
+        model = initial_model(spec.arch, spec.preset, len(self.recipe.class_names),
+                              spec.init_seed)
+        self.optimization = announced_optimization(spec.optimizer_json)
+        dataset = StudyDataset(self.train_records, self.preprocess, self.recipe.task,
+                               train=True, seed=self.settings.seed)
+        # One learner for the site's whole run: the global model and the server optimiser's
+        # state (identical at every site), and SGD momentum that carries over between rounds
+        # (site-local; on the small synthetic cohort, pooled-test AUC 0.78 instead of 0.55
+        # when momentum restarts every round).
+        self.learner = SiteLearner(model, dataset, self.recipe, self.optimization,
+                                   device=self.settings.device, seed=self.settings.seed)
+        self.model, self.layout = model, self.learner.layout
         if self.layout.hash != spec.layout_hash:
             raise UcadiError(f"this site's model layout {self.layout.hash[:12]} differs from the "
                              f"federation's {spec.layout_hash[:12]}: update the site software")
         self.spec = spec
         self.federation_id = joined.federation_id
-        self.dataset = StudyDataset(self.train_records, self.preprocess, self.recipe.task,
-                                    train=True, seed=self.settings.seed)
         # Validation stacks are read once and kept, like the training set's.
         self.val_set = StudyDataset(self.val_records, self.preprocess, "binary", train=False,
                                     seed=self.settings.seed)
         self.version = self._resume_local_version()
-        # One optimizer for the site's whole run: SGD momentum carries over between rounds
-        # (on the small synthetic cohort, pooled-test AUC 0.78 instead of 0.55 when momentum
-        # restarts every round); it is site-local state and never leaves the site.
-        self.optimizer = make_optimizer(self.model, self.recipe)
-        log.info("%s joined %s: %d training cases, model %s/%s, %d local epoch(s) per round",
-                 self.settings.site, joined.federation_id, len(self.train_records), spec.arch,
-                 spec.preset, joined.local_epochs)
+        log.info("%s joined %s: %d training cases, model %s/%s, %d local epoch(s) per round, "
+                 "%s", self.settings.site, joined.federation_id, len(self.train_records),
+                 spec.arch, spec.preset, joined.local_epochs, self.optimization.describe())
         heartbeat = threading.Thread(target=self._heartbeat, daemon=True)
         heartbeat.start()
         try:
@@ -138,6 +145,12 @@ class SiteAgent:
             self._phase("idle")
             info = self.federation.get_round(known_round, known_state, wait_s=10.0)
             known_round, known_state = info.round, info.state
+            if info.optimizer_digest and info.optimizer_digest != self.optimization.digest:
+                raise UcadiError(
+                    f"the federation now announces optimizer configuration "
+                    f"{info.optimizer_digest[:12]}, but this site joined under "
+                    f"{self.optimization.digest[:12]} ({self.optimization.describe()}): "
+                    "restart the site to join the changed federation")
             if info.latest_version > self.version:
                 self._adopt_global(info.latest_version)
             if info.state == federation_pb2.ROUND_STATE_COMPLETED:
@@ -159,19 +172,40 @@ class SiteAgent:
             except UcadiError as exc:
                 log.warning("heartbeat failed: %s", exc)
 
+    @property
+    def _state_path(self) -> Path:
+        return self.settings.work_dir / "global-state.safetensors"
+
     def _resume_local_version(self) -> int:
-        """After a restart, continue from the newest version this site already published."""
-        latest = self.publisher.latest()
-        if latest is None:
+        """After a restart, continue from the global state this site saved last (the global
+        model and server-optimiser state it held after its newest decrypted version)."""
+        if not self._state_path.exists():
             return 0
-        version, state = latest
-        self.model.load_state_dict(state, strict=False)
-        log.info("%s: resuming from locally published global version %d", self.settings.site,
-                 version)
+        self.learner.restore(load_arrays(self._state_path.read_bytes()))
+        version = self.learner.version
+        log.info("%s: resuming from global version %d", self.settings.site, version)
+        latest = self.publisher.latest()
+        if latest is None or latest[0] < version:
+            self._publish(version)  # saved, but the crash came before publishing
         return version
 
-    def _adopt_global(self, version: int) -> None:
-        """Download, decrypt and publish a global version, then evaluate it locally."""
+    def _save_state(self) -> None:
+        """Durably, before publishing: a restart resumes here instead of replaying."""
+        self.settings.work_dir.mkdir(parents=True, exist_ok=True)
+        write_durably(self._state_path, save_arrays(self.learner.saved_state(),
+                                                    metadata={"site": self.settings.site}))
+
+    def _adopt_global(self, latest: int) -> None:
+        """Download and decrypt each global version up to `latest` (only the latest when the
+        server optimiser keeps no state), step the global model, then publish and evaluate."""
+        first = self.version + 1 if self.optimization.stateful else latest
+        for version in range(first, latest + 1):
+            self.learner.adopt(self._decrypt_version(version), version)
+            self.version = version
+            self._save_state()
+        self._publish(latest)
+
+    def _decrypt_version(self, version: int) -> np.ndarray:
         self._phase("downloading")
         path = self.settings.work_dir / "downloads" / f"global-v{version:05d}.lwe"
         downloaded = self.federation.download_global(version, path,
@@ -182,14 +216,16 @@ class SiteAgent:
                                              digest_checked=downloaded.trailer_ok)
         metrics.DECRYPT_SECONDS.observe(time.perf_counter() - started)
         path.unlink(missing_ok=True)
-        self.model.load_state_dict(self.layout.unflatten(vector), strict=False)
-        self.version = version
+        return vector
+
+    def _publish(self, version: int) -> None:
         self.status.published_version = version
         self._phase("evaluating")
         evaluation = self._evaluate(version)
         self.publisher.publish(self.model, version=version, spec=self.spec, recipe=self.recipe,
                                preprocess=self.preprocess, metrics=evaluation,
-                               train_cases=len(self.train_records))
+                               train_cases=len(self.train_records),
+                               optimization=self.optimization)
         if evaluation and self.settings.share_metrics:
             self.federation.report_metrics({"version": version, "split": "val",
                                             "cases": len(self.val_records), **evaluation})
@@ -228,13 +264,11 @@ class SiteAgent:
         self.cipher.prepare(self.layout.value_count, RoundContext(
             self.federation_id, info.round, self.settings.site, tuple(info.expected_sites)))
         started = time.perf_counter()
-        update = train_local(self.model, self.dataset, self.recipe, start_epoch=info.start_epoch,
-                             epochs=info.local_epochs, device=self.settings.device,
-                             seed=self.settings.seed, progress=False, optimizer=self.optimizer)
+        update = self.learner.fit(info.start_epoch, info.local_epochs)
         metrics.TRAIN_SECONDS.observe(time.perf_counter() - started)
         self._keep_local_update(info.round, update)
         self._phase("encrypting")
-        vector = self.layout.flatten(update.state)
+        vector = self.learner.upload_vector(update)
         path = self.settings.work_dir / "uploads" / f"round-{info.round:05d}.lwe"
         started = time.perf_counter()
         self.cipher.encrypt_to_file(vector, weight=update.num_samples, round_number=info.round,
@@ -245,7 +279,7 @@ class SiteAgent:
             round=info.round, base_version=info.base_version,
             parameter_set=self.cipher.parameter_set, key_id=self.cipher.key_id,
             layout_hash=self.spec.layout_hash, num_samples=update.num_samples // update.epochs,
-            local_epochs=update.epochs)
+            local_epochs=update.epochs, optimizer_digest=self.optimization.digest)
         try:
             receipt = self.federation.upload_update(header, path)
             log.info("%s: round %d uploaded (%d bytes, loss %.4f, %.1f samples/s)",

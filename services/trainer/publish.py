@@ -15,6 +15,7 @@ import torch
 
 from ucadi.ct import PreprocessConfig
 from ucadi.learn import TrainingRecipe
+from ucadi.learn.server_opt import FederatedOptimization
 from ucadi.model import ModelCard, load_checkpoint, save_checkpoint
 
 CURRENT_LINK = "current"
@@ -30,13 +31,15 @@ class ModelPublisher:
 
     def publish(self, model: torch.nn.Module, *, version: int, spec: Any,
                 recipe: TrainingRecipe, preprocess: PreprocessConfig,
-                metrics: dict[str, float], train_cases: int) -> Path:
+                metrics: dict[str, float], train_cases: int,
+                optimization: FederatedOptimization | None = None) -> Path:
         """Save a global version and point `current` at it."""
         target = self.model_dir / VERSIONS_DIR / f"{version:05d}"
         card = ModelCard.for_model(
             model, list(recipe.class_names), preprocess.to_dict(), version=version,
             training={"federated": True, "recipe": recipe.to_dict(),
-                      "local_train_cases": train_cases, "layout_hash": spec.layout_hash},
+                      "local_train_cases": train_cases, "layout_hash": spec.layout_hash,
+                      "optimization": (optimization or FederatedOptimization()).to_dict()},
             metrics={"local_validation": metrics})
         save_checkpoint(target, model, card)
         link_tmp = self.model_dir / f".{CURRENT_LINK}.tmp"

@@ -90,6 +90,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--work-dir", help="folder for keys and transfers")
     parser.add_argument("--device", help="cpu | cuda | auto")
     parser.add_argument("--threads", type=int, help="torch threads (0 = default)")
+    parser.add_argument("--seed", type=int, help="seed of the site's sampling, shuffling and "
+                                                 "DropBlock masks (default 0)")
     parser.add_argument("--tls-dir", help="the site's startup kit (ca.crt, tls.crt, tls.key)")
     parser.add_argument("--aggregator", help="aggregator HOST:PORT")
     parser.add_argument("--crypto", help="crypto service HOST:PORT")
@@ -102,7 +104,8 @@ def _apply_flags(config: dict[str, Any], args: argparse.Namespace) -> None:
     site, server = config["site"], config["server"]
     for flag, section, key in (("manifest", site, "manifest"), ("model_dir", site, "model_dir"),
                                ("work_dir", site, "work_dir"), ("device", site, "device"),
-                               ("threads", site, "threads"), ("tls_dir", server, "tls_dir"),
+                               ("threads", site, "threads"), ("seed", site, "seed"),
+                               ("tls_dir", server, "tls_dir"),
                                ("aggregator", server, "aggregator_address"),
                                ("crypto", server, "crypto_address"),
                                ("address", server, "address"),

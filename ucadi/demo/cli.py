@@ -12,7 +12,7 @@ from typing import Any
 
 from ucadi.demo.federation import FederationPlan, LocalFederation
 from ucadi.demo.report import compare_and_report
-from ucadi.v1 import federation_pb2
+from ucadi.learn.server_opt import SERVER_OPTIMIZERS, FederatedOptimization
 
 TRAINING_SITES = ["main-campus", "optical-valley", "sino-french", "nccid-uk"]
 
@@ -51,50 +51,48 @@ def run_demo(args: argparse.Namespace) -> int:
         generate_cohort(data_dir, preset=args.cohort, seed=args.seed)
     else:
         print(f"[1/4] using the cohort already in {data_dir}")
-    recipe = {"total_epochs": args.rounds * args.local_epochs,
-              "warmup_epochs": min(args.warmup_epochs, args.rounds * args.local_epochs - 1),
+    epochs = args.rounds * args.local_epochs
+    recipe = {"total_epochs": epochs, "warmup_epochs": min(args.warmup_epochs, epochs - 1),
               "lr": args.lr, "batch_size": args.batch_size}
+    optimizer = {"server": args.server_optimizer, "server_lr": args.server_lr,
+                 "beta1": args.server_momentum, "proximal_mu": args.proximal_mu,
+                 "local_batchnorm": args.fedbn}
+    # Every site in every round (the quorum defaults to all sites): which sites train in a
+    # round then never depends on process start-up order, so a seed reproduces the run.
     plan = FederationPlan(root=out / "federation", manifest=manifest, sites=args.sites,
                           rounds=args.rounds, local_epochs=args.local_epochs,
-                          min_sites=min(args.min_sites, len(args.sites)),
-                          model_preset=args.preset, recipe=recipe, init_seed=args.seed,
-                          trainer_threads=1)
+                          min_sites=min(args.min_sites or len(args.sites), len(args.sites)),
+                          model_preset=args.preset, recipe=recipe, optimizer=optimizer,
+                          init_seed=args.seed, site_seed=args.seed, trainer_threads=1)
     federation = LocalFederation(plan)
+    optimization = FederatedOptimization.from_dict(optimizer)
+    print(f"      seed {args.seed}: cohort, initial weights and every site's sampling and "
+          "shuffling")
     print(f"[2/4] provisioning PKI and starting crypto, aggregator and {len(args.sites)} "
           "trainers (mutual TLS on 127.0.0.1) ...")
-    federation.provision()
-    federation.create_key()
-    try:
-        crypto = federation.start_crypto()
-        aggregator = federation.start_aggregator()
-        for site in args.sites:
-            federation.start_trainer(site)
-        federation.approve_sites(args.sites)
+    seen: set[int] = set()
+
+    def started_line(running: LocalFederation) -> None:
+        crypto, aggregator = running.processes["crypto"], running.processes["aggregator"]
+        assert running.secret is not None
         print(f"      crypto {crypto.target}, aggregator {aggregator.target}; LWE key "
-              f"{federation.secret.key_id_hex[:12]} ({federation.secret.params.name}) wrapped "
+              f"{running.secret.key_id_hex[:12]} ({running.secret.params.name}) wrapped "
               "for every site")
         print(f"[3/4] federated training: {args.rounds} rounds x {args.local_epochs} local "
-              f"epoch(s), model densenet3d/{args.preset}, encryption on")
-        seen: set[int] = set()
+              f"epoch(s) ({epochs} local epochs per site), {optimization.describe()}, model "
+              f"densenet3d/{args.preset}, encryption on")
 
-        def show(status: Any) -> None:
-            for line in _round_line(status, args.rounds, seen):
-                print("      " + line, flush=True)
+    def show(status: Any) -> None:
+        for line in _round_line(status, args.rounds, seen):
+            print("      " + line, flush=True)
 
-        federation.wait_for(
-            lambda s: s.current.state == federation_pb2.ROUND_STATE_COMPLETED
-            and len(seen) >= args.rounds and all(
-                s2.metrics.version >= args.rounds for s2 in s.sites if s2.HasField("metrics")),
-            timeout=args.timeout, on_status=show)
-        summary = federation.summary()
-    finally:
-        federation.stop()
+    summary = federation.run(args.timeout, on_status=show, on_started=started_line)
     print(f"      federation finished in {time.perf_counter() - started:.0f} s")
     print("[4/4] training local-only and centralised baselines, evaluating every model ...")
     report = compare_and_report(
-        manifest=manifest, plan=plan,
-        federated_model_dir=out / "federation" / "sites" / args.sites[0] / "models" / "current",
-        reports_dir=Path(args.reports), federation_summary=summary, seed=args.seed)
+        manifest=manifest, plan=plan, federated_state=federation.global_state(args.sites[0]),
+        reports_dir=Path(args.reports), federation_summary=summary, seed=args.seed,
+        baseline_epochs=args.baseline_epochs or epochs)
     print(report["markdown"])
     print(f"reports written to {args.reports}/ ({', '.join(report['files'])}); total "
           f"{time.perf_counter() - started:.0f} s")
@@ -109,7 +107,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--out", default="runs/demo", help="working folder (cohort, PKI, state)")
     demo.add_argument("--reports", default="reports", help="where the comparison is written")
     demo.add_argument("--cohort", default="small", help="synthetic cohort preset (tiny, small, "
-                                                        "paper)")
+                                                        "medium, paper)")
     demo.add_argument("--preset", default="cpu-small", help="model preset")
     demo.add_argument("--sites", nargs="+", default=TRAINING_SITES, help="training sites")
     # The paper trains 100 epochs at lr 0.01, batch 16 on ~1,000 cases; the demo's small cohort
@@ -120,8 +118,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--warmup-epochs", type=int, default=1, help="LR warm-up epochs")
     demo.add_argument("--lr", type=float, default=0.05, help="initial learning rate")
     demo.add_argument("--batch-size", type=int, default=8, help="training batch size")
-    demo.add_argument("--min-sites", type=int, default=3, help="quorum per round")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--min-sites", type=int, default=0,
+                      help="quorum per round (default 0: every site, which keeps a seed's run "
+                           "reproducible)")
+    demo.add_argument("--server-optimizer", choices=SERVER_OPTIMIZERS, default="fedavg",
+                      help="server optimiser every site runs on the decrypted average "
+                           "(default %(default)s)")
+    demo.add_argument("--server-lr", type=float, default=1.0,
+                      help="server learning rate (default %(default)s)")
+    demo.add_argument("--server-momentum", type=float, default=0.9,
+                      help="server momentum / Adam beta1 (default %(default)s)")
+    demo.add_argument("--proximal-mu", type=float, default=0.0,
+                      help="FedProx proximal term mu (default %(default)s: off)")
+    demo.add_argument("--fedbn", action="store_true",
+                      help="FedBN: BatchNorm layers stay local at each site")
+    demo.add_argument("--baseline-epochs", type=int, default=0,
+                      help="epochs of the local-only and centralised models (default: the "
+                           "federation's rounds x local epochs)")
+    demo.add_argument("--seed", type=int, default=0,
+                      help="cohort, initial weights and every site's randomness (default 0)")
     demo.add_argument("--timeout", type=float, default=3600.0, help="seconds for the federation")
     demo.add_argument("--fresh", action="store_true", help="delete --out first")
     demo.set_defaults(func=run_demo)

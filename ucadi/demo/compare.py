@@ -29,6 +29,9 @@ from ucadi.learn import (
 from ucadi.learn.stats import roc_points
 
 POOLED = "pooled test"
+# SPEC §3: weight decay 1e-4 centralised, 5e-4 for federated clients (and local-only sites).
+CENTRALISED_WEIGHT_DECAY = 1e-4
+HOLDOUT_SITES = ("wuhan-union", "wuhan-tianyou")
 
 
 @dataclass

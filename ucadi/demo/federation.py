@@ -45,6 +45,10 @@ class FederationPlan:
     task: str = "binary"
     init_seed: int = 0
     recipe: dict[str, Any] = field(default_factory=dict)
+    # federation.optimizer (ucadi.learn.server_opt.FederatedOptimization fields); {} = FedAvg.
+    optimizer: dict[str, Any] = field(default_factory=dict)
+    # Seed of every site's sampling, shuffling and DropBlock masks.
+    site_seed: int = 0
     parameter_set: str = ""
     round_timeout_s: float = 900.0
     liveness_timeout_s: float = 60.0
@@ -118,7 +122,8 @@ class LocalFederation:
             "federation": {"id": plan.federation_id, "min_sites": plan.min_sites,
                            "total_rounds": plan.rounds, "local_epochs": plan.local_epochs,
                            "round_timeout_s": plan.round_timeout_s,
-                           "liveness_timeout_s": plan.liveness_timeout_s},
+                           "liveness_timeout_s": plan.liveness_timeout_s,
+                           "optimizer": plan.optimizer},
             "model": {"arch": plan.arch, "preset": plan.model_preset, "task": plan.task,
                       "init_seed": plan.init_seed, "recipe": plan.recipe},
             "encryption": {"enabled": plan.encryption, "parameter_set": self.secret.params.name,
@@ -155,7 +160,8 @@ class LocalFederation:
         process = start_service(f"trainer-{site}", "trainer", [
             "--manifest", str(self.plan.manifest), "--model-dir", str(site_dir / "models"),
             "--work-dir", str(site_dir / "work"), "--device", "cpu",
-            "--threads", str(self.plan.trainer_threads), "--tls-dir", str(self.pki / site),
+            "--threads", str(self.plan.trainer_threads), "--seed", str(self.plan.site_seed),
+            "--tls-dir", str(self.pki / site),
             "--aggregator", self.processes["aggregator"].target,
             "--crypto", self.processes["crypto"].target, "--address", "127.0.0.1:0",
             "--metrics-address", "127.0.0.1:0"], self.logs)
@@ -237,6 +243,34 @@ class LocalFederation:
                 raise UcadiError(f"federation did not reach the expected state within "
                                  f"{timeout:.0f} s; logs in {self.logs}")
             time.sleep(poll_s)
+
+    def run(self, timeout: float, on_status: Callable[[Any], None] | None = None,
+            on_started: Callable[[LocalFederation], None] | None = None) -> dict[str, Any]:
+        """Provision, start every process, approve the sites, run every planned round until
+        each site published the last version, stop everything; the rounds' summary."""
+        self.provision()
+        self.create_key()
+        try:
+            self.start_crypto()
+            self.start_aggregator()
+            for site in self.plan.sites:
+                self.start_trainer(site)
+            self.approve_sites(self.plan.sites)
+            if on_started is not None:
+                on_started(self)
+            rounds = self.plan.rounds
+            self.wait_for(
+                lambda s: s.current.state == federation_pb2.ROUND_STATE_COMPLETED
+                and sum(1 for r in s.rounds if r.sealed_unix) >= rounds and all(
+                    s2.metrics.version >= rounds for s2 in s.sites if s2.HasField("metrics")),
+                timeout=timeout, on_status=on_status)
+            return self.summary()
+        finally:
+            self.stop()
+
+    def global_state(self, site: str) -> Path:
+        """The file where `site` keeps the global model and server-optimiser state."""
+        return self.root / "sites" / site / "work" / "global-state.safetensors"
 
     def summary(self) -> dict[str, Any]:
         """Plain-data summary of rounds for reports."""

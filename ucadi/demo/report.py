@@ -12,6 +12,8 @@ import numpy as np
 from ucadi.ct import PreprocessConfig
 from ucadi.ct.synth import read_manifest
 from ucadi.demo.compare import (
+    CENTRALISED_WEIGHT_DECAY,
+    HOLDOUT_SITES,
     POOLED,
     ModelResult,
     StackCache,
@@ -23,12 +25,10 @@ from ucadi.demo.compare import (
 from ucadi.demo.federation import FederationPlan
 from ucadi.learn import TrainingRecipe
 from ucadi.learn.evaluate import compare_models
-from ucadi.model import get_preset, load_checkpoint
+from ucadi.learn.server_opt import FederatedOptimization
+from ucadi.learn.site_learner import load_global_model
+from ucadi.model import get_preset
 from ucadi.model.layout import initial_model
-
-# SPEC §3: weight decay 1e-4 centralised, 5e-4 for federated clients (and local-only sites).
-CENTRALISED_WEIGHT_DECAY = 1e-4
-HOLDOUT_SITES = ("wuhan-union", "wuhan-tianyou")
 
 
 def _rounds_table(summary: dict[str, Any]) -> str:
@@ -41,15 +41,37 @@ def _rounds_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def compare_and_report(*, manifest: Path, plan: FederationPlan, federated_model_dir: Path,
+def configuration_text(plan: FederationPlan, seed: int, baseline_epochs: int) -> str:
+    """The run's seed, configuration and both budgets, as a markdown list."""
+    recipe = TrainingRecipe.from_dict({"task": plan.task, **plan.recipe})
+    optimization = FederatedOptimization.from_dict(plan.optimizer)
+    fed_epochs = plan.rounds * plan.local_epochs
+    return (
+        f"- Seed {seed} (cohort, initial weights, every site's sampling, shuffling and "
+        f"DropBlock masks); {len(plan.sites)} training sites, quorum {plan.min_sites}.\n"
+        f"- Model densenet3d/{plan.model_preset}, task {plan.task}; recipe: lr {recipe.lr}, "
+        f"batch {recipe.batch_size}, momentum {recipe.momentum}, warm-up "
+        f"{recipe.warmup_epochs} epoch(s), cosine to 0, weight decay {recipe.weight_decay} "
+        f"(sites, local-only) / {CENTRALISED_WEIGHT_DECAY} (centralised).\n"
+        f"- Federation: {optimization.describe()} (federation.optimizer "
+        f"`{optimization.to_json()}`).\n"
+        f"- Budgets: the federation trains {fed_epochs} local epochs per site ({plan.rounds} "
+        f"rounds x {plan.local_epochs}); the local-only and centralised models train "
+        f"{baseline_epochs} epochs each.\n")
+
+
+def compare_and_report(*, manifest: Path, plan: FederationPlan, federated_state: Path,
                        reports_dir: Path, federation_summary: dict[str, Any],
-                       seed: int = 0) -> dict[str, Any]:
-    """Train the baselines, evaluate all models, write reports_dir/{comparison.md,png,json}."""
+                       seed: int = 0, baseline_epochs: int | None = None) -> dict[str, Any]:
+    """Train the baselines, evaluate all models, write reports_dir/{comparison.md,png,json}.
+    The federated model is the global model the sites hold (`federated_state`)."""
     records = read_manifest(manifest)
     preset = get_preset(plan.model_preset)
     config = PreprocessConfig(slices=preset.slices, size=(preset.height, preset.width))
     recipe = TrainingRecipe.from_dict({"task": plan.task, **plan.recipe})
-    epochs = plan.rounds * plan.local_epochs
+    epochs = baseline_epochs or plan.rounds * plan.local_epochs
+    recipe = replace(recipe, total_epochs=epochs,
+                     warmup_epochs=min(recipe.warmup_epochs, epochs - 1))
     num_classes = len(recipe.class_names)
 
     def split(sites: list[str] | tuple[str, ...], name: str) -> list[Any]:
@@ -67,7 +89,8 @@ def compare_and_report(*, manifest: Path, plan: FederationPlan, federated_model_
         results.append(evaluate_model(f"local {site}", model, split([site], "val"), test_sets,
                                       config, cache, seed=seed))
         print(f"      local-only model of {site} trained and evaluated", flush=True)
-    federated, _card = load_checkpoint(federated_model_dir)
+    federated = load_global_model(federated_state, plan.arch, plan.model_preset, num_classes,
+                                  plan.init_seed)
     pooled_val = split(plan.sites, "val")
     results.append(evaluate_model("federated", federated, pooled_val, test_sets, config, cache,
                                   seed=seed))
@@ -90,9 +113,8 @@ def compare_and_report(*, manifest: Path, plan: FederationPlan, federated_model_
                                           by_name[other].pooled_scores, pooled_labels)
     markdown = (
         "# UCADI demo: local-only vs federated vs centralised\n\n"
-        f"Model densenet3d/{plan.model_preset}, {epochs} epochs for every model "
-        f"({plan.rounds} rounds x {plan.local_epochs} local epoch(s) for the federation), "
-        "binary COVID-19 vs non-COVID-19, test-time average of 5 samplings per CT, thresholds "
+        + configuration_text(plan, seed, epochs) + "\n"
+        "Binary COVID-19 vs non-COVID-19, test-time average of 5 samplings per CT, thresholds "
         "chosen on validation data (Youden's J). CT-level metrics; AUC with 95 % DeLong CI. "
         "Hold-out sites are COVID-only: specificity and AUC do not apply there.\n\n"
         "## Federation rounds (encrypted FedAvg)\n\n" + _rounds_table(federation_summary)
@@ -105,6 +127,11 @@ def compare_and_report(*, manifest: Path, plan: FederationPlan, federated_model_
         + "\n![comparison](comparison.png)\n")
     (reports_dir / "comparison.md").write_text(markdown)
     (reports_dir / "comparison.json").write_text(json.dumps({
+        "seed": seed, "configuration": {
+            "sites": plan.sites, "rounds": plan.rounds, "local_epochs": plan.local_epochs,
+            "min_sites": plan.min_sites, "preset": plan.model_preset, "recipe": plan.recipe,
+            "optimizer": FederatedOptimization.from_dict(plan.optimizer).to_dict(),
+            "baseline_epochs": epochs},
         "federation": federation_summary,
         "models": {r.name: {"threshold": r.threshold, "by_set": r.by_set} for r in results},
         "delong_vs_federated": tests}, indent=2, default=float))

@@ -48,10 +48,31 @@ def _progress(enabled: bool) -> Progress:
                     disable=not enabled, transient=True)
 
 
+@dataclass(frozen=True)
+class ProximalTerm:
+    """FedProx's mu/2 ||w - w_global||^2 on the local loss (Li et al., MLSys 2020): its
+    gradient mu (w - w_global) is added to each parameter's gradient before the step."""
+
+    mu: float
+    anchors: tuple[torch.Tensor, ...]
+
+    @classmethod
+    def around(cls, model: nn.Module, mu: float) -> ProximalTerm:
+        """The term anchored at the model's current parameters (the global model)."""
+        return cls(mu, tuple(p.detach().clone() for p in model.parameters()))
+
+    def add_gradient(self, model: nn.Module) -> None:
+        """grad += mu (w - anchor) for every parameter that has a gradient."""
+        for parameter, anchor in zip(model.parameters(), self.anchors, strict=True):
+            if parameter.grad is not None:
+                parameter.grad.add_(parameter.detach() - anchor.to(parameter.device),
+                                    alpha=self.mu)
+
+
 def optimizer_step(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
                    criterion: nn.Module, optimizer: torch.optim.Optimizer,
-                   scaler: torch.amp.GradScaler | None,
-                   mixed: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                   scaler: torch.amp.GradScaler | None, mixed: bool,
+                   proximal: ProximalTerm | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One SGD step (float16 autocast when `mixed`, CUDA only); returns (loss, logits)."""
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast("cuda", dtype=torch.float16, enabled=mixed):
@@ -59,10 +80,15 @@ def optimizer_step(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
         loss = criterion(logits.float(), labels)
     if scaler is not None:
         scaler.scale(loss).backward()
+        if proximal is not None:
+            scaler.unscale_(optimizer)
+            proximal.add_gradient(model)
         scaler.step(optimizer)
         scaler.update()
     else:
         loss.backward()
+        if proximal is not None:
+            proximal.add_gradient(model)
         optimizer.step()
     return loss, logits
 
@@ -70,7 +96,7 @@ def optimizer_step(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
 def train_epoch(model: nn.Module, dataset: StudyDataset, recipe: TrainingRecipe,
                 optimizer: torch.optim.Optimizer, epoch: int, *, device: str = "cpu",
                 seed: int = 0, scaler: torch.amp.GradScaler | None = None,
-                progress: bool = True) -> dict[str, float]:
+                progress: bool = True, proximal: ProximalTerm | None = None) -> dict[str, float]:
     """Train one global epoch in place; returns mean loss and accuracy on the seen samples."""
     dataset.set_epoch(epoch)
     generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
@@ -97,7 +123,7 @@ def train_epoch(model: nn.Module, dataset: StudyDataset, recipe: TrainingRecipe,
             if on_cuda:
                 inputs = inputs.contiguous(memory_format=torch.channels_last_3d)
             loss, logits = optimizer_step(model, inputs, labels, criterion, optimizer, scaler,
-                                          on_cuda)
+                                          on_cuda, proximal)
             total_loss += float(loss.detach()) * len(labels)
             correct += int((logits.argmax(1) == labels).sum())
             seen += len(labels)
@@ -113,23 +139,24 @@ def make_scaler(device: str) -> torch.amp.GradScaler | None:
 
 def train_local(model: nn.Module, dataset: StudyDataset, recipe: TrainingRecipe, *,
                 start_epoch: int, epochs: int, device: str = "cpu", seed: int = 0,
-                progress: bool = True,
-                optimizer: torch.optim.Optimizer | None = None) -> LocalUpdate:
+                progress: bool = True, optimizer: torch.optim.Optimizer | None = None,
+                proximal_mu: float = 0.0) -> LocalUpdate:
     """Train `epochs` epochs from global epoch `start_epoch`.
 
     Pass the same `optimizer` (made once with `make_optimizer` for this model) to keep SGD
     momentum across calls, as a federated site does between rounds; otherwise momentum starts
-    from zero.
+    from zero. `proximal_mu` > 0 adds FedProx's term anchored at the starting weights.
     """
     if len(dataset) == 0:
         raise RecipeError("the training set is empty; check the site name and split")
     optimizer = optimizer or make_optimizer(model, recipe)
     scaler = make_scaler(device)
+    proximal = ProximalTerm.around(model, proximal_mu) if proximal_mu > 0 else None
     started = time.perf_counter()
     metrics: dict[str, Any] = {}
     for epoch in range(start_epoch, start_epoch + epochs):
         metrics = train_epoch(model, dataset, recipe, optimizer, epoch, device=device,
-                              seed=seed, scaler=scaler, progress=progress)
+                              seed=seed, scaler=scaler, progress=progress, proximal=proximal)
     elapsed = time.perf_counter() - started
     metrics["seconds"] = elapsed
     metrics["samples_per_second"] = len(dataset) * epochs / elapsed if elapsed > 0 else 0.0

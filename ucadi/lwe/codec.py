@@ -151,6 +151,31 @@ def split_weight(slots: np.ndarray, codec: FixedPointCodec) -> tuple[np.ndarray,
     return codec.decode_sums(slots[:-1]), total_weight
 
 
+def average_scale(codec: FixedPointCodec, total_weight: int) -> float:
+    """Factor from a summed value slot to its FedAvg value: 2^-f / sum_k w_k."""
+    return 2.0 ** -codec.frac_bits / total_weight
+
+
+def decode_average_into(slots: np.ndarray, scale: float, out: np.ndarray) -> None:
+    """out[:] = slots * scale as float32: how every site turns a decrypted sum into the model."""
+    np.multiply(slots, scale, out=out, casting="unsafe")
+
+
+def plaintext_fedavg(vectors: list[np.ndarray], weights: list[int], codec: FixedPointCodec,
+                     params: LweParameters) -> np.ndarray:
+    """The float32 FedAvg that decrypting the sites' summed ciphertexts gives, bit for bit,
+    computed without encryption (the decryption is exact: it yields the integer sum of the
+    encodings). For simulations of the encrypted federation."""
+    updates = [encode_update(v, w, codec, params) for v, w in zip(vectors, weights, strict=True)]
+    count = updates[0].slot_count
+    total = np.zeros(count, dtype=np.int64)
+    for update in updates:
+        total += update.slots(0, count)
+    out = np.empty(count - 1, dtype=np.float32)
+    decode_average_into(total[:-1], average_scale(codec, int(total[-1])), out)
+    return out
+
+
 def fedavg(slots: np.ndarray, codec: FixedPointCodec) -> np.ndarray:
     """The FedAvg vector (float64) from decrypted summed slots."""
     sums, total_weight = split_weight(slots, codec)

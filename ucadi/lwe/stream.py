@@ -19,7 +19,7 @@ import numpy as np
 
 from ucadi.digests import hash_file, remember
 from ucadi.durable import fsync_dir
-from ucadi.lwe.codec import FixedPointCodec
+from ucadi.lwe.codec import FixedPointCodec, average_scale, decode_average_into
 from ucadi.lwe.errors import CiphertextFormatError, CiphertextMismatchError, EncodingError
 from ucadi.lwe.keys import SecretKey
 from ucadi.lwe.prepared import DecryptionProduct, EncryptionMask
@@ -257,13 +257,13 @@ def decrypt_fedavg_file(secret: SecretKey, path: Path, codec: FixedPointCodec,
                                              ct.iter_body_batches(last, last + 1), product))[-1])
     if weight < 1:
         raise EncodingError(f"decrypted total weight is {weight}; expected >= 1")
-    scale = 2.0 ** -codec.frac_bits / weight
+    scale = average_scale(codec, weight)
     out = np.empty(header.slot_count - 1, dtype=np.float32)
     position = 0
     batches = ct.iter_whole_body(verify_digest)
     for slots in iter_decrypted_batches(secret, header, ct.seeds, batches, product):
         take = min(slots.size, out.size - position)
-        np.multiply(slots[:take], scale, out=out[position:position + take], casting="unsafe")
+        decode_average_into(slots[:take], scale, out[position:position + take])
         position += take
     return out, weight
 

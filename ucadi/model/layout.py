@@ -4,8 +4,12 @@ FedAvg under encryption works on flat vectors: every floating-point tensor of th
 (weights and BatchNorm running statistics alike, so those are averaged too) is laid end to end
 in a fixed order. Integer buffers (BatchNorm's `num_batches_tracked`, a counter unused with a
 fixed momentum) stay local: they are not model knowledge and would blow the codec's bound.
-The layout hash (names, shapes, dtypes) travels with every ciphertext, so an update from a
-different architecture or preset is refused before it is summed.
+BatchNorm running statistics travel divided by RUNNING_STAT_SCALE: a running variance grows
+past the codec's bound of 8 (seen at small batches and with server optimisers), while weights
+stay far inside it; a power of two keeps the scaling exact, and averaging commutes with it.
+The layout hash (names, shapes, dtypes and that scale) travels with every ciphertext, so an
+update from a different architecture, preset or software version is refused before it is
+summed.
 """
 
 from __future__ import annotations
@@ -19,6 +23,15 @@ import numpy as np
 import torch
 
 from ucadi.errors import UcadiError
+
+# Exact power of two: running statistics up to 8 * 32 = 256 fit the codec's bound.
+RUNNING_STAT_SCALE = 32.0
+RUNNING_STAT_SUFFIXES = ("running_mean", "running_var")
+
+
+def wire_scale(name: str) -> float:
+    """Factor a state entry is divided by in the flat vector (1 for weights)."""
+    return RUNNING_STAT_SCALE if name.endswith(RUNNING_STAT_SUFFIXES) else 1.0
 
 
 class LayoutMismatchError(UcadiError):
@@ -44,17 +57,18 @@ class ParameterLayout:
 
     @property
     def hash(self) -> str:
-        """SHA-256 (hex) of the layout description."""
-        text = json.dumps([list(e) for e in self.entries], separators=(",", ":"))
+        """SHA-256 (hex) of the layout description (with each entry's scale)."""
+        text = json.dumps([[*e, wire_scale(e[0])] for e in self.entries], separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
     def flatten(self, state: Mapping[str, torch.Tensor]) -> np.ndarray:
-        """State dict (any key order) -> float64 vector of its float tensors in layout order."""
+        """State dict (any key order) -> float64 vector of its float tensors in layout order
+        (running statistics divided by RUNNING_STAT_SCALE)."""
         if sorted(ParameterLayout.of(state).entries) != sorted(self.entries):
             raise LayoutMismatchError("state dict does not match the federation's parameter "
                                       f"layout {self.hash[:12]} (different model or preset?)")
         parts = [state[name].detach().to("cpu", torch.float64).reshape(-1).numpy()
-                 for name, _, _ in self.entries]
+                 / wire_scale(name) for name, _, _ in self.entries]
         return np.concatenate(parts) if parts else np.zeros(0)
 
     def unflatten(self, vector: np.ndarray) -> dict[str, torch.Tensor]:
@@ -66,7 +80,7 @@ class ParameterLayout:
         offset = 0
         for name, shape, dtype in self.entries:
             size = int(np.prod(shape))
-            piece = vector[offset:offset + size].reshape(shape)
+            piece = vector[offset:offset + size].reshape(shape) * wire_scale(name)
             torch_dtype = getattr(torch, dtype)
             state[name] = torch.from_numpy(np.ascontiguousarray(piece)).to(torch_dtype)
             offset += size

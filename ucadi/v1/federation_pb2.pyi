@@ -22,7 +22,7 @@ ROUND_STATE_COMPLETED: RoundState
 ROUND_STATE_SEALED: RoundState
 
 class ModelSpec(_message.Message):
-    __slots__ = ("arch", "preset", "task", "init_seed", "recipe_json", "layout_hash", "value_count")
+    __slots__ = ("arch", "preset", "task", "init_seed", "recipe_json", "layout_hash", "value_count", "optimizer_json")
     ARCH_FIELD_NUMBER: _ClassVar[int]
     PRESET_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
@@ -30,6 +30,7 @@ class ModelSpec(_message.Message):
     RECIPE_JSON_FIELD_NUMBER: _ClassVar[int]
     LAYOUT_HASH_FIELD_NUMBER: _ClassVar[int]
     VALUE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    OPTIMIZER_JSON_FIELD_NUMBER: _ClassVar[int]
     arch: str
     preset: str
     task: str
@@ -37,7 +38,8 @@ class ModelSpec(_message.Message):
     recipe_json: str
     layout_hash: str
     value_count: int
-    def __init__(self, arch: _Optional[str] = ..., preset: _Optional[str] = ..., task: _Optional[str] = ..., init_seed: _Optional[int] = ..., recipe_json: _Optional[str] = ..., layout_hash: _Optional[str] = ..., value_count: _Optional[int] = ...) -> None: ...
+    optimizer_json: str
+    def __init__(self, arch: _Optional[str] = ..., preset: _Optional[str] = ..., task: _Optional[str] = ..., init_seed: _Optional[int] = ..., recipe_json: _Optional[str] = ..., layout_hash: _Optional[str] = ..., value_count: _Optional[int] = ..., optimizer_json: _Optional[str] = ...) -> None: ...
 
 class EncryptionSpec(_message.Message):
     __slots__ = ("enabled", "parameter_set", "key_id")
@@ -96,7 +98,7 @@ class GetRoundRequest(_message.Message):
     def __init__(self, known_round: _Optional[int] = ..., known_state: _Optional[_Union[RoundState, str]] = ..., wait_seconds: _Optional[float] = ...) -> None: ...
 
 class RoundInfo(_message.Message):
-    __slots__ = ("round", "state", "base_version", "latest_version", "deadline_unix", "start_epoch", "local_epochs", "expected_sites", "uploaded_sites", "awaiting_caller", "min_sites")
+    __slots__ = ("round", "state", "base_version", "latest_version", "deadline_unix", "start_epoch", "local_epochs", "expected_sites", "uploaded_sites", "awaiting_caller", "min_sites", "optimizer_digest")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     BASE_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -108,6 +110,7 @@ class RoundInfo(_message.Message):
     UPLOADED_SITES_FIELD_NUMBER: _ClassVar[int]
     AWAITING_CALLER_FIELD_NUMBER: _ClassVar[int]
     MIN_SITES_FIELD_NUMBER: _ClassVar[int]
+    OPTIMIZER_DIGEST_FIELD_NUMBER: _ClassVar[int]
     round: int
     state: RoundState
     base_version: int
@@ -119,7 +122,8 @@ class RoundInfo(_message.Message):
     uploaded_sites: _containers.RepeatedScalarFieldContainer[str]
     awaiting_caller: bool
     min_sites: int
-    def __init__(self, round: _Optional[int] = ..., state: _Optional[_Union[RoundState, str]] = ..., base_version: _Optional[int] = ..., latest_version: _Optional[int] = ..., deadline_unix: _Optional[float] = ..., start_epoch: _Optional[int] = ..., local_epochs: _Optional[int] = ..., expected_sites: _Optional[_Iterable[str]] = ..., uploaded_sites: _Optional[_Iterable[str]] = ..., awaiting_caller: _Optional[bool] = ..., min_sites: _Optional[int] = ...) -> None: ...
+    optimizer_digest: str
+    def __init__(self, round: _Optional[int] = ..., state: _Optional[_Union[RoundState, str]] = ..., base_version: _Optional[int] = ..., latest_version: _Optional[int] = ..., deadline_unix: _Optional[float] = ..., start_epoch: _Optional[int] = ..., local_epochs: _Optional[int] = ..., expected_sites: _Optional[_Iterable[str]] = ..., uploaded_sites: _Optional[_Iterable[str]] = ..., awaiting_caller: _Optional[bool] = ..., min_sites: _Optional[int] = ..., optimizer_digest: _Optional[str] = ...) -> None: ...
 
 class DownloadGlobalRequest(_message.Message):
     __slots__ = ("version", "offset")
@@ -130,7 +134,7 @@ class DownloadGlobalRequest(_message.Message):
     def __init__(self, version: _Optional[int] = ..., offset: _Optional[int] = ...) -> None: ...
 
 class UpdateHeader(_message.Message):
-    __slots__ = ("round", "base_version", "total_size", "sha256", "parameter_set", "key_id", "layout_hash", "num_samples", "local_epochs", "contributed")
+    __slots__ = ("round", "base_version", "total_size", "sha256", "parameter_set", "key_id", "layout_hash", "num_samples", "local_epochs", "contributed", "optimizer_digest")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     BASE_VERSION_FIELD_NUMBER: _ClassVar[int]
     TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -141,6 +145,7 @@ class UpdateHeader(_message.Message):
     NUM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     LOCAL_EPOCHS_FIELD_NUMBER: _ClassVar[int]
     CONTRIBUTED_FIELD_NUMBER: _ClassVar[int]
+    OPTIMIZER_DIGEST_FIELD_NUMBER: _ClassVar[int]
     round: int
     base_version: int
     total_size: int
@@ -151,7 +156,8 @@ class UpdateHeader(_message.Message):
     num_samples: int
     local_epochs: int
     contributed: bool
-    def __init__(self, round: _Optional[int] = ..., base_version: _Optional[int] = ..., total_size: _Optional[int] = ..., sha256: _Optional[str] = ..., parameter_set: _Optional[str] = ..., key_id: _Optional[str] = ..., layout_hash: _Optional[str] = ..., num_samples: _Optional[int] = ..., local_epochs: _Optional[int] = ..., contributed: _Optional[bool] = ...) -> None: ...
+    optimizer_digest: str
+    def __init__(self, round: _Optional[int] = ..., base_version: _Optional[int] = ..., total_size: _Optional[int] = ..., sha256: _Optional[str] = ..., parameter_set: _Optional[str] = ..., key_id: _Optional[str] = ..., layout_hash: _Optional[str] = ..., num_samples: _Optional[int] = ..., local_epochs: _Optional[int] = ..., contributed: _Optional[bool] = ..., optimizer_digest: _Optional[str] = ...) -> None: ...
 
 class UploadUpdateRequest(_message.Message):
     __slots__ = ("header", "chunk")

@@ -19,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Generate synthetic hospitals' chest CTs (DICOM), lesion masks and "
                     "manifest.csv. Deterministic by seed.")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny",
-                        help="cohort size: tiny (unit tests), small (demo), paper (papers' counts)")
+                        help="cohort size: tiny (unit tests), small (demo), medium (experiments), "
+                             "paper (papers' counts)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--workers", type=int, default=None,

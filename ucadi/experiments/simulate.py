@@ -1,0 +1,121 @@
+"""The federation without processes or encryption, for sweeps: the same site learners, the
+same fixed-point FedAvg bit for bit (`plaintext_fedavg`: the encrypted sum decrypts exactly to
+the integer sum of the encodings), every site in every round, sites trained one after another
+in one process with one torch thread each, as the trainer services run."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ucadi.ct import PreprocessConfig
+from ucadi.ct.synth import read_manifest
+from ucadi.learn import StudyDataset, TrainingRecipe
+from ucadi.learn.server_opt import FederatedOptimization
+from ucadi.learn.site_learner import SiteLearner
+from ucadi.lwe.codec import FixedPointCodec, plaintext_fedavg
+from ucadi.lwe.params import DEFAULT_PARAMETER_SET, get_parameters
+from ucadi.model import get_preset
+from ucadi.model.layout import initial_model
+
+
+@dataclass(frozen=True)
+class FederationSetup:
+    """One federated training run: who trains, how long, and how it learns."""
+
+    manifest: Path
+    sites: tuple[str, ...]
+    rounds: int
+    local_epochs: int = 1
+    arch: str = "densenet3d"
+    preset: str = "cpu-small"
+    task: str = "binary"
+    init_seed: int = 0
+    site_seed: int = 0
+    recipe: dict[str, Any] = field(default_factory=dict)
+    optimization: FederatedOptimization = field(default_factory=FederatedOptimization)
+    parameter_set: str = DEFAULT_PARAMETER_SET
+
+    @property
+    def training_recipe(self) -> TrainingRecipe:
+        """The sites' recipe, its schedule spanning the whole federation."""
+        return TrainingRecipe.from_dict({"task": self.task, **self.recipe})
+
+    @property
+    def preprocess(self) -> PreprocessConfig:
+        """The preset's input pipeline."""
+        preset = get_preset(self.preset)
+        return PreprocessConfig(slices=preset.slices, size=(preset.height, preset.width))
+
+
+@dataclass
+class SimulationResult:
+    """The learners at the end, and what each round cost."""
+
+    learners: dict[str, SiteLearner]
+    round_seconds: list[float]
+    curve: list[dict[str, float]]
+
+    @property
+    def global_vector(self) -> np.ndarray:
+        """The final global model (identical at every site)."""
+        return next(iter(self.learners.values())).global_vector
+
+
+def make_learners(setup: FederationSetup, device: str = "cpu") -> dict[str, SiteLearner]:
+    """One learner per site, each from the federation's version 0."""
+    records = read_manifest(setup.manifest)
+    recipe = setup.training_recipe
+    learners = {}
+    for site in setup.sites:
+        train = [r for r in records if r.site == site and r.split == "train"]
+        dataset = StudyDataset(train, setup.preprocess, recipe.task, train=True,
+                               seed=setup.site_seed)
+        model = initial_model(setup.arch, setup.preset, len(recipe.class_names),
+                              setup.init_seed)
+        learners[site] = SiteLearner(model, dataset, recipe, setup.optimization, device=device,
+                                     seed=setup.site_seed)
+    return learners
+
+
+def simulate(setup: FederationSetup, *,
+             on_round: Callable[[int, SimulationResult], dict[str, float] | None] | None = None,
+             threads: int = 1) -> SimulationResult:
+    """Run every round in-process; `on_round(r, result)` may return curve metrics."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _rounds(setup, on_round)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _rounds(setup: FederationSetup,
+            on_round: Callable[[int, SimulationResult], dict[str, float] | None] | None
+            ) -> SimulationResult:
+    params = get_parameters(setup.parameter_set)
+    codec = FixedPointCodec.for_parameters(params)
+    result = SimulationResult(make_learners(setup), [], [])
+    for round_number in range(1, setup.rounds + 1):
+        started = time.perf_counter()
+        vectors, weights = [], []
+        for learner in result.learners.values():
+            update = learner.fit((round_number - 1) * setup.local_epochs, setup.local_epochs)
+            vectors.append(learner.upload_vector(update))
+            weights.append(update.num_samples)
+        average = plaintext_fedavg(vectors, weights, codec, params)
+        for learner in result.learners.values():
+            learner.adopt(average, round_number)
+        result.round_seconds.append(time.perf_counter() - started)
+        if on_round is not None:
+            point = on_round(round_number, result)
+            if point is not None:
+                result.curve.append({"round": round_number, **point})
+    return result
+
