@@ -60,3 +60,23 @@ def test_generated_config_loads_against_the_service_defaults(service: str,
     loaded = load_config(defaults, path, environ={})
     assert loaded["server"]["tls_dir"] == "/etc/ucadi/tls"
     assert loaded["server"]["metrics_address"] == "0.0.0.0:9100"
+
+
+def test_the_optimizer_values_become_the_federation_the_aggregator_announces(
+        tmp_path: Path) -> None:
+    from services.aggregator.config import DEFAULTS, build_federation_config
+    from ucadi.learn.server_opt import FederatedOptimization
+
+    values = {**CENTRAL_CASES["defaults"]}
+    values["federation"] = {**values.get("federation", {}), "optimizer": {
+        "server": "fedadam", "serverLr": 0.01, "beta1": 0.9, "beta2": 0.99, "tau": 0.001,
+        "proximalMu": 0.05, "localBatchnorm": True}}
+    manifests, _ = render(CENTRAL, values)
+    config_map = next(m for m in manifests if m["kind"] == "ConfigMap")
+    path = tmp_path / "aggregator.yaml"
+    path.write_text(config_map["data"]["aggregator.yaml"])
+    config = load_config(DEFAULTS, path, environ={})
+    config["encryption"]["key_id"] = "00" * 16
+    announced = build_federation_config(config).model["optimizer_json"]
+    assert FederatedOptimization.from_dict(yaml.safe_load(announced)) == FederatedOptimization(
+        server="fedadam", server_lr=0.01, proximal_mu=0.05, local_batchnorm=True)
