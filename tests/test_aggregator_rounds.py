@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from concurrent.futures import Future
@@ -11,7 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from services.aggregator import copies
+from services.aggregator import copies, rounds
 from services.aggregator.contracts import (
     COLLECTING,
     COMPLETED,
@@ -412,3 +413,49 @@ def test_an_upload_whose_feed_finishes_at_once_is_accepted_without_a_deadlock(tm
     assert not worker.is_alive(), "accepting an upload deadlocked in the feeder"
     coord.step()
     assert coord.view().latest_version == 1
+
+
+class OutageBackend(LocalSumBackend):
+    """A sum service that is away (every seal answers UNAVAILABLE) until `back` is set."""
+
+    def __init__(self, store: AggregatorStore) -> None:
+        super().__init__(store)
+        self.back = threading.Event()
+        self.refused = 0
+
+    def seal(self, round_number: int, out_path: Path, sites=()) -> None:
+        if not self.back.is_set():
+            self.refused += 1
+            raise UcadiError("crypto service: UNAVAILABLE: failed to connect to all addresses")
+        super().seal(round_number, out_path, sites)
+
+
+def test_a_crypto_service_outage_is_one_warning_line_and_one_line_when_it_ends(
+        tmp_path, secret, caplog, monkeypatch):
+    monkeypatch.setattr(rounds, "STEP_RETRY_S", 0.01)
+    store = AggregatorStore(tmp_path / "agg")
+    backend = OutageBackend(store)
+    coord = RoundCoordinator(make_config(secret), store, backend, read_facts, clock=Clock())
+    for site in ("a", "b"):
+        coord.join(site, 5)
+    coord.step()
+    for site in ("a", "b"):
+        upload(coord, secret, tmp_path, site, np.ones(VALUES), 5)
+    caplog.set_level(logging.INFO, logger=rounds.__name__)
+    coord.start()
+    try:
+        deadline = time.monotonic() + 30
+        while backend.refused < 20 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert backend.refused >= 20, "the loop keeps retrying the seal"
+        backend.back.set()
+        while coord.view().latest_version < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        coord.stop()
+    assert coord.view().latest_version == 1, "the round seals once the sum service is back"
+    failed = [r for r in caplog.records if "round step failed" in r.getMessage()]
+    assert len(failed) == 1 and failed[0].levelno == logging.WARNING
+    assert "UNAVAILABLE" in failed[0].getMessage() and "\n" not in failed[0].getMessage()
+    assert not any(r.exc_info for r in caplog.records), "no traceback for an outage"
+    assert sum("round step works again" in r.getMessage() for r in caplog.records) == 1

@@ -64,6 +64,8 @@ log = logging.getLogger(__name__)
 
 # How often a site's last-seen time is written to the store (it is live in memory at once).
 SEEN_FLUSH_S = 5.0
+# Seconds between attempts of a round step that failed (the crypto service away, say).
+STEP_RETRY_S = 2.0
 
 
 class RoundCoordinator(UploadIntake):
@@ -90,6 +92,9 @@ class RoundCoordinator(UploadIntake):
         self.copier = VersionCopier(store, backend) if copy_global_versions else None
         self._last_seen: dict[str, float] = {}
         self._seen_flushed: dict[str, float] = {}
+        # The kind of failure the step loop is retrying (None while steps work), and since when.
+        self._failing: str | None = None
+        self._failing_since = 0.0
         existing = store.federation()
         if existing is None:
             store.create_federation(config.federation_id, config.to_dict())
@@ -127,15 +132,36 @@ class RoundCoordinator(UploadIntake):
         while not self._stop.is_set():
             with self._changed:
                 self._changed_since_step = False
-            try:
-                self.step()
-            except Exception:  # the loop must survive a crypto-service outage; it retries
-                log.exception("round step failed; retrying")
-                self._stop.wait(2.0)
+            if not self._attempt_step():
+                self._stop.wait(STEP_RETRY_S)
             with self._changed:
                 # A change made while step() ran must not wait for the next timeout.
                 if not self._changed_since_step:
                     self._changed.wait(timeout=0.5)
+
+    def _attempt_step(self) -> bool:
+        """One step; False if it failed. A failure is logged once when it starts (or changes
+        kind) and once when it ends, not on every retry: an outage of the crypto service is
+        one warning line, not a traceback every STEP_RETRY_S."""
+        try:
+            self.step()
+        except Exception as exc:  # the loop must survive an outage; it retries
+            kind = f"{type(exc).__name__} {getattr(exc, 'status', '')}"
+            if kind != self._failing:
+                if isinstance(exc, UcadiError):
+                    log.warning("round step failed, retrying every %.0f s: %s", STEP_RETRY_S,
+                                exc)
+                else:  # not an outage: a fault worth its traceback, once
+                    log.exception("round step failed, retrying every %.0f s", STEP_RETRY_S)
+                if self._failing is None:
+                    self._failing_since = time.monotonic()
+                self._failing = kind
+            return False
+        if self._failing is not None:
+            log.info("round step works again, after %.0f s of failures",
+                     time.monotonic() - self._failing_since)
+            self._failing = None
+        return True
 
     # -- reading state -----------------------------------------------------------------
     def _current(self) -> RoundRecord | None:
