@@ -16,6 +16,7 @@ from services.aggregator import copies, rounds
 from services.aggregator.contracts import (
     COLLECTING,
     COMPLETED,
+    SEALED,
     FederationConfig,
     FederationStateError,
     RejectedUpload,
@@ -459,3 +460,42 @@ def test_a_crypto_service_outage_is_one_warning_line_and_one_line_when_it_ends(
     assert "UNAVAILABLE" in failed[0].getMessage() and "\n" not in failed[0].getMessage()
     assert not any(r.exc_info for r in caplog.records), "no traceback for an outage"
     assert sum("round step works again" in r.getMessage() for r in caplog.records) == 1
+
+
+class Crashed(BaseException):
+    """Stands in for the process dying at a crash point (ucadi.ops.faults)."""
+
+
+def crash_at(point: str):
+    def crash_point(name: str) -> None:
+        if name == point:
+            raise Crashed(name)
+    return crash_point
+
+
+@pytest.mark.parametrize("total_rounds_after_restart", [2, 1])
+def test_a_round_left_sealed_by_a_crash_is_followed_by_the_next_or_completes_on_restart(
+        tmp_path, secret, monkeypatch, total_rounds_after_restart):
+    clock = Clock()
+    state = tmp_path / "agg"
+    coord = coordinator(state, secret, clock)
+    monkeypatch.setattr(rounds, "crash_point", crash_at("after_seal_before_open"))
+    with pytest.raises(Crashed):
+        seal_first_round(coord, secret, tmp_path, np.ones(VALUES))
+    monkeypatch.undo()
+    coord.store.close()
+    assert [(r.round, r.state) for r in AggregatorStore(state).rounds()] == [(1, SEALED)]
+    restarted = coordinator(state, secret, clock, total_rounds=total_rounds_after_restart)
+    restarted.recover()
+    restarted.step()  # a second pass changes nothing: the path is idempotent
+    view = restarted.view()
+    assert view.latest_version == 1
+    if total_rounds_after_restart == 1:  # the operator ended the federation at round 1
+        assert (view.round, view.state) == (1, COMPLETED)
+        return
+    assert (view.round, view.state, view.base_version) == (2, COLLECTING, 1)
+    assert view.expected == ["a", "b"]
+    for site in ("a", "b"):
+        upload(restarted, secret, tmp_path, site, np.ones(VALUES), 5, 2, 1)
+    restarted.step()
+    assert restarted.view().state == COMPLETED and restarted.view().latest_version == 2

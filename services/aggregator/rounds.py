@@ -10,12 +10,12 @@
      or deadline passed with >= min_sites         v                                           |
                                               SEALING(r)                                      |
                                                   |  every upload summed, sum sealed,         |
-                                                  |  stored as global version r               |
-                          r < total_rounds        v                                           |
-                    +-------------------- published v_r ------------------------------------+
-                    |  r == total_rounds
-                    v
-                COMPLETED
+                                                  |  recorded as global version r             |
+                        r == total_rounds         |  r < total_rounds                         |
+                 COMPLETED <----------------------+------------> SEALED(r) --------------------+
+                                                          round r+1 opened (at once; after
+                                                          a crash, once min_sites live sites
+                                                          poll again)
 ```
 
 Its settings, inputs and answers (the states, FederationConfig, CiphertextFacts, SumBackend,
@@ -27,8 +27,14 @@ ciphertext files handed to a `SumBackend` (the crypto service's SumService) by a
 (`record_contribution`); the seal names the accepted sites, so a contribution the round
 refused is left out, and the sealed sum becomes the next global version: stored here, or,
 where sites fetch sums from the sum service, recorded by size and digest and kept there.
-All state lives in `AggregatorStore`; after a restart `recover()` re-feeds uploads the sum
-service has not acknowledged (it answers duplicates idempotently) and resumes a seal.
+
+All state lives in `AggregatorStore`. The seal records version r with its round's new state
+in one transaction and opens round r+1 in the next, so a crash between the two leaves round r
+SEALED with nothing after it; every `step()` that finds the newest round SEALED opens the next
+one (or completes the federation), so that one path finishes it whenever it is seen. On start,
+`recover()` runs one step before the server answers: it re-feeds uploads the sum service has
+not acknowledged (it answers duplicates idempotently), resumes a seal and opens the round
+after one left sealed.
 """
 
 from __future__ import annotations
@@ -57,6 +63,7 @@ from services.aggregator.feeding import SumFeeder
 from services.aggregator.store import AggregatorStore, RoundRecord
 from services.aggregator.uploads import UploadIntake
 from ucadi.errors import UcadiError
+from ucadi.ops.faults import crash_point
 from ucadi.ops.tracing import tracer
 from ucadi.wire import file_digest
 
@@ -259,8 +266,18 @@ class RoundCoordinator(UploadIntake):
             gauge.labels(fed, site).set(float(values.get(key, float("nan"))))
 
     # -- the state machine ---------------------------------------------------------------
+    def recover(self) -> None:
+        """Finish what a crash interrupted, before the server answers: one step (logged and
+        left to the background loop if it fails)."""
+        current = self._current()
+        if current is not None and current.state in (SEALING, SEALED):
+            log.warning("round %d was left %s when the aggregator stopped; finishing it",
+                        current.round, current.state)
+        self._attempt_step()
+
     def step(self) -> None:
-        """One pass: open a round, feed uploads to the sum, handle deadlines, seal."""
+        """One pass: open a round, feed uploads to the sum, handle deadlines, seal, open the
+        round after a sealed one."""
         with self._changed:
             current = self._current()
         if self.copier is not None:
@@ -268,6 +285,9 @@ class RoundCoordinator(UploadIntake):
         if current is None or (current.state == COMPLETED):
             if current is None:
                 self._maybe_open(1, base_version=0)
+            return
+        if current.state == SEALED:  # the next round did not open (a crash after the seal)
+            self._after_sealed(current)
             return
         self.backend.open_round(current.round)
         self.feeder.feed_round(current.round)
@@ -319,7 +339,7 @@ class RoundCoordinator(UploadIntake):
                 closed = (out.stat().st_size, file_digest(out))
             else:
                 out = None
-        last = bool(self.config.total_rounds) and current.round >= self.config.total_rounds
+        last = self._is_last(current.round)
         if not last:
             self._open_at_sum(current.round + 1)  # opened ahead unless that failed; no lock held
         with self._changed:
@@ -333,12 +353,30 @@ class RoundCoordinator(UploadIntake):
                 current.sealed - current.opened)
             log.info("round %d sealed: global version %d (%d bytes) from %s", current.round,
                      current.round, current.global_bytes, ", ".join(current.expected))
+            crash_point("after_seal_before_open")
             if not last:
                 self._maybe_open(current.round + 1, base_version=current.round, force=True)
             self._publish_metrics()
             self._notify()
         if out is None and self.copier is not None:
             self.copier.start(current.round, current.global_bytes, digest)
+
+    def _is_last(self, round_number: int) -> bool:
+        return bool(self.config.total_rounds) and round_number >= self.config.total_rounds
+
+    def _after_sealed(self, sealed: RoundRecord) -> None:
+        """What the seal of `sealed` does after recording it, for a round found SEALED with
+        nothing after it: open the next round (once min_sites live sites poll, as the first
+        round opens), or complete the federation if that was its last round."""
+        if not self._is_last(sealed.round):
+            self._maybe_open(sealed.round + 1, base_version=sealed.round)
+            return
+        with self._changed:
+            sealed.state = COMPLETED
+            self.store.update_round(sealed)
+            self._publish_metrics()
+            self._notify()
+        log.info("round %d was the federation's last: completed", sealed.round)
 
     def _open_at_sum(self, round_number: int) -> None:
         """Open a round at the sum service before sites hear of it: they may send their

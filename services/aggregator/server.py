@@ -249,6 +249,7 @@ def start_aggregator(config: dict[str, Any], *, port_file: Path | None = None
         fed_config, store, backend, facts_reader, approval,
         copy_global_versions=bool(server_cfg["copy_global_versions"]))
     servicer = FederationServicer(coordinator)
+    coordinator.recover()  # sites then see the state a crash left finished, not half done
     running = serve(lambda s: federation_pb2_grpc.add_FederationServiceServicer_to_server(
         servicer, s), service_names=[SERVICE_NAME], address=server_cfg["address"], tls=tls,
         metrics_address=server_cfg["metrics_address"] or None, port_file=port_file,

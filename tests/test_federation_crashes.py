@@ -1,0 +1,105 @@
+"""Crash windows (issue 18): a service process dies between two durable steps, exactly there
+(UCADI_CRASH_AT, ucadi/ops/faults.py), and is started again on the same state folder and port;
+the federation must finish its rounds with every update counted once and no site exiting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+from federation_probe import ProbeSite
+
+from services.aggregator.store import AggregatorStore
+from ucadi.demo.federation import FederationPlan, LocalFederation
+from ucadi.demo.processes import ServiceProcess
+from ucadi.lwe import FixedPointCodec
+from ucadi.lwe.stream import decrypt_fedavg_file
+from ucadi.ops.faults import CRASH_ENV, CRASH_EXIT_CODE
+from ucadi.v1 import federation_pb2
+
+pytestmark = pytest.mark.slow
+SITES = ["main-campus", "optical-valley"]
+COMPLETED = federation_pb2.ROUND_STATE_COMPLETED
+
+
+def make_federation(root: Path, manifest: Path, **overrides) -> LocalFederation:
+    """PKI, key and crypto service of a two-site federation (the aggregator not started)."""
+    settings = dict(root=root, manifest=manifest, sites=SITES, rounds=1, min_sites=2,
+                    model_preset="cpu-small", recipe={"total_epochs": 1, "warmup_epochs": 0},
+                    round_timeout_s=600.0)
+    settings.update(overrides)
+    federation = LocalFederation(FederationPlan(**settings))
+    federation.provision()
+    federation.create_key()
+    federation.start_crypto()
+    return federation
+
+
+def start_crashing(start, point: str, monkeypatch: pytest.MonkeyPatch) -> ServiceProcess:
+    """Start a process that dies at `point` (its restart, started later, does not)."""
+    monkeypatch.setenv(CRASH_ENV, point)
+    try:
+        return start()
+    finally:
+        monkeypatch.delenv(CRASH_ENV)
+
+
+def wait_crashed(process: ServiceProcess, point: str, timeout: float = 300.0) -> None:
+    """Wait for `process` to die at `point`."""
+    process.process.wait(timeout)
+    assert process.process.returncode == CRASH_EXIT_CODE, process.tail()
+    assert f"crash point {point} reached" in process.log_path.read_text()
+
+
+def restart_aggregator(federation: LocalFederation) -> ServiceProcess:
+    """The aggregator again, on its port and state folder."""
+    return federation.start_aggregator_on(federation.processes.pop("aggregator").port)
+
+
+def summed_weight(federation: LocalFederation, version: int) -> int:
+    """The total weight a global version decrypts to (each update counted once)."""
+    codec = FixedPointCodec.for_parameters(federation.secret.params)
+    return decrypt_fedavg_file(federation.secret, federation.stored_global(version), codec)[1]
+
+
+def send_tolerating_a_dying_aggregator(probe: ProbeSite, header, payload: bytes) -> None:
+    """Upload; the aggregator may die (at its crash point) before its reply leaves."""
+    try:
+        probe.send(header, payload)
+    except grpc.RpcError as exc:
+        assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc
+
+
+def test_aggregator_killed_after_a_seal_and_before_the_next_round_opens_it_on_restart(
+        tmp_path, tiny_cohort, monkeypatch):
+    federation = make_federation(tmp_path, tiny_cohort, rounds=2)
+    probes: list[ProbeSite] = []
+    try:
+        aggregator = start_crashing(federation.start_aggregator, "after_seal_before_open",
+                                    monkeypatch)
+        probes = [ProbeSite(federation, site) for site in SITES]
+        federation.wait_for(lambda s: s.current.round == 1, timeout=120, poll_s=0.2)
+        for probe in probes:
+            send_tolerating_a_dying_aggregator(
+                probe, probe.header(), probe.encrypted_update(1, tmp_path / "update.lwe"))
+        wait_crashed(aggregator, "after_seal_before_open")
+        store = AggregatorStore(tmp_path / "aggregator")
+        assert [(r.round, r.state) for r in store.rounds()] == [(1, "sealed")], \
+            "the crash came between the seal and the next round"
+        store.close()
+        restart_aggregator(federation)
+        current = federation.status().current  # recovered before it answered
+        assert (current.round, current.state, current.base_version) == (
+            2, federation_pb2.ROUND_STATE_COLLECTING, 1)
+        for probe in probes:
+            probe.send(probe.header(round=2, base_version=1),
+                       probe.encrypted_update(2, tmp_path / "update.lwe"))
+        status = federation.wait_for(lambda s: s.current.state == COMPLETED, timeout=120,
+                                     poll_s=0.2)
+    finally:
+        for probe in probes:
+            probe.close()
+        federation.stop()
+    assert [sorted(r.uploaded_sites) for r in status.rounds] == [SITES, SITES]
+    assert summed_weight(federation, 2) == sum(p.train_cases for p in probes)
