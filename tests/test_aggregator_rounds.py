@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from services.aggregator import copies, rounds
 from services.aggregator.contracts import (
@@ -486,6 +487,10 @@ def test_a_round_left_sealed_by_a_crash_is_followed_by_the_next_or_completes_on_
     coord.store.close()
     assert [(r.round, r.state) for r in AggregatorStore(state).rounds()] == [(1, SEALED)]
     restarted = coordinator(state, secret, clock, total_rounds=total_rounds_after_restart)
+    # What the UcadiRoundStuck alert sees of it (deploy/prometheus/rules.yaml).
+    labels = {"federation": "test-fed"}
+    assert REGISTRY.get_sample_value("ucadi_round_state", {**labels, "state": "sealed"}) == 1
+    assert REGISTRY.get_sample_value("ucadi_round_sealed_timestamp_seconds", labels) == clock.now
     restarted.recover()
     restarted.step()  # a second pass changes nothing: the path is idempotent
     view = restarted.view()

@@ -420,3 +420,4 @@ class RoundCoordinator(UploadIntake):
         metrics.ROUND_EXPECTED.labels(fed).set(len(current.expected))
         metrics.ROUND_PARTICIPANTS.labels(fed).set(len(self.store.uploads(current.round)))
         metrics.ROUND_DEADLINE.labels(fed).set(current.deadline)
+        metrics.ROUND_SEALED.labels(fed).set(current.sealed)
