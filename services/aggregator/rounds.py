@@ -43,6 +43,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,11 @@ log = logging.getLogger(__name__)
 SEEN_FLUSH_S = 5.0
 # Seconds between attempts of a round step that failed (the crypto service away, say).
 STEP_RETRY_S = 2.0
+
+
+def utc_time(unix_seconds: float) -> str:
+    """A Unix time as people read it in logs: 2026-01-31 14:05:09 UTC."""
+    return datetime.fromtimestamp(unix_seconds, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 class RoundCoordinator(UploadIntake):
@@ -318,8 +324,9 @@ class RoundCoordinator(UploadIntake):
             return True
         current.deadline = self.clock() + self.config.round_timeout_s
         self.store.update_round(current)
-        log.warning("round %d: deadline passed with %d of %d required uploads; extended to %.0f",
-                    current.round, len(uploaded), self.config.min_sites, current.deadline)
+        log.warning("round %d: deadline passed with %d of %d required uploads; extended by "
+                    "%.0f s to %s", current.round, len(uploaded), self.config.min_sites,
+                    self.config.round_timeout_s, utc_time(current.deadline))
         return False
 
     def _seal(self, current: RoundRecord) -> None:
@@ -404,7 +411,8 @@ class RoundCoordinator(UploadIntake):
             self.store.open_round(record)
             self._publish_metrics()
             self._notify()
-        log.info("round %d open: expecting %s", round_number, ", ".join(record.expected))
+        log.info("round %d open until %s: expecting %s", round_number,
+                 utc_time(record.deadline), ", ".join(record.expected))
         # One round ahead at the sum service: sealing this one then announces the next without
         # first waiting for that call (the seal opens it there only if this call failed).
         if not self.config.total_rounds or round_number < self.config.total_rounds:

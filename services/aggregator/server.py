@@ -118,6 +118,7 @@ class FederationServicer(federation_pb2_grpc.FederationServiceServicer):
             yield chunk
 
     def UploadUpdate(self, request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Any:
+        site = ""
         try:
             site = _site(context).name
             first = next(request_iterator, None)
@@ -147,10 +148,10 @@ class FederationServicer(federation_pb2_grpc.FederationServiceServicer):
                                                    streamed=streamed)
             return self._receipt(record, site)
         except RejectedUpload as exc:
-            self.rounds.reject(exc.reason)
+            self.rounds.reject(site, exc.reason, exc)
             context.abort(status_code(exc), str(exc))
         except UcadiError as exc:
-            self.rounds.reject("invalid")
+            self.rounds.reject(site, "invalid", exc)
             context.abort(status_code(exc), str(exc))
 
     def _record_contribution(self, site: str, header: Any, rest: Iterator[Any]) -> Any:

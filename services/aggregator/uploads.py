@@ -175,7 +175,9 @@ class UploadIntake:
                  record.round, site, record.size)
         return record
 
-    def reject(self, reason: str) -> None:
-        """Count a refused upload."""
+    def reject(self, site: str, reason: str, error: Exception) -> None:
+        """Count a refused upload and log it: one line naming the site, reason and message."""
         metrics.UPLOADS_REJECTED.labels(self.config.federation_id, reason).inc()
+        log.warning("refused an upload from %s (%s): %s", site or "an unidentified caller",
+                    reason, error)
 
