@@ -11,10 +11,12 @@ import pytest
 from federation_probe import ProbeSite
 
 from services.aggregator.store import AggregatorStore
+from ucadi.ct.synth import read_manifest
 from ucadi.demo.federation import FederationPlan, LocalFederation
 from ucadi.demo.processes import ServiceProcess
 from ucadi.lwe import FixedPointCodec
 from ucadi.lwe.stream import decrypt_fedavg_file
+from ucadi.model import read_card
 from ucadi.ops.faults import CRASH_ENV, CRASH_EXIT_CODE
 from ucadi.v1 import federation_pb2
 
@@ -103,3 +105,37 @@ def test_aggregator_killed_after_a_seal_and_before_the_next_round_opens_it_on_re
         federation.stop()
     assert [sorted(r.uploaded_sites) for r in status.rounds] == [SITES, SITES]
     assert summed_weight(federation, 2) == sum(p.train_cases for p in probes)
+
+
+def published_version(federation: LocalFederation, site: str) -> int:
+    """The global version a site's model folder serves (0 before the first)."""
+    current = federation.root / "sites" / site / "models" / "current"
+    return read_card(current).version if current.exists() else 0
+
+
+def test_trainer_killed_after_the_sum_service_took_its_update_records_that_one_on_restart(
+        tmp_path, tiny_cohort, monkeypatch):
+    # min_sites equals the number of sites: the round cannot complete without the restarted one.
+    federation = make_federation(tmp_path, tiny_cohort)
+    crashing = f"trainer-{SITES[0]}"
+    try:
+        federation.start_aggregator()
+        trainer = start_crashing(lambda: federation.start_trainer(SITES[0]),
+                                 "after_sum_took_before_record", monkeypatch)
+        federation.start_trainer(SITES[1])
+        federation.approve_sites(SITES)
+        wait_crashed(trainer, "after_sum_took_before_record")
+        federation.processes.pop(crashing)
+        restarted = federation.start_trainer(SITES[0])
+        status = federation.wait_for(lambda s: s.current.state == COMPLETED and all(
+            published_version(federation, site) == 1 for site in SITES), timeout=300)
+        assert restarted.alive(), restarted.tail()
+    finally:
+        federation.stop()
+    assert sorted(status.rounds[0].uploaded_sites) == SITES
+    log = restarted.log_path.read_text()
+    assert "recording that one, not the update just made" in log
+    assert "site agent stopped" not in log
+    train_cases = sum(1 for r in read_manifest(tiny_cohort) if r.site in SITES
+                      and r.split == "train")
+    assert summed_weight(federation, 1) == train_cases, "each site's update counted once"

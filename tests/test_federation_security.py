@@ -156,6 +156,10 @@ def test_bad_updates_are_refused_and_the_round_still_completes(federation, tmp_p
     sums.add_contribution(fed_id, 1, PROBE, tmp_path / "own.lwe")
     assert code_of(lambda: probe.record(header(contributed=True, base_version=3), own)) == \
         grpc.StatusCode.FAILED_PRECONDITION, "the aggregator still validates the header"
+    with pytest.raises(grpc.RpcError) as other:
+        probe.record(header(contributed=True), first)
+    assert other.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "already holds another ciphertext" in other.value.details()
     # The upload the aggregator accepts replaces the one the probe sent itself.
     receipt = send(header(), first)
     assert receipt.site == PROBE, "the identity comes from the certificate"
