@@ -139,3 +139,28 @@ def test_trainer_killed_after_the_sum_service_took_its_update_records_that_one_o
     train_cases = sum(1 for r in read_manifest(tiny_cohort) if r.site in SITES
                       and r.split == "train")
     assert summed_weight(federation, 1) == train_cases, "each site's update counted once"
+
+
+def test_trainer_goes_on_when_the_aggregator_dies_after_recording_its_update_and_seals_it(
+        tmp_path, tiny_cohort, monkeypatch):
+    # One site and min_sites 1: the restarted aggregator seals round 1 with the recorded update
+    # before it answers, so the site's retried record meets a sealed round.
+    site = SITES[0]
+    federation = make_federation(tmp_path, tiny_cohort, sites=[site], min_sites=1, rounds=2)
+    try:
+        aggregator = start_crashing(federation.start_aggregator, "after_record_before_reply",
+                                    monkeypatch)
+        trainer = federation.start_trainer(site)
+        federation.approve_sites([site])
+        wait_crashed(aggregator, "after_record_before_reply")
+        restart_aggregator(federation)
+        status = federation.wait_for(lambda s: s.current.state == COMPLETED and
+                                     published_version(federation, site) == 2, timeout=300)
+        assert trainer.alive(), trainer.tail()
+    finally:
+        federation.stop()
+    assert [list(r.uploaded_sites) for r in status.rounds] == [[site], [site]]
+    log = trainer.log_path.read_text()
+    assert "round 1 is not open for uploads" in log, "the retried record met the sealed round"
+    assert "round 1: the aggregator had recorded this update before its reply was lost" in log
+    assert "site agent stopped" not in log

@@ -6,6 +6,7 @@ time it reaches that point. Only tests set it, on the one process they mean to c
 crash lands exactly in the window between two durable steps:
 
 - `after_seal_before_open` (aggregator): round r is recorded sealed, round r+1 not opened;
+- `after_record_before_reply` (aggregator): a site's upload is recorded, its receipt not sent;
 - `after_sum_took_before_record` (trainer): the sum service holds the site's ciphertext, the
   aggregator has not recorded it.
 """
