@@ -139,6 +139,12 @@ def test_trainer_killed_after_the_sum_service_took_its_update_records_that_one_o
     train_cases = sum(1 for r in read_manifest(tiny_cohort) if r.site in SITES
                       and r.split == "train")
     assert summed_weight(federation, 1) == train_cases, "each site's update counted once"
+    # Published models are bit-identical across sites, the restarted one included (issue 18:
+    # metadata order and BatchNorm's batch counters used to differ).
+    published = {site: federation.root / "sites" / site / "models" / "versions" / "00001"
+                 for site in SITES}
+    assert len({(folder / "model.safetensors").read_bytes() for folder in published.values()}) == 1
+    assert len({read_card(folder).weights_sha256 for folder in published.values()}) == 1
 
 
 def test_trainer_goes_on_when_the_aggregator_dies_after_recording_its_update_and_seals_it(

@@ -31,7 +31,7 @@ from ucadi.learn import StudyDataset, TrainingRecipe, predict_probabilities, tra
 from ucadi.learn.stats import auc_ci_delong, sensitivity_specificity
 from ucadi.learn.train import make_optimizer
 from ucadi.model import get_preset
-from ucadi.model.layout import ParameterLayout, initial_model
+from ucadi.model.layout import ParameterLayout, initial_model, load_into
 from ucadi.v1 import federation_pb2
 
 log = logging.getLogger(__name__)
@@ -182,7 +182,7 @@ class SiteAgent:
                                              digest_checked=downloaded.trailer_ok)
         metrics.DECRYPT_SECONDS.observe(time.perf_counter() - started)
         path.unlink(missing_ok=True)
-        self.model.load_state_dict(self.layout.unflatten(vector), strict=False)
+        load_into(self.model, self.layout, vector)
         self.version = version
         self.status.published_version = version
         self._phase("evaluating")

@@ -3,7 +3,9 @@
 FedAvg under encryption works on flat vectors: every floating-point tensor of the state dict
 (weights and BatchNorm running statistics alike, so those are averaged too) is laid end to end
 in a fixed order. Integer buffers (BatchNorm's `num_batches_tracked`, a counter unused with a
-fixed momentum) stay local: they are not model knowledge and would blow the codec's bound.
+fixed momentum) are not averaged: they are not model knowledge and would blow the codec's
+bound. A site adopting a global version resets them to zero, as the initial model has them
+(`load_into`), so every site, restarted or not, holds and publishes the same bytes for it.
 The layout hash (names, shapes, dtypes) travels with every ciphertext, so an update from a
 different architecture or preset is refused before it is summed.
 """
@@ -71,6 +73,15 @@ class ParameterLayout:
             state[name] = torch.from_numpy(np.ascontiguousarray(piece)).to(torch_dtype)
             offset += size
         return state
+
+
+def load_into(model: torch.nn.Module, layout: ParameterLayout, vector: np.ndarray) -> None:
+    """Make `model` global version `vector`: its float tensors from the vector, its integer
+    buffers (batch counters a site's own training advanced) back to zero."""
+    model.load_state_dict(layout.unflatten(vector), strict=False)
+    for tensor in model.state_dict().values():  # views of the model's own buffers
+        if not tensor.is_floating_point():
+            tensor.zero_()
 
 
 def initial_model(arch: str, preset: str, num_classes: int, seed: int) -> torch.nn.Module:
