@@ -28,6 +28,7 @@ from services.aggregator.store import AggregatorStore
 from ucadi.errors import UcadiError
 from ucadi.lwe import FixedPointCodec, encode_update, generate_secret_key
 from ucadi.lwe.stream import decrypt_fedavg_file, encrypt_to_file, sum_files
+from ucadi.ops import faults
 from ucadi.wire import file_digest, iter_file_chunks
 
 VALUES = 5000
@@ -482,7 +483,7 @@ def test_a_round_left_sealed_by_a_crash_is_followed_by_the_next_or_completes_on_
     clock = Clock()
     state = tmp_path / "agg"
     coord = coordinator(state, secret, clock)
-    monkeypatch.setattr(rounds, "crash_point", crash_at("after_seal_before_open"))
+    monkeypatch.setattr(faults, "crash_point", crash_at("after_seal_before_open"))
     with pytest.raises(Crashed):
         seal_first_round(coord, secret, tmp_path, np.ones(VALUES))
     monkeypatch.undo()

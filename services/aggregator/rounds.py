@@ -64,7 +64,7 @@ from services.aggregator.feeding import SumFeeder
 from services.aggregator.store import AggregatorStore, RoundRecord
 from services.aggregator.uploads import UploadIntake
 from ucadi.errors import UcadiError
-from ucadi.ops.faults import crash_point
+from ucadi.ops import faults
 from ucadi.ops.tracing import tracer
 from ucadi.wire import file_digest
 
@@ -360,7 +360,7 @@ class RoundCoordinator(UploadIntake):
                 current.sealed - current.opened)
             log.info("round %d sealed: global version %d (%d bytes) from %s", current.round,
                      current.round, current.global_bytes, ", ".join(current.expected))
-            crash_point("after_seal_before_open")
+            faults.crash_point("after_seal_before_open")
             if not last:
                 self._maybe_open(current.round + 1, base_version=current.round, force=True)
             self._publish_metrics()

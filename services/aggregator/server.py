@@ -23,8 +23,8 @@ from services.aggregator.contracts import (
 from services.aggregator.rounds import RoundCoordinator
 from services.aggregator.store import AggregatorStore
 from ucadi.errors import UcadiError
+from ucadi.ops import faults
 from ucadi.ops.config import load_config
-from ucadi.ops.faults import crash_point
 from ucadi.ops.serving import (
     RunningServer,
     grpc_errors,
@@ -162,7 +162,7 @@ class FederationServicer(federation_pb2_grpc.FederationServiceServicer):
         return self.rounds.record_contribution(site, header)
 
     def _receipt(self, record: Any, site: str) -> Any:
-        crash_point("after_record_before_reply")
+        faults.crash_point("after_record_before_reply")
         return federation_pb2.UploadReceipt(
             round=record.round, site=site, stored_bytes=record.size, sha256=record.sha256,
             uploads_in_round=len(self.rounds.store.uploads(record.round)))

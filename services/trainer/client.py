@@ -13,7 +13,7 @@ from typing import Any, NamedTuple, TypeVar
 import grpc
 
 from ucadi.errors import UcadiError
-from ucadi.ops.faults import crash_point
+from ucadi.ops import faults
 from ucadi.ops.serving import grpc_options
 from ucadi.ops.tls import TLSFiles, secure_channel
 from ucadi.v1 import federation_pb2, federation_pb2_grpc
@@ -171,7 +171,7 @@ class FederationClient:
         header.total_size = path.stat().st_size
         header.sha256 = file_digest(path)
         if self._sent_to_sum(header, path):
-            crash_point("after_sum_took_before_record")
+            faults.crash_point("after_sum_took_before_record")
             header.contributed = True
             recorded = federation_pb2.UploadUpdateRequest(header=header)
             return self._retry(f"record round {header.round}", lambda: self.stub.UploadUpdate(
