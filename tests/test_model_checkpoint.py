@@ -112,7 +112,7 @@ def test_the_same_tensors_and_metadata_give_the_same_bytes_in_every_process(tmp_
     # safetensors orders metadata keys differently from one process to the next.
     runs = [subprocess.Popen([sys.executable, "-c", SAVE_IN_A_FRESH_PROCESS,
                               str(tmp_path / f"{n}.safetensors")], stdout=subprocess.PIPE,
-                             text=True) for n in range(4)]
+                             text=True) for n in range(3)]
     digests = {run.communicate(timeout=120)[0].strip() for run in runs}
     assert all(run.returncode == 0 for run in runs)
     assert len(digests) == 1, "the same tensors saved to different bytes"
