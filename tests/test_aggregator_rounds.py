@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from concurrent.futures import Future
@@ -11,13 +10,11 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from prometheus_client import REGISTRY
 
-from services.aggregator import copies, rounds
+from services.aggregator import copies
 from services.aggregator.contracts import (
     COLLECTING,
     COMPLETED,
-    SEALED,
     FederationConfig,
     FederationStateError,
     RejectedUpload,
@@ -28,7 +25,6 @@ from services.aggregator.store import AggregatorStore
 from ucadi.errors import UcadiError
 from ucadi.lwe import FixedPointCodec, encode_update, generate_secret_key
 from ucadi.lwe.stream import decrypt_fedavg_file, encrypt_to_file, sum_files
-from ucadi.ops import faults
 from ucadi.wire import file_digest, iter_file_chunks
 
 VALUES = 5000
@@ -418,92 +414,3 @@ def test_an_upload_whose_feed_finishes_at_once_is_accepted_without_a_deadlock(tm
     assert not worker.is_alive(), "accepting an upload deadlocked in the feeder"
     coord.step()
     assert coord.view().latest_version == 1
-
-
-class OutageBackend(LocalSumBackend):
-    """A sum service that is away (every seal answers UNAVAILABLE) until `back` is set."""
-
-    def __init__(self, store: AggregatorStore) -> None:
-        super().__init__(store)
-        self.back = threading.Event()
-        self.refused = 0
-
-    def seal(self, round_number: int, out_path: Path, sites=()) -> None:
-        if not self.back.is_set():
-            self.refused += 1
-            raise UcadiError("crypto service: UNAVAILABLE: failed to connect to all addresses")
-        super().seal(round_number, out_path, sites)
-
-
-def test_a_crypto_service_outage_is_one_warning_line_and_one_line_when_it_ends(
-        tmp_path, secret, caplog, monkeypatch):
-    monkeypatch.setattr(rounds, "STEP_RETRY_S", 0.01)
-    store = AggregatorStore(tmp_path / "agg")
-    backend = OutageBackend(store)
-    coord = RoundCoordinator(make_config(secret), store, backend, read_facts, clock=Clock())
-    for site in ("a", "b"):
-        coord.join(site, 5)
-    coord.step()
-    for site in ("a", "b"):
-        upload(coord, secret, tmp_path, site, np.ones(VALUES), 5)
-    caplog.set_level(logging.INFO, logger=rounds.__name__)
-    coord.start()
-    try:
-        deadline = time.monotonic() + 30
-        while backend.refused < 5 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert backend.refused >= 5, "the loop keeps retrying the seal"
-        backend.back.set()
-        while coord.view().latest_version < 1 and time.monotonic() < deadline:
-            time.sleep(0.01)
-    finally:
-        coord.stop()
-    assert coord.view().latest_version == 1, "the round seals once the sum service is back"
-    failed = [r for r in caplog.records if "round step failed" in r.getMessage()]
-    assert len(failed) == 1 and failed[0].levelno == logging.WARNING
-    assert "UNAVAILABLE" in failed[0].getMessage() and "\n" not in failed[0].getMessage()
-    assert not any(r.exc_info for r in caplog.records), "no traceback for an outage"
-    assert sum("round step works again" in r.getMessage() for r in caplog.records) == 1
-
-
-class Crashed(BaseException):
-    """Stands in for the process dying at a crash point (ucadi.ops.faults)."""
-
-
-def crash_at(point: str):
-    def crash_point(name: str) -> None:
-        if name == point:
-            raise Crashed(name)
-    return crash_point
-
-
-@pytest.mark.parametrize("total_rounds_after_restart", [2, 1])
-def test_a_round_left_sealed_by_a_crash_is_followed_by_the_next_or_completes_on_restart(
-        tmp_path, secret, monkeypatch, total_rounds_after_restart):
-    clock = Clock()
-    state = tmp_path / "agg"
-    coord = coordinator(state, secret, clock)
-    monkeypatch.setattr(faults, "crash_point", crash_at("after_seal_before_open"))
-    with pytest.raises(Crashed):
-        seal_first_round(coord, secret, tmp_path, np.ones(VALUES))
-    monkeypatch.undo()
-    coord.store.close()
-    assert [(r.round, r.state) for r in AggregatorStore(state).rounds()] == [(1, SEALED)]
-    restarted = coordinator(state, secret, clock, total_rounds=total_rounds_after_restart)
-    # What the UcadiRoundStuck alert sees of it (deploy/prometheus/rules.yaml).
-    labels = {"federation": "test-fed"}
-    assert REGISTRY.get_sample_value("ucadi_round_state", {**labels, "state": "sealed"}) == 1
-    assert REGISTRY.get_sample_value("ucadi_round_sealed_timestamp_seconds", labels) == clock.now
-    restarted.recover()
-    restarted.step()  # a second pass changes nothing: the path is idempotent
-    view = restarted.view()
-    assert view.latest_version == 1
-    if total_rounds_after_restart == 1:  # the operator ended the federation at round 1
-        assert (view.round, view.state) == (1, COMPLETED)
-        return
-    assert (view.round, view.state, view.base_version) == (2, COLLECTING, 1)
-    assert view.expected == ["a", "b"]
-    for site in ("a", "b"):
-        upload(restarted, secret, tmp_path, site, np.ones(VALUES), 5, 2, 1)
-    restarted.step()
-    assert restarted.view().state == COMPLETED and restarted.view().latest_version == 2
