@@ -199,7 +199,7 @@ def test_deadline_seals_with_quorum_and_drops_the_straggler(tmp_path, secret):
     assert coord.store.rounds()[0].expected == ["a", "b"]
 
 
-def test_deadline_without_quorum_extends_the_round(tmp_path, secret):
+def test_deadline_without_quorum_extends_the_round(tmp_path, secret, caplog):
     clock = Clock()
     coord = coordinator(tmp_path / "agg", secret, clock)
     for site in ("a", "b"):
@@ -211,6 +211,8 @@ def test_deadline_without_quorum_extends_the_round(tmp_path, secret):
     view = coord.view()
     assert view.state == COLLECTING and view.latest_version == 0
     assert view.deadline > clock.now
+    # The new deadline as a person reads it (1,201 s after the epoch), not a raw epoch number.
+    assert "1 of 2 required uploads; extended by 100 s to 1970-01-01 00:20:01 UTC" in caplog.text
 
 
 def test_restart_continues_the_same_round_without_losing_or_double_counting(tmp_path, secret):

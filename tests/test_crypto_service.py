@@ -90,10 +90,13 @@ def test_roles_are_enforced_from_the_certificate(crypto_server: RunningServer,
     with pytest.raises(CryptoServiceError) as denied:
         _keys(crypto_server, federation_pki, "main-campus").site_keys()
     assert denied.value.code == grpc.StatusCode.PERMISSION_DENIED
-    for who in ("main-campus", "crypto"):  # a site, and a service that is not the aggregator
-        with pytest.raises(CryptoServiceError) as denied:
+    # A service that is not the aggregator may not ask where a round stands; a site may (it
+    # sees only its own contribution), here of a round never opened.
+    for who, code in (("crypto", grpc.StatusCode.PERMISSION_DENIED),
+                      ("main-campus", grpc.StatusCode.NOT_FOUND)):
+        with pytest.raises(CryptoServiceError) as refused:
             _sums(crypto_server, federation_pki, who).status("fed", 1)
-        assert denied.value.code == grpc.StatusCode.PERMISSION_DENIED
+        assert refused.value.code == code, refused.value
     # A site may send its own ciphertext (here to a round never opened), never another's.
     site = _sums(crypto_server, federation_pki, "main-campus")
     (tmp_path / "update.ct").write_bytes(b"not read before the caller is checked")
@@ -167,6 +170,11 @@ def test_round_sums_accepted_contributions_and_refuses_duplicates_mismatches_and
     corrupt.write_bytes(bytes(data))
     assert refused(corrupt, "nccid-uk") == grpc.StatusCode.INVALID_ARGUMENT
     assert list(client.status("fed", 1).sites) == sorted(SITES)
+    own = _sums(crypto_server, federation_pki, "sino-french").status("fed", 1)
+    assert list(own.sites) == ["sino-french"], "a site sees its own contribution only"
+    assert list(own.sha256) == [hashlib.sha256((tmp_path / "sino-french.ct").read_bytes())
+                                .hexdigest()]
+    assert list(_sums(crypto_server, federation_pki, "nccid-uk").status("fed", 1).sites) == []
     late = tmp_path / "nccid-uk.ct"
     encrypt_to_file(late, secret, encode_update(vectors["main-campus"], 1, codec, secret.params),
                     layout_hash=LAYOUT, round_number=1)

@@ -33,7 +33,7 @@ STARTUP_TIMEOUT_S = 30.0
 # Grafana fills these in; any value that makes the query valid and non-empty will do.
 DASHBOARD_VARIABLES = {"$__rate_interval": "20s", "$federation": ".*", "$site": ".*",
                        "$inference": ".*"}
-ALERTS = {"UcadiSiteMissingRounds", "UcadiRoundStuckPastDeadline", "UcadiInferenceErrorRate"}
+ALERTS = {"UcadiSiteMissingRounds", "UcadiRoundStuck", "UcadiInferenceErrorRate"}
 
 EXPORTER = """
 import sys, time
@@ -49,6 +49,7 @@ agg.set_round_state(fed, "collecting")
 agg.ROUND_PARTICIPANTS.labels(fed).set(3)
 agg.ROUND_EXPECTED.labels(fed).set(4)
 agg.ROUND_DEADLINE.labels(fed).set(time.time() + 600)
+agg.ROUND_SEALED.labels(fed).set(0)
 for site, last in (("main-campus", 7), ("nccid-uk", 3)):
     agg.SITE_LAST_ROUND.labels(fed, site).set(last)
     agg.SITE_AUC.labels(fed, site).set(0.95)
@@ -186,7 +187,7 @@ def test_prometheus_loads_the_alert_rules_and_evaluates_them(prometheus: str) ->
     # The exporter's nccid-uk is 4 rounds behind and 10 % of its requests fail: those alerts
     # turn pending (their `for:` has not elapsed); the round's deadline is still ahead.
     expected = {"UcadiSiteMissingRounds": "pending", "UcadiInferenceErrorRate": "pending",
-                "UcadiRoundStuckPastDeadline": "inactive"}
+                "UcadiRoundStuck": "inactive"}
     last: dict[str, str] = {}
 
     def settled() -> bool:

@@ -132,6 +132,10 @@ def test_bad_updates_are_refused_and_the_round_still_completes(federation, tmp_p
         grpc.StatusCode.INVALID_ARGUMENT
     assert code_of(lambda: send(header(round=7), garbage)) == \
         grpc.StatusCode.FAILED_PRECONDITION
+    # The aggregator logs each refusal as one line: who, why, and the message the site got.
+    logged = federation.processes["aggregator"].log_path.read_text()
+    assert f"refused an upload from {PROBE} (wrong_round): round 7 is not open" in logged
+    assert logged.count(f"refused an upload from {PROBE} (") == 4
     with pytest.raises(EncodingError):
         probe.cipher.encrypt_to_file(np.array([0.1, np.nan]), weight=8, round_number=1,
                                      layout_hash=header().layout_hash, path=tmp_path / "nan")
@@ -152,6 +156,10 @@ def test_bad_updates_are_refused_and_the_round_still_completes(federation, tmp_p
     sums.add_contribution(fed_id, 1, PROBE, tmp_path / "own.lwe")
     assert code_of(lambda: probe.record(header(contributed=True, base_version=3), own)) == \
         grpc.StatusCode.FAILED_PRECONDITION, "the aggregator still validates the header"
+    with pytest.raises(grpc.RpcError) as other:
+        probe.record(header(contributed=True), first)
+    assert other.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "already holds another ciphertext" in other.value.details()
     # The upload the aggregator accepts replaces the one the probe sent itself.
     receipt = send(header(), first)
     assert receipt.site == PROBE, "the identity comes from the certificate"

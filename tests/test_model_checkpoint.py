@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from ucadi.model import CheckpointError, ModelCard, build_model, load_checkpoint, save_checkpoint
+from ucadi.model.layout import ParameterLayout, load_into
 
 torch.set_num_threads(1)
 
@@ -93,3 +97,42 @@ def test_saving_a_card_of_another_architecture_is_refused(tmp_path):
     card = ModelCard.for_model(build_model("resnet3d18", "cpu-small"), ["a", "b"], PREPROCESS)
     with pytest.raises(CheckpointError, match="resnet3d18"):
         save_checkpoint(tmp_path, model, card)
+
+
+SAVE_IN_A_FRESH_PROCESS = """
+import hashlib, sys, torch
+from ucadi.model.checkpoint import save_weights
+save_weights({"w": torch.arange(6.0)}, sys.argv[1],
+             metadata={"arch": "densenet3d", "preset": "cpu-small", "task": "binary", "v": "3"})
+print(hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest())
+"""
+
+
+def test_the_same_tensors_and_metadata_give_the_same_bytes_in_every_process(tmp_path):
+    # safetensors orders metadata keys differently from one process to the next.
+    runs = [subprocess.Popen([sys.executable, "-c", SAVE_IN_A_FRESH_PROCESS,
+                              str(tmp_path / f"{n}.safetensors")], stdout=subprocess.PIPE,
+                             text=True) for n in range(3)]
+    digests = {run.communicate(timeout=120)[0].strip() for run in runs}
+    assert all(run.returncode == 0 for run in runs)
+    assert len(digests) == 1, "the same tensors saved to different bytes"
+    with safe_open(str(tmp_path / "0.safetensors"), "pt") as handle:
+        assert handle.metadata()["preset"] == "cpu-small", "the rewritten header still reads"
+
+
+def test_a_global_version_is_saved_to_the_same_bytes_whatever_a_sites_batch_counters(tmp_path):
+    torch.manual_seed(0)
+    template = build_model("densenet3d", "cpu-small", 2)
+    layout = ParameterLayout.of(template.state_dict())
+    vector = layout.flatten(template.state_dict())
+    digests = set()
+    for counter in (0, 7, 123):  # what each site's own training left in BatchNorm's counters
+        model = build_model("densenet3d", "cpu-small", 2)
+        for name, tensor in model.state_dict().items():
+            if name.endswith("num_batches_tracked"):
+                tensor.fill_(counter)
+        load_into(model, layout, vector)
+        card = ModelCard.for_model(model, ["non_covid", "covid"], PREPROCESS, version=1)
+        digests.add(save_checkpoint(tmp_path / str(counter), model, card).weights_sha256)
+    assert len(digests) == 1
+    assert len({(tmp_path / str(c) / "model.safetensors").read_bytes() for c in (0, 7, 123)}) == 1

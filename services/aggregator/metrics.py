@@ -16,6 +16,9 @@ ROUND_EXPECTED = Gauge("ucadi_round_expected_participants",
                        "Sites expected in the current round", ["federation"])
 ROUND_DEADLINE = Gauge("ucadi_round_deadline_timestamp_seconds",
                        "Upload deadline of the current round (Unix time)", ["federation"])
+ROUND_SEALED = Gauge("ucadi_round_sealed_timestamp_seconds",
+                     "When the current round was sealed (Unix time; 0 until it is)",
+                     ["federation"])
 UPLOAD_BYTES = Counter("ucadi_upload_bytes_total",
                        "Ciphertext bytes of accepted site updates (received here, or sent by the "
                        "site to the sum service and recorded here)", ["federation"])

@@ -10,12 +10,12 @@
      or deadline passed with >= min_sites         v                                           |
                                               SEALING(r)                                      |
                                                   |  every upload summed, sum sealed,         |
-                                                  |  stored as global version r               |
-                          r < total_rounds        v                                           |
-                    +-------------------- published v_r ------------------------------------+
-                    |  r == total_rounds
-                    v
-                COMPLETED
+                                                  |  recorded as global version r             |
+                        r == total_rounds         |  r < total_rounds                         |
+                 COMPLETED <----------------------+------------> SEALED(r) --------------------+
+                                                          round r+1 opened (at once; after
+                                                          a crash, once min_sites live sites
+                                                          poll again)
 ```
 
 Its settings, inputs and answers (the states, FederationConfig, CiphertextFacts, SumBackend,
@@ -27,8 +27,14 @@ ciphertext files handed to a `SumBackend` (the crypto service's SumService) by a
 (`record_contribution`); the seal names the accepted sites, so a contribution the round
 refused is left out, and the sealed sum becomes the next global version: stored here, or,
 where sites fetch sums from the sum service, recorded by size and digest and kept there.
-All state lives in `AggregatorStore`; after a restart `recover()` re-feeds uploads the sum
-service has not acknowledged (it answers duplicates idempotently) and resumes a seal.
+
+All state lives in `AggregatorStore`. The seal records version r with its round's new state
+in one transaction and opens round r+1 in the next, so a crash between the two leaves round r
+SEALED with nothing after it; every `step()` that finds the newest round SEALED opens the next
+one (or completes the federation), so that one path finishes it whenever it is seen. On start,
+`recover()` runs one step before the server answers: it re-feeds uploads the sum service has
+not acknowledged (it answers duplicates idempotently), resumes a seal and opens the round
+after one left sealed.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +64,7 @@ from services.aggregator.feeding import SumFeeder
 from services.aggregator.store import AggregatorStore, RoundRecord
 from services.aggregator.uploads import UploadIntake
 from ucadi.errors import UcadiError
+from ucadi.ops import faults
 from ucadi.ops.tracing import tracer
 from ucadi.wire import file_digest
 
@@ -64,6 +72,13 @@ log = logging.getLogger(__name__)
 
 # How often a site's last-seen time is written to the store (it is live in memory at once).
 SEEN_FLUSH_S = 5.0
+# Seconds between attempts of a round step that failed (the crypto service away, say).
+STEP_RETRY_S = 2.0
+
+
+def utc_time(unix_seconds: float) -> str:
+    """A Unix time as people read it in logs: 2026-01-31 14:05:09 UTC."""
+    return datetime.fromtimestamp(unix_seconds, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 class RoundCoordinator(UploadIntake):
@@ -90,6 +105,9 @@ class RoundCoordinator(UploadIntake):
         self.copier = VersionCopier(store, backend) if copy_global_versions else None
         self._last_seen: dict[str, float] = {}
         self._seen_flushed: dict[str, float] = {}
+        # The kind of failure the step loop is retrying (None while steps work), and since when.
+        self._failing: str | None = None
+        self._failing_since = 0.0
         existing = store.federation()
         if existing is None:
             store.create_federation(config.federation_id, config.to_dict())
@@ -127,15 +145,36 @@ class RoundCoordinator(UploadIntake):
         while not self._stop.is_set():
             with self._changed:
                 self._changed_since_step = False
-            try:
-                self.step()
-            except Exception:  # the loop must survive a crypto-service outage; it retries
-                log.exception("round step failed; retrying")
-                self._stop.wait(2.0)
+            if not self._attempt_step():
+                self._stop.wait(STEP_RETRY_S)
             with self._changed:
                 # A change made while step() ran must not wait for the next timeout.
                 if not self._changed_since_step:
                     self._changed.wait(timeout=0.5)
+
+    def _attempt_step(self) -> bool:
+        """One step; False if it failed. A failure is logged once when it starts (or changes
+        kind) and once when it ends, not on every retry: an outage of the crypto service is
+        one warning line, not a traceback every STEP_RETRY_S."""
+        try:
+            self.step()
+        except Exception as exc:  # the loop must survive an outage; it retries
+            kind = f"{type(exc).__name__} {getattr(exc, 'status', '')}"
+            if kind != self._failing:
+                if isinstance(exc, UcadiError):
+                    log.warning("round step failed, retrying every %.0f s: %s", STEP_RETRY_S,
+                                exc)
+                else:  # not an outage: a fault worth its traceback, once
+                    log.exception("round step failed, retrying every %.0f s", STEP_RETRY_S)
+                if self._failing is None:
+                    self._failing_since = time.monotonic()
+                self._failing = kind
+            return False
+        if self._failing is not None:
+            log.info("round step works again, after %.0f s of failures",
+                     time.monotonic() - self._failing_since)
+            self._failing = None
+        return True
 
     # -- reading state -----------------------------------------------------------------
     def _current(self) -> RoundRecord | None:
@@ -233,8 +272,18 @@ class RoundCoordinator(UploadIntake):
             gauge.labels(fed, site).set(float(values.get(key, float("nan"))))
 
     # -- the state machine ---------------------------------------------------------------
+    def recover(self) -> None:
+        """Finish what a crash interrupted, before the server answers: one step (logged and
+        left to the background loop if it fails)."""
+        current = self._current()
+        if current is not None and current.state in (SEALING, SEALED):
+            log.warning("round %d was left %s when the aggregator stopped; finishing it",
+                        current.round, current.state)
+        self._attempt_step()
+
     def step(self) -> None:
-        """One pass: open a round, feed uploads to the sum, handle deadlines, seal."""
+        """One pass: open a round, feed uploads to the sum, handle deadlines, seal, open the
+        round after a sealed one."""
         with self._changed:
             current = self._current()
         if self.copier is not None:
@@ -242,6 +291,9 @@ class RoundCoordinator(UploadIntake):
         if current is None or (current.state == COMPLETED):
             if current is None:
                 self._maybe_open(1, base_version=0)
+            return
+        if current.state == SEALED:  # the next round did not open (a crash after the seal)
+            self._after_sealed(current)
             return
         self.backend.open_round(current.round)
         self.feeder.feed_round(current.round)
@@ -272,8 +324,9 @@ class RoundCoordinator(UploadIntake):
             return True
         current.deadline = self.clock() + self.config.round_timeout_s
         self.store.update_round(current)
-        log.warning("round %d: deadline passed with %d of %d required uploads; extended to %.0f",
-                    current.round, len(uploaded), self.config.min_sites, current.deadline)
+        log.warning("round %d: deadline passed with %d of %d required uploads; extended by "
+                    "%.0f s to %s", current.round, len(uploaded), self.config.min_sites,
+                    self.config.round_timeout_s, utc_time(current.deadline))
         return False
 
     def _seal(self, current: RoundRecord) -> None:
@@ -293,7 +346,7 @@ class RoundCoordinator(UploadIntake):
                 closed = (out.stat().st_size, file_digest(out))
             else:
                 out = None
-        last = bool(self.config.total_rounds) and current.round >= self.config.total_rounds
+        last = self._is_last(current.round)
         if not last:
             self._open_at_sum(current.round + 1)  # opened ahead unless that failed; no lock held
         with self._changed:
@@ -307,12 +360,30 @@ class RoundCoordinator(UploadIntake):
                 current.sealed - current.opened)
             log.info("round %d sealed: global version %d (%d bytes) from %s", current.round,
                      current.round, current.global_bytes, ", ".join(current.expected))
+            faults.crash_point("after_seal_before_open")
             if not last:
                 self._maybe_open(current.round + 1, base_version=current.round, force=True)
             self._publish_metrics()
             self._notify()
         if out is None and self.copier is not None:
             self.copier.start(current.round, current.global_bytes, digest)
+
+    def _is_last(self, round_number: int) -> bool:
+        return bool(self.config.total_rounds) and round_number >= self.config.total_rounds
+
+    def _after_sealed(self, sealed: RoundRecord) -> None:
+        """What the seal of `sealed` does after recording it, for a round found SEALED with
+        nothing after it: open the next round (once min_sites live sites poll, as the first
+        round opens), or complete the federation if that was its last round."""
+        if not self._is_last(sealed.round):
+            self._maybe_open(sealed.round + 1, base_version=sealed.round)
+            return
+        with self._changed:
+            sealed.state = COMPLETED
+            self.store.update_round(sealed)
+            self._publish_metrics()
+            self._notify()
+        log.info("round %d was the federation's last: completed", sealed.round)
 
     def _open_at_sum(self, round_number: int) -> None:
         """Open a round at the sum service before sites hear of it: they may send their
@@ -340,7 +411,8 @@ class RoundCoordinator(UploadIntake):
             self.store.open_round(record)
             self._publish_metrics()
             self._notify()
-        log.info("round %d open: expecting %s", round_number, ", ".join(record.expected))
+        log.info("round %d open until %s: expecting %s", round_number,
+                 utc_time(record.deadline), ", ".join(record.expected))
         # One round ahead at the sum service: sealing this one then announces the next without
         # first waiting for that call (the seal opens it there only if this call failed).
         if not self.config.total_rounds or round_number < self.config.total_rounds:
@@ -356,3 +428,4 @@ class RoundCoordinator(UploadIntake):
         metrics.ROUND_EXPECTED.labels(fed).set(len(current.expected))
         metrics.ROUND_PARTICIPANTS.labels(fed).set(len(self.store.uploads(current.round)))
         metrics.ROUND_DEADLINE.labels(fed).set(current.deadline)
+        metrics.ROUND_SEALED.labels(fed).set(current.sealed)

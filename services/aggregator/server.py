@@ -23,6 +23,7 @@ from services.aggregator.contracts import (
 from services.aggregator.rounds import RoundCoordinator
 from services.aggregator.store import AggregatorStore
 from ucadi.errors import UcadiError
+from ucadi.ops import faults
 from ucadi.ops.config import load_config
 from ucadi.ops.serving import (
     RunningServer,
@@ -119,6 +120,7 @@ class FederationServicer(federation_pb2_grpc.FederationServiceServicer):
             yield chunk
 
     def UploadUpdate(self, request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Any:
+        site = ""
         try:
             site = _site(context).name
             first = next(request_iterator, None)
@@ -148,10 +150,10 @@ class FederationServicer(federation_pb2_grpc.FederationServiceServicer):
                                                    streamed=streamed)
             return self._receipt(record, site)
         except RejectedUpload as exc:
-            self.rounds.reject(exc.reason)
+            self.rounds.reject(site, exc.reason, exc)
             context.abort(status_code(exc), str(exc))
         except UcadiError as exc:
-            self.rounds.reject("invalid")
+            self.rounds.reject(site, "invalid", exc)
             context.abort(status_code(exc), str(exc))
 
     def _record_contribution(self, site: str, header: Any, rest: Iterator[Any]) -> Any:
@@ -161,6 +163,7 @@ class FederationServicer(federation_pb2_grpc.FederationServiceServicer):
         return self.rounds.record_contribution(site, header)
 
     def _receipt(self, record: Any, site: str) -> Any:
+        faults.crash_point("after_record_before_reply")
         return federation_pb2.UploadReceipt(
             round=record.round, site=site, stored_bytes=record.size, sha256=record.sha256,
             uploads_in_round=len(self.rounds.store.uploads(record.round)))
@@ -250,6 +253,7 @@ def start_aggregator(config: dict[str, Any], *, port_file: Path | None = None
         fed_config, store, backend, facts_reader, approval,
         copy_global_versions=bool(server_cfg["copy_global_versions"]))
     servicer = FederationServicer(coordinator)
+    coordinator.recover()  # sites then see the state a crash left finished, not half done
     running = serve(lambda s: federation_pb2_grpc.add_FederationServiceServicer_to_server(
         servicer, s), service_names=[SERVICE_NAME], address=server_cfg["address"], tls=tls,
         metrics_address=server_cfg["metrics_address"] or None, port_file=port_file,

@@ -160,12 +160,18 @@ class UploadIntake:
                                  "malformed", "FAILED_PRECONDITION")
         self.check_upload(site, header)
         held = self.backend.contribution_digest(header.round, site)
+        if held is None:
+            raise RejectedUpload(f"the sum service holds no contribution from site {site!r} in "
+                                 f"round {header.round}: send the ciphertext (sha256 "
+                                 f"{header.sha256[:12]}…) with SumService.AddContribution "
+                                 "first", "not_contributed", "FAILED_PRECONDITION")
         if held != header.sha256:
-            what = "no contribution" if held is None else f"another ciphertext ({held[:12]}…)"
-            raise RejectedUpload(f"the sum service holds {what} from site {site!r} in round "
-                                 f"{header.round}, not sha256 {header.sha256[:12]}…; send it "
-                                 "with SumService.AddContribution first", "not_contributed",
-                                 "FAILED_PRECONDITION")
+            raise RejectedUpload(f"the sum service already holds another ciphertext from site "
+                                 f"{site!r} in round {header.round} (sha256 {held[:12]}…), not "
+                                 f"sha256 {header.sha256[:12]}…; a site cannot replace it "
+                                 "there: record the one it holds (SumService.GetRoundStatus "
+                                 "names it), or upload this one here with its chunks, which "
+                                 "replaces it", "not_contributed", "FAILED_PRECONDITION")
         with self._changed:
             self.check_upload(site, header)  # the round may have closed meanwhile
             record = UploadRecord(round=header.round, site=site, path=None,
@@ -177,7 +183,9 @@ class UploadIntake:
                  record.round, site, record.size)
         return record
 
-    def reject(self, reason: str) -> None:
-        """Count a refused upload."""
+    def reject(self, site: str, reason: str, error: Exception) -> None:
+        """Count a refused upload and log it: one line naming the site, reason and message."""
         metrics.UPLOADS_REJECTED.labels(self.config.federation_id, reason).inc()
+        log.warning("refused an upload from %s (%s): %s", site or "an unidentified caller",
+                    reason, error)
 

@@ -244,9 +244,18 @@ class SumServicer(crypto_pb2_grpc.SumServiceServicer):
     @grpc_errors
     def GetRoundStatus(self, request: crypto_pb2.GetRoundStatusRequest,
                        context: grpc.ServicerContext) -> crypto_pb2.RoundStatus:
-        """Where a round stands."""
-        _require_aggregator(context)
-        return round_status(self.store.status(request.federation, request.round))
+        """Where a round stands; a site sees its own contribution only."""
+        caller = peer_identity(context)
+        if caller.role != "site":
+            _check_aggregator(caller)
+        status = round_status(self.store.status(request.federation, request.round))
+        if caller.role == "site":
+            own = dict(zip(status.sites, status.sha256, strict=True)).get(caller.name)
+            del status.sites[:], status.sha256[:]
+            if own is not None:
+                status.sites.append(caller.name)
+                status.sha256.append(own)
+        return status
 
 
 # Every setting of `ucadi serve crypto --config FILE`; UCADI_SERVER__<KEY> overrides.

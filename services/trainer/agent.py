@@ -286,11 +286,33 @@ class SiteAgent:
                      self.settings.site, info.round, receipt.stored_bytes,
                      update.metrics.get("train_loss", math.nan),
                      update.metrics.get("samples_per_second", math.nan))
+            counted = True
         except FederationRejected as exc:
-            if exc.code.name != "ALREADY_EXISTS":
+            if exc.code.name == "ALREADY_EXISTS":
+                log.info("%s: round %d upload was already stored (acknowledgement lost)",
+                         self.settings.site, info.round)
+                counted = True
+            elif exc.code.name == "FAILED_PRECONDITION":
+                counted = self._counted_after_refusal(info.round, exc)
+            else:  # the federation's settings refuse this site's updates: no retry fixes that
                 raise
-            log.info("%s: round %d upload was already stored (acknowledgement lost)",
-                     self.settings.site, info.round)
         path.unlink(missing_ok=True)
-        metrics.ROUNDS_COMPLETED.inc()
-        metrics.LAST_ROUND.set(info.round)
+        if counted:
+            metrics.ROUNDS_COMPLETED.inc()
+            metrics.LAST_ROUND.set(info.round)
+
+    def _counted_after_refusal(self, round_number: int, refusal: FederationRejected) -> bool:
+        """Whether the round holds this site's update although its upload was refused for the
+        round's state (FAILED_PRECONDITION: the round closed, say, while the aggregator
+        restarted after recording it but before replying). Either way the site goes on with
+        the next global version."""
+        recorded = any(r.round == round_number and self.settings.site in r.uploaded_sites
+                       for r in self.federation.status().rounds)
+        if recorded:
+            log.info("%s: round %d: the aggregator had recorded this update before its reply "
+                     "was lost (%s)", self.settings.site, round_number, refusal)
+        else:
+            log.warning("%s: round %d: update not counted (%s); sitting this round out and "
+                        "going on with the next global version", self.settings.site,
+                        round_number, refusal)
+        return recorded

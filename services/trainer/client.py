@@ -13,6 +13,7 @@ from typing import Any, NamedTuple, TypeVar
 import grpc
 
 from ucadi.errors import UcadiError
+from ucadi.ops import faults
 from ucadi.ops.serving import grpc_options
 from ucadi.ops.tls import TLSFiles, secure_channel
 from ucadi.v1 import federation_pb2, federation_pb2_grpc
@@ -170,6 +171,7 @@ class FederationClient:
         header.total_size = path.stat().st_size
         header.sha256 = file_digest(path)
         if self._sent_to_sum(header, path):
+            faults.crash_point("after_sum_took_before_record")
             header.contributed = True
             recorded = federation_pb2.UploadUpdateRequest(header=header)
             return self._retry(f"record round {header.round}", lambda: self.stub.UploadUpdate(
@@ -207,8 +209,31 @@ class FederationClient:
                                   path)
         except CryptoServiceError as exc:
             if exc.code == grpc.StatusCode.ALREADY_EXISTS:
-                return True  # sent before, its acknowledgement lost; the record checks the digest
+                return self._held_counts(sums, header)
             log.warning("round %d: the sum service did not take the update (%s); uploading it "
                         "through the aggregator", header.round, exc)
             return False
+        return True
+
+    def _held_counts(self, sums: SumClient, header: Any) -> bool:
+        """The sum service already holds a ciphertext from this site for the round (sent by
+        a run of this site that stopped before recording it): that one counts, and the record
+        names its digest (the same size: same round, key and layout). False where the sum
+        service does not say which it holds: the upload then goes through the aggregator,
+        whose accepted upload replaces it."""
+        try:
+            held = sums.contribution_digest(self.joined.federation_id, header.round,
+                                            self.joined.site)
+        except CryptoServiceError as exc:
+            log.warning("round %d: the sum service holds a ciphertext from this site but did not "
+                        "say which (%s); uploading this one through the aggregator",
+                        header.round, exc)
+            return False
+        if held is None:
+            return False
+        if held != header.sha256:
+            log.warning("round %d: the sum service already holds this site's ciphertext "
+                        "(sha256 %s…, sent before a restart); recording that one, not the "
+                        "update just made", header.round, held[:12])
+            header.sha256 = held
         return True

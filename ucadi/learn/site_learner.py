@@ -22,7 +22,7 @@ from ucadi.learn.data import StudyDataset
 from ucadi.learn.recipe import TrainingRecipe
 from ucadi.learn.server_opt import FederatedOptimization, ServerOptimizer
 from ucadi.learn.train import LocalUpdate, make_optimizer, train_local
-from ucadi.model.layout import ParameterLayout
+from ucadi.model.layout import ParameterLayout, load_into
 
 
 def load_global_model(state_file: Path, arch: str, preset: str, num_classes: int,
@@ -102,8 +102,7 @@ class SiteLearner:
         self._load_site_model()
 
     def _load_site_model(self) -> None:
-        vector = self.site_vector()
-        self.model.load_state_dict(self.layout.unflatten(vector), strict=False)
+        load_into(self.model, self.layout, self.site_vector())
 
     def site_vector(self) -> np.ndarray:
         """The site's model as a flat vector."""

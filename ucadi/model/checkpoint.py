@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -91,7 +92,7 @@ def save_checkpoint(model_dir: Path, model: CTClassifier, card: ModelCard) -> Mo
     state = {name: tensor.detach().to("cpu").contiguous()
              for name, tensor in model.state_dict().items()}
     weights_tmp = model_dir / (WEIGHTS_FILE + ".tmp")
-    save_file(state, str(weights_tmp), metadata={"arch": card.arch, "preset": card.preset})
+    save_weights(state, weights_tmp, metadata={"arch": card.arch, "preset": card.preset})
     card.weights_sha256 = _sha256(weights_tmp)
     card.parameters = sum(p.numel() for p in model.parameters())
     card.created_at = card.created_at or datetime.now(UTC).isoformat(timespec="seconds")
@@ -100,6 +101,29 @@ def save_checkpoint(model_dir: Path, model: CTClassifier, card: ModelCard) -> Mo
     os.replace(weights_tmp, model_dir / WEIGHTS_FILE)
     os.replace(card_tmp, model_dir / CARD_FILE)
     return card
+
+
+def save_weights(state: dict[str, torch.Tensor], path: Path,
+                 metadata: dict[str, str] | None = None) -> None:
+    """Write tensors as a safetensors file whose bytes depend on the tensors and metadata only.
+
+    safetensors lists metadata keys in an order that differs from one process to the next, so
+    the same model saved at two sites (or after a restart) would get two digests; the header is
+    rewritten in place with the keys sorted (same length: the same JSON, reordered).
+    """
+    save_file(state, str(path), metadata=metadata)
+    with open(path, "r+b") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(length))
+        if "__metadata__" not in header:
+            return
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(text) > length:
+            raise CheckpointError(f"{path}: the safetensors header did not keep its length "
+                                  "when its metadata keys were sorted")
+        handle.seek(8)
+        handle.write(text.ljust(length, b" "))  # safetensors pads its header with spaces
 
 
 def read_card(model_dir: Path) -> ModelCard:

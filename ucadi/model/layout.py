@@ -3,13 +3,15 @@
 FedAvg under encryption works on flat vectors: every floating-point tensor of the state dict
 (weights and BatchNorm running statistics alike, so those are averaged too) is laid end to end
 in a fixed order. Integer buffers (BatchNorm's `num_batches_tracked`, a counter unused with a
-fixed momentum) stay local: they are not model knowledge and would blow the codec's bound.
+fixed momentum) are not averaged: they are not model knowledge and would blow the codec's
+bound. A site adopting a global version resets them to zero, as the initial model has them
+(`load_into`), so every site, restarted or not, holds and publishes the same bytes for it.
 BatchNorm running statistics travel divided by RUNNING_STAT_SCALE: a running variance grows
-past the codec's bound of 8 (seen at small batches and with server optimisers), while weights
-stay far inside it; a power of two keeps the scaling exact, and averaging commutes with it.
-The layout hash (names, shapes, dtypes and that scale) travels with every ciphertext, so an
-update from a different architecture, preset or software version is refused before it is
-summed.
+past the codec's bound of 8 (seen at small batches, over longer runs and with server
+optimisers), while weights stay far inside it; a power of two keeps the scaling exact, and
+averaging commutes with it. The layout hash (names, shapes, dtypes and that scale) travels
+with every ciphertext, so an update from a different architecture, preset or software version
+is refused before it is summed.
 """
 
 from __future__ import annotations
@@ -85,6 +87,15 @@ class ParameterLayout:
             state[name] = torch.from_numpy(np.ascontiguousarray(piece)).to(torch_dtype)
             offset += size
         return state
+
+
+def load_into(model: torch.nn.Module, layout: ParameterLayout, vector: np.ndarray) -> None:
+    """Make `model` global version `vector`: its float tensors from the vector, its integer
+    buffers (batch counters a site's own training advanced) back to zero."""
+    model.load_state_dict(layout.unflatten(vector), strict=False)
+    for tensor in model.state_dict().values():  # views of the model's own buffers
+        if not tensor.is_floating_point():
+            tensor.zero_()
 
 
 def initial_model(arch: str, preset: str, num_classes: int, seed: int) -> torch.nn.Module:

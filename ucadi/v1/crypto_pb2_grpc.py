@@ -339,8 +339,8 @@ class SumServiceStub:
     """Sum service: adds ciphertexts per (federation, round) without being able to read them.
     Callers: the aggregator (role "service", name "aggregator") for every call; a site (role
     "site") for AddContribution of its own ciphertext only (metadata.site = its certificate's
-    CN) and FetchSum, when the aggregator tells sites to exchange ciphertexts with this service
-    directly (JoinResponse.contribute_to_sum).
+    CN), FetchSum and GetRoundStatus (its own contribution only), when the aggregator tells
+    sites to exchange ciphertexts with this service directly (JoinResponse.contribute_to_sum).
     The aggregator names the contributions it accepted when it seals: others are left out.
     Addition is independent per block, so replicas may each own a block range ("shard"):
     the aggregator opens the round on every replica with that replica's range, streams each
@@ -389,8 +389,8 @@ class SumServiceServicer:
     """Sum service: adds ciphertexts per (federation, round) without being able to read them.
     Callers: the aggregator (role "service", name "aggregator") for every call; a site (role
     "site") for AddContribution of its own ciphertext only (metadata.site = its certificate's
-    CN) and FetchSum, when the aggregator tells sites to exchange ciphertexts with this service
-    directly (JoinResponse.contribute_to_sum).
+    CN), FetchSum and GetRoundStatus (its own contribution only), when the aggregator tells
+    sites to exchange ciphertexts with this service directly (JoinResponse.contribute_to_sum).
     The aggregator names the contributions it accepted when it seals: others are left out.
     Addition is independent per block, so replicas may each own a block range ("shard"):
     the aggregator opens the round on every replica with that replica's range, streams each
@@ -441,7 +441,8 @@ class SumServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetRoundStatus(self, request, context):
-        """Where a round stands.
+        """Where a round stands. To a site, `sites` and `sha256` name its own contribution only (a
+        site restarted after sending one learns which ciphertext of its counts).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -492,8 +493,8 @@ class SumService:
     """Sum service: adds ciphertexts per (federation, round) without being able to read them.
     Callers: the aggregator (role "service", name "aggregator") for every call; a site (role
     "site") for AddContribution of its own ciphertext only (metadata.site = its certificate's
-    CN) and FetchSum, when the aggregator tells sites to exchange ciphertexts with this service
-    directly (JoinResponse.contribute_to_sum).
+    CN), FetchSum and GetRoundStatus (its own contribution only), when the aggregator tells
+    sites to exchange ciphertexts with this service directly (JoinResponse.contribute_to_sum).
     The aggregator names the contributions it accepted when it seals: others are left out.
     Addition is independent per block, so replicas may each own a block range ("shard"):
     the aggregator opens the round on every replica with that replica's range, streams each
