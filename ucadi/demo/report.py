@@ -41,7 +41,7 @@ def _rounds_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def configuration_text(plan: FederationPlan, seed: int, baseline_epochs: int) -> str:
+def configuration_text(plan: FederationPlan, seed: int, central_epochs: int) -> str:
     """The run's seed, configuration and both budgets, as a markdown list."""
     recipe = TrainingRecipe.from_dict({"task": plan.task, **plan.recipe})
     optimization = FederatedOptimization.from_dict(plan.optimizer)
@@ -56,22 +56,25 @@ def configuration_text(plan: FederationPlan, seed: int, baseline_epochs: int) ->
         f"- Federation: {optimization.describe()} (federation.optimizer "
         f"`{optimization.to_json()}`).\n"
         f"- Budgets: the federation trains {fed_epochs} local epochs per site ({plan.rounds} "
-        f"rounds x {plan.local_epochs}); the local-only and centralised models train "
-        f"{baseline_epochs} epochs each.\n")
+        f"rounds x {plan.local_epochs}); each local-only model trains as many "
+        f"({fed_epochs}); the centralised model trains {central_epochs} epochs on the pooled "
+        "data.\n")
 
 
 def compare_and_report(*, manifest: Path, plan: FederationPlan, federated_state: Path,
                        reports_dir: Path, federation_summary: dict[str, Any],
-                       seed: int = 0, baseline_epochs: int | None = None) -> dict[str, Any]:
+                       seed: int = 0, central_epochs: int | None = None) -> dict[str, Any]:
     """Train the baselines, evaluate all models, write reports_dir/{comparison.md,png,json}.
     The federated model is the global model the sites hold (`federated_state`)."""
     records = read_manifest(manifest)
     preset = get_preset(plan.model_preset)
     config = PreprocessConfig(slices=preset.slices, size=(preset.height, preset.width))
     recipe = TrainingRecipe.from_dict({"task": plan.task, **plan.recipe})
-    epochs = baseline_epochs or plan.rounds * plan.local_epochs
-    recipe = replace(recipe, total_epochs=epochs,
-                     warmup_epochs=min(recipe.warmup_epochs, epochs - 1))
+    epochs = plan.rounds * plan.local_epochs
+    central_epochs = central_epochs or epochs
+    central_recipe = replace(recipe, total_epochs=central_epochs,
+                             weight_decay=CENTRALISED_WEIGHT_DECAY,
+                             warmup_epochs=min(recipe.warmup_epochs, central_epochs - 1))
     num_classes = len(recipe.class_names)
 
     def split(sites: list[str] | tuple[str, ...], name: str) -> list[Any]:
@@ -96,7 +99,7 @@ def compare_and_report(*, manifest: Path, plan: FederationPlan, federated_state:
                                   seed=seed))
     central = initial_model(plan.arch, plan.model_preset, num_classes, plan.init_seed)
     train_baseline(central, split(plan.sites, "train"),
-                   config, replace(recipe, weight_decay=CENTRALISED_WEIGHT_DECAY), epochs, seed)
+                   config, central_recipe, central_epochs, seed)
     results.append(evaluate_model("centralised", central, pooled_val, test_sets, config, cache,
                                   seed=seed))
     print("      centralised model trained and evaluated", flush=True)
@@ -113,7 +116,7 @@ def compare_and_report(*, manifest: Path, plan: FederationPlan, federated_state:
                                           by_name[other].pooled_scores, pooled_labels)
     markdown = (
         "# UCADI demo: local-only vs federated vs centralised\n\n"
-        + configuration_text(plan, seed, epochs) + "\n"
+        + configuration_text(plan, seed, central_epochs) + "\n"
         "Binary COVID-19 vs non-COVID-19, test-time average of 5 samplings per CT, thresholds "
         "chosen on validation data (Youden's J). CT-level metrics; AUC with 95 % DeLong CI. "
         "Hold-out sites are COVID-only: specificity and AUC do not apply there.\n\n"
@@ -131,7 +134,7 @@ def compare_and_report(*, manifest: Path, plan: FederationPlan, federated_state:
             "sites": plan.sites, "rounds": plan.rounds, "local_epochs": plan.local_epochs,
             "min_sites": plan.min_sites, "preset": plan.model_preset, "recipe": plan.recipe,
             "optimizer": FederatedOptimization.from_dict(plan.optimizer).to_dict(),
-            "baseline_epochs": epochs},
+            "local_only_epochs": epochs, "centralised_epochs": central_epochs},
         "federation": federation_summary,
         "models": {r.name: {"threshold": r.threshold, "by_set": r.by_set} for r in results},
         "delong_vs_federated": tests}, indent=2, default=float))

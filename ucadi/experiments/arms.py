@@ -129,6 +129,7 @@ def arm_setup(arm: Arm, base: FederationSetup, epochs: int) -> FederationSetup:
         raise ValueError(f"a budget of {epochs} epochs is not a whole number of rounds of "
                          f"{arm.local_epochs} local epochs ({arm.name})")
     recipe = {**base.recipe, **arm.recipe, "total_epochs": epochs}
+    recipe["warmup_epochs"] = min(recipe.get("warmup_epochs", 1), epochs - 1)
     return replace(base, recipe=recipe, local_epochs=arm.local_epochs,
                    rounds=epochs // arm.local_epochs, optimization=arm.optimization)
 

@@ -1,0 +1,57 @@
+"""`ucadi experiment`: the studies run from the command line and report mean, spread and a
+t-interval over seeds as markdown, PNG and JSON; the medium cohort is large enough to compare."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from ucadi.cli import main
+from ucadi.ct.synth.sites import plan_cohort
+from ucadi.experiments.report import mean_interval
+
+pytestmark = pytest.mark.slow
+
+
+def test_mean_interval_uses_student_t_over_seeds() -> None:
+    mean, sd, half = mean_interval([0.8, 0.9, 1.0])
+    assert mean == pytest.approx(0.9) and sd == pytest.approx(0.1)
+    assert half == pytest.approx(4.303 * 0.1 / math.sqrt(3))
+    assert math.isnan(mean_interval([0.7])[2])
+    assert mean_interval([float("nan"), 0.5, 0.7])[0] == pytest.approx(0.6)
+
+
+def test_the_medium_cohort_has_over_150_pooled_test_cts() -> None:
+    plans = plan_cohort("medium", seed=0)
+    training_sites = {p.site for p in plans if p.split == "train"}
+    pooled_test = [p for p in plans if p.split == "test" and p.site in training_sites]
+    assert len(pooled_test) >= 150
+    assert {p.binary_label for p in pooled_test} == {0, 1}
+
+
+def test_optimizer_study_runs_from_the_command_line(tmp_path: Path, tiny_cohort: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    cohorts = tmp_path / "work" / "cohorts"
+    cohorts.mkdir(parents=True)
+    (cohorts / "tiny-seed0").symlink_to(tiny_cohort.parent)
+    out = tmp_path / "report"
+    code = main(["experiment", "optimizers", "--cohort", "tiny", "--seeds", "0", "1",
+                 "--budget", "2", "--arms", "fedavg", "fedbn", "--plaintext-simulation",
+                 "--work", str(tmp_path / "work"), "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "seed 1 | fedbn" in printed and "pooled AUC" in printed
+    data = json.loads((out / "optimizers.json").read_text())
+    assert [row["arm"] for row in data["summary"]] == ["fedavg", "fedbn", "centralised"]
+    fedavg = data["summary"][0]
+    assert fedavg["epochs"] == 2 and fedavg["seeds"] == [0, 1]
+    assert data["summary"][2]["epochs"] == 1  # the pooled model: half the budget
+    assert all(0 <= v <= 1 for v in fedavg["pooled_auc"]["values"])
+    assert fedavg["bytes_total"]["mean"] > 0
+    markdown = (out / "optimizers.md").read_text()
+    assert "| fedbn | E=1, fedavg + FedBN | 2 |" in markdown
+    assert (out / "optimizers.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (out / "optimizers.partial.jsonl").exists()
