@@ -132,10 +132,14 @@ def test_bad_updates_are_refused_and_the_round_still_completes(federation, tmp_p
         grpc.StatusCode.INVALID_ARGUMENT
     assert code_of(lambda: send(header(round=7), garbage)) == \
         grpc.StatusCode.FAILED_PRECONDITION
+    # Trained under another optimiser configuration than the federation announced.
+    assert code_of(lambda: send(header(optimizer_digest="ab" * 32), garbage)) == \
+        grpc.StatusCode.INVALID_ARGUMENT
     # The aggregator logs each refusal as one line: who, why, and the message the site got.
     logged = federation.processes["aggregator"].log_path.read_text()
     assert f"refused an upload from {PROBE} (wrong_round): round 7 is not open" in logged
-    assert logged.count(f"refused an upload from {PROBE} (") == 4
+    assert logged.count(f"refused an upload from {PROBE} (") == 5
+    assert "optimizer digest 'abab" in logged
     with pytest.raises(EncodingError):
         probe.cipher.encrypt_to_file(np.array([0.1, np.nan]), weight=8, round_number=1,
                                      layout_hash=header().layout_hash, path=tmp_path / "nan")
