@@ -88,6 +88,14 @@ def test_nan_inf_and_out_of_bound_values_are_refused_naming_the_index(bad: float
         encode_update(values, 5, CODEC, PARAMS)
 
 
+@pytest.mark.parametrize("extreme", [np.iinfo(np.int64).min, np.iinfo(np.int64).max, -9])
+def test_out_of_bound_integers_are_refused_naming_the_index(extreme: int) -> None:
+    values = np.zeros(4, dtype=np.int64)
+    values[2] = extreme  # abs(INT64_MIN) overflows: it once passed validation
+    with pytest.raises(EncodingError, match="index 2.*nothing was sent"):
+        encode_update(values, 5, CODEC, PARAMS)
+
+
 @pytest.mark.parametrize("weight", [0, -3, 1001, 2.5, True])
 def test_weights_outside_the_parameter_sets_range_are_refused(weight: object) -> None:
     with pytest.raises(EncodingError, match="weight"):

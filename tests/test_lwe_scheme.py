@@ -78,7 +78,8 @@ def test_every_parameter_set_is_within_the_he_standard_row_and_has_an_exact_nois
 def test_sum_of_ciphertexts_decrypts_exactly_to_sum_of_plaintexts(
         data: st.DataObject, sites: int, length: int, name: str) -> None:
     secret = SECRETS[name]
-    limit = secret.params.plaintext_limit // sites  # so that any sum stays representable
+    # One site's share: any sum of up to max_sites stays representable (encrypt enforces it).
+    limit = secret.params.plaintext_limit // secret.params.max_sites
     seed = data.draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
     plains = [rng.integers(-limit, limit, length) for _ in range(sites)]
@@ -173,6 +174,16 @@ def test_plaintext_slots_outside_the_plaintext_space_are_refused() -> None:
     limit = SECRET.params.plaintext_limit
     with pytest.raises(EncodingError, match="plaintext slots"):
         encrypt(SECRET, PlainSlots(np.array([0, limit])), layout_hash=LAYOUT, round_number=1)
+
+
+def test_raw_slots_beyond_one_sites_share_are_refused_so_no_sum_wraps() -> None:
+    share = SECRET.params.plaintext_limit // SECRET.params.max_sites
+    encrypt(SECRET, PlainSlots(np.array([share - 1, -share])), layout_hash=LAYOUT,
+            round_number=1)
+    for value in (share, -share - 1):
+        with pytest.raises(EncodingError, match="must not wrap"):
+            encrypt(SECRET, PlainSlots(np.array([0, value])), layout_hash=LAYOUT,
+                    round_number=1)
 
 
 def test_unknown_parameter_set_names_the_known_ones() -> None:

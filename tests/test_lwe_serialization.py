@@ -51,7 +51,7 @@ def test_a_contribution_costs_52_bits_and_a_sum_44_bits_per_value_plus_a_fixed_h
 def test_rounded_bodies_of_any_length_and_set_round_trip_and_decrypt_exactly(name: str,
                                                                             length: int) -> None:
     secret = generate_secret_key(name)
-    limit = secret.params.plaintext_limit // 2
+    limit = secret.params.plaintext_limit // secret.params.max_sites  # one site's share
     plain = np.random.default_rng(length).integers(-limit, limit, length)
     plain[0] = limit - 1
     contributions = [from_bytes(to_bytes(encrypt(secret, PlainSlots(plain), layout_hash=LAYOUT,

@@ -63,12 +63,16 @@ def cohort_for(preset: str, seed: int, root: Path) -> Path:
 
 
 def run_experiment(args: argparse.Namespace, name: str, arms: list[tuple[Arm, int]]) -> int:
-    """Every (arm, budget) on every seed, then the report."""
+    """Every (arm, budget) on every seed, then the report. Each finished run is appended to
+    `name`.partial.jsonl at once; `--resume` keeps those and runs only the missing ones."""
     import torch
 
     torch.set_num_threads(args.threads)  # as each trainer service runs: no oversubscription
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    partial = out / f"{name}.partial.jsonl"
+    if not args.resume:
+        partial.unlink(missing_ok=True)
     results: list[ArmResult] = []
     for seed in args.seeds:
         manifest = cohort_for(args.cohort, seed, Path(args.work) / "cohorts")
@@ -78,24 +82,38 @@ def run_experiment(args: argparse.Namespace, name: str, arms: list[tuple[Arm, in
                                recipe={"warmup_epochs": args.warmup_epochs, "lr": args.lr,
                                        "batch_size": args.batch_size})
         for arm, epochs in arms:
-            result = run_arm(arm, cohort, base, epochs, seed,
-                             encrypted=not args.plaintext_simulation,
-                             workdir=Path(args.work) / name, curve=args.curves)
-            result.extra["epochs"] = epochs
-            result.extra["describe"] = arm.describe()
+            result = _finished_runs(partial).get((arm.name, seed))
+            if result is None:
+                result = run_arm(arm, cohort, base, epochs, seed,
+                                 encrypted=not args.plaintext_simulation,
+                                 workdir=Path(args.work) / name, curve=args.curves)
+                result.extra.update(epochs=epochs, describe=arm.describe())
+                with partial.open("a") as handle:
+                    handle.write(json.dumps({"arm": result.arm, "seed": seed,
+                                             "metrics": result.metrics, "curve": result.curve,
+                                             "extra": result.extra}, default=float) + "\n")
             results.append(result)
             m = result.metrics
             print(f"seed {seed} | {arm.name:<14} | pooled AUC {m['pooled_auc']:.3f} "
                   f"({m['pooled_auc_ci_low']:.2f}-{m['pooled_auc_ci_high']:.2f}) | hold-out "
                   f"sensitivity {m['holdout_sensitivity']:.3f} | {m['seconds']:.0f} s",
                   flush=True)
-            (out / f"{name}.partial.jsonl").open("a").write(json.dumps(
-                {"arm": result.arm, "seed": seed, "metrics": result.metrics,
-                 "curve": result.curve, "extra": result.extra}, default=float) + "\n")
     files = write_report(out, name, results, vars(args))
-    (out / f"{name}.partial.jsonl").unlink(missing_ok=True)
+    partial.unlink(missing_ok=True)
     print(f"wrote {', '.join(str(f) for f in files)}")
     return 0
+
+
+def _finished_runs(partial: Path) -> dict[tuple[str, int], ArmResult]:
+    """Runs an interrupted experiment already finished, by (arm, seed)."""
+    if not partial.exists():
+        return {}
+    runs = {}
+    for line in partial.read_text().splitlines():
+        row = json.loads(line)
+        runs[(row["arm"], row["seed"])] = ArmResult(row["arm"], row["seed"], row["metrics"],
+                                                    row["curve"], row["extra"])
+    return runs
 
 
 def sync_interval(args: argparse.Namespace) -> int:
@@ -151,6 +169,9 @@ def _common(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--plaintext-simulation", action="store_true",
                         help="run federated arms in-process without encryption (same numbers, "
                              "far faster) instead of through the real services")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the runs an interrupted experiment finished (OUT/NAME."
+                             "partial.jsonl) and run only the others")
     parser.add_argument("--curves", action="store_true",
                         help="also record the pooled-test AUC after every round (simulation)")
     parser.add_argument("--out", default=f"reports/experiments/{name}",

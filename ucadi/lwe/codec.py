@@ -81,7 +81,8 @@ class FixedPointCodec:
             part = values[start:start + _VALIDATION_BLOCK]
             if part.max() <= self.bound and part.min() >= -self.bound:
                 continue  # two reductions, no temporaries (a NaN makes max() NaN: not <= bound)
-            bad = ~np.isfinite(part) | (np.abs(part) > self.bound)
+            # Comparisons, not np.abs: abs(INT64_MIN) overflows to a negative number.
+            bad = ~np.isfinite(part) | (part > self.bound) | (part < -self.bound)
             if bad.any():
                 index = start + int(np.argmax(bad))
                 raise EncodingError(

@@ -156,10 +156,13 @@ def check_contribution(header: CiphertextHeader) -> None:
 
 
 def _check_plaintext_range(slots: np.ndarray, params: LweParameters) -> None:
-    limit = params.plaintext_limit
+    # One site's share of the plaintext space: a sum of up to max_sites contributions then
+    # cannot wrap around the P-bit plaintext (it would decrypt to a wrong value, silently).
+    limit = params.plaintext_limit // params.max_sites
     if slots.size and (slots.min() < -limit or slots.max() >= limit):
         raise EncodingError(f"plaintext slots must lie in [{-limit}, {limit - 1}] for "
-                            f"{params.name}; encode values with FixedPointCodec first")
+                            f"{params.name} (a sum of {params.max_sites} sites must not wrap); "
+                            "encode values with FixedPointCodec first")
 
 
 def mask_batch(secret: SecretKey, seed: bytes, errors: ErrorSampler, first: int, count: int,
