@@ -123,3 +123,43 @@ def test_a_round_left_sealed_by_a_crash_is_followed_by_the_next_or_completes_on_
         upload(restarted, secret, tmp_path, site, np.ones(VALUES), 5, 2, 1)
     restarted.step()
     assert restarted.view().state == COMPLETED and restarted.view().latest_version == 2
+
+
+def individual_uploads(state: Path) -> list[Path]:
+    """Ciphertext files under `state` that hold one site's contribution."""
+    from ucadi.lwe.serialization import read_header
+
+    found = []
+    for path in state.rglob("*"):
+        if path.is_file() and path.read_bytes()[:4] == b"UCLW":
+            header, _ = read_header(path.read_bytes())
+            if header.contributors == 1:
+                found.append(path)
+    return found
+
+
+def test_a_sealed_rounds_individual_uploads_are_deleted_and_their_records_kept(tmp_path, secret):
+    coord = coordinator(tmp_path / "agg", secret, Clock())
+    seal_first_round(coord, secret, tmp_path, np.ones(VALUES))
+    assert coord.view().latest_version == 1
+    assert individual_uploads(tmp_path / "agg") == []
+    kept = coord.store.uploads(1)
+    assert [u.site for u in kept] == ["a", "b"] and all(u.path is None for u in kept)
+    assert coord.store.digest_seen(kept[0].sha256), "replays are still recognised"
+
+
+def test_uploads_left_by_a_crash_between_seal_and_deletion_are_deleted_on_restart(
+        tmp_path, secret, monkeypatch):
+    clock = Clock()
+    state = tmp_path / "agg"
+    coord = coordinator(state, secret, clock)
+    monkeypatch.setattr(faults, "crash_point", crash_at("after_seal_before_open"))
+    with pytest.raises(Crashed):
+        seal_first_round(coord, secret, tmp_path, np.ones(VALUES))
+    monkeypatch.undo()
+    coord.store.close()
+    assert len(individual_uploads(state)) == 2, "the crash came before the deletion"
+    restarted = coordinator(state, secret, clock)
+    restarted.recover()
+    assert individual_uploads(state) == []
+    assert restarted.view().latest_version == 1

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from federation_probe import ProbeSite
 from safetensors import safe_open
+from test_aggregator_recovery import individual_uploads
 
 from ucadi.ct.synth import read_manifest
 from ucadi.demo.federation import FederationPlan, LocalFederation
@@ -102,6 +103,10 @@ def test_nothing_stored_centrally_reveals_the_key_or_the_model(tmp_path, tiny_co
         data = path.read_bytes()
         assert secret_bytes[22:] not in data, f"{path} holds the LWE secret"
         assert model_bytes not in data, f"{path} holds plaintext model weights"
+    # After the seal no individual contribution stays central, where one site's key would open
+    # it: the sum service and the aggregator keep only sums.
+    for folder in ("aggregator", "crypto"):
+        assert individual_uploads(federation.root / folder) == []
     codec = FixedPointCodec.for_parameters(federation.secret.params)
     global_file = federation.stored_global(1)
     with pytest.raises(CiphertextMismatchError):

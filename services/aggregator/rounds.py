@@ -279,6 +279,10 @@ class RoundCoordinator(UploadIntake):
         if current is not None and current.state in (SEALING, SEALED):
             log.warning("round %d was left %s when the aggregator stopped; finishing it",
                         current.round, current.state)
+        sealed = {r.round for r in self.store.rounds() if r.state in (SEALED, COMPLETED)}
+        for round_number in self.store.rounds_with_upload_files():
+            if round_number in sealed:  # a crash came between the seal and the deletion
+                self._discard_uploads(round_number)
         self._attempt_step()
 
     def step(self) -> None:
@@ -365,8 +369,16 @@ class RoundCoordinator(UploadIntake):
                 self._maybe_open(current.round + 1, base_version=current.round, force=True)
             self._publish_metrics()
             self._notify()
+        self._discard_uploads(current.round)
         if out is None and self.copier is not None:
             self.copier.start(current.round, current.global_bytes, digest)
+
+    def _discard_uploads(self, round_number: int) -> None:
+        """No individual upload outlives its round's seal (docs/security.md: retention)."""
+        removed = self.store.discard_uploads(round_number)
+        if removed:
+            log.info("round %d: deleted %d individual upload file(s) after the seal",
+                     round_number, removed)
 
     def _is_last(self, round_number: int) -> bool:
         return bool(self.config.total_rounds) and round_number >= self.config.total_rounds

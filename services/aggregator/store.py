@@ -216,6 +216,26 @@ class AggregatorStore:
             ("UPDATE rounds SET bytes_in=bytes_in+? WHERE round=?", (record.size, record.round)),
         ])
 
+    def discard_uploads(self, round_number: int) -> int:
+        """Delete a sealed round's individual uploads (its sum is durably stored: here, or by
+        the sum service, which keeps its own copies of the contributions until it has stored
+        the sum); their records (digest, size, counts) stay. Idempotent; files deleted."""
+        folder = self.upload_dir / f"r{round_number:05d}"
+        removed = 0
+        if folder.is_dir():
+            for path in folder.iterdir():
+                path.unlink()
+                removed += 1
+            folder.rmdir()
+            fsync_dir(self.upload_dir)
+        self._tx([("UPDATE uploads SET path='' WHERE round=?", (round_number,))])
+        return removed
+
+    def rounds_with_upload_files(self) -> list[int]:
+        """Rounds whose individual uploads are still on disk."""
+        return [r[0] for r in self._rows(
+            "SELECT DISTINCT round FROM uploads WHERE path != '' ORDER BY round")]
+
     def mark_summed(self, round_number: int, site: str) -> None:
         """Record that the crypto service has added this upload."""
         self._tx([("UPDATE uploads SET summed=1 WHERE round=? AND site=?", (round_number, site))])
