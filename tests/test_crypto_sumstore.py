@@ -163,3 +163,26 @@ def test_a_seal_keeps_exactly_the_accepted_sites_and_the_aggregator_replaces_a_s
     assert store.fetch("fed", 1).path.read_bytes() == bytes(sealed.data)
     assert len(list((tmp_path / "state" / "rounds" / "fed" / "1").glob("b-*"))) == 0
     store.close()
+
+
+def test_a_contribution_using_another_sites_public_round_seed_is_refused(tmp_path: Path):
+    """A site could otherwise knock a victim out of the round: the victim's own ciphertext,
+    under its own round seed, would then repeat a seed already summed."""
+    from ucadi.lwe.prepared import prepare_mask, round_seed
+
+    store = SumStore(tmp_path / "state")
+    store.open_round(_spec())
+    victims_seed = round_seed(SECRET.key_id, "fed", 1, "victim")
+    attack = tmp_path / "attack.ct"
+    encrypt_to_file(attack, SECRET, PlainSlots(np.ones(SLOTS, dtype=np.int64)), layout_hash=LAYOUT,
+                    round_number=1, mask=prepare_mask(SECRET, SLOTS, victims_seed))
+    with pytest.raises(UcadiError, match="uses victim's round seed"):
+        store.add_contribution("fed", 1, "attacker", iter_file_chunks(attack),
+                               other_sites=["attacker", "victim"])
+    assert store.status("fed", 1).sites == ()
+    own = tmp_path / "own.ct"
+    encrypt_to_file(own, SECRET, PlainSlots(np.ones(SLOTS, dtype=np.int64)), layout_hash=LAYOUT,
+                    round_number=1, mask=prepare_mask(SECRET, SLOTS, victims_seed))
+    store.add_contribution("fed", 1, "victim", iter_file_chunks(own),
+                           other_sites=["attacker", "victim"])
+    assert store.status("fed", 1).sites == ("victim",)

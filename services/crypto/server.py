@@ -153,8 +153,11 @@ def round_status(state: RoundState) -> crypto_pb2.RoundStatus:
 class SumServicer(crypto_pb2_grpc.SumServiceServicer):
     """Durable ciphertext accumulation per (federation, round), one block range per replica."""
 
-    def __init__(self, store: SumStore) -> None:
+    def __init__(self, store: SumStore, keys: KeyStore | None = None) -> None:
         self.store = store
+        # The federation's sites (from the key service in the same process; none elsewhere):
+        # a contribution carrying another site's public round seed is refused.
+        self.keys = keys
 
     @grpc_errors
     def OpenRound(self, request: crypto_pb2.OpenRoundRequest,
@@ -195,8 +198,9 @@ class SumServicer(crypto_pb2_grpc.SumServiceServicer):
         try:
             # Only the aggregator vouches: a site's own contribution never replaces another.
             vouched = meta.sha256 if caller.role != "site" else ""
+            others = [k.site for k in self.keys.site_keys()] if self.keys is not None else []
             state, digest = self.store.add_contribution(meta.federation, meta.round, meta.site,
-                                                        chunks(), vouched)
+                                                        chunks(), vouched, others)
         except UcadiError as exc:
             metrics.SUM_CONTRIBUTIONS.labels(outcome=type(exc).__name__).inc()
             raise
@@ -283,7 +287,7 @@ def run_crypto_service(state_dir: Path, address: str, tls: TLSFiles,
 
     def register(server: grpc.Server) -> None:
         crypto_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(keys), server)
-        crypto_pb2_grpc.add_SumServiceServicer_to_server(SumServicer(sums), server)
+        crypto_pb2_grpc.add_SumServiceServicer_to_server(SumServicer(sums, keys), server)
     return serve(register, service_names=SERVICE_NAMES, address=address, tls=tls,
                  metrics_address=metrics_address, port_file=port_file,
                  health_address=health_address)

@@ -34,6 +34,7 @@ from ucadi.digests import remember
 from ucadi.durable import fsync_dir, write_durably
 from ucadi.errors import UcadiError
 from ucadi.lwe.params import get_parameters
+from ucadi.lwe.prepared import round_seed
 from ucadi.lwe.scheme import Ciphertext, CiphertextHeader, check_contribution, merged_seeds
 from ucadi.lwe.serialization import serialize, serialized_size
 from ucadi.lwe.stream import CiphertextFile, open_verified
@@ -243,12 +244,14 @@ class SumStore:
         return existing
 
     def add_contribution(self, federation: str, round_number: int, site: str,
-                         chunks: Iterable[common_pb2.Chunk],
-                         vouched_sha256: str = "") -> tuple[RoundState, str]:
+                         chunks: Iterable[common_pb2.Chunk], vouched_sha256: str = "",
+                         other_sites: Sequence[str] = ()) -> tuple[RoundState, str]:
         """Receive, verify and durably add one site's ciphertext; (new state, its sha256).
         `vouched_sha256`: the aggregator sends the upload it accepted from the site, with this
         digest; it replaces another contribution held for the site (one the site sent itself
-        and the aggregator refused)."""
+        and the aggregator refused). `other_sites`: the federation's other sites, whose
+        public round seeds this ciphertext may not use (it would knock that site out of the
+        round: its own ciphertext would then repeat a summed seed)."""
         state = self.status(federation, round_number)
         self._check_accepting(state, site, vouched_sha256)
         expected = state.spec.expected_header()
@@ -257,6 +260,7 @@ class SumStore:
             receiver = receive(chunks, upload, max_bytes=serialized_size(expected))
             received = open_verified(upload, verify_digest=not receiver.trailer_ok)
             check_contribution(received.header)
+            _refuse_foreign_round_seed(state.spec, site, received.seeds, other_sites)
             # frac_bits is checked against the running sum when the two are added.
             expected.check_compatible(replace(received.header, frac_bits=0))
             digest = file_digest(upload)
@@ -272,7 +276,8 @@ class SumStore:
         finally:
             upload.unlink(missing_ok=True)
 
-    def _check_accepting(self, state: RoundState, site: str, vouched_sha256: str = "") -> None:
+    def _check_accepting(self, state: RoundState, site: str, vouched_sha256: str = ""
+                         ) -> None:
         if state.state != "open":
             raise RoundStateError(f"round {state.spec.round} of {state.spec.federation!r} is "
                                   f"{state.state}; late contributions are refused")
@@ -418,3 +423,16 @@ class SumStore:
         finally:
             with self._lock:
                 self._serialized.pop(key, None)
+
+
+def _refuse_foreign_round_seed(spec: RoundSpec, site: str, seeds: Sequence[bytes],
+                               other_sites: Sequence[str]) -> None:
+    """Refuse a ciphertext that uses another site's public round seed for this round."""
+    key_id = bytes.fromhex(spec.key_id)
+    theirs = {round_seed(key_id, spec.federation, spec.round, other): other
+              for other in other_sites if other != site}
+    for seed in seeds:
+        if seed in theirs:
+            raise UcadiError(f"{site}'s ciphertext for round {spec.round} uses "
+                             f"{theirs[seed]}'s round seed; a site encrypts with its own round "
+                             "seed or a fresh random one")
