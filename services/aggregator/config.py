@@ -23,6 +23,10 @@ DEFAULTS: dict[str, Any] = {
         # A site not heard from for this long is not expected in the next round.
         "liveness_timeout_s": 60.0,
         "max_upload_mb": 1024,
+        # The largest site's training cases: FedAvg weights (cases x local epochs) are counted
+        # in units that keep that site within the parameter set's weight limit; a site with
+        # more cases is refused at join with a message naming this setting.
+        "max_site_cases": 1000,
         # How the federation learns beyond plain FedAvg, announced to every site with the
         # model (ucadi.learn.server_opt.FederatedOptimization; docs/federated-optimisation.md):
         # server: fedavg | fedavgm | fedadam | fedyogi, run identically at every site on the
@@ -111,4 +115,12 @@ def build_federation_config(config: dict[str, Any]) -> FederationConfig:
         min_sites=int(fed["min_sites"]), total_rounds=int(fed["total_rounds"]),
         local_epochs=int(fed["local_epochs"]), round_timeout_s=float(fed["round_timeout_s"]),
         liveness_timeout_s=float(fed["liveness_timeout_s"]),
-        max_upload_bytes=int(float(fed["max_upload_mb"]) * (1 << 20)))
+        max_upload_bytes=int(float(fed["max_upload_mb"]) * (1 << 20)),
+        max_site_cases=_positive_int(fed, "max_site_cases"))
+
+
+def _positive_int(section: dict[str, Any], key: str) -> int:
+    value = section[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UcadiError(f"federation.{key} is {value!r}; it must be a whole number >= 1")
+    return value

@@ -92,6 +92,18 @@ class FederationConfig:
     round_timeout_s: float = 600.0
     liveness_timeout_s: float = 60.0
     max_upload_bytes: int = 1 << 30
+    max_site_cases: int = 1000
+
+    @property
+    def weight_unit(self) -> int:
+        """Training samples per FedAvg weight unit (JoinResponse.weight_unit)."""
+        from ucadi.lwe.codec import weight_unit
+        from ucadi.lwe.params import PARAMETER_SETS
+
+        params = PARAMETER_SETS.get(self.encryption.get("parameter_set", ""))
+        if params is None:  # encryption off (benchmarks): plaintext weights are not bounded
+            return 1
+        return weight_unit(self.max_site_cases * self.local_epochs, params.max_site_weight)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""

@@ -208,6 +208,11 @@ class RoundCoordinator(UploadIntake):
     # -- membership --------------------------------------------------------------------
     def join(self, site: str, train_cases: int) -> None:
         """Admit a site (after key approval); a site joining mid-round is expected in it."""
+        if train_cases > self.config.max_site_cases:
+            raise UcadiError(
+                f"site {site!r} trains on {train_cases} cases; this federation takes sites of "
+                f"up to {self.config.max_site_cases} (federation.max_site_cases): the operator "
+                "raises it for a new federation")
         if not self.is_site_approved(site):
             raise FederationStateError(
                 f"site {site!r} has no wrapped key for key id "

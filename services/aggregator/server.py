@@ -84,7 +84,8 @@ class FederationServicer(federation_pb2_grpc.FederationServiceServicer):
             encryption=federation_pb2.EncryptionSpec(
                 enabled=enc["enabled"], parameter_set=enc["parameter_set"], key_id=enc["key_id"]),
             local_epochs=self.config.local_epochs, total_rounds=self.config.total_rounds,
-            site=site, contribute_to_sum=self.rounds.backend.takes_site_contributions())
+            site=site, contribute_to_sum=self.rounds.backend.takes_site_contributions(),
+            weight_unit=self.config.weight_unit)
 
     @grpc_errors
     def Leave(self, request: Any, context: grpc.ServicerContext) -> Any:

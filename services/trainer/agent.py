@@ -34,6 +34,7 @@ from ucadi.learn import StudyDataset, TrainingRecipe, predict_probabilities
 from ucadi.learn.server_opt import announced_optimization
 from ucadi.learn.site_learner import SiteLearner
 from ucadi.learn.stats import auc_ci_delong, sensitivity_specificity
+from ucadi.lwe.codec import site_weight
 from ucadi.model import get_preset
 from ucadi.model.layout import initial_model
 from ucadi.v1 import federation_pb2
@@ -124,6 +125,7 @@ class SiteAgent:
                              f"federation's {spec.layout_hash[:12]}: update the site software")
         self.spec = spec
         self.federation_id = joined.federation_id
+        self.weight_unit = joined.weight_unit or 1
         # Validation stacks are read once and kept, like the training set's.
         self.val_set = StudyDataset(self.val_records, self.preprocess, "binary", train=False,
                                     seed=self.settings.seed)
@@ -271,7 +273,8 @@ class SiteAgent:
         vector = self.learner.upload_vector(update)
         path = self.settings.work_dir / "uploads" / f"round-{info.round:05d}.lwe"
         started = time.perf_counter()
-        self.cipher.encrypt_to_file(vector, weight=update.num_samples, round_number=info.round,
+        weight = site_weight(update.num_samples, self.weight_unit)
+        self.cipher.encrypt_to_file(vector, weight=weight, round_number=info.round,
                                     layout_hash=self.spec.layout_hash, path=path)
         metrics.ENCRYPT_SECONDS.observe(time.perf_counter() - started)
         self._phase("uploading")

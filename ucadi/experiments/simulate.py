@@ -19,7 +19,7 @@ from ucadi.ct.synth import read_manifest
 from ucadi.learn import StudyDataset, TrainingRecipe
 from ucadi.learn.server_opt import FederatedOptimization
 from ucadi.learn.site_learner import SiteLearner
-from ucadi.lwe.codec import FixedPointCodec, plaintext_fedavg
+from ucadi.lwe.codec import FixedPointCodec, plaintext_fedavg, site_weight
 from ucadi.lwe.params import DEFAULT_PARAMETER_SET, get_parameters
 from ucadi.model import get_preset
 from ucadi.model.layout import initial_model
@@ -41,6 +41,8 @@ class FederationSetup:
     recipe: dict[str, Any] = field(default_factory=dict)
     optimization: FederatedOptimization = field(default_factory=FederatedOptimization)
     parameter_set: str = DEFAULT_PARAMETER_SET
+    # Training samples per FedAvg weight unit (the aggregator's JoinResponse.weight_unit).
+    weight_unit: int = 1
 
     @property
     def training_recipe(self) -> TrainingRecipe:
@@ -108,7 +110,7 @@ def _rounds(setup: FederationSetup,
         for learner in result.learners.values():
             update = learner.fit((round_number - 1) * setup.local_epochs, setup.local_epochs)
             vectors.append(learner.upload_vector(update))
-            weights.append(update.num_samples)
+            weights.append(site_weight(update.num_samples, setup.weight_unit))
         average = plaintext_fedavg(vectors, weights, codec, params)
         for learner in result.learners.values():
             learner.adopt(average, round_number)

@@ -152,6 +152,19 @@ def split_weight(slots: np.ndarray, codec: FixedPointCodec) -> tuple[np.ndarray,
     return codec.decode_sums(slots[:-1]), total_weight
 
 
+def weight_unit(max_site_samples: int, max_site_weight: int) -> int:
+    """Training samples per unit of FedAvg weight, so that the federation's largest site
+    (cases x local epochs) still fits the parameter set's integer weight: 1 while it does."""
+    return max(1, -(-int(max_site_samples) // int(max_site_weight)))
+
+
+def site_weight(samples: int, unit: int) -> int:
+    """A site's integer FedAvg weight: its samples (cases x local epochs) in whole units,
+    at least 1. With unit 1 this is exact; with a larger unit a site's share is off by at most
+    half a unit (docs/security.md)."""
+    return max(1, (int(samples) + int(unit) // 2) // int(unit))
+
+
 def average_scale(codec: FixedPointCodec, total_weight: int) -> float:
     """Factor from a summed value slot to its FedAvg value: 2^-f / sum_k w_k."""
     return 2.0 ** -codec.frac_bits / total_weight

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from ucadi.v1 import common_pb2 as ucadi_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19ucadi/v1/federation.proto\x12\x08ucadi.v1\x1a\x15ucadi/v1/common.proto\"\xa1\x01\n\tModelSpec\x12\x0c\n\x04\x61rch\x18\x01 \x01(\t\x12\x0e\n\x06preset\x18\x02 \x01(\t\x12\x0c\n\x04task\x18\x03 \x01(\t\x12\x11\n\tinit_seed\x18\x04 \x01(\x04\x12\x13\n\x0brecipe_json\x18\x05 \x01(\t\x12\x13\n\x0blayout_hash\x18\x06 \x01(\t\x12\x13\n\x0bvalue_count\x18\x07 \x01(\x04\x12\x16\n\x0eoptimizer_json\x18\x08 \x01(\t\"H\n\x0e\x45ncryptionSpec\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x15\n\rparameter_set\x18\x02 \x01(\t\x12\x0e\n\x06key_id\x18\x03 \x01(\t\"9\n\x0bJoinRequest\x12\x13\n\x0btrain_cases\x18\x01 \x01(\x04\x12\x15\n\ragent_version\x18\x02 \x01(\t\"\xcc\x01\n\x0cJoinResponse\x12\x15\n\rfederation_id\x18\x01 \x01(\t\x12\"\n\x05model\x18\x02 \x01(\x0b\x32\x13.ucadi.v1.ModelSpec\x12,\n\nencryption\x18\x03 \x01(\x0b\x32\x18.ucadi.v1.EncryptionSpec\x12\x14\n\x0clocal_epochs\x18\x04 \x01(\r\x12\x14\n\x0ctotal_rounds\x18\x05 \x01(\r\x12\x0c\n\x04site\x18\x06 \x01(\t\x12\x19\n\x11\x63ontribute_to_sum\x18\x07 \x01(\x08\"\x1e\n\x0cLeaveRequest\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x0f\n\rLeaveResponse\"g\n\x0fGetRoundRequest\x12\x13\n\x0bknown_round\x18\x01 \x01(\r\x12)\n\x0bknown_state\x18\x02 \x01(\x0e\x32\x14.ucadi.v1.RoundState\x12\x14\n\x0cwait_seconds\x18\x03 \x01(\x02\"\xa5\x02\n\tRoundInfo\x12\r\n\x05round\x18\x01 \x01(\r\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.ucadi.v1.RoundState\x12\x14\n\x0c\x62\x61se_version\x18\x03 \x01(\r\x12\x16\n\x0elatest_version\x18\x04 \x01(\r\x12\x15\n\rdeadline_unix\x18\x05 \x01(\x01\x12\x13\n\x0bstart_epoch\x18\x06 \x01(\r\x12\x14\n\x0clocal_epochs\x18\x07 \x01(\r\x12\x16\n\x0e\x65xpected_sites\x18\x08 \x03(\t\x12\x16\n\x0euploaded_sites\x18\t \x03(\t\x12\x17\n\x0f\x61waiting_caller\x18\n \x01(\x08\x12\x11\n\tmin_sites\x18\x0b \x01(\r\x12\x18\n\x10optimizer_digest\x18\x0c \x01(\t\"8\n\x15\x44ownloadGlobalRequest\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0e\n\x06offset\x18\x02 \x01(\x04\"\xed\x01\n\x0cUpdateHeader\x12\r\n\x05round\x18\x01 \x01(\r\x12\x14\n\x0c\x62\x61se_version\x18\x02 \x01(\r\x12\x12\n\ntotal_size\x18\x03 \x01(\x04\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x15\n\rparameter_set\x18\x05 \x01(\t\x12\x0e\n\x06key_id\x18\x06 \x01(\t\x12\x13\n\x0blayout_hash\x18\x07 \x01(\t\x12\x13\n\x0bnum_samples\x18\x08 \x01(\x04\x12\x14\n\x0clocal_epochs\x18\t \x01(\r\x12\x13\n\x0b\x63ontributed\x18\n \x01(\x08\x12\x18\n\x10optimizer_digest\x18\x0b \x01(\t\"i\n\x13UploadUpdateRequest\x12(\n\x06header\x18\x01 \x01(\x0b\x32\x16.ucadi.v1.UpdateHeaderH\x00\x12 \n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x0f.ucadi.v1.ChunkH\x00\x42\x06\n\x04part\"l\n\rUploadReceipt\x12\r\n\x05round\x18\x01 \x01(\r\x12\x0c\n\x04site\x18\x02 \x01(\t\x12\x14\n\x0cstored_bytes\x18\x03 \x01(\x04\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x18\n\x10uploads_in_round\x18\x05 \x01(\r\"\'\n\x16GetUploadOffsetRequest\x12\r\n\x05round\x18\x01 \x01(\r\")\n\x17GetUploadOffsetResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x04\"s\n\x0bSiteMetrics\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\r\n\x05split\x18\x02 \x01(\t\x12\r\n\x05\x63\x61ses\x18\x03 \x01(\r\x12\x0b\n\x03\x61uc\x18\x04 \x01(\x01\x12\x13\n\x0bsensitivity\x18\x05 \x01(\x01\x12\x13\n\x0bspecificity\x18\x06 \x01(\x01\"\x17\n\x15ReportMetricsResponse\"\x12\n\x10GetStatusRequest\"\x92\x01\n\nSiteStatus\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x12\n\nlast_round\x18\x03 \x01(\r\x12\x16\n\x0elast_seen_unix\x18\x04 \x01(\x01\x12\x13\n\x0btrain_cases\x18\x05 \x01(\x04\x12&\n\x07metrics\x18\x06 \x01(\x0b\x32\x15.ucadi.v1.SiteMetrics\"\xd9\x01\n\x0cRoundSummary\x12\r\n\x05round\x18\x01 \x01(\r\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.ucadi.v1.RoundState\x12\x16\n\x0e\x65xpected_sites\x18\x03 \x03(\t\x12\x16\n\x0euploaded_sites\x18\x04 \x03(\t\x12\x13\n\x0bopened_unix\x18\x05 \x01(\x01\x12\x13\n\x0bsealed_unix\x18\x06 \x01(\x01\x12\x10\n\x08\x62ytes_in\x18\x07 \x01(\x04\x12\x14\n\x0cglobal_bytes\x18\x08 \x01(\x04\x12\x13\n\x0bsum_seconds\x18\t \x01(\x01\"\xb2\x01\n\x10\x46\x65\x64\x65rationStatus\x12\x15\n\rfederation_id\x18\x01 \x01(\t\x12$\n\x07\x63urrent\x18\x02 \x01(\x0b\x32\x13.ucadi.v1.RoundInfo\x12#\n\x05sites\x18\x03 \x03(\x0b\x32\x14.ucadi.v1.SiteStatus\x12&\n\x06rounds\x18\x04 \x03(\x0b\x32\x16.ucadi.v1.RoundSummary\x12\x14\n\x0ctotal_rounds\x18\x05 \x01(\r*\x91\x01\n\nRoundState\x12\x1b\n\x17ROUND_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16ROUND_STATE_COLLECTING\x10\x01\x12\x17\n\x13ROUND_STATE_SEALING\x10\x02\x12\x19\n\x15ROUND_STATE_COMPLETED\x10\x03\x12\x16\n\x12ROUND_STATE_SEALED\x10\x04\x32\xb6\x04\n\x11\x46\x65\x64\x65rationService\x12\x35\n\x04Join\x12\x15.ucadi.v1.JoinRequest\x1a\x16.ucadi.v1.JoinResponse\x12\x38\n\x05Leave\x12\x16.ucadi.v1.LeaveRequest\x1a\x17.ucadi.v1.LeaveResponse\x12:\n\x08GetRound\x12\x19.ucadi.v1.GetRoundRequest\x1a\x13.ucadi.v1.RoundInfo\x12\x44\n\x0e\x44ownloadGlobal\x12\x1f.ucadi.v1.DownloadGlobalRequest\x1a\x0f.ucadi.v1.Chunk0\x01\x12H\n\x0cUploadUpdate\x12\x1d.ucadi.v1.UploadUpdateRequest\x1a\x17.ucadi.v1.UploadReceipt(\x01\x12V\n\x0fGetUploadOffset\x12 .ucadi.v1.GetUploadOffsetRequest\x1a!.ucadi.v1.GetUploadOffsetResponse\x12G\n\rReportMetrics\x12\x15.ucadi.v1.SiteMetrics\x1a\x1f.ucadi.v1.ReportMetricsResponse\x12\x43\n\tGetStatus\x12\x1a.ucadi.v1.GetStatusRequest\x1a\x1a.ucadi.v1.FederationStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19ucadi/v1/federation.proto\x12\x08ucadi.v1\x1a\x15ucadi/v1/common.proto\"\xa1\x01\n\tModelSpec\x12\x0c\n\x04\x61rch\x18\x01 \x01(\t\x12\x0e\n\x06preset\x18\x02 \x01(\t\x12\x0c\n\x04task\x18\x03 \x01(\t\x12\x11\n\tinit_seed\x18\x04 \x01(\x04\x12\x13\n\x0brecipe_json\x18\x05 \x01(\t\x12\x13\n\x0blayout_hash\x18\x06 \x01(\t\x12\x13\n\x0bvalue_count\x18\x07 \x01(\x04\x12\x16\n\x0eoptimizer_json\x18\x08 \x01(\t\"H\n\x0e\x45ncryptionSpec\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x15\n\rparameter_set\x18\x02 \x01(\t\x12\x0e\n\x06key_id\x18\x03 \x01(\t\"9\n\x0bJoinRequest\x12\x13\n\x0btrain_cases\x18\x01 \x01(\x04\x12\x15\n\ragent_version\x18\x02 \x01(\t\"\xe1\x01\n\x0cJoinResponse\x12\x15\n\rfederation_id\x18\x01 \x01(\t\x12\"\n\x05model\x18\x02 \x01(\x0b\x32\x13.ucadi.v1.ModelSpec\x12,\n\nencryption\x18\x03 \x01(\x0b\x32\x18.ucadi.v1.EncryptionSpec\x12\x14\n\x0clocal_epochs\x18\x04 \x01(\r\x12\x14\n\x0ctotal_rounds\x18\x05 \x01(\r\x12\x0c\n\x04site\x18\x06 \x01(\t\x12\x19\n\x11\x63ontribute_to_sum\x18\x07 \x01(\x08\x12\x13\n\x0bweight_unit\x18\x08 \x01(\r\"\x1e\n\x0cLeaveRequest\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x0f\n\rLeaveResponse\"g\n\x0fGetRoundRequest\x12\x13\n\x0bknown_round\x18\x01 \x01(\r\x12)\n\x0bknown_state\x18\x02 \x01(\x0e\x32\x14.ucadi.v1.RoundState\x12\x14\n\x0cwait_seconds\x18\x03 \x01(\x02\"\xa5\x02\n\tRoundInfo\x12\r\n\x05round\x18\x01 \x01(\r\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.ucadi.v1.RoundState\x12\x14\n\x0c\x62\x61se_version\x18\x03 \x01(\r\x12\x16\n\x0elatest_version\x18\x04 \x01(\r\x12\x15\n\rdeadline_unix\x18\x05 \x01(\x01\x12\x13\n\x0bstart_epoch\x18\x06 \x01(\r\x12\x14\n\x0clocal_epochs\x18\x07 \x01(\r\x12\x16\n\x0e\x65xpected_sites\x18\x08 \x03(\t\x12\x16\n\x0euploaded_sites\x18\t \x03(\t\x12\x17\n\x0f\x61waiting_caller\x18\n \x01(\x08\x12\x11\n\tmin_sites\x18\x0b \x01(\r\x12\x18\n\x10optimizer_digest\x18\x0c \x01(\t\"8\n\x15\x44ownloadGlobalRequest\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0e\n\x06offset\x18\x02 \x01(\x04\"\xed\x01\n\x0cUpdateHeader\x12\r\n\x05round\x18\x01 \x01(\r\x12\x14\n\x0c\x62\x61se_version\x18\x02 \x01(\r\x12\x12\n\ntotal_size\x18\x03 \x01(\x04\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x15\n\rparameter_set\x18\x05 \x01(\t\x12\x0e\n\x06key_id\x18\x06 \x01(\t\x12\x13\n\x0blayout_hash\x18\x07 \x01(\t\x12\x13\n\x0bnum_samples\x18\x08 \x01(\x04\x12\x14\n\x0clocal_epochs\x18\t \x01(\r\x12\x13\n\x0b\x63ontributed\x18\n \x01(\x08\x12\x18\n\x10optimizer_digest\x18\x0b \x01(\t\"i\n\x13UploadUpdateRequest\x12(\n\x06header\x18\x01 \x01(\x0b\x32\x16.ucadi.v1.UpdateHeaderH\x00\x12 \n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x0f.ucadi.v1.ChunkH\x00\x42\x06\n\x04part\"l\n\rUploadReceipt\x12\r\n\x05round\x18\x01 \x01(\r\x12\x0c\n\x04site\x18\x02 \x01(\t\x12\x14\n\x0cstored_bytes\x18\x03 \x01(\x04\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x18\n\x10uploads_in_round\x18\x05 \x01(\r\"\'\n\x16GetUploadOffsetRequest\x12\r\n\x05round\x18\x01 \x01(\r\")\n\x17GetUploadOffsetResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x04\"s\n\x0bSiteMetrics\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\r\n\x05split\x18\x02 \x01(\t\x12\r\n\x05\x63\x61ses\x18\x03 \x01(\r\x12\x0b\n\x03\x61uc\x18\x04 \x01(\x01\x12\x13\n\x0bsensitivity\x18\x05 \x01(\x01\x12\x13\n\x0bspecificity\x18\x06 \x01(\x01\"\x17\n\x15ReportMetricsResponse\"\x12\n\x10GetStatusRequest\"\x92\x01\n\nSiteStatus\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x12\n\nlast_round\x18\x03 \x01(\r\x12\x16\n\x0elast_seen_unix\x18\x04 \x01(\x01\x12\x13\n\x0btrain_cases\x18\x05 \x01(\x04\x12&\n\x07metrics\x18\x06 \x01(\x0b\x32\x15.ucadi.v1.SiteMetrics\"\xd9\x01\n\x0cRoundSummary\x12\r\n\x05round\x18\x01 \x01(\r\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.ucadi.v1.RoundState\x12\x16\n\x0e\x65xpected_sites\x18\x03 \x03(\t\x12\x16\n\x0euploaded_sites\x18\x04 \x03(\t\x12\x13\n\x0bopened_unix\x18\x05 \x01(\x01\x12\x13\n\x0bsealed_unix\x18\x06 \x01(\x01\x12\x10\n\x08\x62ytes_in\x18\x07 \x01(\x04\x12\x14\n\x0cglobal_bytes\x18\x08 \x01(\x04\x12\x13\n\x0bsum_seconds\x18\t \x01(\x01\"\xb2\x01\n\x10\x46\x65\x64\x65rationStatus\x12\x15\n\rfederation_id\x18\x01 \x01(\t\x12$\n\x07\x63urrent\x18\x02 \x01(\x0b\x32\x13.ucadi.v1.RoundInfo\x12#\n\x05sites\x18\x03 \x03(\x0b\x32\x14.ucadi.v1.SiteStatus\x12&\n\x06rounds\x18\x04 \x03(\x0b\x32\x16.ucadi.v1.RoundSummary\x12\x14\n\x0ctotal_rounds\x18\x05 \x01(\r*\x91\x01\n\nRoundState\x12\x1b\n\x17ROUND_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16ROUND_STATE_COLLECTING\x10\x01\x12\x17\n\x13ROUND_STATE_SEALING\x10\x02\x12\x19\n\x15ROUND_STATE_COMPLETED\x10\x03\x12\x16\n\x12ROUND_STATE_SEALED\x10\x04\x32\xb6\x04\n\x11\x46\x65\x64\x65rationService\x12\x35\n\x04Join\x12\x15.ucadi.v1.JoinRequest\x1a\x16.ucadi.v1.JoinResponse\x12\x38\n\x05Leave\x12\x16.ucadi.v1.LeaveRequest\x1a\x17.ucadi.v1.LeaveResponse\x12:\n\x08GetRound\x12\x19.ucadi.v1.GetRoundRequest\x1a\x13.ucadi.v1.RoundInfo\x12\x44\n\x0e\x44ownloadGlobal\x12\x1f.ucadi.v1.DownloadGlobalRequest\x1a\x0f.ucadi.v1.Chunk0\x01\x12H\n\x0cUploadUpdate\x12\x1d.ucadi.v1.UploadUpdateRequest\x1a\x17.ucadi.v1.UploadReceipt(\x01\x12V\n\x0fGetUploadOffset\x12 .ucadi.v1.GetUploadOffsetRequest\x1a!.ucadi.v1.GetUploadOffsetResponse\x12G\n\rReportMetrics\x12\x15.ucadi.v1.SiteMetrics\x1a\x1f.ucadi.v1.ReportMetricsResponse\x12\x43\n\tGetStatus\x12\x1a.ucadi.v1.GetStatusRequest\x1a\x1a.ucadi.v1.FederationStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ucadi.v1.federation_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROUNDSTATE']._serialized_start=2328
-  _globals['_ROUNDSTATE']._serialized_end=2473
+  _globals['_ROUNDSTATE']._serialized_start=2349
+  _globals['_ROUNDSTATE']._serialized_end=2494
   _globals['_MODELSPEC']._serialized_start=63
   _globals['_MODELSPEC']._serialized_end=224
   _globals['_ENCRYPTIONSPEC']._serialized_start=226
@@ -41,39 +41,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOINREQUEST']._serialized_start=300
   _globals['_JOINREQUEST']._serialized_end=357
   _globals['_JOINRESPONSE']._serialized_start=360
-  _globals['_JOINRESPONSE']._serialized_end=564
-  _globals['_LEAVEREQUEST']._serialized_start=566
-  _globals['_LEAVEREQUEST']._serialized_end=596
-  _globals['_LEAVERESPONSE']._serialized_start=598
-  _globals['_LEAVERESPONSE']._serialized_end=613
-  _globals['_GETROUNDREQUEST']._serialized_start=615
-  _globals['_GETROUNDREQUEST']._serialized_end=718
-  _globals['_ROUNDINFO']._serialized_start=721
-  _globals['_ROUNDINFO']._serialized_end=1014
-  _globals['_DOWNLOADGLOBALREQUEST']._serialized_start=1016
-  _globals['_DOWNLOADGLOBALREQUEST']._serialized_end=1072
-  _globals['_UPDATEHEADER']._serialized_start=1075
-  _globals['_UPDATEHEADER']._serialized_end=1312
-  _globals['_UPLOADUPDATEREQUEST']._serialized_start=1314
-  _globals['_UPLOADUPDATEREQUEST']._serialized_end=1419
-  _globals['_UPLOADRECEIPT']._serialized_start=1421
-  _globals['_UPLOADRECEIPT']._serialized_end=1529
-  _globals['_GETUPLOADOFFSETREQUEST']._serialized_start=1531
-  _globals['_GETUPLOADOFFSETREQUEST']._serialized_end=1570
-  _globals['_GETUPLOADOFFSETRESPONSE']._serialized_start=1572
-  _globals['_GETUPLOADOFFSETRESPONSE']._serialized_end=1613
-  _globals['_SITEMETRICS']._serialized_start=1615
-  _globals['_SITEMETRICS']._serialized_end=1730
-  _globals['_REPORTMETRICSRESPONSE']._serialized_start=1732
-  _globals['_REPORTMETRICSRESPONSE']._serialized_end=1755
-  _globals['_GETSTATUSREQUEST']._serialized_start=1757
-  _globals['_GETSTATUSREQUEST']._serialized_end=1775
-  _globals['_SITESTATUS']._serialized_start=1778
-  _globals['_SITESTATUS']._serialized_end=1924
-  _globals['_ROUNDSUMMARY']._serialized_start=1927
-  _globals['_ROUNDSUMMARY']._serialized_end=2144
-  _globals['_FEDERATIONSTATUS']._serialized_start=2147
-  _globals['_FEDERATIONSTATUS']._serialized_end=2325
-  _globals['_FEDERATIONSERVICE']._serialized_start=2476
-  _globals['_FEDERATIONSERVICE']._serialized_end=3042
+  _globals['_JOINRESPONSE']._serialized_end=585
+  _globals['_LEAVEREQUEST']._serialized_start=587
+  _globals['_LEAVEREQUEST']._serialized_end=617
+  _globals['_LEAVERESPONSE']._serialized_start=619
+  _globals['_LEAVERESPONSE']._serialized_end=634
+  _globals['_GETROUNDREQUEST']._serialized_start=636
+  _globals['_GETROUNDREQUEST']._serialized_end=739
+  _globals['_ROUNDINFO']._serialized_start=742
+  _globals['_ROUNDINFO']._serialized_end=1035
+  _globals['_DOWNLOADGLOBALREQUEST']._serialized_start=1037
+  _globals['_DOWNLOADGLOBALREQUEST']._serialized_end=1093
+  _globals['_UPDATEHEADER']._serialized_start=1096
+  _globals['_UPDATEHEADER']._serialized_end=1333
+  _globals['_UPLOADUPDATEREQUEST']._serialized_start=1335
+  _globals['_UPLOADUPDATEREQUEST']._serialized_end=1440
+  _globals['_UPLOADRECEIPT']._serialized_start=1442
+  _globals['_UPLOADRECEIPT']._serialized_end=1550
+  _globals['_GETUPLOADOFFSETREQUEST']._serialized_start=1552
+  _globals['_GETUPLOADOFFSETREQUEST']._serialized_end=1591
+  _globals['_GETUPLOADOFFSETRESPONSE']._serialized_start=1593
+  _globals['_GETUPLOADOFFSETRESPONSE']._serialized_end=1634
+  _globals['_SITEMETRICS']._serialized_start=1636
+  _globals['_SITEMETRICS']._serialized_end=1751
+  _globals['_REPORTMETRICSRESPONSE']._serialized_start=1753
+  _globals['_REPORTMETRICSRESPONSE']._serialized_end=1776
+  _globals['_GETSTATUSREQUEST']._serialized_start=1778
+  _globals['_GETSTATUSREQUEST']._serialized_end=1796
+  _globals['_SITESTATUS']._serialized_start=1799
+  _globals['_SITESTATUS']._serialized_end=1945
+  _globals['_ROUNDSUMMARY']._serialized_start=1948
+  _globals['_ROUNDSUMMARY']._serialized_end=2165
+  _globals['_FEDERATIONSTATUS']._serialized_start=2168
+  _globals['_FEDERATIONSTATUS']._serialized_end=2346
+  _globals['_FEDERATIONSERVICE']._serialized_start=2497
+  _globals['_FEDERATIONSERVICE']._serialized_end=3063
 # @@protoc_insertion_point(module_scope)

@@ -60,7 +60,7 @@ class JoinRequest(_message.Message):
     def __init__(self, train_cases: _Optional[int] = ..., agent_version: _Optional[str] = ...) -> None: ...
 
 class JoinResponse(_message.Message):
-    __slots__ = ("federation_id", "model", "encryption", "local_epochs", "total_rounds", "site", "contribute_to_sum")
+    __slots__ = ("federation_id", "model", "encryption", "local_epochs", "total_rounds", "site", "contribute_to_sum", "weight_unit")
     FEDERATION_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ENCRYPTION_FIELD_NUMBER: _ClassVar[int]
@@ -68,6 +68,7 @@ class JoinResponse(_message.Message):
     TOTAL_ROUNDS_FIELD_NUMBER: _ClassVar[int]
     SITE_FIELD_NUMBER: _ClassVar[int]
     CONTRIBUTE_TO_SUM_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_UNIT_FIELD_NUMBER: _ClassVar[int]
     federation_id: str
     model: ModelSpec
     encryption: EncryptionSpec
@@ -75,7 +76,8 @@ class JoinResponse(_message.Message):
     total_rounds: int
     site: str
     contribute_to_sum: bool
-    def __init__(self, federation_id: _Optional[str] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., encryption: _Optional[_Union[EncryptionSpec, _Mapping]] = ..., local_epochs: _Optional[int] = ..., total_rounds: _Optional[int] = ..., site: _Optional[str] = ..., contribute_to_sum: _Optional[bool] = ...) -> None: ...
+    weight_unit: int
+    def __init__(self, federation_id: _Optional[str] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., encryption: _Optional[_Union[EncryptionSpec, _Mapping]] = ..., local_epochs: _Optional[int] = ..., total_rounds: _Optional[int] = ..., site: _Optional[str] = ..., contribute_to_sum: _Optional[bool] = ..., weight_unit: _Optional[int] = ...) -> None: ...
 
 class LeaveRequest(_message.Message):
     __slots__ = ("reason",)
