@@ -264,7 +264,8 @@ class SiteAgent:
         self._phase("training", info.round)
         # The encryption mask and the round sum's decryption product, made while training.
         self.cipher.prepare(self.layout.value_count, RoundContext(
-            self.federation_id, info.round, self.settings.site, tuple(info.expected_sites)))
+            self.federation_id, info.round, self.settings.site, tuple(info.expected_sites),
+            round_seed_unused=not self.federation.central_holds_bytes(info.round)))
         started = time.perf_counter()
         update = self.learner.fit(info.start_epoch, info.local_epochs)
         metrics.TRAIN_SECONDS.observe(time.perf_counter() - started)

@@ -38,6 +38,9 @@ class RoundContext:
     round_number: int
     site: str
     expected_sites: tuple[str, ...]
+    # False where the central side already holds bytes this site sent for the round: its
+    # round seed may have been used, whatever the local ledger says (SiteCipher.prepare).
+    round_seed_unused: bool = True
 
 
 class SeedLedger:
@@ -79,8 +82,8 @@ class SiteCipher:
         next `encrypt_to_file` and `decrypt_average` of that round use them."""
         slots = value_count + 1
         own_seed = None
-        if context is not None and self.ledger is not None and self.ledger.claim(
-                self.key_id, context.federation, context.round_number):
+        if context is not None and context.round_seed_unused and self.ledger is not None \
+                and self.ledger.claim(self.key_id, context.federation, context.round_number):
             own_seed = self._round_seed(context, context.site)
         self._mask = self._worker.submit(prepare_mask, self.secret, slots, own_seed)
         if context is not None and context.expected_sites:

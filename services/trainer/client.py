@@ -192,6 +192,28 @@ class FederationClient:
 
         return self._retry(f"upload round {header.round}", attempt)
 
+    def central_holds_bytes(self, round_number: int) -> bool:
+        """Whether the central side already holds anything this site sent for the round: an
+        upload recorded or in progress at the aggregator, or a ciphertext at the sum service.
+        Then a restarted site (its seed ledger restored from a backup, deleted, or a second
+        replica) must not encrypt under its round seed again: two ciphertexts under one seed
+        give their difference without the key. True when it cannot tell (the site then uses
+        a fresh random seed, which costs one ring product when decrypting)."""
+        site = self.joined.site
+        try:
+            offset = self.stub.GetUploadOffset(
+                federation_pb2.GetUploadOffsetRequest(round=round_number),
+                timeout=self.rpc_timeout_s).offset
+            recorded = any(r.round == round_number and site in r.uploaded_sites
+                           for r in self.status().rounds)
+            held = self._exchanges_with_sum() and SumClient(self.sum_channel).contribution_digest(
+                self.joined.federation_id, round_number, site) is not None
+        except (grpc.RpcError, CryptoServiceError, FederationRejected) as exc:
+            log.warning("round %d: could not ask what the central side holds from this site "
+                        "(%s); encrypting under a fresh random seed", round_number, exc)
+            return True
+        return bool(offset or recorded or held)
+
     def _exchanges_with_sum(self) -> bool:
         """Whether ciphertexts go to and come from the sum service directly."""
         return self.sum_channel is not None and bool(getattr(self.joined, "contribute_to_sum",
