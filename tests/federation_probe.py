@@ -26,8 +26,10 @@ class ProbeSite:
         self.train_cases = train_cases
         keys_channel = secure_channel(federation.processes["crypto"].target,
                                       federation.tls(name))
-        KeyClient(keys_channel).register_site_key(generate_site_key_pair().public_pem())
+        public_pem = generate_site_key_pair().public_pem()
+        KeyClient(keys_channel).register_site_key(public_pem)
         keys_channel.close()
+        federation.pin_site(name, public_pem)
         federation.approve_sites([name])
         self.channel = secure_channel(federation.processes["aggregator"].target,
                                       federation.tls(name))

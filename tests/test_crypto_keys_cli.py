@@ -9,9 +9,16 @@ import numpy as np
 from services.crypto.server import run_crypto_service
 from ucadi.cli import main
 from ucadi.lwe import SecretKey
+from ucadi.lwe.keywrap import PUBLIC_KEY_FILE, fingerprint
+from ucadi.lwe.pins import PINS_FILE
 from ucadi.ops.tls import TLSFiles
 
 SITES = ("main-campus", "sino-french")
+
+
+def printed_fingerprint(site_keys: Path) -> str:
+    """What `keys site-init` printed for the site to read out to the custodian."""
+    return fingerprint((site_keys / PUBLIC_KEY_FILE).read_bytes())
 
 
 def test_custodian_and_site_key_flow_through_the_cli(tmp_path: Path,
@@ -22,10 +29,13 @@ def test_custodian_and_site_key_flow_through_the_cli(tmp_path: Path,
         def at(who: str) -> list[str]:
             return ["--server", server.target, "--tls", str(federation_pki / who)]
 
+        custodian = tmp_path / "custodian"
         for site in SITES:
             assert main(["keys", "site-init", "--out", str(tmp_path / site)]) == 0
             assert main(["keys", "register", "--site-keys", str(tmp_path / site), *at(site)]) == 0
-        custodian = tmp_path / "custodian"
+            assert main(["keys", "pin", "--site", site, "--pins",
+                         str(custodian / PINS_FILE), "--fingerprint", printed_fingerprint(
+                             tmp_path / site)]) == 0
         assert main(["keys", "create", "--out", str(custodian)]) == 0
         assert main(["keys", "create", "--out", str(custodian)]) == 2  # never silently replaced
         assert main(["keys", "wrap", "--secret", str(custodian / "lwe_secret.key"),
@@ -48,5 +58,45 @@ def test_custodian_and_site_key_flow_through_the_cli(tmp_path: Path,
 
         assert main(["keys", "wrap", "--secret", str(custodian / "lwe_secret.key"),
                      "--sites", "nccid-uk", *at("custodian")]) == 2  # not registered
+    finally:
+        server.stop(0)
+
+
+def test_the_central_side_swapping_a_sites_key_gets_nothing_wrapped(
+        tmp_path: Path, federation_pki: Path, capsys) -> None:
+    """The attack of the security review: replace a site's public key in the key service's
+    database; the custodian's routine `keys wrap` must refuse rather than wrap for it."""
+    import sqlite3
+
+    from ucadi.lwe.keywrap import generate_site_key_pair
+
+    state = tmp_path / "state"
+    server = run_crypto_service(state, "127.0.0.1:0",
+                                TLSFiles.from_dir(federation_pki / "crypto"), None)
+    try:
+        def at(who: str) -> list[str]:
+            return ["--server", server.target, "--tls", str(federation_pki / who)]
+
+        site, custodian = "main-campus", tmp_path / "custodian"
+        assert main(["keys", "site-init", "--out", str(tmp_path / site)]) == 0
+        assert main(["keys", "register", "--site-keys", str(tmp_path / site), *at(site)]) == 0
+        assert main(["keys", "create", "--out", str(custodian)]) == 0
+        wrap = ["keys", "wrap", "--secret", str(custodian / "lwe_secret.key"), "--sites", site,
+                *at("custodian")]
+        capsys.readouterr()
+        assert main(wrap) == 2  # not pinned yet: nothing is wrapped
+        assert f"site {site} is not pinned" in capsys.readouterr().err
+        assert main(["keys", "pin", "--site", site, "--pins", str(custodian / PINS_FILE),
+                     "--fingerprint", printed_fingerprint(tmp_path / site)]) == 0
+        attacker = generate_site_key_pair().public_pem()
+        with sqlite3.connect(state / "keys.sqlite") as db:
+            db.execute("UPDATE site_keys SET public_key_pem = ?, fingerprint = ? WHERE site = ?",
+                       (attacker, printed_fingerprint(tmp_path / site), site))
+        assert main(wrap) == 2
+        error = capsys.readouterr().err
+        assert fingerprint(attacker) in error and printed_fingerprint(tmp_path / site) in error
+        assert "refusing to wrap" in error
+        with sqlite3.connect(state / "keys.sqlite") as db:
+            assert db.execute("SELECT COUNT(*) FROM wrapped_keys").fetchone()[0] == 0
     finally:
         server.stop(0)

@@ -244,3 +244,28 @@ def test_a_contribution_streamed_as_it_arrives_counts_on_commit_and_not_on_abort
     assert error.value.code == grpc.StatusCode.ALREADY_EXISTS
     total = client.seal("fed", 1, tmp_path / "sum.ct")
     assert np.array_equal(decrypt_file(secret, total), sum(plains.values()))
+
+
+def test_a_site_cannot_replace_its_key_until_the_custodian_approves_the_new_one(
+        crypto_server: RunningServer, federation_pki: Path) -> None:
+    from ucadi.lwe.keywrap import fingerprint
+
+    site = _keys(crypto_server, federation_pki, "main-campus")
+    first, second = generate_site_key_pair(), generate_site_key_pair()
+    site.register_site_key(first.public_pem())
+    site.register_site_key(first.public_pem())  # the same key again: fine
+    with pytest.raises(CryptoServiceError) as refused:
+        site.register_site_key(second.public_pem())
+    assert refused.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert fingerprint(first.public_pem()) in str(refused.value)
+    assert fingerprint(second.public_pem()) in str(refused.value)
+    custodian = _keys(crypto_server, federation_pki, "custodian")
+    assert custodian.site_keys()["main-campus"] == first.public_pem()
+    with pytest.raises(CryptoServiceError) as denied:
+        site.approve_site_key("main-campus", fingerprint(second.public_pem()))
+    assert denied.value.code == grpc.StatusCode.PERMISSION_DENIED
+    custodian.approve_site_key("main-campus", fingerprint(second.public_pem()))
+    site.register_site_key(second.public_pem())
+    assert custodian.site_keys()["main-campus"] == second.public_pem()
+    with pytest.raises(CryptoServiceError):  # an approval is used once
+        site.register_site_key(first.public_pem())

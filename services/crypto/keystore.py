@@ -6,7 +6,6 @@ site's X25519 private key can derive): nothing here can decrypt a ciphertext.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import sqlite3
 import threading
@@ -15,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ucadi.errors import UcadiError
-from ucadi.lwe.keywrap import WRAP_VERSION, load_public_key
+from ucadi.lwe.keywrap import WRAP_VERSION, fingerprint, load_public_key
 from ucadi.lwe.params import get_parameters
 
 MAX_WRAPPED_BLOB_BYTES = 4096
@@ -30,11 +29,20 @@ CREATE TABLE IF NOT EXISTS wrapped_keys (
     key_id TEXT NOT NULL REFERENCES key_sets(key_id), site TEXT NOT NULL, blob BLOB NOT NULL,
     stored_at REAL NOT NULL, PRIMARY KEY (key_id, site));
 CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS approved_key_changes (
+    site TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, approved_at REAL NOT NULL);
 """
 
 
 class KeyStoreError(UcadiError):
     """A key-service request that cannot be honoured as given."""
+
+
+class KeyChangeRefusedError(KeyStoreError):
+    """A site registers a key other than the one it registered, without the custodian's
+    approval."""
+
+    status = "FAILED_PRECONDITION"
 
 
 class KeyNotFoundError(KeyStoreError):
@@ -63,11 +71,6 @@ class WrappedKeyRecord:
     blob: bytes
 
 
-def fingerprint(pem: bytes) -> str:
-    """Hex SHA-256 of a public key PEM, for out-of-band comparison."""
-    return hashlib.sha256(pem).hexdigest()
-
-
 class KeyStore:
     """Durable key-service state in one SQLite file (WAL, synchronous=FULL)."""
 
@@ -84,13 +87,43 @@ class KeyStore:
         self._db.close()
 
     def register_site(self, site: str, public_key_pem: bytes) -> SiteKeyRecord:
-        """Store or replace a site's X25519 public key (validated)."""
+        """Store a site's X25519 public key (validated). The same key again is a no-op; a
+        different one replaces it only if the custodian approved exactly that fingerprint
+        (`approve_key_change`), which the replacement uses up."""
         load_public_key(public_key_pem)
         record = SiteKeyRecord(site, public_key_pem, fingerprint(public_key_pem), time.time())
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO site_keys VALUES (?, ?, ?, ?)",
-                             (site, public_key_pem, record.fingerprint, record.registered_at))
+            held = self._db.execute("SELECT fingerprint FROM site_keys WHERE site = ?",
+                                    (site,)).fetchone()
+            if held is not None and held[0] != record.fingerprint:
+                approved = self._db.execute(
+                    "SELECT fingerprint FROM approved_key_changes WHERE site = ?",
+                    (site,)).fetchone()
+                if approved is None or approved[0] != record.fingerprint:
+                    raise KeyChangeRefusedError(
+                        f"site {site} already registered key {held[0]}; a different key "
+                        f"({record.fingerprint}) is accepted only once the key custodian "
+                        f"approves it: `ucadi keys approve-key --site {site} --fingerprint "
+                        f"{record.fingerprint}`")
+            if held is not None and held[0] == record.fingerprint:
+                return record
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("INSERT OR REPLACE INTO site_keys VALUES (?, ?, ?, ?)",
+                                 (site, public_key_pem, record.fingerprint,
+                                  record.registered_at))
+                self._db.execute("DELETE FROM approved_key_changes WHERE site = ?", (site,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
         return record
+
+    def approve_key_change(self, site: str, new_fingerprint: str) -> None:
+        """The custodian allows `site` to register the key with this fingerprint once."""
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO approved_key_changes VALUES (?, ?, ?)",
+                             (site, new_fingerprint.lower(), time.time()))
 
     def site_keys(self) -> list[SiteKeyRecord]:
         """All registered site keys, sorted by site."""

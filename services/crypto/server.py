@@ -8,6 +8,7 @@ reflection and /metrics; `python -m services.crypto.server --state-dir D --tls-d
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from collections.abc import Iterator
@@ -21,12 +22,15 @@ from services.crypto import metrics
 from services.crypto.keystore import KeyStore
 from services.crypto.sumstore import RoundSpec, RoundState, SumStore
 from ucadi.errors import UcadiError
+from ucadi.lwe.pins import checked_fingerprint
 from ucadi.lwe.serialization import serialized_size
 from ucadi.ops.config import load_config
 from ucadi.ops.serving import RunningServer, grpc_errors, serve, wait_for_stop_signal
 from ucadi.ops.tls import Identity, PermissionDeniedError, TLSFiles, peer_identity
 from ucadi.v1 import common_pb2, crypto_pb2, crypto_pb2_grpc
 from ucadi.wire.chunks import DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES
+
+log = logging.getLogger(__name__)
 
 SERVICE_NAMES = ["ucadi.v1.KeyService", "ucadi.v1.SumService"]
 # The aggregator opens, feeds, inspects and seals sums; a site may only add its own ciphertext
@@ -51,6 +55,18 @@ class KeyServicer(crypto_pb2_grpc.KeyServiceServicer):
         metrics.KEY_REGISTRATIONS.inc()
         return crypto_pb2.RegisterSiteKeyResponse(site=record.site,
                                                   fingerprint=record.fingerprint)
+
+    @grpc_errors
+    def ApproveSiteKey(self, request: crypto_pb2.ApproveSiteKeyRequest,
+                       context: grpc.ServicerContext) -> crypto_pb2.ApproveSiteKeyResponse:
+        """The custodian lets a site replace its key with the one of this fingerprint."""
+        peer_identity(context).require_role("custodian")
+        if not request.site:
+            raise UcadiError("ApproveSiteKey needs the site's name")
+        self.store.approve_key_change(request.site, checked_fingerprint(request.fingerprint))
+        log.info("custodian approved a new key for site %s (fingerprint %s)", request.site,
+                 request.fingerprint.lower())
+        return crypto_pb2.ApproveSiteKeyResponse()
 
     @grpc_errors
     def ListSiteKeys(self, request: crypto_pb2.ListSiteKeysRequest,

@@ -52,15 +52,16 @@ def obtain_secret(crypto_target: str, tls: TLSFiles, work_dir: Path, wait_s: flo
     channel = secure_channel(crypto_target, tls, options=tuple(grpc_options()))
     keys = KeyClient(channel)
     deadline = time.monotonic() + wait_s
-    registered = False
+    registered = refusal_logged = False
     try:
         while time.monotonic() < deadline and not (cancelled and cancelled.is_set()):
             try:
                 if not registered:
                     reply = keys.register_site_key(pair.public_pem())
                     registered = True
-                    log.info("%s registered its X25519 key (fingerprint %s); waiting for the "
-                             "custodian to wrap the federation key", site, reply.fingerprint[:16])
+                    log.info("%s registered its X25519 key, fingerprint %s: read it to the key "
+                             "custodian out of band (they pin it, then wrap the federation key "
+                             "for this site); waiting", site, reply.fingerprint)
                 secret = keys.fetch_secret(site, pair)
                 secret.save(Path(work_dir) / "keys" / f"lwe-{secret.key_id_hex}.key")
                 log.info("%s unwrapped LWE key %s (%s)", site, secret.key_id_hex,
@@ -69,6 +70,10 @@ def obtain_secret(crypto_target: str, tls: TLSFiles, work_dir: Path, wait_s: flo
             except CryptoServiceError as exc:
                 if exc.code not in _WAIT_CODES:
                     raise
+                if not registered and exc.code == grpc.StatusCode.FAILED_PRECONDITION \
+                        and not refusal_logged:  # a new key pair, not yet approved
+                    log.warning("%s: %s", site, exc)
+                    refusal_logged = True
             time.sleep(POLL_S)
     finally:
         channel.close()

@@ -19,7 +19,8 @@ from ucadi.demo.processes import ServiceProcess, start_service
 from ucadi.errors import UcadiError
 from ucadi.lwe import generate_secret_key
 from ucadi.lwe.keys import SecretKey
-from ucadi.lwe.keywrap import load_public_key, wrap_secret
+from ucadi.lwe.keywrap import PUBLIC_KEY_FILE, fingerprint, load_public_key, wrap_secret
+from ucadi.lwe.pins import PINS_FILE, SitePins
 from ucadi.ops.pki import create_ca, issue_certificate
 from ucadi.ops.serving import grpc_options
 from ucadi.ops.tls import TLSFiles, secure_channel
@@ -182,10 +183,15 @@ class LocalFederation:
         keys = KeyClient(channel)
         pending = set(sites)
         deadline = time.monotonic() + timeout
+        pins = SitePins(self.root / "custodian" / PINS_FILE)
         try:
             while pending:
                 registered = keys.site_keys()
                 ready = sorted(pending & set(registered))
+                for site in ready:  # as `ucadi keys wrap` does: only for pinned keys
+                    if site not in pins.pins:
+                        self._pin_from_site_folder(pins, site)
+                    pins.check(site, fingerprint(registered[site]))
                 if ready:
                     keys.put_wrapped_keys(self.secret.key_id_hex, self.secret.params.name, {
                         site: wrap_secret(self.secret, site, load_public_key(registered[site]))
@@ -198,6 +204,17 @@ class LocalFederation:
                     time.sleep(0.3)
         finally:
             channel.close()
+
+    def pin_site(self, site: str, public_key_pem: bytes) -> None:
+        """Custodian: pin a site's key, as heard from the site out of band."""
+        SitePins(self.root / "custodian" / PINS_FILE).pin(site, fingerprint(public_key_pem))
+
+    def _pin_from_site_folder(self, pins: SitePins, site: str) -> None:
+        """On one machine the out-of-band channel is the site's own folder: its trainer's
+        public key file (services/trainer/keys.py)."""
+        public = self.root / "sites" / site / "work" / "keys" / PUBLIC_KEY_FILE
+        if public.exists():
+            pins.pin(site, fingerprint(public.read_bytes()))
 
     def stored_global(self, version: int) -> Path:
         """The file central storage holds for global version `version`: the aggregator's copy,

@@ -1,11 +1,18 @@
 """`ucadi keys`: the key custodian's and sites' key commands.
 
 Custodian:  keys create --out DIR          new LWE secret (kept by the custodian only)
-            keys wrap --secret FILE ...    wrap it for registered sites, upload, activate
+            keys pin --site S --fingerprint F --pins FILE
+                                           pin a site's key fingerprint, heard from the site
+            keys wrap --secret FILE ...    wrap it for registered, pinned sites, upload, activate
             keys rotate --out DIR ...      new secret + key id, wrapped and activated
-Site:       keys site-init --out DIR       X25519 key pair
+            keys approve-key --site S --fingerprint F ...
+                                           let a site replace its key (and re-pin it)
+Site:       keys site-init --out DIR       X25519 key pair; prints the fingerprint to read out
             keys register ...              register the public key (identity = TLS cert)
             keys fetch ...                 fetch + unwrap this site's copy of the secret
+
+The custodian wraps only for keys whose fingerprint it pinned (ucadi/lwe/pins.py): a key the
+key service lists but the site never confirmed out of band gets nothing.
 """
 
 from __future__ import annotations
@@ -19,11 +26,13 @@ from ucadi.lwe.keys import SecretKey, generate_secret_key
 from ucadi.lwe.keywrap import (
     PUBLIC_KEY_FILE,
     SiteKeyPair,
+    fingerprint,
     generate_site_key_pair,
     load_public_key,
     wrap_secret,
 )
 from ucadi.lwe.params import DEFAULT_PARAMETER_SET, PARAMETER_SETS
+from ucadi.lwe.pins import PINS_FILE, PinError, SitePins
 
 if TYPE_CHECKING:
     from ucadi.wire.crypto_client import KeyClient
@@ -42,7 +51,7 @@ def _key_client(args: argparse.Namespace) -> KeyClient:
     return KeyClient(channel)
 
 
-def _wrap_and_upload(args: argparse.Namespace, secret: SecretKey) -> int:
+def _wrap_and_upload(args: argparse.Namespace, secret: SecretKey, pins_path: Path) -> int:
     client = _key_client(args)
     registered = client.site_keys()
     wanted = [s for s in args.sites.split(",") if s] if args.sites else sorted(registered)
@@ -50,6 +59,15 @@ def _wrap_and_upload(args: argparse.Namespace, secret: SecretKey) -> int:
     if missing or not wanted:
         raise CommandError(f"sites not registered: {', '.join(missing) or '(none registered)'}; "
                            "each site runs `ucadi keys register` first")
+    pins = SitePins(pins_path)
+    refused = []
+    for site in wanted:  # the fingerprint is computed here, not taken from the key service
+        try:
+            pins.check(site, fingerprint(registered[site]))
+        except PinError as exc:
+            refused.append(str(exc))
+    if refused:
+        raise CommandError("; ".join(refused) + f" (pins: {pins_path}); nothing was wrapped")
     blobs = {site: wrap_secret(secret, site, load_public_key(registered[site]))
              for site in wanted}
     reply = client.put_wrapped_keys(secret.key_id_hex, secret.params.name, blobs,
@@ -70,7 +88,29 @@ def _create(args: argparse.Namespace) -> int:
 
 
 def _wrap(args: argparse.Namespace) -> int:
-    return _wrap_and_upload(args, SecretKey.load(args.secret))
+    pins = args.pins or Path(args.secret).parent / PINS_FILE
+    return _wrap_and_upload(args, SecretKey.load(args.secret), pins)
+
+
+def _pin(args: argparse.Namespace) -> int:
+    try:
+        SitePins(args.pins).pin(args.site, args.fingerprint)
+    except PinError as exc:
+        raise CommandError(str(exc)) from None
+    print(f"pinned site {args.site}: {args.fingerprint.lower()} ({args.pins})")
+    return 0
+
+
+def _approve_key(args: argparse.Namespace) -> int:
+    """A site replaced its key pair: the custodian heard the new fingerprint from the site."""
+    try:
+        SitePins(args.pins).pin(args.site, args.fingerprint)
+    except PinError as exc:
+        raise CommandError(str(exc)) from None
+    _key_client(args).approve_site_key(args.site, args.fingerprint.lower())
+    print(f"site {args.site} may now register the key {args.fingerprint.lower()}; pinned in "
+          f"{args.pins}. Run `ucadi keys wrap` once it has registered.")
+    return 0
 
 
 def _rotate(args: argparse.Namespace) -> int:
@@ -83,15 +123,19 @@ def _rotate(args: argparse.Namespace) -> int:
     secret = generate_secret_key(args.parameter_set)
     secret.save(path)
     print(f"created LWE secret {secret.key_id_hex} ({secret.params.name}) at {path}")
-    return _wrap_and_upload(args, secret)
+    return _wrap_and_upload(args, secret, args.pins or Path(args.out) / PINS_FILE)
 
 
 def _site_init(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if (out / PUBLIC_KEY_FILE).exists() and not args.force:
         raise CommandError(f"{out} already holds a site key pair (use --force to replace it)")
-    private_path, public_path = generate_site_key_pair().save(out)
+    pair = generate_site_key_pair()
+    private_path, public_path = pair.save(out)
     print(f"site key pair: {private_path} (private, keep at the site), {public_path}")
+    print(f"fingerprint: {fingerprint(pair.public_pem())}")
+    print("Read the fingerprint to the key custodian out of band (phone, signed letter): the "
+          "federation key is wrapped only for a key whose fingerprint the custodian pinned.")
     return 0
 
 
@@ -146,7 +190,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             help="comma-separated approved sites (default: all registered)")
         action.add_argument("--no-activate", action="store_true",
                             help="upload without making this key id the active one")
+        action.add_argument("--pins", type=Path, default=None,
+                            help=f"the custodian's pinned fingerprints (default: {PINS_FILE} "
+                                 "beside the secret)")
         action.set_defaults(func=handler)
+
+    pin = sub.add_parser("pin", help="pin a site's key fingerprint, heard out of band "
+                                     "(custodian)")
+    pin.add_argument("--site", required=True, help="site name (its certificate's CN)")
+    pin.add_argument("--fingerprint", required=True,
+                     help="64 hex characters, as `keys site-init` printed them at the site")
+    pin.add_argument("--pins", required=True, type=Path,
+                     help=f"pins file, e.g. CUSTODIAN_DIR/{PINS_FILE}")
+    pin.set_defaults(func=_pin)
+
+    approve = sub.add_parser("approve-key", help="let a site replace its registered key and "
+                                                 "re-pin it (custodian)")
+    approve.add_argument("--site", required=True, help="site name (its certificate's CN)")
+    approve.add_argument("--fingerprint", required=True, help="the new key's fingerprint")
+    approve.add_argument("--pins", required=True, type=Path, help="pins file")
+    _server_options(approve)
+    approve.set_defaults(func=_approve_key)
 
     init = sub.add_parser("site-init", help="a site's X25519 key pair")
     init.add_argument("--out", required=True, type=Path, help="site key folder")

@@ -10,6 +10,7 @@ Blob layout: version u8 | ephemeral public key (32 B) | nonce (12 B) | AES-GCM c
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +83,11 @@ def public_key_pem(key: X25519PublicKey) -> bytes:
     """PEM (SubjectPublicKeyInfo) of an X25519 public key."""
     return key.public_bytes(serialization.Encoding.PEM,
                             serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def fingerprint(pem: bytes) -> str:
+    """Hex SHA-256 of a site's public key PEM: what the site reads out to the custodian."""
+    return hashlib.sha256(pem).hexdigest()
 
 
 def load_public_key(pem: bytes) -> X25519PublicKey:

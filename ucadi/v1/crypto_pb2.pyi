@@ -13,6 +13,18 @@ class RegisterSiteKeyRequest(_message.Message):
     public_key_pem: bytes
     def __init__(self, public_key_pem: _Optional[bytes] = ...) -> None: ...
 
+class ApproveSiteKeyRequest(_message.Message):
+    __slots__ = ("site", "fingerprint")
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    site: str
+    fingerprint: str
+    def __init__(self, site: _Optional[str] = ..., fingerprint: _Optional[str] = ...) -> None: ...
+
+class ApproveSiteKeyResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class RegisterSiteKeyResponse(_message.Message):
     __slots__ = ("site", "fingerprint")
     SITE_FIELD_NUMBER: _ClassVar[int]

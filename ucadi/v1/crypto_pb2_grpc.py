@@ -45,6 +45,11 @@ class KeyServiceStub:
                 request_serializer=ucadi_dot_v1_dot_crypto__pb2.RegisterSiteKeyRequest.SerializeToString,
                 response_deserializer=ucadi_dot_v1_dot_crypto__pb2.RegisterSiteKeyResponse.FromString,
                 _registered_method=True)
+        self.ApproveSiteKey = channel.unary_unary(
+                '/ucadi.v1.KeyService/ApproveSiteKey',
+                request_serializer=ucadi_dot_v1_dot_crypto__pb2.ApproveSiteKeyRequest.SerializeToString,
+                response_deserializer=ucadi_dot_v1_dot_crypto__pb2.ApproveSiteKeyResponse.FromString,
+                _registered_method=True)
         self.ListSiteKeys = channel.unary_unary(
                 '/ucadi.v1.KeyService/ListSiteKeys',
                 request_serializer=ucadi_dot_v1_dot_crypto__pb2.ListSiteKeysRequest.SerializeToString,
@@ -81,7 +86,18 @@ class KeyServiceServicer:
     """
 
     def RegisterSiteKey(self, request, context):
-        """A site registers (or replaces) its X25519 public key. Caller: role "site".
+        """A site registers its X25519 public key. Registering the same key again is a no-op; a
+        different key is FAILED_PRECONDITION until the custodian approves its fingerprint
+        (ApproveSiteKey), so whoever controls the central host cannot swap a site's key unseen.
+        Caller: role "site".
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApproveSiteKey(self, request, context):
+        """The custodian allows a site to replace its registered key with the one of this
+        fingerprint (confirmed with the site out of band), once. Caller: role "custodian".
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -130,6 +146,11 @@ def add_KeyServiceServicer_to_server(servicer, server):
                     servicer.RegisterSiteKey,
                     request_deserializer=ucadi_dot_v1_dot_crypto__pb2.RegisterSiteKeyRequest.FromString,
                     response_serializer=ucadi_dot_v1_dot_crypto__pb2.RegisterSiteKeyResponse.SerializeToString,
+            ),
+            'ApproveSiteKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveSiteKey,
+                    request_deserializer=ucadi_dot_v1_dot_crypto__pb2.ApproveSiteKeyRequest.FromString,
+                    response_serializer=ucadi_dot_v1_dot_crypto__pb2.ApproveSiteKeyResponse.SerializeToString,
             ),
             'ListSiteKeys': grpc.unary_unary_rpc_method_handler(
                     servicer.ListSiteKeys,
@@ -189,6 +210,33 @@ class KeyService:
             '/ucadi.v1.KeyService/RegisterSiteKey',
             ucadi_dot_v1_dot_crypto__pb2.RegisterSiteKeyRequest.SerializeToString,
             ucadi_dot_v1_dot_crypto__pb2.RegisterSiteKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproveSiteKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ucadi.v1.KeyService/ApproveSiteKey',
+            ucadi_dot_v1_dot_crypto__pb2.ApproveSiteKeyRequest.SerializeToString,
+            ucadi_dot_v1_dot_crypto__pb2.ApproveSiteKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -64,6 +64,11 @@ class KeyClient:
         request = crypto_pb2.RegisterSiteKeyRequest(public_key_pem=public_key_pem)
         return _call(lambda: self.stub.RegisterSiteKey(request))
 
+    def approve_site_key(self, site: str, fingerprint: str) -> None:
+        """Let `site` replace its registered key with this one (role custodian)."""
+        request = crypto_pb2.ApproveSiteKeyRequest(site=site, fingerprint=fingerprint)
+        _call(lambda: self.stub.ApproveSiteKey(request))
+
     def site_keys(self) -> dict[str, bytes]:
         """site -> public key PEM of every registered site (role custodian)."""
         reply = _call(lambda: self.stub.ListSiteKeys(crypto_pb2.ListSiteKeysRequest()))
