@@ -53,5 +53,9 @@ def test_optimizer_study_runs_from_the_command_line(tmp_path: Path, tiny_cohort:
     assert fedavg["bytes_total"]["mean"] > 0
     markdown = (out / "optimizers.md").read_text()
     assert "| fedbn | E=1, fedavg + FedBN | 2 |" in markdown
+    assert "FedBN: each site's own model" in markdown  # what its inference service serves
+    fedbn_runs = [r for r in data["runs"] if r["arm"] == "fedbn"]
+    assert all(set(r["extra"]["site_models"]) == {"main-campus", "optical-valley",
+                                                  "sino-french", "nccid-uk"} for r in fedbn_runs)
     assert (out / "optimizers.png").read_bytes()[:4] == b"\x89PNG"
     assert not (out / "optimizers.partial.jsonl").exists()

@@ -201,7 +201,29 @@ def _simulated(arm: Arm, cohort: Cohort, setup: FederationSetup, seed: int,
 
     result = simulate(setup, on_round=point)
     metrics = evaluate_global(arm.name, global_model(result), cohort, setup, seed)
-    return ArmResult(arm.name, seed, metrics, result.curve)
+    extra: dict[str, Any] = {}
+    if setup.optimization.local_batchnorm:
+        extra["site_models"] = _site_models(result, cohort, setup, seed)
+        metrics["site_model_own_test_auc"] = float(np.nanmean(
+            [m["own_test_auc"] for m in extra["site_models"].values()]))
+    return ArmResult(arm.name, seed, metrics, result.curve, extra)
+
+
+def _site_models(result: SimulationResult, cohort: Cohort, setup: FederationSetup,
+                 seed: int) -> dict[str, dict[str, float]]:
+    """FedBN: each site's own model (global weights, its own BatchNorm), as its inference
+    service serves it, on its own test set (threshold from its own validation split)."""
+    assert cohort.cache is not None
+    measured = {}
+    for site, learner in result.learners.items():
+        model = initial_model(setup.arch, setup.preset, 2, setup.init_seed)
+        model.load_state_dict(learner.layout.unflatten(learner.site_vector()), strict=False)
+        own = evaluate_model(f"site {site}", model, cohort.split([site], "val"),
+                             {site: cohort.split([site], "test")}, setup.preprocess,
+                             cohort.cache, seed=seed)
+        measured[site] = {"own_test_auc": own.by_set[site]["auc"],
+                          "own_test_sensitivity": own.by_set[site]["sensitivity"]}
+    return measured
 
 
 def _local_only(arm: Arm, cohort: Cohort, setup: FederationSetup, epochs: int,

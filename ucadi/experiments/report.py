@@ -45,7 +45,7 @@ def summary_rows(results: Sequence[ArmResult]) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"arm": arm, "describe": mine[0].extra.get("describe", arm),
                                "epochs": mine[0].extra.get("epochs"),
                                "seeds": [r.seed for r in mine]}
-        for key, _ in COLUMNS:
+        for key in [k for k, _ in COLUMNS] + ["site_model_own_test_auc"]:
             values = [_value(r, key) for r in mine]
             row[key] = {"values": values, **dict(zip(("mean", "sd", "ci95"),
                                                      mean_interval(values), strict=True))}
@@ -97,6 +97,15 @@ def markdown(name: str, rows: Sequence[dict[str, Any]], settings: dict[str, Any]
                                                       row["holdout_sensitivity"]["values"],
                                                       strict=True)]
         lines.append(f"| {row['arm']} | " + " | ".join(pairs) + " |")
+    fedbn = [row for row in rows if not math.isnan(row["site_model_own_test_auc"]["mean"])]
+    if fedbn:
+        lines += ["", "FedBN: each site's own model (the global weights with its own BatchNorm, "
+                  "what its inference service serves) on its own test set; the table above "
+                  "measures the global model with averaged BatchNorm, what a hospital that did "
+                  "not train gets.", "", "| arm | own-site test AUC, mean over sites |",
+                  "|---|---|"]
+        lines += [f"| {row['arm']} | {_cell(row['site_model_own_test_auc'], 3)} |"
+                  for row in fedbn]
     return "\n".join(lines) + f"\n\n![{name}]({name}.png)\n"
 
 
