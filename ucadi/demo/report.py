@@ -15,12 +15,13 @@ from ucadi.demo.compare import (
     CENTRALISED_WEIGHT_DECAY,
     HOLDOUT_SITES,
     POOLED,
+    BaselineJob,
     ModelResult,
     StackCache,
     evaluate_model,
     markdown_table,
     plot_comparison,
-    train_baseline,
+    train_baselines,
 )
 from ucadi.demo.federation import FederationPlan
 from ucadi.learn import TrainingRecipe
@@ -28,7 +29,6 @@ from ucadi.learn.evaluate import compare_models
 from ucadi.learn.server_opt import FederatedOptimization
 from ucadi.learn.site_learner import load_global_model
 from ucadi.model import get_preset
-from ucadi.model.layout import initial_model
 
 
 def _rounds_table(summary: dict[str, Any]) -> str:
@@ -85,24 +85,22 @@ def compare_and_report(*, manifest: Path, plan: FederationPlan, federated_state:
     for site in HOLDOUT_SITES:
         test_sets[f"{site} (hold-out)"] = split([site], "holdout")
     cache = StackCache(config)
-    results: list[ModelResult] = []
-    for site in plan.sites:
-        model = initial_model(plan.arch, plan.model_preset, num_classes, plan.init_seed)
-        train_baseline(model, split([site], "train"), config, recipe, epochs, seed)
-        results.append(evaluate_model(f"local {site}", model, split([site], "val"), test_sets,
-                                      config, cache, seed=seed))
-        print(f"      local-only model of {site} trained and evaluated", flush=True)
+    jobs = [BaselineJob(f"local {site}", tuple(split([site], "train")), recipe, epochs)
+            for site in plan.sites]
+    jobs.append(BaselineJob("centralised", tuple(split(plan.sites, "train")), central_recipe,
+                            central_epochs))
+    models = train_baselines(jobs, config, arch=plan.arch, preset=plan.model_preset,
+                             num_classes=num_classes, init_seed=plan.init_seed, seed=seed)
+    results: list[ModelResult] = [
+        evaluate_model(f"local {site}", models[f"local {site}"], split([site], "val"),
+                       test_sets, config, cache, seed=seed) for site in plan.sites]
     federated = load_global_model(federated_state, plan.arch, plan.model_preset, num_classes,
                                   plan.init_seed)
     pooled_val = split(plan.sites, "val")
-    results.append(evaluate_model("federated", federated, pooled_val, test_sets, config, cache,
-                                  seed=seed))
-    central = initial_model(plan.arch, plan.model_preset, num_classes, plan.init_seed)
-    train_baseline(central, split(plan.sites, "train"),
-                   config, central_recipe, central_epochs, seed)
-    results.append(evaluate_model("centralised", central, pooled_val, test_sets, config, cache,
-                                  seed=seed))
-    print("      centralised model trained and evaluated", flush=True)
+    for name, model in (("federated", federated), ("centralised", models["centralised"])):
+        results.append(evaluate_model(name, model, pooled_val, test_sets, config, cache,
+                                      seed=seed))
+    print("      every model evaluated", flush=True)
 
     set_names = list(test_sets)
     pooled_labels = np.array([r.binary_label for r in test_sets[POOLED]])
