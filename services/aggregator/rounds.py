@@ -51,6 +51,7 @@ from services.aggregator import metrics
 from services.aggregator.contracts import (
     COLLECTING,
     COMPLETED,
+    MAX_COUNT,
     SEALED,
     SEALING,
     CiphertextFacts,
@@ -208,6 +209,9 @@ class RoundCoordinator(UploadIntake):
     # -- membership --------------------------------------------------------------------
     def join(self, site: str, train_cases: int) -> None:
         """Admit a site (after key approval); a site joining mid-round is expected in it."""
+        if train_cases > MAX_COUNT:
+            raise UcadiError(f"train_cases {train_cases} is not a number of cases (at most "
+                             "2^63-1)")
         if not self.is_site_approved(site):
             raise FederationStateError(
                 f"site {site!r} has no wrapped key for key id "
