@@ -3,6 +3,7 @@ limits, and the `ucadi diagnose` command."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import shutil
@@ -224,6 +225,27 @@ def test_a_damaged_slice_gets_invalid_argument_naming_the_file(server, covid_stu
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert f"{victim.name} cannot be decoded" in refused.value.details()
     assert "ucadi-study-" not in refused.value.details()
+
+
+@pytest.mark.parametrize("names,message", [
+    (["x" * 70_000], "cannot be stored"), (["IM\x000001.dcm"], "cannot be stored"),
+    (["a" * 256], "cannot be stored"), (["a", "a/IM0001.dcm"], "both a file and a folder"),
+    (["a/IM0001.dcm", "a"], "both a file and a folder"),
+])
+def test_file_names_a_file_system_cannot_store_are_invalid(server, names, message):
+    # Found by `make chaos`: such names ended Diagnose with INTERNAL (an OSError).
+    from ucadi.v1 import common_pb2, inference_pb2, inference_pb2_grpc
+
+    data = b"\0" * 256
+    chunk = common_pb2.Chunk(offset=0, data=data, total_size=len(data),
+                             sha256=hashlib.sha256(data).hexdigest())
+    requests = [inference_pb2.DiagnoseRequest(options=inference_pb2.DiagnoseOptions()), *(
+        inference_pb2.DiagnoseRequest(file=inference_pb2.StudyFileChunk(name=n, chunk=chunk))
+        for n in names)]
+    with pytest.raises(grpc.RpcError) as refused:
+        inference_pb2_grpc.DiagnosisServiceStub(server[1]).Diagnose(iter(requests), timeout=30)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in refused.value.details() and len(refused.value.details()) < 1000
 
 
 def test_out_of_range_samples_and_missing_options_are_invalid(server, covid_study):
