@@ -128,8 +128,9 @@ def test_mixed_matrix_sizes_raise_inconsistent_geometry(clean: Path) -> None:
     ds.Rows = ds.Columns = 8
     ds.PixelData = np.zeros((8, 8), np.int16).tobytes()
     ds.save_as(path)
-    with pytest.raises(InconsistentGeometryError, match="mixes image sizes"):
+    with pytest.raises(InconsistentGeometryError, match="mixes image sizes") as refused:
         load_study(clean)
+    assert f"the odd ones: {path}" in str(refused.value), "the message names the odd slice"
 
 
 def test_duplicate_slice_positions_raise_inconsistent_geometry(clean: Path) -> None:

@@ -3,6 +3,7 @@ limits, and the `ucadi diagnose` command."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import shutil
@@ -15,15 +16,18 @@ import numpy as np
 import pydicom
 import pytest
 import torch
+from damaged_dicom import DAMAGE
 from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from services.inference.client import diagnose, heatmap_array
+from services.inference.diagnosis import sampled_slice_indices
 from services.inference.server import InferenceService, ServiceConfig
 from services.inference.upload import UploadLimits
 from ucadi.cli import main as ucadi_main
 from ucadi.ct import PreprocessConfig, load_study, preprocess_study
+from ucadi.ct.dicom_series import DicomSource, choose_series
 from ucadi.ct.preprocess import window_and_resize, zscore
 from ucadi.ct.synth import generate_case, plan_cohort
 from ucadi.model import ModelCard, build_model, save_checkpoint
@@ -203,6 +207,45 @@ def test_bad_study_gets_invalid_argument_with_the_loader_message(server, tmp_pat
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, case
     assert message in refused.value.details()
     assert "ucadi-study-" not in refused.value.details()
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_a_damaged_slice_gets_invalid_argument_naming_the_file(server, covid_study, tmp_path,
+                                                               damage):
+    # Issue 18: a truncated or bit-flipped slice was INTERNAL ("see the server log").
+    _, channel = server
+    study = tmp_path / "study"
+    shutil.copytree(covid_study, study)
+    chosen = choose_series([DicomSource(p) for p in sorted(study.iterdir())])
+    first_sampled = sampled_slice_indices(len(chosen.slices), CONFIG.slices, seed=0)[0]
+    victim = chosen.slices[first_sampled].source.path  # Diagnose decodes sampled slices only
+    DAMAGE[damage](victim)
+    with pytest.raises(grpc.RpcError) as refused:
+        diagnose(channel, study, samples=1, seed=0)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"{victim.name} cannot be decoded" in refused.value.details()
+    assert "ucadi-study-" not in refused.value.details()
+
+
+@pytest.mark.parametrize("names,message", [
+    (["x" * 70_000], "cannot be stored"), (["IM\x000001.dcm"], "cannot be stored"),
+    (["a" * 256], "cannot be stored"), (["a", "a/IM0001.dcm"], "both a file and a folder"),
+    (["a/IM0001.dcm", "a"], "both a file and a folder"),
+])
+def test_file_names_a_file_system_cannot_store_are_invalid(server, names, message):
+    # Found by `make chaos`: such names ended Diagnose with INTERNAL (an OSError).
+    from ucadi.v1 import common_pb2, inference_pb2, inference_pb2_grpc
+
+    data = b"\0" * 256
+    chunk = common_pb2.Chunk(offset=0, data=data, total_size=len(data),
+                             sha256=hashlib.sha256(data).hexdigest())
+    requests = [inference_pb2.DiagnoseRequest(options=inference_pb2.DiagnoseOptions()), *(
+        inference_pb2.DiagnoseRequest(file=inference_pb2.StudyFileChunk(name=n, chunk=chunk))
+        for n in names)]
+    with pytest.raises(grpc.RpcError) as refused:
+        inference_pb2_grpc.DiagnosisServiceStub(server[1]).Diagnose(iter(requests), timeout=30)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in refused.value.details() and len(refused.value.details()) < 1000
 
 
 def test_out_of_range_samples_and_missing_options_are_invalid(server, covid_study):

@@ -15,6 +15,10 @@ from ucadi.errors import UcadiError
 COLLECTING, SEALING, SEALED, COMPLETED = "collecting", "sealing", "sealed", "completed"
 
 
+# Counts a site states (cases, samples, epochs) are stored as SQLite INTEGERs: signed 64-bit.
+MAX_COUNT = 2**63 - 1
+
+
 class FederationStateError(UcadiError):
     """The request does not fit the federation's current state (wrong round, not joined...)."""
 

@@ -51,6 +51,7 @@ from services.aggregator import metrics
 from services.aggregator.contracts import (
     COLLECTING,
     COMPLETED,
+    MAX_COUNT,
     SEALED,
     SEALING,
     CiphertextFacts,
@@ -208,6 +209,9 @@ class RoundCoordinator(UploadIntake):
     # -- membership --------------------------------------------------------------------
     def join(self, site: str, train_cases: int) -> None:
         """Admit a site (after key approval); a site joining mid-round is expected in it."""
+        if train_cases > MAX_COUNT:
+            raise UcadiError(f"train_cases {train_cases} is not a number of cases (at most "
+                             "2^63-1)")
         if train_cases > self.config.max_site_cases:
             raise UcadiError(
                 f"site {site!r} trains on {train_cases} cases; this federation takes sites of "

@@ -17,6 +17,7 @@ from opentelemetry import context as otel_context
 from services.aggregator import metrics
 from services.aggregator.contracts import (
     COLLECTING,
+    MAX_COUNT,
     CiphertextFacts,
     FederationConfig,
     RejectedUpload,
@@ -77,6 +78,12 @@ class UploadIntake:
             if got != want:
                 raise RejectedUpload(f"{name} {got!r} does not match the federation's {want!r}",
                                      "mismatch")
+        for name, count in (("num_samples", header.num_samples),
+                            ("local_epochs", header.local_epochs)):
+            if not 1 <= count <= MAX_COUNT:
+                raise RejectedUpload(f"{name} {count} is not a count an update can carry (1 to "
+                                     "2^63-1): an update is trained on samples for epochs",
+                                     "malformed")
         if header.total_size > self.config.max_upload_bytes:
             raise RejectedUpload(f"upload of {header.total_size} bytes exceeds the limit of "
                                  f"{self.config.max_upload_bytes} bytes", "oversize",

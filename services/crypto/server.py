@@ -204,12 +204,22 @@ class SumServicer(crypto_pb2_grpc.SumServiceServicer):
 
         def chunks() -> Iterator[common_pb2.Chunk]:
             nonlocal received, last_byte
+            committed = False
             for message in request_iterator:
-                if message.WhichOneof("part") != "chunk":
-                    raise UcadiError("after the metadata only chunks may follow")
+                part = message.WhichOneof("part")
+                if committed or part not in ("chunk", "commit") or (
+                        part == "commit" and not message.commit):
+                    raise UcadiError("after the metadata only chunks may follow, and then "
+                                     "commit (true) as the last message")
+                if part == "commit":
+                    committed = True
+                    continue
                 chunk = message.chunk
                 received = chunk.total_size  # all of it, once accepted (no resume here)
                 yield chunk
+            if not committed:  # e.g. cancelled after its last byte: nothing is added
+                raise UcadiError("the contribution stream ended without its commit message; "
+                                 "nothing was added")
             last_byte = time.perf_counter()
         try:
             # Only the aggregator vouches: a site's own contribution never replaces another.

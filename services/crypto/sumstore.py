@@ -44,6 +44,8 @@ from ucadi.wire.chunks import file_digest, iter_file_chunks, iter_payload_chunks
 
 log = logging.getLogger(__name__)
 
+# Round numbers and slot counts are stored as SQLite INTEGERs: signed 64-bit.
+MAX_STORED_INTEGER = 2**63 - 1
 FEDERATION_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS rounds (
@@ -157,8 +159,10 @@ def validate_spec(spec: RoundSpec) -> RoundSpec:
         raise UcadiError(f"federation {spec.federation!r} must be 1-64 of [A-Za-z0-9._-]")
     if not re.fullmatch(r"[0-9a-f]{32}", spec.key_id):
         raise UcadiError(f"key id {spec.key_id!r} must be 32 lower-case hex characters")
-    if len(spec.layout_hash) != 32 or spec.slot_count < 1 or spec.round < 0:
-        raise UcadiError("layout_hash must be 32 bytes, slot_count >= 1 and round >= 0")
+    if len(spec.layout_hash) != 32 or not 1 <= spec.slot_count <= MAX_STORED_INTEGER \
+            or not 0 <= spec.round <= MAX_STORED_INTEGER:
+        raise UcadiError("layout_hash must be 32 bytes, slot_count between 1 and 2^63-1 and "
+                         "round between 0 and 2^63-1")
     params = get_parameters(spec.parameter_set)
     total = -(-spec.slot_count // params.ring_degree)
     stop = spec.block_stop or total
@@ -206,6 +210,9 @@ class SumStore:
                 path.unlink()  # written before a crash, never committed (or already summed)
 
     def _row(self, federation: str, round_number: int) -> RoundState:
+        if not 0 <= round_number <= MAX_STORED_INTEGER:  # no such round can have been opened
+            raise RoundNotFoundError(f"round {round_number} does not exist: rounds are numbered "
+                                     "0 to 2^63-1")
         row = self._db.execute("SELECT * FROM rounds WHERE federation = ? AND round = ?",
                                (federation, round_number)).fetchone()
         if row is None:

@@ -21,6 +21,10 @@ from ucadi.wire.chunks import ChunkReceiver, TransferError
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 # Non-image objects (scouts, dose reports, structured reports) often travel with a series.
 EXTRA_FILES_ALLOWED = 64
+# What file systems store: a name part (NAME_MAX) and, well within PATH_MAX, a whole path.
+MAX_NAME_PART_BYTES = 255
+MAX_NAME_BYTES = 1024
+SHOWN_NAME_CHARS = 80
 
 
 class UploadLimitError(UcadiError):
@@ -70,12 +74,23 @@ class StudySlots:
             self._slots.release()
 
 
+def shown(name: str) -> str:
+    """A file name as error messages quote it (a very long one cut short)."""
+    return repr(name) if len(name) <= SHOWN_NAME_CHARS else repr(name[:SHOWN_NAME_CHARS]) + "..."
+
+
 def safe_relative_name(name: str) -> PurePosixPath:
-    """A file name as a relative path that stays inside the upload folder."""
+    """A file name as a relative path that stays inside the upload folder and that a file
+    system can store (found by `make chaos`: a 70,000-character name was INTERNAL)."""
     path = PurePosixPath(name.replace("\\", "/"))
     if not name or path.is_absolute() or any(part in ("..", "") for part in path.parts):
-        raise UploadFormatError(f"file name {name!r} is not a relative path inside the study "
-                                "(no leading '/', no '..')")
+        raise UploadFormatError(f"file name {shown(name)} is not a relative path inside the "
+                                "study (no leading '/', no '..')")
+    if any(ord(c) < 32 for c in name) or len(name.encode()) > MAX_NAME_BYTES or any(
+            len(part.encode()) > MAX_NAME_PART_BYTES for part in path.parts):
+        raise UploadFormatError(f"file name {shown(name)} cannot be stored: names take no "
+                                f"control characters, at most {MAX_NAME_PART_BYTES} bytes "
+                                f"between slashes and {MAX_NAME_BYTES} in all")
     return path
 
 
@@ -85,6 +100,7 @@ def receive_study(files: Iterator[inference_pb2.StudyFileChunk], folder: Path,
     max_files = limits.max_slices + EXTRA_FILES_ALLOWED
     written: list[Path] = []
     seen: set[PurePosixPath] = set()
+    folders: set[PurePosixPath] = set()
     total = 0
     receiver: ChunkReceiver | None = None
     current: PurePosixPath | None = None
@@ -95,8 +111,13 @@ def receive_study(files: Iterator[inference_pb2.StudyFileChunk], folder: Path,
                 if receiver is not None:
                     written.append(receiver.finish())
                 if name in seen:
-                    raise UploadFormatError(f"file {item.name!r} was sent twice or its chunks "
-                                            "were interleaved with another file's")
+                    raise UploadFormatError(f"file {shown(item.name)} was sent twice or its "
+                                            "chunks were interleaved with another file's")
+                parents = {PurePosixPath(*name.parts[:i]) for i in range(1, len(name.parts))}
+                if name in folders or parents & seen:
+                    raise UploadFormatError(f"file {shown(item.name)} clashes with another file "
+                                            "of the upload: one name is both a file and a folder")
+                folders |= parents
                 if len(seen) >= max_files:
                     raise UploadLimitError(
                         f"upload has more than {max_files} files; this server accepts studies "
@@ -113,7 +134,7 @@ def receive_study(files: Iterator[inference_pb2.StudyFileChunk], folder: Path,
             try:
                 receiver.feed(item.chunk)
             except TransferError as exc:
-                raise UploadFormatError(f"file {item.name!r}: {exc}") from None
+                raise UploadFormatError(f"file {shown(item.name)}: {exc}") from None
         if receiver is not None:
             try:
                 written.append(receiver.finish())

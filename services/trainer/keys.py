@@ -45,8 +45,9 @@ def site_key_pair(work_dir: Path) -> SiteKeyPair:
 
 
 def obtain_secret(crypto_target: str, tls: TLSFiles, work_dir: Path, wait_s: float,
-                  cancelled: threading.Event | None = None) -> SecretKey:
-    """Register our public key, then wait for and unwrap the active LWE secret."""
+                  cancelled: threading.Event | None = None) -> SecretKey | None:
+    """Register our public key, then wait for and unwrap the active LWE secret; None when
+    `cancelled` is set first (the site was asked to leave)."""
     site = identity_from_pem(tls.cert.read_bytes()).name
     pair = site_key_pair(work_dir)
     channel = secure_channel(crypto_target, tls, options=tuple(grpc_options()))
@@ -77,5 +78,7 @@ def obtain_secret(crypto_target: str, tls: TLSFiles, work_dir: Path, wait_s: flo
             time.sleep(POLL_S)
     finally:
         channel.close()
+    if cancelled is not None and cancelled.is_set():
+        return None
     raise KeyNotApprovedError(f"no wrapped key for site {site!r} after {wait_s:.0f} s: the "
                               "custodian must run `ucadi keys wrap` for this site")

@@ -16,7 +16,7 @@ from services.trainer.client import FederationClient
 from services.trainer.keys import obtain_secret
 from ucadi.ops.config import load_config
 from ucadi.ops.serving import grpc_errors, serve, set_on_stop_signal
-from ucadi.ops.tls import TLSFiles, identity_from_pem, peer_identity
+from ucadi.ops.tls import PermissionDeniedError, TLSFiles, identity_from_pem, peer_identity
 from ucadi.ops.tracing import setup_tracing
 from ucadi.v1 import trainer_pb2, trainer_pb2_grpc
 
@@ -66,9 +66,18 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
         self.status = status
         self.device = device
 
+    def _require_own_site_or_operator(self, context: grpc.ServicerContext) -> None:
+        """The site's own certificate or an operator: another site may neither read this
+        site's status nor make it leave."""
+        caller = peer_identity(context)
+        caller.require_role("site", "operator")
+        if caller.role == "site" and caller.name != self.site:
+            raise PermissionDeniedError(f"site {caller.name!r} may not call the trainer of site "
+                                        f"{self.site!r}; use that site's own certificate")
+
     @grpc_errors
     def GetStatus(self, request: Any, context: grpc.ServicerContext) -> Any:
-        peer_identity(context).require_role("site", "operator")
+        self._require_own_site_or_operator(context)
         s = self.status
         return trainer_pb2.TrainerStatus(
             site=self.site, phase=s.phase, round=s.round, published_version=s.published_version,
@@ -77,7 +86,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
 
     @grpc_errors
     def RequestLeave(self, request: Any, context: grpc.ServicerContext) -> Any:
-        peer_identity(context).require_role("site", "operator")
+        self._require_own_site_or_operator(context)
         self.status.leave_requested.set()
         return trainer_pb2.RequestLeaveResponse()
 
@@ -151,6 +160,10 @@ def run_from_args(args: argparse.Namespace) -> int:
         secret = obtain_secret(server_cfg["crypto_address"], tls, work_dir,
                                wait_s=float(server_cfg["key_wait_s"]),
                                cancelled=status.leave_requested)
+        if secret is None:
+            status.phase = "left"
+            log.info("asked to leave before the key custodian approved this site; stopping")
+            return 0
         settings = AgentSettings(site=site, manifest=Path(site_cfg["manifest"]),
                                  model_dir=Path(site_cfg["model_dir"]), work_dir=work_dir,
                                  device=device, seed=int(site_cfg["seed"]),

@@ -2,6 +2,7 @@
 
 from ucadi.ct.dicom_series import MIN_SLICES
 from ucadi.ct.errors import (
+    CorruptSliceError,
     CTInputError,
     InconsistentGeometryError,
     NoPixelDataError,
@@ -29,8 +30,9 @@ from ucadi.ct.preprocess import (
 
 __all__ = [
     "AIR_HU", "LUNG_WINDOW_HU", "MIN_SLICES", "SAMPLED_SLICES", "TEST_SAMPLINGS",
-    "CTInputError", "InconsistentGeometryError", "NoPixelDataError", "NotCTError",
-    "NotDicomError", "SeriesNotFoundError", "TooFewSlicesError", "UnsupportedTransferSyntaxError",
+    "CorruptSliceError", "CTInputError", "InconsistentGeometryError", "NoPixelDataError",
+    "NotCTError", "NotDicomError", "SeriesNotFoundError", "TooFewSlicesError",
+    "UnsupportedTransferSyntaxError",
     "CTStudy", "StudyMetadata", "StudySource", "PreprocessConfig",
     "load_study", "open_study", "load_stack", "sample_stack", "preprocess_study",
     "preprocess_volume", "sample_slice_indices", "sampling_plan", "resize_slices", "zscore",

@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import io
 import zipfile
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
+from pydicom.uid import (
+    CTImageStorage,
+    EnhancedCTImageStorage,
+    LegacyConvertedEnhancedCTImageStorage,
+)
 
 from ucadi.ct.errors import (
     CTInputError,
@@ -25,9 +30,11 @@ from ucadi.ct.errors import (
     NotDicomError,
     SeriesNotFoundError,
     TooFewSlicesError,
+    first_line,
 )
 from ucadi.ct.header_fields import (
     HEADER_PREFIX_BYTES,
+    PREAMBLE_BYTES,
     HeaderFields,
     fast_fields,
     fields_from_dataset,
@@ -43,6 +50,8 @@ MAX_TILT_DEGREES = 0.5
 MAX_AXIAL_OBLIQUITY_DEGREES = 30.0
 # Orientation cosines that differ by more than this belong to differently oriented slices.
 ORIENTATION_TOLERANCE = 1e-3
+# Image storage classes of CT: an object of these classes without Rows/Columns is damaged.
+CT_IMAGE_CLASSES = {CTImageStorage, EnhancedCTImageStorage, LegacyConvertedEnhancedCTImageStorage}
 # Gaps larger than this multiple of the median spacing are reported (missing slices).
 UNEVEN_SPACING_RATIO = 1.5
 
@@ -128,6 +137,8 @@ class SeriesScan:
     ct_without_pixels: int = 0
     non_image_objects: int = 0
     stray_files: int = 0
+    # Files marked as DICOM whose header cannot be read: "file (why)".
+    unreadable: list[str] = field(default_factory=list)
 
 
 def scan_headers(sources: list[DicomSource]) -> SeriesScan:
@@ -136,11 +147,12 @@ def scan_headers(sources: list[DicomSource]) -> SeriesScan:
     for source in sources:
         try:
             fields = source.read_fields()
-        except (InvalidDicomError, OSError, ValueError, EOFError, KeyError):
-            scan.stray_files += 1
+        except Exception as exc:  # pydicom raises many types for a damaged header
+            _not_usable(scan, source, first_line(exc))
             continue
         if not fields.sop_class_uid and not fields.modality:
-            scan.stray_files += 1
+            _not_usable(scan, source, "no SOPClassUID or Modality: the header is cut short or "
+                                      "damaged")
             continue
         if fields.modality != "CT":
             if fields.is_image:
@@ -149,7 +161,12 @@ def scan_headers(sources: list[DicomSource]) -> SeriesScan:
                 scan.non_image_objects += 1
             continue
         if not fields.is_image:
-            scan.ct_without_pixels += 1
+            if fields.sop_class_uid in CT_IMAGE_CLASSES:
+                # pydicom reads a header cut short without complaint, up to where it ends.
+                scan.unreadable.append(f"{source} (a CT image object without Rows/Columns: the "
+                                       "header is cut short or damaged)")
+            else:
+                scan.ct_without_pixels += 1
             continue
         spacing = fields.pixel_spacing
         scan.ct_series[fields.series_uid].append(SliceHeader(
@@ -159,6 +176,32 @@ def scan_headers(sources: list[DicomSource]) -> SeriesScan:
             pixel_spacing=(spacing[0], spacing[1]) if spacing else None,
         ))
     return scan
+
+
+def _not_usable(scan: SeriesScan, source: DicomSource, why: str) -> None:
+    """Count a file without a usable header: damaged DICOM if it is marked as DICOM, else stray."""
+    try:
+        marked = source.read_prefix(PREAMBLE_BYTES + 4)[PREAMBLE_BYTES:] == b"DICM"
+    except OSError:
+        marked = False
+    if marked:
+        scan.unreadable.append(f"{source} ({why})")
+    else:
+        scan.stray_files += 1
+
+
+def _files(slices: list[SliceHeader]) -> str:
+    """The files of a few slices, for messages that must say which files are wrong."""
+    named = ", ".join(str(s.source) for s in slices[:3])
+    return named + (f" and {len(slices) - 3} more" if len(slices) > 3 else "")
+
+
+def _odd_ones(slices: list[SliceHeader], value: Callable[[SliceHeader], object]
+              ) -> list[SliceHeader]:
+    """The slices whose `value` differs from the one most slices share."""
+    counts = Counter(value(s) for s in slices)
+    usual = counts.most_common(1)[0][0]
+    return [s for s in slices if value(s) != usual]
 
 
 def _describe(slices: list[SliceHeader]) -> str:
@@ -177,22 +220,27 @@ def order_slices(slices: list[SliceHeader], series_uid: str) -> ChosenSeries:
     sizes = {(s.rows, s.columns) for s in slices}
     if len(sizes) > 1:
         listed = ", ".join(f"{r}x{c}" for r, c in sorted(sizes))
+        odd = _odd_ones(slices, lambda s: (s.rows, s.columns))
         raise InconsistentGeometryError(
-            f"series {uid} mixes image sizes ({listed}); all slices of a series must share one "
-            "matrix size")
-    if any(s.position is None or s.orientation is None for s in slices):
+            f"series {uid} mixes image sizes ({listed}; the odd ones: {_files(odd)}); all "
+            "slices of a series must share one matrix size")
+    unplaced = [s for s in slices if s.position is None or s.orientation is None]
+    if unplaced:
         raise InconsistentGeometryError(
-            f"series {uid} has slices without ImagePositionPatient/ImageOrientationPatient; "
-            "slices cannot be placed without them")
+            f"series {uid} has slices without a readable ImagePositionPatient/"
+            f"ImageOrientationPatient ({_files(unplaced)}); slices cannot be placed without them")
     orientations = np.stack([s.orientation for s in slices])  # type: ignore[misc]
     if np.abs(orientations - orientations[0]).max() > ORIENTATION_TOLERANCE:
+        odd = _odd_ones(slices, lambda s: tuple(np.round(s.orientation, 3)))  # type: ignore[arg-type]
         raise InconsistentGeometryError(
-            f"series {uid} has slices with different orientations; a volume needs parallel "
-            "slices")
-    spacings = {s.pixel_spacing for s in slices}
-    if len(spacings) > 1 or None in spacings:
+            f"series {uid} has slices with different orientations (the odd ones: "
+            f"{_files(odd)}); a volume needs parallel slices")
+    unmeasured = [s for s in slices if s.pixel_spacing is None or min(s.pixel_spacing) <= 0]
+    if unmeasured or len({s.pixel_spacing for s in slices}) > 1:
+        odd = unmeasured or _odd_ones(slices, lambda s: s.pixel_spacing)
         raise InconsistentGeometryError(
-            f"series {uid} has missing or differing PixelSpacing between slices")
+            f"series {uid} has missing, non-positive or differing PixelSpacing between slices "
+            f"(the odd ones: {_files(odd)})")
     row_cosine, column_cosine = orientations[0][:3], orientations[0][3:]
     normal = np.cross(row_cosine, column_cosine)
     if abs(np.linalg.norm(normal) - 1.0) > 0.01:
@@ -205,10 +253,12 @@ def order_slices(slices: list[SliceHeader], series_uid: str) -> ChosenSeries:
     distances = along_normal[order]
     gaps = np.diff(distances)
     if len(gaps) and gaps.min() < DUPLICATE_POSITION_MM:
-        where = float(distances[int(np.argmin(gaps))])
+        first = int(np.argmin(gaps))
         raise InconsistentGeometryError(
-            f"series {uid} has two or more slices at the same position ({where:.2f} mm along the "
-            "normal); the folder may hold the series twice - keep one copy")
+            f"series {uid} has two or more slices at the same position "
+            f"({float(distances[first]):.2f} mm along the normal: "
+            f"{_files(ordered[first:first + 2])}); the folder may hold the series twice - keep "
+            "one copy")
     warnings: list[str] = []
     if len(ordered) > 1:
         displacement = positions[order[-1]] - positions[order[0]]
@@ -270,9 +320,12 @@ def choose_series(sources: list[DicomSource], series_uid: str | None = None,
                 f"{where} holds {scan.ct_without_pixels + scan.non_image_objects} DICOM object(s) "
                 "without image pixels (reports, dose or structure objects); a CT image series "
                 "is required")
+        damaged = (f"; damaged DICOM: {', '.join(scan.unreadable[:3])}" if scan.unreadable
+                   else "")
         raise NotDicomError(
-            f"{where} contains no DICOM files ({scan.stray_files} file(s) were not DICOM); give "
-            "a folder or zip of DICOM files, a DICOM file list, or a NIfTI .nii/.nii.gz volume")
+            f"{where} contains no DICOM files ({scan.stray_files} file(s) were not DICOM"
+            f"{damaged}); give a folder or zip of DICOM files, a DICOM file list, or a "
+            "NIfTI .nii/.nii.gz volume")
     skipped = [SkippedSeries(uid, "", 0, f"{modality} images, not CT")
                for uid, modality in scan.other_images.items()]
     if series_uid is not None and series_uid not in scan.ct_series:
@@ -294,7 +347,10 @@ def choose_series(sources: list[DicomSource], series_uid: str | None = None,
             failures.append((len(slices), problem[1]))
     if not usable:
         failures.sort(key=lambda item: item[0], reverse=True)
-        raise failures[0][1]
+        error = failures[0][1]
+        if scan.unreadable:  # e.g. a series one short of MIN_SLICES because a file is damaged
+            raise type(error)(f"{error}; left out as damaged: {', '.join(scan.unreadable[:3])}")
+        raise error
     # A radiologist reads the most complete axial series; ties go to the thinnest slices.
     usable.sort(key=lambda c: (-len(c.slices), c.spacing_mm[0]))
     chosen = usable[0]
@@ -304,6 +360,8 @@ def choose_series(sources: list[DicomSource], series_uid: str | None = None,
                                      f"({len(other.slices)} vs {len(chosen.slices)} slices)"))
     chosen.skipped = skipped
     chosen.stray_files = scan.stray_files
+    chosen.warnings += [f"{entry} is marked as DICOM but its header cannot be read; left out"
+                        for entry in scan.unreadable]
     chosen.non_image_objects = scan.non_image_objects + scan.ct_without_pixels
     return chosen
 

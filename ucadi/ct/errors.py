@@ -33,5 +33,16 @@ class UnsupportedTransferSyntaxError(CTInputError):
     """The pixel data is encoded with a transfer syntax no installed pydicom plugin decodes."""
 
 
+class CorruptSliceError(CTInputError):
+    """A slice of the chosen series cannot be decoded: truncated, damaged, or its header
+    contradicts its pixel data."""
+
+
 class SeriesNotFoundError(CTInputError):
     """The series the caller named is not in the study."""
+
+
+def first_line(exc: BaseException) -> str:
+    """What a library's exception says, in one line (for a message naming the damaged file)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0][:200] if lines else type(exc).__name__

@@ -10,6 +10,7 @@ the prefix) returns None and the caller falls back to pydicom.
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass
 
@@ -70,7 +71,8 @@ def _numbers(text: str | None, count: int) -> tuple[float, ...] | None:
         values = tuple(float(v) for v in text.split("\\"))
     except ValueError:
         return None
-    return values if len(values) == count else None
+    # "nan" and "inf" parse as floats but place nothing: treated as missing, like text.
+    return values if len(values) == count and all(map(math.isfinite, values)) else None
 
 
 def _count(text: str) -> int:

@@ -23,15 +23,18 @@ from ucadi.ct.dicom_series import (
     choose_series,
 )
 from ucadi.ct.errors import (
+    CorruptSliceError,
     CTInputError,
     NoPixelDataError,
     NotDicomError,
     TooFewSlicesError,
     UnsupportedTransferSyntaxError,
+    first_line,
 )
 from ucadi.ct.hounsfield import to_hounsfield
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True)
@@ -95,17 +98,37 @@ def _check_decodable(ds: Dataset, source: DicomSource) -> None:
 
 def decode_slice_hu(source: DicomSource) -> np.ndarray:
     """Decode one DICOM slice to Hounsfield units (float32, rows x columns)."""
-    ds = source.read(pixels=True)
-    if "PixelData" not in ds:
-        raise NoPixelDataError(f"{source} has no pixel data; a CT image slice is required")
-    _check_decodable(ds, source)
-    stored = ds.pixel_array
-    padding = None
-    if "PixelPaddingValue" in ds:
-        value = float(ds.PixelPaddingValue)
-        padding = (value, float(ds.get("PixelPaddingRangeLimit", value)))
-    return to_hounsfield(stored, float(ds.get("RescaleSlope", 1.0) or 1.0),
-                         float(ds.get("RescaleIntercept", 0.0) or 0.0), padding)
+    try:
+        ds = source.read(pixels=True)
+        if "PixelData" not in ds:
+            raise NoPixelDataError(f"{source} has no pixel data; a CT image slice is required")
+        _check_decodable(ds, source)
+        stored = ds.pixel_array
+        padding = None
+        if "PixelPaddingValue" in ds:
+            value = float(ds.PixelPaddingValue)
+            padding = (value, float(ds.get("PixelPaddingRangeLimit", value)))
+        slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+        intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    except CTInputError:
+        raise
+    except Exception as exc:  # pydicom and its decoders raise many types for a damaged file
+        raise CorruptSliceError(
+            f"{source} cannot be decoded ({first_line(exc)}): the file is truncated or damaged, "
+            "or its header contradicts its pixel data; export the series again") from exc
+    if stored.ndim != 2:
+        raise CorruptSliceError(f"{source} decodes to an image of shape {stored.shape}; a CT "
+                                "slice is one greyscale frame (rows x columns)")
+    hu = None
+    # A damaged slope or intercept ("nan", "1e308": beyond float32) would reach the model as NaN.
+    if abs(slope) < FLOAT32_MAX and abs(intercept) < FLOAT32_MAX:
+        with np.errstate(over="ignore", invalid="ignore"):
+            hu = to_hounsfield(stored, slope, intercept, padding)
+    if hu is None or not np.isfinite(hu).all():
+        raise CorruptSliceError(f"{source} has RescaleSlope {slope} and RescaleIntercept "
+                                f"{intercept}, which give no finite Hounsfield units; a CT "
+                                "slice needs a finite, non-zero slope and a finite intercept")
+    return hu
 
 
 class StudySource:
@@ -151,7 +174,6 @@ class StudySource:
 def _dicom_meta(chosen: ChosenSeries, source: str, kind: str) -> StudyMetadata:
     ds = chosen.slices[0].source.read(pixels=False)
     agent = _text(ds, "ContrastBolusAgent")
-    thickness = ds.get("SliceThickness")
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     return StudyMetadata(
         source=source, source_kind=kind, num_slices=len(chosen.slices),
@@ -159,7 +181,7 @@ def _dicom_meta(chosen: ChosenSeries, source: str, kind: str) -> StudyMetadata:
         series_uid=chosen.series_uid, series_description=_text(ds, "SeriesDescription"),
         manufacturer=_text(ds, "Manufacturer"), model=_text(ds, "ManufacturerModelName"),
         convolution_kernel=_text(ds, "ConvolutionKernel"),
-        slice_thickness_mm=float(thickness) if thickness not in (None, "") else None,
+        slice_thickness_mm=chosen.slices[0].fields.slice_thickness_mm,
         # The tag is only "recorded" when present; an empty or NONE agent means no contrast.
         contrast=(agent.upper() not in ("NONE", "NO", "N")) if agent else None,
         contrast_agent=agent, transfer_syntax=syntax.name if syntax else None,

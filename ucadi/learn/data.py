@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ucadi.ct import PreprocessConfig, load_stack, preprocess_study, sample_stack
+from ucadi.ct import CTInputError, PreprocessConfig, load_stack, preprocess_study, sample_stack
 from ucadi.learn.recipe import BINARY_CLASS_NAMES, FOUR_CLASS_NAMES, TASKS, RecipeError
 
 # Memory kept for cached stacks; beyond it studies are re-read each epoch. At the paper's
@@ -47,11 +47,14 @@ def study_seed(seed: int, epoch: int, case_id: str) -> int:
 class StudyDataset(Dataset):
     """CaseRecords as (input [1, slices, H, W], label): one fresh sampling per study per epoch.
 
-    Each study's windowed, resized stack is loaded once (ucadi.ct.load_stack) and kept in
-    memory while the cache holds less than `cache_bytes`; studies beyond it are preprocessed
-    from disk each time, decoding only the sampled slices (same values). `set_epoch` changes
-    which 16 slices every study contributes (seed + epoch). Training sets also flip studies
-    left-right at random, a symmetry chest CT findings keep.
+    Every study is read once when the dataset is made (ucadi.ct.load_stack): a study that
+    cannot be used (a truncated or damaged slice, too few slices, broken geometry) is skipped
+    with a warning naming the case and the file, so one bad study neither stops a site's
+    training nor goes into its sample count (the FedAvg weight). Stacks stay in memory while
+    the cache holds less than `cache_bytes`; studies beyond it are preprocessed from disk each
+    time, decoding only the sampled slices (same values). `set_epoch` changes which 16 slices
+    every study contributes (seed + epoch). Training sets also flip studies left-right at
+    random, a symmetry chest CT findings keep.
     """
 
     def __init__(self, records: Sequence[Any], config: PreprocessConfig, task: str,
@@ -61,8 +64,6 @@ class StudyDataset(Dataset):
         if skipped:
             warnings.warn(f"{len(skipped)} cases labelled {BINARY_ONLY_LABEL!r} skipped: the "
                           f"{task} task needs the full label (e.g. {skipped[:3]})", stacklevel=2)
-        self.records = [r for r, label in usable if label is not None]
-        self.labels = np.array([label for _, label in usable if label is not None], dtype=int)
         self.config = config
         self.task = task
         self.train = train
@@ -72,6 +73,23 @@ class StudyDataset(Dataset):
         self._stacks: dict[int, np.ndarray] = {}
         self._cached_bytes = 0
         self._cache_full = False
+        self.records: list[Any] = []
+        labels: list[int] = []
+        # (case id, why) of each study left out because it cannot be loaded.
+        self.unreadable: list[tuple[str, str]] = []
+        for record, label in usable:
+            if label is None:
+                continue
+            try:
+                stack = load_stack(record.series_dir, config)
+            except CTInputError as exc:
+                self.unreadable.append((record.case_id, str(exc)))
+                warnings.warn(f"study {record.case_id} skipped: {exc}", stacklevel=2)
+                continue
+            self._keep(len(self.records), stack)
+            self.records.append(record)
+            labels.append(label)
+        self.labels = np.array(labels, dtype=int)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -85,12 +103,15 @@ class StudyDataset(Dataset):
         if index in self._stacks:
             return self._stacks[index]
         stack = load_stack(self.records[index].series_dir, self.config)
+        self._keep(index, stack)
+        return stack
+
+    def _keep(self, index: int, stack: np.ndarray) -> None:
         if self._cached_bytes + stack.nbytes <= self.cache_bytes:
             self._stacks[index] = stack
             self._cached_bytes += stack.nbytes
         else:
             self._cache_full = True
-        return stack
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         seed = study_seed(self.seed, self.epoch, self.records[index].case_id)
@@ -110,4 +131,5 @@ class StudyDataset(Dataset):
         for record in self.records:
             sites[record.site] = sites.get(record.site, 0) + 1
         return {"cases": len(self), "task": self.task, "sites": sites,
+                "unreadable_cases": len(self.unreadable),
                 "per_class": {names[k]: int((self.labels == k).sum()) for k in range(len(names))}}

@@ -162,12 +162,14 @@ class ContributionMetadata(_message.Message):
     def __init__(self, federation: _Optional[str] = ..., round: _Optional[int] = ..., site: _Optional[str] = ..., sha256: _Optional[str] = ...) -> None: ...
 
 class ContributionMessage(_message.Message):
-    __slots__ = ("metadata", "chunk")
+    __slots__ = ("metadata", "chunk", "commit")
     METADATA_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_FIELD_NUMBER: _ClassVar[int]
     metadata: ContributionMetadata
     chunk: _common_pb2.Chunk
-    def __init__(self, metadata: _Optional[_Union[ContributionMetadata, _Mapping]] = ..., chunk: _Optional[_Union[_common_pb2.Chunk, _Mapping]] = ...) -> None: ...
+    commit: bool
+    def __init__(self, metadata: _Optional[_Union[ContributionMetadata, _Mapping]] = ..., chunk: _Optional[_Union[_common_pb2.Chunk, _Mapping]] = ..., commit: _Optional[bool] = ...) -> None: ...
 
 class ContributionReceipt(_message.Message):
     __slots__ = ("federation", "round", "site", "contributions", "sha256")

@@ -454,7 +454,8 @@ class SumServiceServicer:
 
     def AddContribution(self, request_iterator, context):
         """One site's ciphertext: first message `metadata`, then `chunk`s of the serialized
-        ciphertext (of this replica's block range). Durable (fsynced) before the receipt returns.
+        ciphertext (of this replica's block range), then `commit`. Durable (fsynced) before the
+        receipt returns.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -27,8 +27,8 @@ if _version_not_supported:
 
 class TrainerServiceStub:
     """A site's trainer agent exposes its own status and a small control surface to the site's
-    operators (and the site's Helm probes). Callers need a certificate of role `site` or
-    `operator` from the federation CA.
+    operators (and the site's Helm probes). Callers need this site's own certificate or one of
+    role `operator` from the federation CA; another site's is PERMISSION_DENIED.
     """
 
     def __init__(self, channel):
@@ -51,8 +51,8 @@ class TrainerServiceStub:
 
 class TrainerServiceServicer:
     """A site's trainer agent exposes its own status and a small control surface to the site's
-    operators (and the site's Helm probes). Callers need a certificate of role `site` or
-    `operator` from the federation CA.
+    operators (and the site's Helm probes). Callers need this site's own certificate or one of
+    role `operator` from the federation CA; another site's is PERMISSION_DENIED.
     """
 
     def GetStatus(self, request, context):
@@ -93,8 +93,8 @@ def add_TrainerServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class TrainerService:
     """A site's trainer agent exposes its own status and a small control surface to the site's
-    operators (and the site's Helm probes). Callers need a certificate of role `site` or
-    `operator` from the federation CA.
+    operators (and the site's Helm probes). Callers need this site's own certificate or one of
+    role `operator` from the federation CA; another site's is PERMISSION_DENIED.
     """
 
     @staticmethod

@@ -114,8 +114,9 @@ def _max_sum_bytes(status: crypto_pb2.RoundStatus) -> int:
 
 class StreamedContribution:
     """A site's ciphertext passed on to the sum service chunk by chunk while it is still
-    arriving at the aggregator. The service adds it only when `commit` ends the stream; `abort`
-    cancels the call and nothing is added. A stream that failed on the way (`failed`) is
+    arriving at the aggregator. The service adds it only when `commit` sends the stream's
+    commit message; `abort` cancels the call and nothing is added, even where gRPC delivers the
+    cancellation as a normal end of stream. A stream that failed on the way (`failed`) is
     dropped by the caller, who then sends the stored file as usual.
     """
 
@@ -134,6 +135,7 @@ class StreamedContribution:
                 if item is self._ABORT:
                     raise UcadiError("contribution stream aborted by the aggregator")
                 yield crypto_pb2.ContributionMessage(chunk=item)
+            yield crypto_pb2.ContributionMessage(commit=True)
         self._call = stub.AddContribution.future(messages())
 
     @property
@@ -191,6 +193,7 @@ class SumClient:
                 federation=federation, round=round_number, site=site, sha256=sha256))
             for chunk in iter_file_chunks(Path(path), chunk_bytes):
                 yield crypto_pb2.ContributionMessage(chunk=chunk)
+            yield crypto_pb2.ContributionMessage(commit=True)
         return _call(lambda: self.stub.AddContribution(messages()))
 
     def stream_contribution(self, federation: str, round_number: int, site: str,
