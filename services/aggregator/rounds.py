@@ -213,10 +213,9 @@ class RoundCoordinator(UploadIntake):
             raise UcadiError(f"train_cases {train_cases} is not a number of cases (at most "
                              "2^63-1)")
         if train_cases > self.config.max_site_cases:
-            raise UcadiError(
-                f"site {site!r} trains on {train_cases} cases; this federation takes sites of "
-                f"up to {self.config.max_site_cases} (federation.max_site_cases): the operator "
-                "raises it for a new federation")
+            raise UcadiError(f"site {site!r} trains on {train_cases} cases; this federation "
+                             f"takes sites of up to {self.config.max_site_cases} (federation."
+                             "max_site_cases): the operator raises it for a new federation")
         if not self.is_site_approved(site):
             raise FederationStateError(
                 f"site {site!r} has no wrapped key for key id "
@@ -384,8 +383,7 @@ class RoundCoordinator(UploadIntake):
 
     def _discard_uploads(self, round_number: int) -> None:
         """No individual upload outlives its round's seal (docs/security.md: retention)."""
-        removed = self.store.discard_uploads(round_number)
-        if removed:
+        if removed := self.store.discard_uploads(round_number):
             log.info("round %d: deleted %d individual upload file(s) after the seal",
                      round_number, removed)
 
