@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 PROTOS := $(wildcard protos/ucadi/v1/*.proto)
 
-.PHONY: demo test bench protos protos-check lint clean venv
+.PHONY: demo test bench chaos protos protos-check lint clean venv
 
 venv: $(VENV)/.stamp-dev
 
@@ -37,6 +37,12 @@ test: $(VENV)/.stamp-dev protos-check
 bench: $(VENV)/.stamp-bench
 	$(PY) -m bench $(BENCH_ARGS)
 
+# Issue 18's chaos checks: DICOM mutation fuzzing, protocol fuzzing of every RPC, kill -9 of
+# the services over 20 rounds; one table of what was tried and what held (README). Bounded:
+# each part has a time limit. `make test` runs each part's quick version.
+chaos: $(VENV)/.stamp-dev
+	$(PY) -m chaos $(CHAOS_ARGS)
+
 # Regenerate the checked-in gRPC/protobuf stubs (ucadi/v1/) from protos/.
 protos: $(VENV)/.stamp-base
 	$(PY) scripts/gen_protos.py
@@ -46,7 +52,7 @@ protos-check: $(VENV)/.stamp-base
 	$(PY) scripts/gen_protos.py --check
 
 lint: $(VENV)/.stamp-dev
-	$(PY) -m ruff check ucadi services tests bench
+	$(PY) -m ruff check ucadi services tests bench chaos
 
 clean:
 	rm -rf $(VENV) reports runs

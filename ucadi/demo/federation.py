@@ -107,9 +107,13 @@ class LocalFederation:
 
     # -- processes -----------------------------------------------------------------------
     def start_crypto(self) -> ServiceProcess:
-        """The crypto service (key service + sum service)."""
+        """The crypto service (key service + sum service) on an OS-assigned port."""
+        return self.start_crypto_on(0)
+
+    def start_crypto_on(self, port: int) -> ServiceProcess:
+        """The crypto service on `port` (a restart keeps its address and its state folder)."""
         process = start_service("crypto", "crypto", [
-            "--state-dir", str(self.root / "crypto"), "--address", "127.0.0.1:0",
+            "--state-dir", str(self.root / "crypto"), "--address", f"127.0.0.1:{port}",
             "--tls-dir", str(self.pki / "crypto"), "--metrics-address", "127.0.0.1:0"],
             self.logs)
         self.processes["crypto"] = process
