@@ -49,8 +49,10 @@ class FuzzSite:
         self.name = name
         self.weight = weight
         channel = secure_channel(federation.processes["crypto"].target, federation.tls(name))
-        KeyClient(channel).register_site_key(generate_site_key_pair().public_pem())
+        public_pem = generate_site_key_pair().public_pem()
+        KeyClient(channel).register_site_key(public_pem)
         channel.close()
+        federation.pin_site(name, public_pem)  # the custodian wraps only for pinned keys
         self.channel = secure_channel(federation.processes["aggregator"].target,
                                       federation.tls(name))
         self.stub = federation_pb2_grpc.FederationServiceStub(self.channel)
