@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ucadi.lwe import FixedPointCodec, PlainSlots, encode_update, generate_secret_key
+from ucadi.lwe.integrity import SumCheck, encode_site_update
 from ucadi.lwe.sampling import fresh_seed
 from ucadi.lwe.scheme import (
     add_bodies,
@@ -117,10 +118,10 @@ def measure_ours_streaming(values: int, workdir: Path) -> tuple[Figures, float, 
         vector = rng.normal(0, 0.05, values).astype(np.float32)
         expected += weights[site] * vector.astype(np.float64)
         paths.append(workdir / f"site{site}.ct")
-        update = encode_update(vector, weights[site], codec, secret.params)
         if site == 0:
             tracemalloc.start()
-        started = time.perf_counter()
+        started = time.perf_counter()  # integrity tags included: every real upload has them
+        update = encode_site_update(vector, weights[site], codec, secret, 1, f"site{site}")
         encrypt_to_file(paths[-1], secret, update, layout_hash=layout, round_number=1)
         encrypt_times.append(time.perf_counter() - started)
         if site == 0:
@@ -131,7 +132,8 @@ def measure_ours_streaming(values: int, workdir: Path) -> tuple[Figures, float, 
     sum_files(paths, workdir / "sum.ct")
     add_time = time.perf_counter() - started
     started = time.perf_counter()
-    average, total_weight = decrypt_fedavg_file(secret, workdir / "sum.ct", codec)
+    check = SumCheck(secret, 1, [f"site{site}" for site in range(SITES)])
+    average, total_weight = decrypt_fedavg_file(secret, workdir / "sum.ct", codec, check=check)
     decrypt_time = time.perf_counter() - started
     error = float(np.abs(average - expected / total_weight).max())
     size = paths[0].stat().st_size

@@ -77,7 +77,7 @@ def _site_rounds(site: str, pki: str, aggregator: str, crypto: str, work: str, e
 
     tune_allocator()  # as `ucadi serve trainer` does for a site
 
-    from services.trainer.cipher import RoundContext, SiteCipher
+    from services.trainer.cipher import AnnouncedSum, RoundContext, SiteCipher
     from services.trainer.client import FederationClient
     from services.trainer.keys import obtain_secret
     from ucadi.learn.server_opt import announced_optimization
@@ -96,9 +96,12 @@ def _site_rounds(site: str, pki: str, aggregator: str, crypto: str, work: str, e
     vector = rng.normal(0, 0.05, joined.model.value_count)
     folder = Path(work) / "transfers"
 
+    def announced(version: int) -> AnnouncedSum:
+        return AnnouncedSum(joined.federation_id, version, site, tuple(SITES), (), len(SITES))
+
     def adopt(version: int) -> np.ndarray:
         path, checked = client.download_global(version, folder / f"v{version}.bin", 1 << 40)
-        average = (cipher.decrypt_average(path, layout, checked) if cipher
+        average = (cipher.decrypt_average(path, layout, announced(version), checked) if cipher
                    else plain_average(path, checked))
         path.unlink()
         return average
@@ -129,7 +132,7 @@ def _site_rounds(site: str, pki: str, aggregator: str, crypto: str, work: str, e
         path = folder / f"update-{round_number}.bin"
         if cipher:
             cipher.encrypt_to_file(vector, weight=SITE_WEIGHT, round_number=round_number,
-                                   layout_hash=layout, path=path)
+                                   layout_hash=layout, path=path, site=site)
         else:
             write_plain(path, vector * SITE_WEIGHT, SITE_WEIGHT, round_number,
                         bytes.fromhex(layout), durable=False)
@@ -148,8 +151,8 @@ def _site_rounds(site: str, pki: str, aggregator: str, crypto: str, work: str, e
         path, checked = client.download_global(round_number, folder / f"v{round_number}.bin",
                                                1 << 40)
         marks["downloaded"] = time.time()
-        vector = (cipher.decrypt_average(path, layout, checked) if cipher
-                  else plain_average(path, checked))
+        vector = (cipher.decrypt_average(path, layout, announced(round_number), checked)
+                  if cipher else plain_average(path, checked))
         marks["held"] = time.time()
         _check_all_summed(path, encrypted, round_number)
         path.unlink()

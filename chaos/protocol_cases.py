@@ -78,7 +78,7 @@ class FuzzSite:
         path = scratch / f"{self.name}-{round_number}.lwe"
         SiteCipher(self.federation.secret).encrypt_to_file(
             self.vector, weight=self.weight, round_number=round_number,
-            layout_hash=self.joined.model.layout_hash, path=path)
+            layout_hash=self.joined.model.layout_hash, path=path, site=self.name)
         payload = path.read_bytes()
         path.unlink()
         return payload

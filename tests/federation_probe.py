@@ -82,5 +82,6 @@ class ProbeSite:
         """A valid ciphertext of the initial model, weighted by this site's cases."""
         self.cipher.encrypt_to_file(self.vector, weight=self.train_cases,
                                     round_number=round_number,
-                                    layout_hash=self.joined.model.layout_hash, path=path)
+                                    layout_hash=self.joined.model.layout_hash, path=path,
+                                    site=self.name)
         return path.read_bytes()

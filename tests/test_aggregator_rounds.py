@@ -23,7 +23,8 @@ from services.aggregator.local_backend import LocalSumBackend, read_facts
 from services.aggregator.rounds import RoundCoordinator
 from services.aggregator.store import AggregatorStore
 from ucadi.errors import UcadiError
-from ucadi.lwe import FixedPointCodec, encode_update, generate_secret_key
+from ucadi.lwe import FixedPointCodec, generate_secret_key
+from ucadi.lwe.integrity import encode_site_update
 from ucadi.lwe.stream import decrypt_fedavg_file, encrypt_to_file, sum_files
 from ucadi.wire import file_digest, iter_file_chunks
 
@@ -69,7 +70,8 @@ def upload(coord: RoundCoordinator, secret, tmp: Path, site: str, values: np.nda
     codec = FixedPointCodec.for_parameters(secret.params)
     path = tmp / "sites" / f"{site}-r{round_number}.lwe"
     path.parent.mkdir(parents=True, exist_ok=True)
-    encrypt_to_file(path, secret, encode_update(values, weight, codec, secret.params),
+    encrypt_to_file(path, secret, encode_site_update(values, weight, codec, secret, round_number,
+                                                     site),
                     layout_hash=bytes.fromhex(LAYOUT), round_number=round_number)
     header = SimpleNamespace(round=round_number, base_version=base_version,
                              parameter_set=secret.params.name, key_id=secret.key_id_hex,
@@ -260,8 +262,8 @@ def test_a_sum_passed_off_as_one_sites_update_is_rejected_as_malformed(tmp_path,
     parts = []
     for site in ("x", "y"):
         parts.append(tmp_path / f"{site}.lwe")
-        encrypt_to_file(parts[-1], secret, encode_update(np.ones(VALUES), 1, codec,
-                                                         secret.params),
+        encrypt_to_file(parts[-1], secret, encode_site_update(np.ones(VALUES), 1, codec,
+                                                              secret, 1, site),
                         layout_hash=bytes.fromhex(LAYOUT), round_number=1)
     total = sum_files(parts, tmp_path / "sum.lwe")  # rounded to 44 bits, two contributors
     assert total.dropped_bits == secret.params.sum_drop_bits

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from services.crypto.server import run_crypto_service
-from ucadi.lwe import FixedPointCodec, PlainSlots, encode_update, generate_secret_key
+from ucadi.lwe import FixedPointCodec, PlainSlots, generate_secret_key
+from ucadi.lwe.integrity import encode_site_update, update_slot_count
 from ucadi.lwe.keywrap import generate_site_key_pair, load_public_key, wrap_secret
 from ucadi.lwe.stream import decrypt_fedavg_file, decrypt_file, encrypt_to_file
 from ucadi.ops.serving import RunningServer, grpc_options
@@ -147,11 +148,11 @@ def test_round_sums_accepted_contributions_and_refuses_duplicates_mismatches_and
     vectors = {s: rng.uniform(-2, 2, 20_000).astype(np.float32) for s in SITES}
     weights = {"main-campus": 5, "optical-valley": 3, "sino-french": 2}
     client = _sums(crypto_server, federation_pki)
-    _open(client, secret.key_id_hex, 20_001)
+    _open(client, secret.key_id_hex, update_slot_count(20_000))
     for site in SITES:
         path = tmp_path / f"{site}.ct"
-        encrypt_to_file(path, secret, encode_update(vectors[site], weights[site], codec,
-                                                    secret.params), layout_hash=LAYOUT,
+        encrypt_to_file(path, secret, encode_site_update(vectors[site], weights[site], codec,
+                                                         secret, 1, site), layout_hash=LAYOUT,
                         round_number=1)
         assert client.add_contribution("fed", 1, site, path).site == site
 
@@ -162,8 +163,8 @@ def test_round_sums_accepted_contributions_and_refuses_duplicates_mismatches_and
 
     assert refused(tmp_path / "main-campus.ct", "main-campus") == grpc.StatusCode.ALREADY_EXISTS
     other_layout = tmp_path / "other.ct"
-    encrypt_to_file(other_layout, secret, encode_update(vectors["main-campus"], 1, codec,
-                                                        secret.params),
+    encrypt_to_file(other_layout, secret, encode_site_update(vectors["main-campus"], 1, codec,
+                                                             secret, 1, "nccid-uk"),
                     layout_hash=hashlib.sha256(b"x").digest(), round_number=1)
     assert refused(other_layout, "nccid-uk") == grpc.StatusCode.FAILED_PRECONDITION
     corrupt = tmp_path / "corrupt.ct"
@@ -178,7 +179,8 @@ def test_round_sums_accepted_contributions_and_refuses_duplicates_mismatches_and
                                 .hexdigest()]
     assert list(_sums(crypto_server, federation_pki, "nccid-uk").status("fed", 1).sites) == []
     late = tmp_path / "nccid-uk.ct"
-    encrypt_to_file(late, secret, encode_update(vectors["main-campus"], 1, codec, secret.params),
+    encrypt_to_file(late, secret, encode_site_update(vectors["main-campus"], 1, codec, secret, 1,
+                                                     "nccid-uk"),
                     layout_hash=LAYOUT, round_number=1)
 
     total = client.seal("fed", 1, tmp_path / "sum.ct")

@@ -33,7 +33,8 @@ STARTUP_TIMEOUT_S = 30.0
 # Grafana fills these in; any value that makes the query valid and non-empty will do.
 DASHBOARD_VARIABLES = {"$__rate_interval": "20s", "$federation": ".*", "$site": ".*",
                        "$inference": ".*"}
-ALERTS = {"UcadiSiteMissingRounds", "UcadiRoundStuck", "UcadiInferenceErrorRate"}
+ALERTS = {"UcadiSiteMissingRounds", "UcadiRoundStuck", "UcadiGlobalSumRefused",
+          "UcadiInferenceErrorRate"}
 
 EXPORTER = """
 import sys, time
@@ -187,7 +188,7 @@ def test_prometheus_loads_the_alert_rules_and_evaluates_them(prometheus: str) ->
     # The exporter's nccid-uk is 4 rounds behind and 10 % of its requests fail: those alerts
     # turn pending (their `for:` has not elapsed); the round's deadline is still ahead.
     expected = {"UcadiSiteMissingRounds": "pending", "UcadiInferenceErrorRate": "pending",
-                "UcadiRoundStuck": "inactive"}
+                "UcadiRoundStuck": "inactive", "UcadiGlobalSumRefused": "inactive"}
     last: dict[str, str] = {}
 
     def settled() -> bool:

@@ -142,7 +142,8 @@ def test_bad_updates_are_refused_and_the_round_still_completes(federation, tmp_p
     assert "optimizer digest 'abab" in logged
     with pytest.raises(EncodingError):
         probe.cipher.encrypt_to_file(np.array([0.1, np.nan]), weight=8, round_number=1,
-                                     layout_hash=header().layout_hash, path=tmp_path / "nan")
+                                     layout_hash=header().layout_hash, path=tmp_path / "nan",
+                                     site=PROBE)
     assert not (tmp_path / "nan").exists(), "nothing is produced from a NaN update"
     first = probe.encrypted_update(1, tmp_path / "r1.lwe")
     own = probe.encrypted_update(1, tmp_path / "own.lwe")  # the same update, fresh randomness

@@ -17,7 +17,8 @@ from ucadi.learn.server_opt import (
 from ucadi.learn.site_learner import SiteLearner, value_masks
 from ucadi.learn.train import ProximalTerm
 from ucadi.lwe import generate_secret_key
-from ucadi.lwe.codec import FixedPointCodec, encode_update, plaintext_fedavg
+from ucadi.lwe.codec import FixedPointCodec, plaintext_fedavg
+from ucadi.lwe.integrity import encode_site_update
 from ucadi.lwe.stream import decrypt_fedavg_file, encrypt_to_file, sum_files
 from ucadi.model.layout import ParameterLayout, initial_model
 
@@ -116,7 +117,8 @@ def test_plaintext_fedavg_is_bit_identical_to_decrypting_the_encrypted_sum(tmp_p
     paths = []
     for i, (vector, weight) in enumerate(zip(vectors, weights, strict=True)):
         paths.append(tmp_path / f"{i}.lwe")
-        encrypt_to_file(paths[-1], secret, encode_update(vector, weight, codec, secret.params),
+        encrypt_to_file(paths[-1], secret, encode_site_update(vector, weight, codec, secret, 1,
+                                                              f"site{i}"),
                         layout_hash=bytes(32), round_number=1)
     sum_files(paths, tmp_path / "sum.lwe")
     decrypted, total = decrypt_fedavg_file(secret, tmp_path / "sum.lwe", codec)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.trainer.cipher import RoundContext, SeedLedger, SiteCipher
+from services.trainer.cipher import AnnouncedSum, RoundContext, SeedLedger, SiteCipher
 from ucadi.lwe import EncodingError, PlainSlots, generate_secret_key
 from ucadi.lwe.prepared import DecryptionProduct, prepare_mask, prepare_product, round_seed
 from ucadi.lwe.scheme import BATCH_BLOCKS, iter_decrypted_batches, split_batches
@@ -112,10 +112,11 @@ def test_site_ciphers_with_prepared_work_give_the_fedavg_and_never_reuse_a_seed(
         ciphers[site].prepare(value_count, context[site])
         paths.append(ciphers[site].encrypt_to_file(
             vectors[site], weight=2, round_number=3, layout_hash=LAYOUT.hex(),
-            path=tmp_path / f"{site}.ct"))
+            path=tmp_path / f"{site}.ct", site=site))
     assert open_verified(paths[0]).seeds == (_seed("north"),)
     sum_files(paths, tmp_path / "sum.ct")
-    average = ciphers["north"].decrypt_average(tmp_path / "sum.ct", LAYOUT.hex())
+    announced = AnnouncedSum("fed", 3, "north", SITES, (), 2)
+    average = ciphers["north"].decrypt_average(tmp_path / "sum.ct", LAYOUT.hex(), announced)
     reference, _ = decrypt_fedavg_file(SECRET, tmp_path / "sum.ct", ciphers["north"].codec)
     assert np.array_equal(average, reference)
     assert np.abs(average - np.mean(list(vectors.values()), axis=0)).max() < 1e-4
@@ -123,5 +124,5 @@ def test_site_ciphers_with_prepared_work_give_the_fedavg_and_never_reuse_a_seed(
     again = SiteCipher(SECRET, tmp_path / "north")
     again.prepare(value_count, context["north"])
     again.encrypt_to_file(vectors["north"], weight=2, round_number=3, layout_hash=LAYOUT.hex(),
-                          path=tmp_path / "retry.ct")
+                          path=tmp_path / "retry.ct", site="north")
     assert open_verified(tmp_path / "retry.ct").seeds != (_seed("north"),)

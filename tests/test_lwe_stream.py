@@ -18,6 +18,7 @@ from ucadi.lwe import (
     encode_update,
     generate_secret_key,
 )
+from ucadi.lwe.integrity import encode_site_update
 from ucadi.lwe.prepared import prepare_mask
 from ucadi.lwe.scheme import BATCH_BLOCKS
 from ucadi.lwe.stream import (
@@ -43,7 +44,8 @@ def _site_files(tmp_path: Path, length: int, weights: list[int]) -> tuple[list[P
     for index, weight in enumerate(weights):
         vector = rng.uniform(-4, 4, length).astype(np.float32)
         path = tmp_path / f"site{index}.ct"
-        encrypt_to_file(path, SECRET, encode_update(vector, weight, CODEC, SECRET.params),
+        encrypt_to_file(path, SECRET, encode_site_update(vector, weight, CODEC, SECRET, 4,
+                                                         f"site{index}"),
                         layout_hash=LAYOUT, round_number=4)
         paths.append(path)
         vectors.append(weight * vector.astype(np.float64))

@@ -43,7 +43,7 @@ def test_a_site_whose_seed_ledger_was_lost_does_not_reuse_its_round_seed(tmp_pat
             cipher.prepare(site.vector.size, context)
             path = tmp_path / name
             cipher.encrypt_to_file(site.vector, weight=8, round_number=1,
-                                   layout_hash=joined.model.layout_hash, path=path)
+                                   layout_hash=joined.model.layout_hash, path=path, site=SITE)
             return path, context
 
         assert not client.central_holds_bytes(1)

@@ -65,7 +65,7 @@ def test_an_upload_is_one_trace_across_site_aggregator_and_crypto(tmp_path, fede
         vector = ParameterLayout.of(model.state_dict()).flatten(model.state_dict())
         path = SiteCipher(secret).encrypt_to_file(
             vector, weight=8, round_number=1, layout_hash=joined.model.layout_hash,
-            path=tmp_path / "update.lwe")
+            path=tmp_path / "update.lwe", site=joined.site)
         with tracer("site").start_as_current_span("site-round") as root:
             client.upload_update(federation_pb2.UpdateHeader(
                 round=1, base_version=0, parameter_set=secret.params.name,

@@ -20,6 +20,7 @@ from services.aggregator.local_backend import (
 )
 from services.aggregator.store import AggregatorStore
 from ucadi.errors import UcadiError
+from ucadi.lwe.integrity import update_slot_count
 from ucadi.lwe.stream import open_verified
 from ucadi.ops.serving import grpc_options
 from ucadi.ops.tls import TLSFiles, secure_channel
@@ -62,7 +63,7 @@ class GrpcSumBackend:
         self.sums.open_round(self.federation, round_number, key_id=self.encryption["key_id"],
                              parameter_set=self.encryption["parameter_set"],
                              layout_hash=bytes.fromhex(self.model["layout_hash"]),
-                             slot_count=self.model["value_count"] + 1)
+                             slot_count=update_slot_count(self.model["value_count"]))
         self._opened.add(round_number)
 
     def add(self, round_number: int, site: str, path: Path,

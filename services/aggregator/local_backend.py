@@ -15,6 +15,7 @@ from typing import Any
 from services.aggregator.contracts import CiphertextFacts
 from services.aggregator.store import AggregatorStore
 from ucadi.errors import UcadiError
+from ucadi.lwe.integrity import update_slot_count
 from ucadi.lwe.params import get_parameters
 from ucadi.lwe.scheme import check_contribution
 from ucadi.lwe.stream import open_verified, sum_files
@@ -82,7 +83,8 @@ def read_plain_facts(path: Path, digest_checked: bool = False) -> CiphertextFact
     header, _ = read_plain(path)
     return CiphertextFacts(parameter_set=PLAINTEXT_SET, key_id="",
                            layout_hash=header.layout_hash.hex(), round=header.round_number,
-                           value_count=header.value_count + 1)
+                           # compared with an encrypted update's slot count
+                           value_count=update_slot_count(header.value_count))
 
 
 class PlainSumBackend(LocalSumBackend):

@@ -26,6 +26,7 @@ from services.aggregator.contracts import (
 from services.aggregator.feeding import SumFeeder
 from services.aggregator.store import AggregatorStore, RoundRecord, UploadRecord
 from ucadi.errors import UcadiError
+from ucadi.lwe.integrity import update_slot_count
 from ucadi.wire import file_digest
 
 log = logging.getLogger(__name__)
@@ -136,7 +137,8 @@ class UploadIntake:
             ("parameter set", facts.parameter_set, enc["parameter_set"]),
             ("key id", facts.key_id, enc["key_id"]),
             ("layout hash", facts.layout_hash, model["layout_hash"]),
-            ("value count", facts.value_count, model["value_count"] + 1)) if got != want]
+            ("slot count", facts.value_count, update_slot_count(model["value_count"])))
+            if got != want]
         if problems:
             assembled.unlink(missing_ok=True)
             raise RejectedUpload("ciphertext header disagrees with the federation: "

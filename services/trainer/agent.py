@@ -23,7 +23,7 @@ from safetensors.numpy import save as save_arrays
 from safetensors.torch import save_file
 
 from services.trainer import metrics
-from services.trainer.cipher import RoundContext, SiteCipher
+from services.trainer.cipher import AnnouncedSum, RoundContext, SiteCipher
 from services.trainer.client import FederationClient, FederationRejected
 from services.trainer.publish import ModelPublisher
 from ucadi.ct import PreprocessConfig
@@ -35,6 +35,7 @@ from ucadi.learn.server_opt import announced_optimization
 from ucadi.learn.site_learner import SiteLearner
 from ucadi.learn.stats import auc_ci_delong, sensitivity_specificity
 from ucadi.lwe.codec import site_weight
+from ucadi.lwe.integrity import SumIntegrityError
 from ucadi.model import get_preset
 from ucadi.model.layout import initial_model
 from ucadi.v1 import federation_pb2
@@ -45,6 +46,8 @@ HEARTBEAT_S = 5.0
 # Validation while federating: one sampling per study (SPEC §1); tests use five.
 VALIDATION_SAMPLES = 1
 DECISION_THRESHOLD = 0.5
+# How long a site waits before fetching a refused global version's round again.
+REFUSED_RETRY_S = 10.0
 
 
 @dataclass
@@ -59,6 +62,9 @@ class AgentSettings:
     seed: int = 0
     share_metrics: bool = True
     max_download_bytes: int = 1 << 31
+    # This site's own floor on a global sum's contributors, whatever the federation announces
+    # (a sum of one other site's update would expose that update to every key holder).
+    min_sum_sites: int = 2
 
 
 @dataclass
@@ -125,6 +131,7 @@ class SiteAgent:
                              f"federation's {spec.layout_hash[:12]}: update the site software")
         self.spec = spec
         self.federation_id = joined.federation_id
+        self.announced_min_sites = 1
         self.weight_unit = joined.weight_unit or 1
         # Validation stacks are read once and kept, like the training set's.
         self.val_set = StudyDataset(self.val_records, self.preprocess, "binary", train=False,
@@ -147,14 +154,15 @@ class SiteAgent:
             self._phase("idle")
             info = self.federation.get_round(known_round, known_state, wait_s=10.0)
             known_round, known_state = info.round, info.state
+            self.announced_min_sites = max(self.announced_min_sites, info.min_sites)
             if info.optimizer_digest and info.optimizer_digest != self.optimization.digest:
                 raise UcadiError(
                     f"the federation now announces optimizer configuration "
                     f"{info.optimizer_digest[:12]}, but this site joined under "
                     f"{self.optimization.digest[:12]} ({self.optimization.describe()}): "
                     "restart the site to join the changed federation")
-            if info.latest_version > self.version:
-                self._adopt_global(info.latest_version)
+            if info.latest_version > self.version and not self._adopt_checked(info.latest_version):
+                continue
             if info.state == federation_pb2.ROUND_STATE_COMPLETED:
                 self._phase("completed")
                 log.info("%s: federation completed at version %d", self.settings.site,
@@ -197,6 +205,35 @@ class SiteAgent:
         write_durably(self._state_path, save_arrays(self.learner.saved_state(),
                                                     metadata={"site": self.settings.site}))
 
+    def _adopt_checked(self, latest: int) -> bool:
+        """Adopt global versions up to `latest`, or refuse one that fails its checks: it is
+        not published and not trained on, the metric and the status say why, and the site
+        waits for the federation to publish a sum that passes (retrying at each poll)."""
+        try:
+            self._adopt_global(latest)
+        except SumIntegrityError as exc:
+            metrics.SUMS_REFUSED.labels(exc.reason).inc()
+            if self.status.last_error != str(exc):
+                log.error("%s: global version refused, not published or trained on: %s",
+                          self.settings.site, exc)
+            self.status.last_error = str(exc)
+            self._phase("refused-sum")
+            self.status.leave_requested.wait(REFUSED_RETRY_S)
+            return False
+        self.status.last_error = ""
+        return True
+
+    def _announced_sum(self, version: int) -> AnnouncedSum:
+        """The central side's account of global version `version` (round `version`'s sum)."""
+        status = self.federation.status()
+        summary = next((r for r in status.rounds if r.round == version), None)
+        contributors = tuple(summary.uploaded_sites) if summary is not None else ()
+        known = {s.site for s in status.sites} | set(summary.expected_sites if summary else ())
+        return AnnouncedSum(
+            federation=self.federation_id, round_number=version, site=self.settings.site,
+            contributors=contributors, other_sites=tuple(sorted(known - set(contributors))),
+            min_contributors=max(self.announced_min_sites, self.settings.min_sum_sites))
+
     def _adopt_global(self, latest: int) -> None:
         """Download and decrypt each global version up to `latest` (only the latest when the
         server optimiser keeps no state), step the global model, then publish and evaluate."""
@@ -215,6 +252,7 @@ class SiteAgent:
         self._phase("decrypting")
         started = time.perf_counter()
         vector = self.cipher.decrypt_average(path, self.spec.layout_hash,
+                                             self._announced_sum(version),
                                              digest_checked=downloaded.trailer_ok)
         metrics.DECRYPT_SECONDS.observe(time.perf_counter() - started)
         path.unlink(missing_ok=True)
@@ -276,7 +314,8 @@ class SiteAgent:
         started = time.perf_counter()
         weight = site_weight(update.num_samples, self.weight_unit)
         self.cipher.encrypt_to_file(vector, weight=weight, round_number=info.round,
-                                    layout_hash=self.spec.layout_hash, path=path)
+                                    layout_hash=self.spec.layout_hash, path=path,
+                                    site=self.settings.site)
         metrics.ENCRYPT_SECONDS.observe(time.perf_counter() - started)
         self._phase("uploading")
         header = federation_pb2.UpdateHeader(

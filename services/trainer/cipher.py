@@ -10,6 +10,7 @@ prepared work both compute from scratch; the ciphertexts and results are the sam
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from ucadi.durable import write_durably
-from ucadi.lwe.codec import FixedPointCodec, encode_update
+from ucadi.lwe.codec import FixedPointCodec
 from ucadi.lwe.errors import CiphertextMismatchError
+from ucadi.lwe.integrity import (
+    SumCheck,
+    SumIntegrityError,
+    encode_site_update,
+    update_slot_count,
+)
 from ucadi.lwe.keys import SecretKey
 from ucadi.lwe.prepared import (
     DecryptionProduct,
@@ -41,6 +48,48 @@ class RoundContext:
     # False where the central side already holds bytes this site sent for the round: its
     # round seed may have been used, whatever the local ledger says (SiteCipher.prepare).
     round_seed_unused: bool = True
+
+
+@dataclass(frozen=True)
+class AnnouncedSum:
+    """What the central side says a global version is: the round's sum of these sites'
+    updates. A site checks it against the ciphertext before decrypting (`check`) and the
+    integrity tag while decrypting (ucadi.lwe.integrity)."""
+
+    federation: str
+    round_number: int
+    site: str  # the site checking
+    contributors: tuple[str, ...]
+    other_sites: tuple[str, ...]  # known sites not announced as contributors
+    # The fewest contributors a sum may have: a sum of one site's update is that update,
+    # readable by every key holder (the larger of the federation's min_sites and this site's
+    # own floor), unless the one contributor is this site itself.
+    min_contributors: int
+
+    def check(self, found_round: int, seeds: Sequence[bytes], key_id: bytes) -> None:
+        """Raise SumIntegrityError unless the ciphertext's round and seeds fit."""
+        round_number, contributors = self.round_number, self.contributors
+        if found_round != round_number:
+            raise SumIntegrityError(f"the sum offered as global version {round_number} was "
+                                    f"made for round {found_round}", "round")
+        if len(set(contributors)) != len(contributors) or len(contributors) < \
+                self.min_contributors and contributors != (self.site,):
+            raise SumIntegrityError(
+                f"the sum for round {round_number} is announced as made of "
+                f"{len(contributors)} update(s) ({', '.join(contributors) or 'none'}); this "
+                f"site accepts sums of at least {self.min_contributors} distinct sites",
+                "quorum")
+        if len(set(seeds)) != len(seeds) or len(seeds) != len(contributors):
+            raise SumIntegrityError(
+                f"the sum for round {round_number} carries {len(seeds)} ciphertext seeds "
+                f"({len(set(seeds))} distinct) for {len(contributors)} announced contributors "
+                f"({', '.join(contributors)}): one ciphertext per contributor is expected",
+                "contributors")
+        for other in self.other_sites:
+            if round_seed(key_id, self.federation, round_number, other) in seeds:
+                raise SumIntegrityError(
+                    f"the sum for round {round_number} holds a ciphertext under {other}'s round "
+                    f"seed, but {other} is not announced as a contributor", "contributors")
 
 
 class SeedLedger:
@@ -80,7 +129,7 @@ class SiteCipher:
         """Start making, in the background, the mask of the next encryption of `value_count`
         values (plus the weight slot) and, given the round, its sum's decryption product; the
         next `encrypt_to_file` and `decrypt_average` of that round use them."""
-        slots = value_count + 1
+        slots = update_slot_count(value_count)
         own_seed = None
         if context is not None and context.round_seed_unused and self.ledger is not None \
                 and self.ledger.claim(self.key_id, context.federation, context.round_number):
@@ -111,9 +160,10 @@ class SiteCipher:
         return self.secret.key_id_hex
 
     def encrypt_to_file(self, vector: np.ndarray, *, weight: int, round_number: int,
-                        layout_hash: str, path: Path) -> Path:
-        """Encrypt weight * vector (+ the weight slot); refuses NaN/Inf/out-of-bound values."""
-        update = encode_update(vector, weight, self.codec, self.secret.params)
+                        layout_hash: str, path: Path, site: str) -> Path:
+        """Encrypt weight * vector, the weight slot and `site`'s integrity tags for the round
+        (ucadi.lwe.integrity); refuses NaN/Inf/out-of-bound values."""
+        update = encode_site_update(vector, weight, self.codec, self.secret, round_number, site)
         path.parent.mkdir(parents=True, exist_ok=True)
         pending, self._mask = self._mask, None
         mask = pending.result() if pending is not None else None
@@ -125,21 +175,26 @@ class SiteCipher:
                         round_number=round_number, mask=mask, durable=False)
         return path
 
-    def decrypt_average(self, path: Path, layout_hash: str,
+    def decrypt_average(self, path: Path, layout_hash: str, announced: AnnouncedSum,
                         digest_checked: bool = False) -> np.ndarray:
-        """The FedAvg vector of a summed global ciphertext (float32, as the model holds it).
-        Its trailing digest is checked while the body is read, unless `digest_checked`: the
+        """The FedAvg vector of a summed global ciphertext (float32, as the model holds it),
+        after checking what the central side cannot be trusted with (`AnnouncedSum.check`,
+        then the integrity tag while decrypting): SumIntegrityError if any check fails. The
+        trailing digest is checked while the body is read, unless `digest_checked`: the
         download already checked it as the bytes arrived (`Downloaded.trailer_ok`)."""
-        header = open_verified(path, verify_digest=False).header
+        opened = open_verified(path, verify_digest=False)
+        header = opened.header
         found = header.layout_hash.hex()
         if found != layout_hash:
             raise CiphertextMismatchError(f"global model has layout {found[:12]}, this site "
                                           f"trains layout {layout_hash[:12]}")
+        announced.check(header.round_number, opened.seeds, self.secret.key_id)
         product = None
         if self._product is not None:
             product = self._product.result()
             if product.round_number <= header.round_number:
                 self._product = None  # this round's, or an older one's: never needed again
+        check = SumCheck(self.secret, announced.round_number, announced.contributors)
         vector, _weight = decrypt_fedavg_file(self.secret, path, self.codec, product,
-                                              verify_digest=not digest_checked)
+                                              verify_digest=not digest_checked, check=check)
         return vector

@@ -13,3 +13,6 @@ DECRYPT_SECONDS = Histogram("ucadi_trainer_decrypt_seconds", "Time to decrypt a 
 ROUNDS_COMPLETED = Counter("ucadi_trainer_rounds_completed_total",
                            "Rounds this site trained and uploaded")
 LAST_ROUND = Gauge("ucadi_trainer_last_round", "Last round this site uploaded to")
+SUMS_REFUSED = Counter("ucadi_trainer_sums_refused_total",
+                       "Global versions this site refused to decrypt into a model, by the check "
+                       "that failed (round, quorum, contributors, tag)", ["reason"])

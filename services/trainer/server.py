@@ -39,6 +39,9 @@ DEFAULTS: dict[str, Any] = {
         "seed": 0,
         # Share aggregate validation metrics (AUC, sensitivity, specificity) with the aggregator.
         "share_metrics": True,
+        # Refuse a global sum of fewer distinct sites than this, whatever the federation
+        # announces as its min_sites (a sum of one other site's update exposes that update).
+        "min_sum_sites": 2,
     },
     "server": {
         "address": "127.0.0.1:7445",
@@ -167,7 +170,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         settings = AgentSettings(site=site, manifest=Path(site_cfg["manifest"]),
                                  model_dir=Path(site_cfg["model_dir"]), work_dir=work_dir,
                                  device=device, seed=int(site_cfg["seed"]),
-                                 share_metrics=bool(site_cfg["share_metrics"]))
+                                 share_metrics=bool(site_cfg["share_metrics"]),
+                                 min_sum_sites=int(site_cfg["min_sum_sites"]))
         SiteAgent(settings, federation, SiteCipher(secret, work_dir / "lwe"), status).run()
         if status.phase == "completed":
             # Stay up (status and metrics stay readable, no restart loop under Kubernetes)

@@ -140,7 +140,8 @@ def ciphertext_bytes(setup: FederationSetup) -> tuple[int, int]:
     import tempfile
 
     from ucadi.lwe import generate_secret_key
-    from ucadi.lwe.codec import FixedPointCodec, encode_update
+    from ucadi.lwe.codec import FixedPointCodec
+    from ucadi.lwe.integrity import encode_site_update
     from ucadi.lwe.stream import encrypt_to_file, sum_files
     from ucadi.model.layout import ParameterLayout
 
@@ -151,8 +152,8 @@ def ciphertext_bytes(setup: FederationSetup) -> tuple[int, int]:
     with tempfile.TemporaryDirectory() as folder:
         paths = [Path(folder) / f"{i}.lwe" for i in range(len(setup.sites))]
         for path in paths:
-            encrypt_to_file(path, secret, encode_update(np.zeros(layout.value_count), 1, codec,
-                                                        secret.params),
+            encrypt_to_file(path, secret, encode_site_update(np.zeros(layout.value_count), 1,
+                                                             codec, secret, 1, path.stem),
                             layout_hash=bytes.fromhex(layout.hash), round_number=1)
         sum_files(paths, Path(folder) / "sum.lwe")
         return paths[0].stat().st_size, (Path(folder) / "sum.lwe").stat().st_size

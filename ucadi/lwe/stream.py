@@ -21,6 +21,7 @@ from ucadi.digests import hash_file, remember
 from ucadi.durable import fsync_dir
 from ucadi.lwe.codec import FixedPointCodec, average_scale, decode_average_into
 from ucadi.lwe.errors import CiphertextFormatError, CiphertextMismatchError, EncodingError
+from ucadi.lwe.integrity import TAG_SLOTS, SumCheck
 from ucadi.lwe.keys import SecretKey
 from ucadi.lwe.prepared import DecryptionProduct, EncryptionMask
 from ucadi.lwe.sampling import fresh_seed
@@ -237,11 +238,14 @@ def decrypt_file(secret: SecretKey, path: Path) -> np.ndarray:
 
 
 def decrypt_fedavg_file(secret: SecretKey, path: Path, codec: FixedPointCodec,
-                        product: DecryptionProduct | None = None, verify_digest: bool = True
-                        ) -> tuple[np.ndarray, int]:
-    """(FedAvg vector as float32, total weight) from a whole-vector summed ciphertext file;
+                        product: DecryptionProduct | None = None, verify_digest: bool = True,
+                        check: SumCheck | None = None) -> tuple[np.ndarray, int]:
+    """(FedAvg vector as float32, total weight) from a whole-vector summed ciphertext file of
+    site updates (values, the weight slot, the tag slots: integrity.update_slot_count);
     `product`: the round's decryption product prepared ahead (prepared.prepare_product);
-    `verify_digest=False` only when the caller checked the trailing digest itself."""
+    `verify_digest=False` only when the caller checked the trailing digest itself; `check`:
+    the integrity check a site makes before a sum may become a model (it raises
+    SumIntegrityError after the last slot if the sum fails it, before anything is returned)."""
     ct = open_verified(path, verify_digest=False)
     header = ct.header
     if (header.block_start, header.block_stop) != (0, header.total_blocks):
@@ -249,22 +253,38 @@ def decrypt_fedavg_file(secret: SecretKey, path: Path, codec: FixedPointCodec,
     if header.frac_bits != codec.frac_bits:
         raise CiphertextMismatchError(f"ciphertext encodes {header.frac_bits} fractional bits, "
                                       f"codec has {codec.frac_bits}")
-    # The total weight is the last slot: decrypt the last block first, so every batch is
-    # divided as it is decoded and written once, straight into the float32 result.
-    last = header.total_blocks - 1
-    tail = replace(header, block_start=last, block_stop=last + 1)
-    weight = int(next(iter_decrypted_batches(secret, tail, ct.seeds,
-                                             ct.iter_body_batches(last, last + 1), product))[-1])
-    if weight < 1:
+    values = header.slot_count - 1 - TAG_SLOTS
+    if values < 1:
+        raise CiphertextMismatchError(f"a sum of site updates has at least {TAG_SLOTS + 2} "
+                                      f"slots (values, weight, tags); this one has "
+                                      f"{header.slot_count}")
+    # The total weight is slot `values`: decrypt the block(s) holding it first, so every batch
+    # is divided as it is decoded and written once, straight into the float32 result.
+    n = header.params.ring_degree
+    first_tail = values // n
+    tail = replace(header, block_start=first_tail, block_stop=header.total_blocks)
+    tail_slots = np.concatenate(list(iter_decrypted_batches(
+        secret, tail, ct.seeds, ct.iter_body_batches(first_tail, header.total_blocks), product)))
+    weight = int(tail_slots[values - first_tail * n])
+    if weight < 1 and check is None:
         raise EncodingError(f"decrypted total weight is {weight}; expected >= 1")
-    scale = average_scale(codec, weight)
-    out = np.empty(header.slot_count - 1, dtype=np.float32)
+    scale = average_scale(codec, max(weight, 1))
+    out = np.empty(values, dtype=np.float32)
+    tags = np.empty(TAG_SLOTS, dtype=np.int64)
     position = 0
     batches = ct.iter_whole_body(verify_digest)
     for slots in iter_decrypted_batches(secret, header, ct.seeds, batches, product):
-        take = min(slots.size, out.size - position)
+        if check is not None:
+            check.add(position, slots[:max(0, values + 1 - position)])
+        take = max(0, min(slots.size, values - position))
         decode_average_into(slots[:take], scale, out[position:position + take])
-        position += take
+        for index in range(max(position, values + 1), position + slots.size):
+            tags[index - values - 1] = slots[index - position]
+        position += slots.size
+    if check is not None:
+        check.verify(tags)
+        if weight < 1:
+            raise EncodingError(f"decrypted total weight is {weight}; expected >= 1")
     return out, weight
 
 
