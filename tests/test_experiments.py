@@ -59,3 +59,33 @@ def test_optimizer_study_runs_from_the_command_line(tmp_path: Path, tiny_cohort:
                                                   "sino-french", "nccid-uk"} for r in fedbn_runs)
     assert (out / "optimizers.png").read_bytes()[:4] == b"\x89PNG"
     assert not (out / "optimizers.partial.jsonl").exists()
+
+
+def test_goal_study_checks_the_goal_seed_by_seed(tmp_path: Path, tiny_cohort: Path) -> None:
+    cohorts = tmp_path / "work" / "cohorts"
+    cohorts.mkdir(parents=True)
+    (cohorts / "tiny-seed0").symlink_to(tiny_cohort.parent)
+    out = tmp_path / "goal"
+    assert main(["experiment", "goal", "--cohort", "tiny", "--seeds", "0", "--budget", "2",
+                 "--plaintext-simulation", "--work", str(tmp_path / "work"),
+                 "--out", str(out)]) == 0
+    data = json.loads((out / "goal.json").read_text())
+    rows = {row["arm"]: row for row in data["summary"]}
+    assert list(rows) == ["federated (demo)", "local-only", "centralised"]
+    assert rows["federated (demo)"]["describe"] == "E=1, fedavg + FedBN"
+    fed_auc = rows["federated (demo)"]["pooled_auc"]["values"][0]
+    central_auc = rows["centralised"]["pooled_auc"]["values"][0]
+    best_local = rows["local-only"]["best_local_pooled_auc"]["values"][0]
+    fed_hold = rows["federated (demo)"]["holdout_sensitivity"]["values"][0]
+    central_hold = rows["centralised"]["holdout_sensitivity"]["values"][0]
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "**not met**"
+
+    expected = (f"| 0 | {fed_auc:.3f} vs {central_auc:.3f}: "
+                f"{verdict(fed_auc >= central_auc - 0.02)} | {fed_auc:.3f} vs {best_local:.3f}: "
+                f"{verdict(fed_auc > best_local)} | {fed_hold:.3f} vs {central_hold:.3f}: "
+                f"{verdict(fed_hold >= central_hold - 0.05)} |")
+    markdown = (out / "goal.md").read_text()
+    assert expected in markdown
+    assert f"- pooled-test AUC: {fed_auc - central_auc:+.3f}" in markdown

@@ -30,6 +30,7 @@ from ucadi.model.layout import initial_model
 
 LOCAL_ONLY = "local-only"
 CENTRALISED = "centralised"
+GOAL_FEDERATED = "federated (demo)"
 FEDERATED = "federated"
 
 

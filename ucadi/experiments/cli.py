@@ -3,6 +3,9 @@
 - `sync-interval`: the papers' Fig. 5 trade-off: E local epochs per round at a fixed budget of
   local epochs, beside local-only models (and the pooled model for reference).
 - `optimizers`: FedAvg, FedAvgM, FedAdam, FedProx and FedBN side by side at one budget.
+- `goal`: the demo's federation against every local-only model and the pooled model, with
+  issue 17's goal checked seed by seed (`ucadi experiment goal --seeds ...` on seeds anyone
+  picks).
 
 Each arm runs on every seed's own synthetic cohort (cohort, initial weights and the sites'
 randomness all follow the seed); federated arms run encrypted through the real services by
@@ -19,6 +22,7 @@ from pathlib import Path
 from ucadi.experiments.arms import (
     CENTRALISED,
     FEDERATED,
+    GOAL_FEDERATED,
     LOCAL_ONLY,
     Arm,
     ArmResult,
@@ -137,6 +141,16 @@ def optimizers(args: argparse.Namespace) -> int:
     return run_experiment(args, "optimizers", arms)
 
 
+def goal(args: argparse.Namespace) -> int:
+    """Issue 17's goal, per seed: the demo's federation (FedBN, one local epoch a round) against
+    every local-only model and the pooled model, at the demo's budgets."""
+    demo = FederatedOptimization.from_dict({"local_batchnorm": True})
+    arms = [(Arm(GOAL_FEDERATED, FEDERATED, 1, demo), args.budget),
+            (Arm(LOCAL_ONLY, LOCAL_ONLY), args.budget),
+            (Arm(CENTRALISED, CENTRALISED), central_budget(args))]
+    return run_experiment(args, "goal", arms)
+
+
 def central_budget(args: argparse.Namespace) -> int:
     """Epochs of the pooled model: as given, or half the federation's (the papers' ratio)."""
     return args.central_budget or max(1, args.budget // 2)
@@ -192,8 +206,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="local epochs per round to compare (default %(default)s)")
     sync.add_argument("--optimizer", default="",
                       help="federation.optimizer as JSON for every interval (default: "
-                           "plain FedAvg, the demo's)")
+                           "plain FedAvg; the demo runs FedBN)")
     sync.set_defaults(func=sync_interval)
+    target = studies.add_parser("goal", help="the demo's federation against local-only and "
+                                             "pooled models, with the goal checked per seed")
+    _common(target, "goal")
+    target.set_defaults(func=goal)
     opt = studies.add_parser("optimizers", help="FedAvg, FedAvgM, FedAdam, FedProx, FedBN")
     _common(opt, "optimizers")
     opt.add_argument("--arms", nargs="+", default=["fedavg", "fedavgm", "fedadam", "fedprox",

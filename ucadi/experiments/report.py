@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ucadi.experiments.arms import ArmResult
+from ucadi.experiments.arms import CENTRALISED, GOAL_FEDERATED, LOCAL_ONLY, ArmResult
 
 # Two-sided 95 % Student t quantiles by degrees of freedom (1..10); normal beyond.
 _T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
@@ -45,7 +45,8 @@ def summary_rows(results: Sequence[ArmResult]) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"arm": arm, "describe": mine[0].extra.get("describe", arm),
                                "epochs": mine[0].extra.get("epochs"),
                                "seeds": [r.seed for r in mine]}
-        for key in [k for k, _ in COLUMNS] + ["site_model_own_test_auc"]:
+        for key in [k for k, _ in COLUMNS] + ["site_model_own_test_auc",
+                                               "best_local_pooled_auc"]:
             values = [_value(r, key) for r in mine]
             row[key] = {"values": values, **dict(zip(("mean", "sd", "ci95"),
                                                      mean_interval(values), strict=True))}
@@ -106,7 +107,50 @@ def markdown(name: str, rows: Sequence[dict[str, Any]], settings: dict[str, Any]
                   "|---|---|"]
         lines += [f"| {row['arm']} | {_cell(row['site_model_own_test_auc'], 3)} |"
                   for row in fedbn]
+    lines += goal_lines(rows, settings["seeds"])
     return "\n".join(lines) + f"\n\n![{name}]({name}.png)\n"
+
+
+# Issue 17's goal: federated pooled-test AUC >= pooled model's - 0.02 and > every local-only
+# model's; federated hold-out sensitivity >= pooled model's - 0.05.
+AUC_MARGIN, HOLDOUT_MARGIN = 0.02, 0.05
+
+
+def goal_lines(rows: Sequence[dict[str, Any]], seeds: Sequence[int]) -> list[str]:
+    """The goal checked seed by seed, and the paired differences over seeds (empty unless the
+    federated (demo), local-only and centralised arms all ran)."""
+    by_arm = {row["arm"]: row for row in rows}
+    if not {GOAL_FEDERATED, LOCAL_ONLY, CENTRALISED} <= set(by_arm):
+        return []
+    fed, local, central = by_arm[GOAL_FEDERATED], by_arm[LOCAL_ONLY], by_arm[CENTRALISED]
+
+    def values(row: dict[str, Any], key: str) -> list[float]:
+        return row[key]["values"]
+
+    def met(ok: bool) -> str:
+        return "met" if ok else "**not met**"
+
+    lines = ["", f"Goal per seed (federated AUC >= centralised - {AUC_MARGIN} and > the best "
+             f"local-only model; hold-out sensitivity >= centralised - {HOLDOUT_MARGIN}):", "",
+             "| seed | federated vs centralised AUC | federated vs best local-only AUC | "
+             "hold-out sensitivity federated vs centralised |", "|---|---|---|---|"]
+    for i, seed in enumerate(seeds):
+        f_auc, c_auc = values(fed, "pooled_auc")[i], values(central, "pooled_auc")[i]
+        best_local = values(local, "best_local_pooled_auc")[i]
+        f_hold, c_hold = (values(fed, "holdout_sensitivity")[i],
+                          values(central, "holdout_sensitivity")[i])
+        lines.append(f"| {seed} | {f_auc:.3f} vs {c_auc:.3f}: {met(f_auc >= c_auc - AUC_MARGIN)}"
+                     f" | {f_auc:.3f} vs {best_local:.3f}: {met(f_auc > best_local)} | "
+                     f"{f_hold:.3f} vs {c_hold:.3f}: {met(f_hold >= c_hold - HOLDOUT_MARGIN)} |")
+    lines += ["", "Paired differences over seeds (federated minus centralised; mean, 95 % "
+              "t-interval of the mean):", ""]
+    for key, title in (("pooled_auc", "pooled-test AUC"),
+                       ("holdout_sensitivity", "hold-out sensitivity")):
+        diffs = [f - c for f, c in zip(values(fed, key), values(central, key), strict=True)]
+        mean, _, ci = mean_interval(diffs)
+        spread = "" if math.isnan(ci) else f" ({mean - ci:+.3f} to {mean + ci:+.3f})"
+        lines.append(f"- {title}: {mean:+.3f}{spread}")
+    return lines
 
 
 def plot(path: Path, rows: Sequence[dict[str, Any]], results: Sequence[ArmResult]) -> None:
