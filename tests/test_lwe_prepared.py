@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.trainer.cipher import AnnouncedSum, RoundContext, SeedLedger, SiteCipher
+from services.trainer.cipher import AnnouncedSum, RoundContext, SiteCipher
 from ucadi.lwe import EncodingError, PlainSlots, generate_secret_key
+from ucadi.lwe.ledger import SeedLedger
 from ucadi.lwe.prepared import DecryptionProduct, prepare_mask, prepare_product, round_seed
 from ucadi.lwe.scheme import BATCH_BLOCKS, iter_decrypted_batches, split_batches
 from ucadi.lwe.stream import (

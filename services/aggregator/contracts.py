@@ -6,13 +6,25 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
 from ucadi.errors import UcadiError
 
-# A round's states (rounds.py draws the machine).
-COLLECTING, SEALING, SEALED, COMPLETED = "collecting", "sealing", "sealed", "completed"
+
+class RoundState(StrEnum):
+    """A round's states (rounds.py draws the machine); stored, logged and exported as their
+    lower-case values."""
+
+    COLLECTING = "collecting"
+    SEALING = "sealing"
+    SEALED = "sealed"
+    COMPLETED = "completed"
+
+
+COLLECTING, SEALING, SEALED, COMPLETED = (RoundState.COLLECTING, RoundState.SEALING,
+                                          RoundState.SEALED, RoundState.COMPLETED)
 
 
 # Counts a site states (cases, samples, epochs) are stored as SQLite INTEGERs: signed 64-bit.

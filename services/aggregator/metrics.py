@@ -2,7 +2,9 @@
 
 from prometheus_client import Counter, Gauge, Histogram
 
-ROUND_STATES = ("collecting", "sealing", "sealed", "completed")
+from services.aggregator.contracts import RoundState
+
+ROUND_STATES = tuple(state.value for state in RoundState)
 
 ROUND_NUMBER = Gauge("ucadi_round_number", "Current federation round (from 1)", ["federation"])
 ROUND_STATE = Gauge("ucadi_round_state", "1 for the current round state, 0 otherwise",

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from services.aggregator.contracts import RoundState
 from ucadi.durable import fsync_dir
 
 SCHEMA = """
@@ -47,7 +48,7 @@ class RoundRecord:
     """One round as stored."""
 
     round: int
-    state: str
+    state: RoundState
     base_version: int
     opened: float
     deadline: float
@@ -184,7 +185,7 @@ class AggregatorStore:
         return found[0] if found else None
 
     def _round_records(self, order: str) -> list[RoundRecord]:
-        return [RoundRecord(round=r[0], state=r[1], base_version=r[2], opened=r[3],
+        return [RoundRecord(round=r[0], state=RoundState(r[1]), base_version=r[2], opened=r[3],
                             deadline=r[4], sealed=r[5], expected=json.loads(r[6]),
                             bytes_in=r[7], global_bytes=r[8], sum_seconds=r[9])
                 for r in self._rows("SELECT round, state, base_version, opened, deadline, "

@@ -20,7 +20,7 @@ import grpc
 
 from services.crypto import metrics
 from services.crypto.keystore import KeyStore
-from services.crypto.sumstore import RoundSpec, RoundState, SumStore
+from services.crypto.sumstore import RoundSpec, RoundState, SumRoundState, SumStore
 from ucadi.errors import UcadiError
 from ucadi.lwe.pins import checked_fingerprint
 from ucadi.lwe.serialization import serialized_size
@@ -158,7 +158,7 @@ def round_status(state: RoundState) -> crypto_pb2.RoundStatus:
     """Protobuf view of a round's state."""
     spec = state.spec
     size = serialized_size(replace(spec.expected_header(), contributors=len(state.sites))) \
-        if state.state == "sealed" else 0
+        if state.state == SumRoundState.SEALED else 0
     return crypto_pb2.RoundStatus(
         federation=spec.federation, round=spec.round, state=state.state, sites=state.sites,
         key_id=spec.key_id, parameter_set=spec.parameter_set, layout_hash=spec.layout_hash,

@@ -26,6 +26,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,7 @@ import numpy as np
 from ucadi.digests import remember
 from ucadi.durable import fsync_dir, write_durably
 from ucadi.errors import UcadiError
+from ucadi.lwe.blocks import add_into, ceil_div
 from ucadi.lwe.params import get_parameters
 from ucadi.lwe.prepared import round_seed
 from ucadi.lwe.scheme import Ciphertext, CiphertextHeader, check_contribution, merged_seeds
@@ -57,6 +59,13 @@ CREATE TABLE IF NOT EXISTS contributions (
     federation TEXT NOT NULL, round INTEGER NOT NULL, site TEXT NOT NULL, sha256 TEXT NOT NULL,
     accepted_at REAL NOT NULL, path TEXT NOT NULL, PRIMARY KEY (federation, round, site));
 """
+
+
+class SumRoundState(StrEnum):
+    """A round at the sum service: open to contributions, or sealed into its sum."""
+
+    OPEN = "open"
+    SEALED = "sealed"
 
 
 class RoundNotFoundError(UcadiError):
@@ -103,7 +112,7 @@ class RoundState:
     """A round's spec, state, contributors and, once sealed, its sum file."""
 
     spec: RoundSpec
-    state: str
+    state: SumRoundState
     sites: tuple[str, ...]
     accumulator: Path | None
     contributions: tuple[Path, ...] = ()
@@ -145,11 +154,9 @@ def serialize_sum(total: Ciphertext) -> tuple[memoryview, str]:
 
 def _add_into(body: np.ndarray, batches: Iterable[np.ndarray], header: CiphertextHeader) -> None:
     """body += a ciphertext's body (mod q), batch by batch, in place."""
-    reduce, position = np.uint64(header.params.modulus_mask), 0
+    position = 0
     for batch in batches:
-        part = body[position:position + batch.size]
-        part += batch
-        part &= reduce
+        add_into(body[position:position + batch.size], batch, header.params.modulus_mask)
         position += batch.size
 
 
@@ -164,7 +171,7 @@ def validate_spec(spec: RoundSpec) -> RoundSpec:
         raise UcadiError("layout_hash must be 32 bytes, slot_count between 1 and 2^63-1 and "
                          "round between 0 and 2^63-1")
     params = get_parameters(spec.parameter_set)
-    total = -(-spec.slot_count // params.ring_degree)
+    total = ceil_div(spec.slot_count, params.ring_degree)
     stop = spec.block_stop or total
     if not 0 <= spec.block_start < stop <= total:
         raise UcadiError(f"block range [{spec.block_start}, {stop}) is not inside the "
@@ -239,11 +246,12 @@ class SumStore:
             try:
                 existing = self._row(spec.federation, spec.round)
             except RoundNotFoundError:
-                self._db.execute("INSERT INTO rounds VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'open', "
+                self._db.execute("INSERT INTO rounds VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, "
                                  "NULL, ?)", (spec.federation, spec.round, spec.key_id,
                                               spec.parameter_set, spec.layout_hash,
                                               spec.slot_count, spec.block_start,
-                                              spec.block_stop, time.time()))
+                                              spec.block_stop, SumRoundState.OPEN.value,
+                                              time.time()))
                 return self._row(spec.federation, spec.round)
         if existing.spec != spec:
             raise RoundStateError(f"round {spec.round} of {spec.federation!r} is already open "
@@ -285,7 +293,7 @@ class SumStore:
 
     def _check_accepting(self, state: RoundState, site: str, vouched_sha256: str = ""
                          ) -> None:
-        if state.state != "open":
+        if state.state != SumRoundState.OPEN:
             raise RoundStateError(f"round {state.spec.round} of {state.spec.federation!r} is "
                                   f"{state.state}; late contributions are refused")
         held = dict(zip(state.sites, state.digests, strict=True)).get(site)
@@ -305,8 +313,8 @@ class SumStore:
                 self._db.execute("DELETE FROM contributions WHERE federation = ? AND round = ? "
                                  "AND site = ?", (spec.federation, spec.round, site))
             if sealing:
-                self._db.execute("UPDATE rounds SET state = 'sealed' WHERE federation = ? AND "
-                                 "round = ?", (spec.federation, spec.round))
+                self._db.execute("UPDATE rounds SET state = ? WHERE federation = ? AND round = ?",
+                                 (SumRoundState.SEALED.value, spec.federation, spec.round))
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
@@ -382,7 +390,7 @@ class SumStore:
             if not state.sites:
                 raise RoundStateError(f"round {round_number} of {federation!r} has no "
                                       "contributions yet; nothing to seal")
-            if state.state == "open":
+            if state.state == SumRoundState.OPEN:
                 state = self._close(state, set(sites or state.sites))
             if key not in self._serialized:
                 total = self._running_sum(state)
@@ -394,7 +402,7 @@ class SumStore:
 
     def fetch(self, federation: str, round_number: int) -> SealedSum:
         """A sealed round's sum, for FetchSum (the stored file, or the bytes being stored)."""
-        if self.status(federation, round_number).state != "sealed":
+        if self.status(federation, round_number).state != SumRoundState.SEALED:
             raise RoundStateError(f"round {round_number} of {federation!r} is still open: its "
                                   "sum exists once the aggregator seals it")
         return self.seal(federation, round_number)

@@ -9,7 +9,6 @@ prepared work both compute from scratch; the ciphertexts and results are the sam
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ucadi.durable import write_durably
 from ucadi.lwe.codec import FixedPointCodec
 from ucadi.lwe.errors import CiphertextMismatchError
 from ucadi.lwe.integrity import (
@@ -27,6 +25,7 @@ from ucadi.lwe.integrity import (
     update_slot_count,
 )
 from ucadi.lwe.keys import SecretKey
+from ucadi.lwe.ledger import SeedLedger
 from ucadi.lwe.prepared import (
     DecryptionProduct,
     EncryptionMask,
@@ -90,26 +89,6 @@ class AnnouncedSum:
                 raise SumIntegrityError(
                     f"the sum for round {round_number} holds a ciphertext under {other}'s round "
                     f"seed, but {other} is not announced as a contributor", "contributors")
-
-
-class SeedLedger:
-    """Per key and federation, the last round whose derived seed this site has used: a round
-    seed may encrypt once (prepared.round_seed), and this file, written durably before the
-    mask is made, is what guarantees it across restarts."""
-
-    def __init__(self, folder: Path) -> None:
-        self.path = Path(folder) / "round-seeds-used.json"
-
-    def claim(self, key_id: str, federation: str, round_number: int) -> bool:
-        """Record the round's derived seed as used; False if it already was (or a later one)."""
-        used = json.loads(self.path.read_text()) if self.path.exists() else {}
-        entry = f"{key_id}/{federation}"
-        if used.get(entry, 0) >= round_number:
-            return False
-        used[entry] = round_number
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_durably(self.path, json.dumps(used).encode())
-        return True
 
 
 class SiteCipher:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ucadi.lwe.blocks import ceil_div
 from ucadi.lwe.errors import EncodingError
 from ucadi.lwe.params import LweParameters
 
@@ -155,7 +156,7 @@ def split_weight(slots: np.ndarray, codec: FixedPointCodec) -> tuple[np.ndarray,
 def weight_unit(max_site_samples: int, max_site_weight: int) -> int:
     """Training samples per unit of FedAvg weight, so that the federation's largest site
     (cases x local epochs) still fits the parameter set's integer weight: 1 while it does."""
-    return max(1, -(-int(max_site_samples) // int(max_site_weight)))
+    return max(1, ceil_div(int(max_site_samples), int(max_site_weight)))
 
 
 def site_weight(samples: int, unit: int) -> int:

@@ -24,11 +24,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ucadi.lwe.blocks import batches
 from ucadi.lwe.errors import EncodingError
 from ucadi.lwe.keys import SecretKey
 from ucadi.lwe.ring import multiply_by_secret
 from ucadi.lwe.sampling import SEED_BYTES, ErrorSampler, fresh_seed
-from ucadi.lwe.scheme import BATCH_BLOCKS, CiphertextHeader, mask_batch, sum_of_a
+from ucadi.lwe.scheme import CiphertextHeader, mask_batch, sum_of_a
 
 ROUND_SEED_DOMAIN = b"ucadi/lwe/round-seed/v1"
 
@@ -88,13 +89,13 @@ def prepare_mask(secret: SecretKey, slot_count: int, seed: bytes | None = None
     params = secret.params
     n, reduce = params.ring_degree, np.uint64(params.modulus_mask)
     seed, errors = seed or fresh_seed(), ErrorSampler()
-    batches = []
-    for first in range(0, -(-slot_count // n), BATCH_BLOCKS):
-        start, stop = first * n, min((first + BATCH_BLOCKS) * n, slot_count)
-        batch = mask_batch(secret, seed, errors, first, -(-(stop - start) // n), stop - start)
-        batch &= reduce
-        batches.append(batch)
-    return EncryptionMask(secret.key_id, seed, batches)
+    made = []
+    for batch in batches(slot_count, n):
+        coefficients = mask_batch(secret, seed, errors, batch.first_block, batch.blocks,
+                                  batch.slots)
+        coefficients &= reduce
+        made.append(coefficients)
+    return EncryptionMask(secret.key_id, seed, made)
 
 
 @dataclass(frozen=True, eq=False)
@@ -126,9 +127,8 @@ def prepare_product(secret: SecretKey, slot_count: int, round_number: int,
     params = secret.params
     n = params.ring_degree
     values = np.empty(slot_count, dtype=np.uint64)
-    for first in range(0, -(-slot_count // n), BATCH_BLOCKS):
-        start, stop = first * n, min((first + BATCH_BLOCKS) * n, slot_count)
-        a_sum = sum_of_a(list(seeds), first, -(-(stop - start) // n), params)
+    for batch in batches(slot_count, n):
+        a_sum = sum_of_a(list(seeds), batch.first_block, batch.blocks, params)
         product = multiply_by_secret(a_sum, secret.spectrum, params.modulus_bits)
-        values[start:stop] = product.reshape(-1)[:stop - start]
+        values[batch.first_slot:batch.stop_slot] = product.reshape(-1)[:batch.slots]
     return DecryptionProduct(secret.key_id, round_number, slot_count, frozenset(seeds), values)

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.fft
 
+from ucadi.lwe.blocks import ceil_div
+
 LIMB_BITS = 28
 # Largest coefficient of one limb product for which the round-off bound above holds.
 MAX_EXACT_LIMB_PRODUCT = 1 << 40
@@ -55,7 +57,7 @@ def multiply_by_secret(a: np.ndarray, key: SecretSpectrum, modulus_bits: int) ->
     if a.ndim != 2 or a.shape[1] != key.ring_degree:
         raise ValueError(f"expected shape (blocks, {key.ring_degree}), got {a.shape}")
     blocks, half = a.shape[0], key.ring_degree // 2
-    limb_count = -(-modulus_bits // LIMB_BITS)
+    limb_count = ceil_div(modulus_bits, LIMB_BITS)
     limb_mask = np.uint64((1 << LIMB_BITS) - 1)
     # Fold each limb polynomial lo + y*hi into one complex vector (real, imag interleaved).
     folded = np.empty((limb_count, blocks, half), dtype=np.complex128)

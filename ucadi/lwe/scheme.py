@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 
+from ucadi.lwe.blocks import BATCH_BLOCKS, add_into, batches, ceil_div
 from ucadi.lwe.errors import (
     CiphertextMismatchError,
     DuplicateContributionError,
@@ -29,11 +30,6 @@ from ucadi.lwe.params import LweParameters, get_parameters
 from ucadi.lwe.ring import multiply_by_secret
 from ucadi.lwe.sampling import ErrorSampler, expand_uniform, fresh_seed
 
-if TYPE_CHECKING:  # prepared.py builds on this module
-    from ucadi.lwe.prepared import DecryptionProduct, EncryptionMask
-
-# 16 blocks of 4096 slots: a few MB of FFT temporaries whatever the model size.
-BATCH_BLOCKS = 16
 LAYOUT_HASH_BYTES = 32
 
 
@@ -52,6 +48,24 @@ class SlotSource(Protocol):
 
     def slots(self, start: int, stop: int) -> np.ndarray:
         """Encoded slots [start, stop) as int64."""
+        ...
+
+
+class PreparedMask(Protocol):
+    """The message-independent part of one encryption, made ahead (prepared.EncryptionMask):
+    uint64 coefficients mod q in batches of BATCH_BLOCKS blocks."""
+
+    batches: list[np.ndarray]
+
+
+class PreparedProduct(Protocol):
+    """(sum of the expected seeds' a) * s, made ahead (prepared.DecryptionProduct)."""
+
+    seeds: frozenset[bytes]
+    values: np.ndarray
+
+    def fits(self, header: CiphertextHeader) -> bool:
+        """Whether it was made for this ciphertext's key, round and length."""
         ...
 
 
@@ -98,7 +112,7 @@ class CiphertextHeader:
     @property
     def total_blocks(self) -> int:
         """Blocks of the whole vector (all shards)."""
-        return -(-self.slot_count // self.params.ring_degree)
+        return ceil_div(self.slot_count, self.params.ring_degree)
 
     @property
     def slot_range(self) -> tuple[int, int]:
@@ -179,7 +193,7 @@ def mask_batch(secret: SecretKey, seed: bytes, errors: ErrorSampler, first: int,
 
 def iter_encrypted_batches(secret: SecretKey, source: SlotSource, seed: bytes,
                            block_start: int, block_stop: int,
-                           mask: EncryptionMask | None = None) -> Iterator[np.ndarray]:
+                           mask: PreparedMask | None = None) -> Iterator[np.ndarray]:
     """b coefficients (uint64) of blocks [block_start, block_stop), BATCH_BLOCKS at a time;
     with a prepared `mask` (made from `seed`, already claimed; whole vectors only), b is one
     addition per slot."""
@@ -188,11 +202,9 @@ def iter_encrypted_batches(secret: SecretKey, source: SlotSource, seed: bytes,
     params = secret.params
     n, reduce = params.ring_degree, np.uint64(params.modulus_mask)
     errors = ErrorSampler()
-    for first in range(block_start, block_stop, BATCH_BLOCKS):
-        count = min(BATCH_BLOCKS, block_stop - first)
-        slot_first = first * n
-        slot_stop = min((first + count) * n, source.slot_count)
-        plain = source.slots(slot_first, slot_stop)
+    for batch in batches(source.slot_count, n, block_start, block_stop):
+        first, count = batch.first_block, batch.blocks
+        plain = source.slots(batch.first_slot, batch.stop_slot)
         _check_plaintext_range(plain, params)
         if mask is None:
             b = mask_batch(secret, seed, errors, first, count, plain.size)
@@ -214,7 +226,7 @@ def new_header(secret: SecretKey, source: SlotSource, layout_hash: bytes,
     if source.slot_count < 1:
         raise EncodingError("nothing to encrypt: the vector has no slots")
     params = secret.params
-    blocks = -(-source.slot_count // params.ring_degree)
+    blocks = ceil_div(source.slot_count, params.ring_degree)
     return CiphertextHeader(params.set_id, secret.key_id, bytes(layout_hash), round_number,
                             source.frac_bits, source.slot_count, 0, blocks, 1,
                             params.contribution_drop_bits)
@@ -258,8 +270,7 @@ def add_bodies(bodies: Iterable[np.ndarray], params: LweParameters) -> np.ndarra
     iterator = iter(bodies)
     total = np.array(next(iterator), dtype=np.uint64, copy=True)
     for body in iterator:
-        total += body
-    total &= np.uint64(params.modulus_mask)
+        add_into(total, body, params.modulus_mask)
     return total
 
 
@@ -293,7 +304,7 @@ def sum_of_a(seeds: Sequence[bytes], first: int, count: int, params: LweParamete
 
 def iter_decrypted_batches(secret: SecretKey, header: CiphertextHeader, seeds: Sequence[bytes],
                            body_batches: Iterable[np.ndarray],
-                           product: DecryptionProduct | None = None) -> Iterator[np.ndarray]:
+                           product: PreparedProduct | None = None) -> Iterator[np.ndarray]:
     """Signed slots, batch by batch, from the body split into BATCH_BLOCKS-block batches.
 
     `product`: (sum of a)*s prepared ahead for the seeds this sum was expected to carry
@@ -313,7 +324,7 @@ def iter_decrypted_batches(secret: SecretKey, header: CiphertextHeader, seeds: S
         product = None
     first = header.block_start
     for body in body_batches:
-        count = -(-body.size // n)
+        count = ceil_div(body.size, n)
         if product is None:
             a_sum = sum_of_a(seeds, first, count, params)
             mask_s = multiply_by_secret(a_sum, secret.spectrum, params.modulus_bits).reshape(-1)

@@ -17,6 +17,7 @@ from typing import TypeVar
 import grpc
 
 from ucadi.errors import UcadiError
+from ucadi.lwe.blocks import ceil_div
 from ucadi.lwe.keys import SecretKey
 from ucadi.lwe.keywrap import SiteKeyPair, unwrap_secret
 from ucadi.lwe.packing import packed_size
@@ -255,7 +256,7 @@ class ShardedSumClient:
     def open_round(self, federation: str, round_number: int, *, key_id: str,
                    parameter_set: str, layout_hash: bytes, slot_count: int) -> None:
         """Open the round on every replica with its share of the blocks."""
-        total_blocks = -(-slot_count // get_parameters(parameter_set).ring_degree)
+        total_blocks = ceil_div(slot_count, get_parameters(parameter_set).ring_degree)
         self.ranges = shard_ranges(total_blocks, min(len(self.replicas), total_blocks))
         for replica, (start, stop) in zip(self.replicas, self.ranges, strict=False):
             replica.open_round(federation, round_number, key_id=key_id,
