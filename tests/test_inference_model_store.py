@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from pathlib import Path
 
 import pytest
 import torch
+from model_publishing import CLASSES, point_current, publish
 
 from services.inference.model_store import (
     ModelDirectoryError,
@@ -17,29 +17,8 @@ from services.inference.model_store import (
     numeric_version,
     resolve_checkpoint,
 )
-from ucadi.ct import PreprocessConfig
-from ucadi.model import ModelCard, build_model, save_checkpoint
 
 torch.set_num_threads(1)
-CLASSES = ["non_covid", "covid"]
-
-
-def publish(model_dir: Path, version: int, seed: int) -> torch.nn.Module:
-    """Write a cpu-small checkpoint of `version` into model_dir (a plain checkpoint folder)."""
-    torch.manual_seed(seed)
-    model = build_model("densenet3d", "cpu-small", num_classes=len(CLASSES))
-    card = ModelCard.for_model(model, CLASSES, PreprocessConfig(size=(32, 32)).to_dict(),
-                               version=version)
-    save_checkpoint(model_dir, model, card)
-    return model.eval()
-
-
-def point_current(root: Path, version: int) -> None:
-    """Switch root/current to versions/<version> atomically, as the site trainer does."""
-    link = root / "current.tmp"
-    link.unlink(missing_ok=True)
-    os.symlink(Path("versions") / str(version), link)
-    os.replace(link, root / "current")
 
 
 def test_plain_checkpoint_folder_is_served_with_its_card_version(tmp_path: Path):

@@ -22,18 +22,16 @@ import numpy as np
 import pytest
 import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from model_publishing import point_current, publish
 
 from services.inference.batching import BatchingConfig
 from services.inference.server import InferenceService, ServiceConfig
-from ucadi.ct import PreprocessConfig
-from ucadi.model import ModelCard, build_model, save_checkpoint
 from ucadi.ops.pki import create_ca, issue_certificate
 from ucadi.ops.tls import TLSFiles, secure_channel
 from ucadi.v1 import open_inference_pb2 as oip
 from ucadi.v1 import open_inference_pb2_grpc as oip_grpc
 
 torch.set_num_threads(1)
-CLASSES = ["non_covid", "covid"]
 MODEL = "ucadi-covid-ct"
 INPUT_SHAPE = (1, 16, 32, 32)
 
@@ -75,24 +73,6 @@ print(json.dumps({
     "probabilities": result.as_numpy("probabilities").tolist(),
     "answered_by": response.model_version, "id": response.id, "errors": errors}))
 """
-
-
-def publish(model_dir: Path, version: int, seed: int) -> torch.nn.Module:
-    """A cpu-small checkpoint of `version` in model_dir; returns the model in eval mode."""
-    torch.manual_seed(seed)
-    model = build_model("densenet3d", "cpu-small", num_classes=len(CLASSES))
-    card = ModelCard.for_model(model, CLASSES, PreprocessConfig(size=(32, 32)).to_dict(),
-                               version=version)
-    save_checkpoint(model_dir, model, card)
-    return model.eval()
-
-
-def point_current(root: Path, version: int) -> None:
-    """Switch root/current to versions/<version> atomically."""
-    link = root / "current.tmp"
-    link.unlink(missing_ok=True)
-    os.symlink(Path("versions") / str(version), link)
-    os.replace(link, root / "current")
 
 
 def expected_probabilities(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:

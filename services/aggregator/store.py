@@ -19,6 +19,7 @@ from typing import Any
 
 from services.aggregator.contracts import RoundState
 from ucadi.durable import fsync_dir
+from ucadi.sqlite import immediate_transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS federation (
@@ -110,15 +111,9 @@ class AggregatorStore:
             self._db.close()
 
     def _tx(self, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for sql, params in statements:
-                    self._db.execute(sql, params)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._lock, immediate_transaction(self._db) as db:
+            for sql, params in statements:
+                db.execute(sql, params)
 
     def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:

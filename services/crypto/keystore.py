@@ -16,6 +16,7 @@ from pathlib import Path
 from ucadi.errors import UcadiError
 from ucadi.lwe.keywrap import WRAP_VERSION, fingerprint, load_public_key
 from ucadi.lwe.params import get_parameters
+from ucadi.sqlite import immediate_transaction
 
 MAX_WRAPPED_BLOB_BYTES = 4096
 KEY_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
@@ -107,16 +108,10 @@ class KeyStore:
                         f"{record.fingerprint}`")
             if held is not None and held[0] == record.fingerprint:
                 return record
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute("INSERT OR REPLACE INTO site_keys VALUES (?, ?, ?, ?)",
-                                 (site, public_key_pem, record.fingerprint,
-                                  record.registered_at))
-                self._db.execute("DELETE FROM approved_key_changes WHERE site = ?", (site,))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+            with immediate_transaction(self._db) as db:
+                db.execute("INSERT OR REPLACE INTO site_keys VALUES (?, ?, ?, ?)",
+                           (site, public_key_pem, record.fingerprint, record.registered_at))
+                db.execute("DELETE FROM approved_key_changes WHERE site = ?", (site,))
         return record
 
     def approve_key_change(self, site: str, new_fingerprint: str) -> None:
@@ -153,19 +148,14 @@ class KeyStore:
             if existing and existing[0] != parameter_set:
                 raise KeyStoreError(f"key id {key_id} is already stored with parameter set "
                                     f"{existing[0]}; a new secret needs a new key id")
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute("INSERT OR IGNORE INTO key_sets VALUES (?, ?, ?)",
-                                 (key_id, parameter_set, now))
-                self._db.executemany("INSERT OR REPLACE INTO wrapped_keys VALUES (?, ?, ?, ?)",
-                                     [(key_id, s, b, now) for s, b in blobs.items()])
+            with immediate_transaction(self._db) as db:
+                db.execute("INSERT OR IGNORE INTO key_sets VALUES (?, ?, ?)",
+                           (key_id, parameter_set, now))
+                db.executemany("INSERT OR REPLACE INTO wrapped_keys VALUES (?, ?, ?, ?)",
+                               [(key_id, s, b, now) for s, b in blobs.items()])
                 if activate:
-                    self._db.execute("INSERT OR REPLACE INTO settings VALUES ('active_key', ?)",
-                                     (key_id,))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+                    db.execute("INSERT OR REPLACE INTO settings VALUES ('active_key', ?)",
+                               (key_id,))
         return len(blobs)
 
     def active_key(self) -> tuple[str, str] | None:

@@ -41,6 +41,7 @@ from ucadi.lwe.scheme import Ciphertext, CiphertextHeader, check_contribution, m
 from ucadi.lwe.serialization import serialize, serialized_size
 from ucadi.lwe.stream import CiphertextFile, open_verified
 from ucadi.ops.priority import background_pool
+from ucadi.sqlite import immediate_transaction
 from ucadi.v1 import common_pb2
 from ucadi.wire.chunks import file_digest, iter_file_chunks, iter_payload_chunks, receive
 
@@ -307,18 +308,13 @@ class SumStore:
         spec = state.spec
         dropped = [(site, path) for site, path in zip(state.sites, state.contributions,
                                                       strict=True) if site in sites]
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate_transaction(self._db) as db:
             for site, _ in dropped:
-                self._db.execute("DELETE FROM contributions WHERE federation = ? AND round = ? "
-                                 "AND site = ?", (spec.federation, spec.round, site))
+                db.execute("DELETE FROM contributions WHERE federation = ? AND round = ? "
+                           "AND site = ?", (spec.federation, spec.round, site))
             if sealing:
-                self._db.execute("UPDATE rounds SET state = ? WHERE federation = ? AND round = ?",
-                                 (SumRoundState.SEALED.value, spec.federation, spec.round))
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
+                db.execute("UPDATE rounds SET state = ? WHERE federation = ? AND round = ?",
+                           (SumRoundState.SEALED.value, spec.federation, spec.round))
         if dropped:
             self._sums.pop((spec.federation, spec.round), None)
         for site, path in dropped:
@@ -360,14 +356,12 @@ class SumStore:
             stored = folder / f"{site}-{uuid.uuid4().hex[:8]}.ct"
             upload.rename(stored)  # already fsynced by the chunk receiver
             fsync_dir(folder)
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.execute("INSERT INTO contributions VALUES (?, ?, ?, ?, ?, ?)",
-                                 (spec.federation, spec.round, site, digest, time.time(),
-                                  str(stored.relative_to(self.root))))
-                self._db.execute("COMMIT")
+                with immediate_transaction(self._db) as db:
+                    db.execute("INSERT INTO contributions VALUES (?, ?, ?, ?, ?, ?)",
+                               (spec.federation, spec.round, site, digest, time.time(),
+                                str(stored.relative_to(self.root))))
             except BaseException:
-                self._db.execute("ROLLBACK")
                 stored.unlink(missing_ok=True)
                 raise
         except BaseException:
