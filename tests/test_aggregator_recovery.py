@@ -23,8 +23,8 @@ from test_aggregator_rounds import (
 
 from services.aggregator import rounds
 from services.aggregator.contracts import COLLECTING, COMPLETED, SEALED
+from services.aggregator.coordinator import RoundCoordinator
 from services.aggregator.local_backend import LocalSumBackend, read_facts
-from services.aggregator.rounds import RoundCoordinator
 from services.aggregator.store import AggregatorStore
 from ucadi.errors import UcadiError
 from ucadi.lwe import generate_secret_key

@@ -19,8 +19,8 @@ from services.aggregator.contracts import (
     FederationStateError,
     RejectedUpload,
 )
+from services.aggregator.coordinator import RoundCoordinator
 from services.aggregator.local_backend import LocalSumBackend, read_facts
-from services.aggregator.rounds import RoundCoordinator
 from services.aggregator.store import AggregatorStore
 from ucadi.errors import UcadiError
 from ucadi.lwe import FixedPointCodec, generate_secret_key
@@ -345,11 +345,11 @@ def test_a_round_still_opens_while_the_sum_service_is_away(tmp_path, secret, cap
                              clock=Clock())
     for site in ("a", "b"):
         coord.join(site, 5)
-    coord._maybe_open(1, base_version=0)
+    coord.machine.maybe_open(1, base_version=0)
     assert coord.view().round == 1 and coord.view().state == COLLECTING
     for site in ("a", "b"):
         upload(coord, secret, tmp_path, site, np.ones(VALUES), 5)
-    coord._seal(store.latest_round())  # sealing round 1 announces round 2 all the same
+    coord.machine.seal(store.latest_round())  # sealing round 1 announces round 2 all the same
     assert coord.view().round == 2 and coord.view().state == COLLECTING
     # Round 1, round 2 ahead of time, round 2 again at the seal (the last round: none ahead).
     assert caplog.text.count("the sum service did not open it yet") == 3
@@ -374,16 +374,16 @@ def test_the_next_round_is_opened_at_the_sum_service_before_this_one_seals(tmp_p
                              clock=Clock())
     for site in ("a", "b"):
         coord.join(site, 5)
-    coord._maybe_open(1, base_version=0)
+    coord.machine.maybe_open(1, base_version=0)
     assert (2, 1) in backend.opened  # round 2 is open there while round 1 collects
     for site in ("a", "b"):
         upload(coord, secret, tmp_path, site, np.ones(VALUES), 5)
-    coord._seal(store.latest_round())
+    coord.machine.seal(store.latest_round())
     assert (3, 2) in backend.opened
     for number in (2, 3):
         for site in ("a", "b"):
             upload(coord, secret, tmp_path, site, np.ones(VALUES), 5, number, number - 1)
-        coord._seal(store.latest_round())
+        coord.machine.seal(store.latest_round())
     assert coord.view().state == COMPLETED
     assert max(number for number, _ in backend.opened) == 3  # nothing past the last round
 

@@ -20,7 +20,7 @@ from services.aggregator.contracts import (
     RejectedUpload,
     RoundView,
 )
-from services.aggregator.rounds import RoundCoordinator
+from services.aggregator.coordinator import RoundCoordinator
 from services.aggregator.store import AggregatorStore
 from ucadi.errors import UcadiError
 from ucadi.ops import faults
@@ -35,7 +35,7 @@ from ucadi.ops.serving import (
 from ucadi.ops.tls import Identity, TLSFiles, peer_identity
 from ucadi.ops.tracing import setup_tracing, tracer
 from ucadi.v1 import federation_pb2, federation_pb2_grpc
-from ucadi.wire import ChunkReceiver, TransferError, iter_file_chunks
+from ucadi.wire import ChunkReceiver, TransferError
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = "ucadi.v1.FederationService"
@@ -84,7 +84,7 @@ class FederationServicer(federation_pb2_grpc.FederationServiceServicer):
             encryption=federation_pb2.EncryptionSpec(
                 enabled=enc["enabled"], parameter_set=enc["parameter_set"], key_id=enc["key_id"]),
             local_epochs=self.config.local_epochs, total_rounds=self.config.total_rounds,
-            site=site, contribute_to_sum=self.rounds.backend.takes_site_contributions(),
+            site=site, contribute_to_sum=self.rounds.contributions_at_sum(),
             weight_unit=self.config.weight_unit)
 
     @grpc_errors
@@ -105,16 +105,7 @@ class FederationServicer(federation_pb2_grpc.FederationServiceServicer):
     def DownloadGlobal(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         site = _site(context).name
         self.rounds.seen(site)
-        found = self.rounds.store.version(request.version)
-        if found is None:
-            raise UcadiError(f"global version {request.version} does not exist; latest is "
-                             f"{self.rounds.store.latest_version()} (version 0 is seeded locally)")
-        path, size, sha256 = found
-        if request.offset > size:
-            raise UcadiError(f"offset {request.offset} is past the end ({size} bytes)")
-        # Not copied from the sum service yet: streamed on from there (the same bytes).
-        chunks = (iter_file_chunks(path, offset=request.offset, sha256=sha256) if path
-                  else self.rounds.backend.sum_chunks(request.version, request.offset))
+        chunks = self.rounds.global_chunks(request.version, request.offset)
         sent = metrics.DOWNLOAD_BYTES.labels(self.config.federation_id)
         for chunk in chunks:
             sent.inc(chunk.ByteSize())  # not len(chunk.data): reading the field copies it
@@ -167,14 +158,13 @@ class FederationServicer(federation_pb2_grpc.FederationServiceServicer):
         faults.crash_point("after_record_before_reply")
         return federation_pb2.UploadReceipt(
             round=record.round, site=site, stored_bytes=record.size, sha256=record.sha256,
-            uploads_in_round=len(self.rounds.store.uploads(record.round)))
+            uploads_in_round=len(self.rounds.uploads(record.round)))
 
     @grpc_errors
     def GetUploadOffset(self, request: Any, context: grpc.ServicerContext) -> Any:
         site = _site(context).name
-        partial = self.rounds.store.partial_upload_path(request.round, site)
         return federation_pb2.GetUploadOffsetResponse(
-            offset=partial.stat().st_size if partial.exists() else 0)
+            offset=self.rounds.upload_offset(request.round, site))
 
     @grpc_errors
     def ReportMetrics(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -188,18 +178,16 @@ class FederationServicer(federation_pb2_grpc.FederationServiceServicer):
     @grpc_errors
     def GetStatus(self, request: Any, context: grpc.ServicerContext) -> Any:
         peer_identity(context)
-        store = self.rounds.store
         sites = [federation_pb2.SiteStatus(
-            site=s.name, state=s.state, last_round=s.last_round,
-            last_seen_unix=self.rounds.last_seen(s.name, s.last_seen),
+            site=s.name, state=s.state, last_round=s.last_round, last_seen_unix=last_seen,
             train_cases=s.train_cases,
             metrics=federation_pb2.SiteMetrics(**s.metrics) if s.metrics else None)
-            for s in store.sites()]
+            for s, last_seen in self.rounds.sites()]
         rounds = [federation_pb2.RoundSummary(
             round=r.round, state=_STATES.get(r.state, 0), expected_sites=r.expected,
-            uploaded_sites=[u.site for u in store.uploads(r.round)], opened_unix=r.opened,
-            sealed_unix=r.sealed, bytes_in=r.bytes_in, global_bytes=r.global_bytes,
-            sum_seconds=r.sum_seconds) for r in store.rounds()]
+            uploaded_sites=uploaded, opened_unix=r.opened, sealed_unix=r.sealed,
+            bytes_in=r.bytes_in, global_bytes=r.global_bytes, sum_seconds=r.sum_seconds)
+            for r, uploaded in self.rounds.round_summaries()]
         return federation_pb2.FederationStatus(
             federation_id=self.config.federation_id, current=self._round_info(self.rounds.view(),
                                                                                 None),

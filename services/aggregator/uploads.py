@@ -1,13 +1,12 @@
-"""Upload intake of the round coordinator: validating an upload against the open round,
-storing it durably and queueing it to the sum, or recording one a site added at the sum
-service itself. A mix-in of `RoundCoordinator` (rounds.py), whose lock, store and round state
-it uses; kept apart so the state machine reads on its own.
+"""Upload intake: validating an upload against the open round, storing it durably and
+queueing it to the sum, or recording one a site added at the sum service itself. It changes
+the round only under the shared round lock (core.py), and wakes the round machine when an
+upload is recorded.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,10 @@ from services.aggregator.contracts import (
     RejectedUpload,
     SumBackend,
 )
+from services.aggregator.core import RoundCore
 from services.aggregator.feeding import SumFeeder
-from services.aggregator.store import AggregatorStore, RoundRecord, UploadRecord
+from services.aggregator.membership import Membership
+from services.aggregator.store import AggregatorStore, UploadRecord
 from ucadi.errors import UcadiError
 from ucadi.lwe.integrity import update_slot_count
 from ucadi.wire import file_digest
@@ -33,32 +34,22 @@ log = logging.getLogger(__name__)
 
 
 class UploadIntake:
-    """Uploads into the open round (the coordinator provides what is declared here)."""
+    """Uploads into the open round; thread-safe."""
 
-    config: FederationConfig
-    store: AggregatorStore
-    backend: SumBackend
-    read_facts: Callable[..., CiphertextFacts]
-    feeder: SumFeeder
-    clock: Callable[[], float]
-    _changed: threading.Condition
-
-    def _require_member(self, site: str) -> None:
-        raise NotImplementedError
-
-    def _current(self) -> RoundRecord | None:
-        raise NotImplementedError
-
-    def _publish_metrics(self) -> None:
-        raise NotImplementedError
-
-    def _notify(self) -> None:
-        raise NotImplementedError
+    def __init__(self, core: RoundCore, membership: Membership, backend: SumBackend,
+                 feeder: SumFeeder, read_facts: Callable[..., CiphertextFacts]) -> None:
+        self.core = core
+        self.config: FederationConfig = core.config
+        self.store: AggregatorStore = core.store
+        self.membership = membership
+        self.backend = backend
+        self.feeder = feeder
+        self.read_facts = read_facts
 
     def check_upload(self, site: str, header: Any) -> Path:
         """Validate an upload header against the open round; returns the partial file path."""
-        self._require_member(site)
-        current = self._current()
+        self.membership.require_member(site)
+        current = self.core.current()
         enc, model = self.config.encryption, self.config.model
         if current is None or current.state != COLLECTING or header.round != current.round:
             now_txt = f"round {current.round} ({current.state})" if current else "no round yet"
@@ -143,22 +134,22 @@ class UploadIntake:
             assembled.unlink(missing_ok=True)
             raise RejectedUpload("ciphertext header disagrees with the federation: "
                                  + "; ".join(problems), "mismatch")
-        with self._changed:
+        with self.core.changed:
             self.check_upload(site, header)  # the round may have closed while bytes streamed
             record = UploadRecord(round=header.round, site=site, path=assembled,
                                   size=assembled.stat().st_size, sha256=file_digest(assembled),
                                   num_samples=header.num_samples, local_epochs=header.local_epochs,
-                                  received=self.clock())
+                                  received=self.core.clock())
             self._record(record, assembled)
         return record
 
     def _record(self, record: UploadRecord, assembled: Path | None) -> None:
-        """Commit an accepted upload (holding `_changed`) and announce it."""
+        """Commit an accepted upload (holding the round lock) and announce it."""
         self.store.commit_upload(assembled, record)
         metrics.UPLOAD_BYTES.labels(self.config.federation_id).inc(record.size)
         metrics.SITE_LAST_ROUND.labels(self.config.federation_id, record.site).set(record.round)
-        self._publish_metrics()
-        self._notify()
+        self.core.publish_metrics()
+        self.core.notify()
 
     def record_contribution(self, site: str, header: Any) -> UploadRecord:
         """Record an upload the site added at the sum service itself (header.contributed):
@@ -181,12 +172,12 @@ class UploadIntake:
                                  "there: record the one it holds (SumService.GetRoundStatus "
                                  "names it), or upload this one here with its chunks, which "
                                  "replaces it", "not_contributed", "FAILED_PRECONDITION")
-        with self._changed:
+        with self.core.changed:
             self.check_upload(site, header)  # the round may have closed meanwhile
             record = UploadRecord(round=header.round, site=site, path=None,
                                   size=header.total_size, sha256=header.sha256,
                                   num_samples=header.num_samples,
-                                  local_epochs=header.local_epochs, received=self.clock())
+                                  local_epochs=header.local_epochs, received=self.core.clock())
             self._record(record, None)
         log.info("round %d: recorded %s's update, added at the sum service (%d bytes)",
                  record.round, site, record.size)

@@ -1,0 +1,76 @@
+"""What membership, upload intake and the round machine share: the federation's settings, the
+store, the clock, and one condition variable under which the current round changes. Waiting on
+it is how long-polls (`wait_for_change`) and the round machine's loop hear of a change, so every
+change is made holding `changed` and ends with `notify()`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from services.aggregator import metrics
+from services.aggregator.contracts import FederationConfig, RoundView
+from services.aggregator.store import AggregatorStore, RoundRecord
+
+
+class RoundCore:
+    """The federation's settings, store, clock and round lock, shared by its parts."""
+
+    def __init__(self, config: FederationConfig, store: AggregatorStore,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.store = store
+        self.clock = clock
+        self.changed = threading.Condition(threading.RLock())
+        # Set by notify(); the round machine's loop clears it before a step, so a change made
+        # while the step ran does not wait for the next poll interval.
+        self.changed_since_step = False
+
+    def notify(self) -> None:
+        """Wake long-polls and the round machine (call holding `changed`)."""
+        self.changed_since_step = True
+        self.changed.notify_all()
+
+    def current(self) -> RoundRecord | None:
+        """The newest round, as stored."""
+        return self.store.latest_round()
+
+    def view(self) -> RoundView:
+        """The current round as a snapshot."""
+        with self.changed:
+            current = self.current()
+            latest = self.store.latest_version()
+            if current is None:
+                return RoundView(0, "", 0, latest, 0.0, 0, self.config.local_epochs,
+                                 min_sites=self.config.min_sites)
+            uploaded = [u.site for u in self.store.uploads(current.round)]
+            return RoundView(current.round, current.state, current.base_version, latest,
+                             current.deadline, (current.round - 1) * self.config.local_epochs,
+                             self.config.local_epochs, list(current.expected), uploaded,
+                             self.config.min_sites)
+
+    def wait_for_change(self, known_round: int, known_state: str, timeout: float) -> RoundView:
+        """Block up to `timeout` s until the round or its state differs from what is known."""
+        deadline = time.monotonic() + max(0.0, min(timeout, 60.0))
+        with self.changed:
+            while True:
+                current = self.view()
+                remaining = deadline - time.monotonic()
+                if (current.round, current.state) != (known_round, known_state) or remaining <= 0:
+                    return current
+                self.changed.wait(timeout=remaining)
+
+    def publish_metrics(self) -> None:
+        """The current round's gauges."""
+        fed = self.config.federation_id
+        current = self.current()
+        if current is None:
+            return
+        metrics.ROUND_NUMBER.labels(fed).set(current.round)
+        metrics.set_round_state(fed, current.state)
+        metrics.ROUND_EXPECTED.labels(fed).set(len(current.expected))
+        metrics.ROUND_PARTICIPANTS.labels(fed).set(len(self.store.uploads(current.round)))
+        metrics.ROUND_DEADLINE.labels(fed).set(current.deadline)
+        metrics.ROUND_SEALED.labels(fed).set(current.sealed)
