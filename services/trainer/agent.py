@@ -1,6 +1,12 @@
 """The site agent: joins the federation and, each round, decrypts the global model, trains E
 local epochs on the site's own CT studies, encrypts the update and uploads it.
 
+Its loop reads as the README's "A round" from a site's side: wait for the round's
+announcement; adopt every newer global version (download, check and decrypt the sum, step the
+global model, save, publish, evaluate); then, when the round awaits this site, train, encrypt
+and upload. What it joined with is a `SiteSession` (session.py); the learning itself is a
+`LocalLearner` (ucadi.learn.site_learner), so the agent knows nothing of torch.
+
 Nothing leaves the site in plaintext except aggregate numbers (cases, epochs and, if the site
 allows, validation AUC/sensitivity/specificity). Every decrypted global version is published to
 the site's model folder (safetensors + card) for its own inference service.
@@ -8,7 +14,6 @@ the site's model folder (safetensors + card) for its own inference service.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
@@ -26,18 +31,14 @@ from services.trainer import metrics
 from services.trainer.cipher import AnnouncedSum, RoundContext, SiteCipher
 from services.trainer.client import FederationClient, FederationRejected
 from services.trainer.publish import ModelPublisher
-from ucadi.ct import PreprocessConfig
+from services.trainer.session import RoundAnnouncement, SiteSession
 from ucadi.ct.synth import read_manifest
 from ucadi.durable import write_durably
 from ucadi.errors import UcadiError
-from ucadi.learn import StudyDataset, TrainingRecipe, predict_probabilities
-from ucadi.learn.server_opt import announced_optimization
-from ucadi.learn.site_learner import SiteLearner
-from ucadi.learn.stats import auc_ci_delong, sensitivity_specificity
+from ucadi.learn import predict_probabilities
+from ucadi.learn.evaluate import validation_at_threshold
 from ucadi.lwe.codec import site_weight
 from ucadi.lwe.integrity import SumIntegrityError
-from ucadi.model import get_preset
-from ucadi.model.layout import initial_model
 from ucadi.v1 import federation_pb2
 
 log = logging.getLogger(__name__)
@@ -100,46 +101,37 @@ class SiteAgent:
         self.status.train_cases = len(self.train_records)
         self.publisher = ModelPublisher(settings.model_dir)
         self._stop_heartbeat = threading.Event()
+        self.session: SiteSession | None = None  # made at join (run)
+        self.version = 0  # the newest global version adopted
+        # The largest min_sites the federation has announced: a sum must have at least as
+        # many contributors (and at least settings.min_sum_sites), whatever it says later.
+        self.announced_min_sites = 1
 
     def _phase(self, phase: str, round_number: int | None = None) -> None:
         self.status.phase = phase
         if round_number is not None:
             self.status.round = round_number
 
+    @property
+    def joined(self) -> SiteSession:
+        """The session made at join (the agent's methods run after `run` joined)."""
+        if self.session is None:
+            raise UcadiError("the site has not joined a federation yet")
+        return self.session
+
     def run(self) -> None:
         """Join, then train each round we are expected in, until the federation completes."""
         self._phase("joining")
         joined = self.federation.join(len(self.train_records), AGENT_VERSION)
-        spec = joined.model
-        self.recipe = TrainingRecipe.from_dict(json.loads(spec.recipe_json))
-        preset = get_preset(spec.preset)
-        self.preprocess = PreprocessConfig(slices=preset.slices, size=(preset.height, preset.width))
-        model = initial_model(spec.arch, spec.preset, len(self.recipe.class_names),
-                              spec.init_seed)
-        self.optimization = announced_optimization(spec.optimizer_json)
-        dataset = StudyDataset(self.train_records, self.preprocess, self.recipe.task,
-                               train=True, seed=self.settings.seed)
-        # One learner for the site's whole run: the global model and the server optimiser's
-        # state (identical at every site), and SGD momentum that carries over between rounds
-        # (site-local; on the small synthetic cohort, pooled-test AUC 0.78 instead of 0.55
-        # when momentum restarts every round).
-        self.learner = SiteLearner(model, dataset, self.recipe, self.optimization,
-                                   device=self.settings.device, seed=self.settings.seed)
-        self.model, self.layout = model, self.learner.layout
-        if self.layout.hash != spec.layout_hash:
-            raise UcadiError(f"this site's model layout {self.layout.hash[:12]} differs from the "
-                             f"federation's {spec.layout_hash[:12]}: update the site software")
-        self.spec = spec
-        self.federation_id = joined.federation_id
-        self.announced_min_sites = 1
-        self.weight_unit = joined.weight_unit or 1
-        # Validation stacks are read once and kept, like the training set's.
-        self.val_set = StudyDataset(self.val_records, self.preprocess, "binary", train=False,
-                                    seed=self.settings.seed)
+        self.session = SiteSession.from_join(joined, self.train_records, self.val_records,
+                                             device=self.settings.device,
+                                             seed=self.settings.seed)
         self.version = self._resume_local_version()
+        spec = self.session.spec
         log.info("%s joined %s: %d training cases, model %s/%s, %d local epoch(s) per round, "
-                 "%s", self.settings.site, joined.federation_id, len(self.train_records),
-                 spec.arch, spec.preset, joined.local_epochs, self.optimization.describe())
+                 "%s", self.settings.site, self.session.federation_id, len(self.train_records),
+                 spec.arch, spec.preset, self.session.local_epochs,
+                 self.session.optimization.describe())
         heartbeat = threading.Thread(target=self._heartbeat, daemon=True)
         heartbeat.start()
         try:
@@ -148,32 +140,42 @@ class SiteAgent:
             self._stop_heartbeat.set()
 
     def _loop(self) -> None:
+        """Until the federation completes or the operator asks the site to leave: hear the
+        round's announcement, adopt newer global versions, train and upload when awaited."""
         known_round, known_state = 0, 0
         uploaded_rounds: set[int] = set()
         while not self.status.leave_requested.is_set():
             self._phase("idle")
             info = self.federation.get_round(known_round, known_state, wait_s=10.0)
             known_round, known_state = info.round, info.state
-            self.announced_min_sites = max(self.announced_min_sites, info.min_sites)
-            if info.optimizer_digest and info.optimizer_digest != self.optimization.digest:
-                raise UcadiError(
-                    f"the federation now announces optimizer configuration "
-                    f"{info.optimizer_digest[:12]}, but this site joined under "
-                    f"{self.optimization.digest[:12]} ({self.optimization.describe()}): "
-                    "restart the site to join the changed federation")
-            if info.latest_version > self.version and not self._adopt_checked(info.latest_version):
+            announced = RoundAnnouncement.from_round_info(info)
+            self._check_announcement(announced)
+            if announced.latest_version > self.version \
+                    and not self._adopt_checked(announced.latest_version):
                 continue
-            if info.state == federation_pb2.ROUND_STATE_COMPLETED:
+            if announced.completed:
                 self._phase("completed")
                 log.info("%s: federation completed at version %d", self.settings.site,
                          self.version)
                 return
-            if info.awaiting_caller and info.round not in uploaded_rounds \
-                    and info.base_version == self.version:
-                self._train_and_upload(info)
-                uploaded_rounds.add(info.round)
+            if announced.awaiting_caller and announced.round not in uploaded_rounds \
+                    and announced.base_version == self.version:
+                self._train_and_upload(announced)
+                uploaded_rounds.add(announced.round)
         self.federation.leave("requested by the site operator")
         self._phase("left")
+
+    def _check_announcement(self, announced: RoundAnnouncement) -> None:
+        """Remember the quorum the federation announced; refuse to go on under another
+        server optimisation than the site joined with (it would silently differ)."""
+        self.announced_min_sites = max(self.announced_min_sites, announced.min_sites)
+        optimization = self.joined.optimization
+        if announced.optimizer_digest and announced.optimizer_digest != optimization.digest:
+            raise UcadiError(
+                f"the federation now announces optimizer configuration "
+                f"{announced.optimizer_digest[:12]}, but this site joined under "
+                f"{optimization.digest[:12]} ({optimization.describe()}): "
+                "restart the site to join the changed federation")
 
     def _heartbeat(self) -> None:
         while not self._stop_heartbeat.wait(HEARTBEAT_S):
@@ -191,8 +193,8 @@ class SiteAgent:
         model and server-optimiser state it held after its newest decrypted version)."""
         if not self._state_path.exists():
             return 0
-        self.learner.restore(load_arrays(self._state_path.read_bytes()))
-        version = self.learner.version
+        self.joined.learner.restore(load_arrays(self._state_path.read_bytes()))
+        version = self.joined.learner.version
         log.info("%s: resuming from global version %d", self.settings.site, version)
         latest = self.publisher.latest()
         if latest is None or latest[0] < version:
@@ -202,7 +204,7 @@ class SiteAgent:
     def _save_state(self) -> None:
         """Durably, before publishing: a restart resumes here instead of replaying."""
         self.settings.work_dir.mkdir(parents=True, exist_ok=True)
-        write_durably(self._state_path, save_arrays(self.learner.saved_state(),
+        write_durably(self._state_path, save_arrays(self.joined.learner.saved_state(),
                                                     metadata={"site": self.settings.site}))
 
     def _adopt_checked(self, latest: int) -> bool:
@@ -230,16 +232,16 @@ class SiteAgent:
         contributors = tuple(summary.uploaded_sites) if summary is not None else ()
         known = {s.site for s in status.sites} | set(summary.expected_sites if summary else ())
         return AnnouncedSum(
-            federation=self.federation_id, round_number=version, site=self.settings.site,
+            federation=self.joined.federation_id, round_number=version, site=self.settings.site,
             contributors=contributors, other_sites=tuple(sorted(known - set(contributors))),
             min_contributors=max(self.announced_min_sites, self.settings.min_sum_sites))
 
     def _adopt_global(self, latest: int) -> None:
         """Download and decrypt each global version up to `latest` (only the latest when the
         server optimiser keeps no state), step the global model, then publish and evaluate."""
-        first = self.version + 1 if self.optimization.stateful else latest
+        first = self.version + 1 if self.joined.optimization.stateful else latest
         for version in range(first, latest + 1):
-            self.learner.adopt(self._decrypt_version(version), version)
+            self.joined.learner.adopt(self._decrypt_version(version), version)
             self.version = version
             self._save_state()
         self._publish(latest)
@@ -251,7 +253,7 @@ class SiteAgent:
                                                      self.settings.max_download_bytes)
         self._phase("decrypting")
         started = time.perf_counter()
-        vector = self.cipher.decrypt_average(path, self.spec.layout_hash,
+        vector = self.cipher.decrypt_average(path, self.joined.spec.layout_hash,
                                              self._announced_sum(version),
                                              digest_checked=downloaded.trailer_ok)
         metrics.DECRYPT_SECONDS.observe(time.perf_counter() - started)
@@ -259,35 +261,37 @@ class SiteAgent:
         return vector
 
     def _publish(self, version: int) -> None:
+        session = self.joined
         self.status.published_version = version
         self._phase("evaluating")
         evaluation = self._evaluate(version)
-        self.publisher.publish(self.model, version=version, spec=self.spec, recipe=self.recipe,
-                               preprocess=self.preprocess, metrics=evaluation,
-                               train_cases=len(self.train_records),
-                               optimization=self.optimization)
+        self.publisher.publish(session.learner.model, version=version, spec=session.spec,
+                               recipe=session.recipe, preprocess=session.preprocess,
+                               metrics=evaluation, train_cases=len(self.train_records),
+                               optimization=session.optimization)
         if evaluation and self.settings.share_metrics:
             self.federation.report_metrics({"version": version, "split": "val",
                                             "cases": len(self.val_records), **evaluation})
 
     def _evaluate(self, version: int) -> dict[str, float]:
+        """The global version on the site's own validation studies, at the decision threshold
+        (one sampling per study while federating)."""
         if not self.val_records:
             return {}
-        probs = predict_probabilities(self.model, self.val_set.records, self.preprocess,
-                                      samples=VALIDATION_SAMPLES, seed=self.settings.seed,
-                                      device=self.settings.device, stack_of=self.val_set.stack)
-        covid = probs[:, 1]
-        labels = np.array([r.binary_label for r in self.val_set.records])
-        result = {"auc": math.nan, "sensitivity": math.nan, "specificity": math.nan}
-        if 0 < labels.sum() < len(labels):
-            result["auc"] = float(auc_ci_delong(covid, labels)[0])
-        sens, spec = sensitivity_specificity(covid, labels, DECISION_THRESHOLD)
-        result["sensitivity"], result["specificity"] = float(sens), float(spec)
+        session = self.joined
+        probs = predict_probabilities(session.learner.model, session.val_set.records,
+                                      session.preprocess, samples=VALIDATION_SAMPLES,
+                                      seed=self.settings.seed, device=self.settings.device,
+                                      stack_of=session.val_set.stack)
+        labels = np.array([r.binary_label for r in session.val_set.records])
+        result = validation_at_threshold(probs[:, 1], labels, DECISION_THRESHOLD)
         self.status.val_auc = result["auc"]
-        self.status.val_sensitivity, self.status.val_specificity = float(sens), float(spec)
+        self.status.val_sensitivity = result["sensitivity"]
+        self.status.val_specificity = result["specificity"]
         log.info("%s: global version %d on local validation (%d studies): AUC %.3f, "
                  "sensitivity %.3f, specificity %.3f", self.settings.site, version,
-                 len(self.val_records), result["auc"], sens, spec)
+                 len(self.val_records), result["auc"], result["sensitivity"],
+                 result["specificity"])
         return result
 
     def _keep_local_update(self, round_number: int, update: Any) -> None:
@@ -298,51 +302,53 @@ class SiteAgent:
                   str(folder / f"round-{round_number:05d}.safetensors"),
                   metadata={"num_samples": str(update.num_samples), "epochs": str(update.epochs)})
 
-    def _train_and_upload(self, info: Any) -> None:
-        self._phase("training", info.round)
+    def _train_and_upload(self, announced: RoundAnnouncement) -> None:
+        session, round_number = self.joined, announced.round
+        self._phase("training", round_number)
         # The encryption mask and the round sum's decryption product, made while training.
-        self.cipher.prepare(self.layout.value_count, RoundContext(
-            self.federation_id, info.round, self.settings.site, tuple(info.expected_sites),
-            round_seed_unused=not self.federation.central_holds_bytes(info.round)))
+        self.cipher.prepare(session.learner.layout.value_count, RoundContext(
+            session.federation_id, round_number, self.settings.site, announced.expected_sites,
+            round_seed_unused=not self.federation.central_holds_bytes(round_number)))
         started = time.perf_counter()
-        update = self.learner.fit(info.start_epoch, info.local_epochs)
+        update = session.learner.fit(announced.start_epoch, announced.local_epochs)
         metrics.TRAIN_SECONDS.observe(time.perf_counter() - started)
-        self._keep_local_update(info.round, update)
+        self._keep_local_update(round_number, update)
         self._phase("encrypting")
-        vector = self.learner.upload_vector(update)
-        path = self.settings.work_dir / "uploads" / f"round-{info.round:05d}.lwe"
+        vector = session.learner.upload_vector(update)
+        path = self.settings.work_dir / "uploads" / f"round-{round_number:05d}.lwe"
         started = time.perf_counter()
-        weight = site_weight(update.num_samples, self.weight_unit)
-        self.cipher.encrypt_to_file(vector, weight=weight, round_number=info.round,
-                                    layout_hash=self.spec.layout_hash, path=path,
+        weight = site_weight(update.num_samples, session.weight_unit)
+        self.cipher.encrypt_to_file(vector, weight=weight, round_number=round_number,
+                                    layout_hash=session.spec.layout_hash, path=path,
                                     site=self.settings.site)
         metrics.ENCRYPT_SECONDS.observe(time.perf_counter() - started)
         self._phase("uploading")
         header = federation_pb2.UpdateHeader(
-            round=info.round, base_version=info.base_version,
+            round=round_number, base_version=announced.base_version,
             parameter_set=self.cipher.parameter_set, key_id=self.cipher.key_id,
-            layout_hash=self.spec.layout_hash, num_samples=update.num_samples // update.epochs,
-            local_epochs=update.epochs, optimizer_digest=self.optimization.digest)
+            layout_hash=session.spec.layout_hash,
+            num_samples=update.num_samples // update.epochs, local_epochs=update.epochs,
+            optimizer_digest=session.optimization.digest)
         try:
             receipt = self.federation.upload_update(header, path)
             log.info("%s: round %d uploaded (%d bytes, loss %.4f, %.1f samples/s)",
-                     self.settings.site, info.round, receipt.stored_bytes,
+                     self.settings.site, round_number, receipt.stored_bytes,
                      update.metrics.get("train_loss", math.nan),
                      update.metrics.get("samples_per_second", math.nan))
             counted = True
         except FederationRejected as exc:
             if exc.code.name == "ALREADY_EXISTS":
                 log.info("%s: round %d upload was already stored (acknowledgement lost)",
-                         self.settings.site, info.round)
+                         self.settings.site, round_number)
                 counted = True
             elif exc.code.name == "FAILED_PRECONDITION":
-                counted = self._counted_after_refusal(info.round, exc)
+                counted = self._counted_after_refusal(round_number, exc)
             else:  # the federation's settings refuse this site's updates: no retry fixes that
                 raise
         path.unlink(missing_ok=True)
         if counted:
             metrics.ROUNDS_COMPLETED.inc()
-            metrics.LAST_ROUND.set(info.round)
+            metrics.LAST_ROUND.set(round_number)
 
     def _counted_after_refusal(self, round_number: int, refusal: FederationRejected) -> bool:
         """Whether the round holds this site's update although its upload was refused for the

@@ -129,3 +129,16 @@ def _four_class(probs: np.ndarray, records: Sequence[Any]) -> dict[str, Any]:
         one_vs_rest[name] = {"auc": auc, "auc_ci_low": low, "auc_ci_high": high}
     result["one_vs_rest_auc"] = one_vs_rest
     return result
+
+
+def validation_at_threshold(probs_covid: np.ndarray, labels: np.ndarray,
+                            threshold: float) -> dict[str, float]:
+    """AUC (NaN with one class only), sensitivity and specificity at a fixed threshold: what
+    a site reports of each global version on its own validation studies."""
+    labels = np.asarray(labels).astype(int).ravel()
+    result = {"auc": float("nan")}
+    if 0 < labels.sum() < labels.size:
+        result["auc"] = float(auc_ci_delong(probs_covid, labels)[0])
+    sensitivity, specificity = sensitivity_specificity(probs_covid, labels, threshold)
+    result["sensitivity"], result["specificity"] = float(sensitivity), float(specificity)
+    return result

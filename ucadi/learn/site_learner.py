@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -53,6 +54,36 @@ def value_masks(model: nn.Module, layout: ParameterLayout) -> tuple[np.ndarray, 
     if not trainable:
         return np.zeros(0, dtype=bool), np.zeros(0, dtype=bool)
     return np.concatenate(trainable), np.concatenate(batchnorm)
+
+
+class LocalLearner(Protocol):
+    """What a site agent needs from its learner (as Flower's NumPyClient: fit, and the model
+    as one flat vector in the federation's layout). `SiteLearner` is the one the federation
+    runs; another learner (a new task, a framework) plugs into the agent through this."""
+
+    model: nn.Module  # the site's model: what it evaluates and publishes
+    layout: ParameterLayout  # the flat vector's layout (its hash must be the federation's)
+    version: int  # the newest global version adopted
+
+    def fit(self, start_epoch: int, epochs: int) -> LocalUpdate:
+        """Train `epochs` local epochs from the current model (schedule from `start_epoch`)."""
+        ...
+
+    def upload_vector(self, update: LocalUpdate) -> np.ndarray:
+        """The flat float vector this site contributes to the round's FedAvg."""
+        ...
+
+    def adopt(self, average: np.ndarray, version: int) -> None:
+        """Step the global model to `version` from the round's decrypted FedAvg average."""
+        ...
+
+    def saved_state(self) -> dict[str, np.ndarray]:
+        """Everything a restart needs to resume where it is (arrays for safetensors)."""
+        ...
+
+    def restore(self, state: Mapping[str, np.ndarray]) -> None:
+        """Resume from `saved_state()`."""
+        ...
 
 
 class SiteLearner:
