@@ -35,6 +35,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "FederationService.GetStatus": ANY, "FederationService.*": SITE,
     "KeyService.RegisterSiteKey": SITE, "KeyService.GetWrappedKey": SITE,
     "KeyService.ListSiteKeys": ("custodian",), "KeyService.PutWrappedKeys": ("custodian",),
+    "KeyService.ApproveSiteKey": ("custodian",),
     "KeyService.GetActiveKey": ANY,
     "KeyService.GetSiteApproval": ("service", "custodian", "operator"),
     "SumService.AddContribution": SITE + AGGREGATOR, "SumService.FetchSum": SITE + AGGREGATOR,
