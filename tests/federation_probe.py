@@ -8,13 +8,26 @@ import hashlib
 from pathlib import Path
 
 from services.trainer.cipher import SiteCipher
-from ucadi.demo.federation import LocalFederation
+from ucadi.demo.federation import FederationPlan, LocalFederation
 from ucadi.learn.server_opt import announced_optimization
 from ucadi.lwe.keywrap import generate_site_key_pair
 from ucadi.model.layout import ParameterLayout, initial_model
 from ucadi.ops.tls import secure_channel
 from ucadi.v1 import common_pb2, federation_pb2, federation_pb2_grpc
 from ucadi.wire.crypto_client import KeyClient
+
+
+def central_side(root: Path, manifest: Path, sites: list[str]) -> LocalFederation:
+    """A federation of `sites` (2 rounds, min_sites 2, a 2-epoch recipe) with its PKI and key
+    made and its crypto service and aggregator running; no trainer yet."""
+    federation = LocalFederation(FederationPlan(
+        root=root, manifest=manifest, sites=sites, rounds=2, min_sites=2,
+        recipe={"total_epochs": 2, "warmup_epochs": 1}))
+    federation.provision()
+    federation.create_key()
+    federation.start_crypto()
+    federation.start_aggregator()
+    return federation
 
 
 class ProbeSite:

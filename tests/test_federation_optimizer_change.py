@@ -8,8 +8,8 @@ from __future__ import annotations
 import time
 
 import pytest
+from federation_probe import central_side
 
-from ucadi.demo.federation import FederationPlan, LocalFederation
 from ucadi.learn.server_opt import FederatedOptimization
 
 pytestmark = pytest.mark.slow
@@ -18,14 +18,8 @@ SITE = "main-campus"
 
 def test_a_site_stops_with_both_digests_when_the_announced_optimizer_changes(
         tmp_path, tiny_cohort) -> None:
-    plan = FederationPlan(root=tmp_path / "fed", manifest=tiny_cohort,
-                          sites=[SITE, "optical-valley"], rounds=2, min_sites=2,
-                          recipe={"total_epochs": 2, "warmup_epochs": 1})
-    federation = LocalFederation(plan)
-    federation.provision()
-    federation.create_key()
-    federation.start_crypto()
-    federation.start_aggregator()
+    federation = central_side(tmp_path / "fed", tiny_cohort, [SITE, "optical-valley"])
+    plan = federation.plan
     try:
         trainer = federation.start_trainer(SITE)
         federation.approve_sites([SITE])

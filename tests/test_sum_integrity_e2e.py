@@ -12,9 +12,8 @@ import urllib.request
 
 import numpy as np
 import pytest
-from federation_probe import ProbeSite
+from federation_probe import ProbeSite, central_side
 
-from ucadi.demo.federation import FederationPlan, LocalFederation
 from ucadi.lwe.scheme import Ciphertext
 from ucadi.lwe.stream import read_ciphertext, write_ciphertext
 from ucadi.ops.tls import secure_channel
@@ -42,14 +41,8 @@ def _shift_five_parameters(path, delta_value: float = 0.5) -> None:
 
 
 def test_a_site_refuses_a_global_version_the_central_side_altered(tmp_path, tiny_cohort):
-    plan = FederationPlan(root=tmp_path / "fed", manifest=tiny_cohort,
-                          sites=[TRAINER, *PROBES], rounds=2, min_sites=2,
-                          recipe={"total_epochs": 2, "warmup_epochs": 1})
-    federation = LocalFederation(plan)
-    federation.provision()
-    federation.create_key()
-    federation.start_crypto()
-    federation.start_aggregator()
+    federation = central_side(tmp_path / "fed", tiny_cohort, [TRAINER, *PROBES])
+    plan = federation.plan
     probes = []
     try:
         probes = [ProbeSite(federation, name) for name in PROBES]
