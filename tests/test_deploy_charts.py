@@ -9,6 +9,7 @@ it is checked against the strict subset schema in deploy/helm/crd-schemas/.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -203,3 +204,22 @@ def test_chart_passes_helm_lint_in_strict_mode(chart: Path) -> None:
     report = helm.lint(chart, values, strict=True, namespace=NAMESPACE)
     problems = [m for m in report["messages"] if m["severity"] >= 2]
     assert not report["errors"] and not problems, report
+
+
+def test_shared_helpers_live_once_in_the_library_chart() -> None:
+    """Both charts take names, labels, probes and the common environment from ucadi-common:
+    no helper is defined twice, and each chart's charts/ucadi-common is that library."""
+    library = DEPLOY / "ucadi-common"
+    assert yaml.safe_load((library / "Chart.yaml").read_text())["type"] == "library"
+    defined: dict[str, Path] = {}
+    for helpers in sorted(DEPLOY.glob("*/templates/*.tpl")):
+        for name in re.findall(r'define "([^"]+)"', helpers.read_text()):
+            assert name not in defined, f"{name} defined in {defined.get(name)} and {helpers}"
+            defined[name] = helpers
+    for chart in (CENTRAL, SITE):
+        assert (chart / "charts" / "ucadi-common").resolve() == library.resolve()
+        dependencies = yaml.safe_load((chart / "Chart.yaml").read_text())["dependencies"]
+        assert [d["name"] for d in dependencies] == ["ucadi-common"]
+        own = [name for name, path in defined.items() if path.parent.parent == chart]
+        assert own and all(name.startswith(chart.name + ".") for name in own), own
+    assert "ucadi.labels" in defined and defined["ucadi.labels"].parent.parent == library

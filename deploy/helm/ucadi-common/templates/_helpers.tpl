@@ -1,0 +1,124 @@
+{{/*
+Names and labels for every object of a UCADI release, shared by ucadi-central and ucadi-site.
+Each helper is included with the including chart's context, so .Chart is that chart. Labels
+follow the Kubernetes recommended set (app.kubernetes.io/name, instance, version, component,
+part-of, managed-by); a site chart (.Values.site.name set) adds ucadi.io/site.
+*/}}
+
+{{/* The chart name, or nameOverride. */}}
+{{- define "ucadi.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* <release>-<chart name>, or fullnameOverride; 40 characters leave room for suffixes. */}}
+{{- define "ucadi.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Chart name and version for the helm.sh/chart label. */}}
+{{- define "ucadi.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels that select a component's pods; call with (dict "ctx" $ "component" "aggregator"). */}}
+{{- define "ucadi.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "ucadi.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* All labels of a component's objects; same call as ucadi.selectorLabels. */}}
+{{- define "ucadi.labels" -}}
+helm.sh/chart: {{ include "ucadi.chart" .ctx }}
+{{ include "ucadi.selectorLabels" . }}
+app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: ucadi
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+ucadi.io/federation: {{ .ctx.Values.federation.name }}
+{{- with .ctx.Values.site }}
+ucadi.io/site: {{ .name }}
+{{- end }}
+{{- end }}
+
+{{/* The container image reference. */}}
+{{- define "ucadi.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/* Name of the ServiceAccount the pods run as. */}}
+{{- define "ucadi.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "ucadi.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+Environment common to every container: writable caches under /tmp (the root filesystem is
+read-only), Python without bytecode writes, and OpenTelemetry export when configured. Call with
+(dict "ctx" $ "component" "trainer").
+*/}}
+{{- define "ucadi.commonEnv" -}}
+{{- $attributes := list (printf "service.namespace=%s" (include "ucadi.fullname" .ctx)) (printf "ucadi.federation=%s" .ctx.Values.federation.name) }}
+{{- with .ctx.Values.site }}
+{{- $attributes = append $attributes (printf "ucadi.site=%s" .name) }}
+{{- end }}
+{{- $attributes = append $attributes (printf "k8s.namespace.name=%s" .ctx.Release.Namespace) }}
+- name: HOME
+  value: /tmp
+- name: XDG_CACHE_HOME
+  value: /tmp/.cache
+- name: MPLCONFIGDIR
+  value: /tmp/matplotlib
+- name: PYTHONDONTWRITEBYTECODE
+  value: "1"
+- name: OTEL_SERVICE_NAME
+  value: {{ .component }}
+- name: OTEL_RESOURCE_ATTRIBUTES
+  value: {{ join "," $attributes | quote }}
+{{- with .ctx.Values.tracing.otlpEndpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+
+{{/* gRPC health probes against the plain health port (kubelet probes cannot do mutual TLS);
+call with (dict "ctx" $ "service" "ucadi.v1.Aggregator"). */}}
+{{- define "ucadi.probes" -}}
+startupProbe:
+  grpc:
+    port: {{ .ctx.Values.ports.health }}
+    service: {{ .service | quote }}
+  periodSeconds: 5
+  failureThreshold: 60
+readinessProbe:
+  grpc:
+    port: {{ .ctx.Values.ports.health }}
+    service: {{ .service | quote }}
+  periodSeconds: 10
+  failureThreshold: 3
+livenessProbe:
+  grpc:
+    port: {{ .ctx.Values.ports.health }}
+    service: {{ .service | quote }}
+  periodSeconds: 20
+  timeoutSeconds: 5
+  failureThreshold: 6
+{{- end }}
+
+{{/* Annotations for Prometheus setups that discover pods without the Operator. */}}
+{{- define "ucadi.scrapeAnnotations" -}}
+prometheus.io/scrape: "true"
+prometheus.io/port: {{ .Values.ports.metrics | quote }}
+prometheus.io/path: /metrics
+{{- end }}
