@@ -70,48 +70,13 @@ def train_baseline(model: torch.nn.Module, records: Sequence[Any], config: Prepr
 
 
 @dataclass(frozen=True)
-class BaselineJob:
-    """One baseline to train: its name, training records, recipe and epochs."""
+class ModelScores:
+    """A model's COVID-19 scores: validation (one sampling per CT, for the threshold) and
+    test (the `samples`-sampling average) by case id, each CT scored once however many test
+    sets hold it (a site's test set is part of the pooled one)."""
 
-    name: str
-    records: tuple[Any, ...]
-    recipe: TrainingRecipe
-    epochs: int
-
-
-def _train_job(job: BaselineJob, config: PreprocessConfig, arch: str, preset: str,
-               num_classes: int, init_seed: int, seed: int) -> dict[str, torch.Tensor]:
-    """Worker process: one thread, as the experiments and the trainer services train."""
-    from ucadi.model.layout import initial_model
-
-    torch.set_num_threads(1)
-    model = initial_model(arch, preset, num_classes, init_seed)
-    train_baseline(model, job.records, config, job.recipe, job.epochs, seed)
-    return model.state_dict()
-
-
-def train_baselines(jobs: Sequence[BaselineJob], config: PreprocessConfig, *, arch: str,
-                    preset: str, num_classes: int, init_seed: int, seed: int,
-                    workers: int = 2) -> dict[str, torch.nn.Module]:
-    """Train every baseline from the federation's initial weights, `workers` processes at a
-    time with one torch thread each (the longest first); the same weights as training them
-    one by one in one thread."""
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from multiprocessing import get_context
-
-    from ucadi.model.layout import initial_model
-
-    ordered = sorted(jobs, key=lambda j: -len(j.records) * j.epochs)
-    models: dict[str, torch.nn.Module] = {}
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        pending = {pool.submit(_train_job, job, config, arch, preset, num_classes, init_seed,
-                               seed): job.name for job in ordered}
-        for done in as_completed(pending):
-            model = initial_model(arch, preset, num_classes, init_seed)
-            model.load_state_dict(done.result())
-            models[pending[done]] = model
-            print(f"      {pending[done]} model trained", flush=True)
-    return models
+    val: np.ndarray
+    test: dict[str, float]
 
 
 def _scores(model: torch.nn.Module, records: Sequence[Any], config: PreprocessConfig,
@@ -121,25 +86,151 @@ def _scores(model: torch.nn.Module, records: Sequence[Any], config: PreprocessCo
     return probs[:, COVID_CLASS]
 
 
-def evaluate_model(name: str, model: torch.nn.Module, val_records: Sequence[Any],
-                   test_sets: dict[str, Sequence[Any]], config: PreprocessConfig,
-                   cache: StackCache, samples: int = 5, seed: int = 0) -> ModelResult:
-    """Threshold from `val_records`, then metrics on every test set (5-sampling average)."""
+def score_model(model: torch.nn.Module, val_records: Sequence[Any],
+                test_sets: dict[str, Sequence[Any]], config: PreprocessConfig,
+                cache: StackCache, samples: int = 5, seed: int = 0) -> ModelScores:
+    """Scores of every validation CT and of every distinct test CT. A CT's sampling depends on
+    (seed, case id) only, so its score is the same in whichever set it is evaluated."""
     val_labels = np.array([r.binary_label for r in val_records])
-    threshold = 0.5
+    val = np.zeros(0)
     if 0 < val_labels.sum() < len(val_labels):
-        threshold = choose_threshold(_scores(model, val_records, config, cache, 1, seed),
-                                     val_labels)
+        val = _scores(model, val_records, config, cache, 1, seed)
+    distinct = list({r.case_id: r for records in test_sets.values() for r in records}.values())
+    test = _scores(model, distinct, config, cache, samples, seed) if distinct else []
+    return ModelScores(val, {r.case_id: float(s) for r, s in zip(distinct, test, strict=True)})
+
+
+def result_from_scores(name: str, scores: ModelScores, val_records: Sequence[Any],
+                       test_sets: dict[str, Sequence[Any]]) -> ModelResult:
+    """Threshold from the validation scores (Youden's J; 0.5 when validation has one class),
+    then metrics on every test set."""
+    threshold = 0.5
+    if len(scores.val):
+        threshold = choose_threshold(scores.val, np.array([r.binary_label for r in val_records]))
     result = ModelResult(name, threshold)
     for set_name, records in test_sets.items():
         if not records:
             continue
-        scores = _scores(model, records, config, cache, samples, seed)
+        set_scores = np.array([scores.test[r.case_id] for r in records], dtype=np.float32)
         labels = np.array([r.binary_label for r in records])
-        result.by_set[set_name] = evaluate_binary(scores, labels, threshold)
+        result.by_set[set_name] = evaluate_binary(set_scores, labels, threshold)
         if set_name == POOLED:
-            result.pooled_scores = scores
+            result.pooled_scores = set_scores
     return result
+
+
+def evaluate_model(name: str, model: torch.nn.Module, val_records: Sequence[Any],
+                   test_sets: dict[str, Sequence[Any]], config: PreprocessConfig,
+                   cache: StackCache, samples: int = 5, seed: int = 0) -> ModelResult:
+    """Threshold from `val_records`, then metrics on every test set (5-sampling average)."""
+    scores = score_model(model, val_records, test_sets, config, cache, samples, seed)
+    return result_from_scores(name, scores, val_records, test_sets)
+
+
+@dataclass(frozen=True)
+class BaselineJob:
+    """One baseline to train and score: its name, training and validation records, recipe and
+    epochs."""
+
+    name: str
+    records: tuple[Any, ...]
+    recipe: TrainingRecipe
+    epochs: int
+    val_records: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class ScoringSetup:
+    """What every worker needs to build, train and score a model the same way."""
+
+    config: PreprocessConfig
+    arch: str
+    preset: str
+    num_classes: int
+    init_seed: int
+    seed: int
+    test_sets: dict[str, tuple[Any, ...]]
+
+
+# One cache of windowed stacks per worker process, shared by the jobs it runs.
+_WORKER_CACHE: dict[PreprocessConfig, StackCache] = {}
+
+
+def _worker_cache(config: PreprocessConfig) -> StackCache:
+    return _WORKER_CACHE.setdefault(config, StackCache(config))
+
+
+def _train_and_score(job: BaselineJob, setup: ScoringSetup
+                     ) -> tuple[dict[str, torch.Tensor], ModelScores]:
+    """Worker process: train a baseline in one thread (as the experiments and the trainer
+    services train) from the federation's initial weights, then score it."""
+    from ucadi.model.layout import initial_model
+
+    torch.set_num_threads(1)
+    model = initial_model(setup.arch, setup.preset, setup.num_classes, setup.init_seed)
+    train_baseline(model, job.records, setup.config, job.recipe, job.epochs, setup.seed)
+    scores = score_model(model, job.val_records, setup.test_sets, setup.config,
+                         _worker_cache(setup.config), seed=setup.seed)
+    return model.state_dict(), scores
+
+
+def _score_state(state: dict[str, torch.Tensor], val_records: tuple[Any, ...],
+                 setup: ScoringSetup) -> ModelScores:
+    """Worker process: score a trained model given as its state dict."""
+    from ucadi.model.layout import initial_model
+
+    torch.set_num_threads(1)
+    model = initial_model(setup.arch, setup.preset, setup.num_classes, setup.init_seed)
+    model.load_state_dict(state)
+    return score_model(model, val_records, setup.test_sets, setup.config,
+                       _worker_cache(setup.config), seed=setup.seed)
+
+
+class BaselinePool:
+    """Baselines trained and scored in `workers` processes of one torch thread each, the
+    longest first, while the caller goes on (the demo runs its federation meanwhile). Every
+    model's weights and scores are those of running the jobs one by one in one thread."""
+
+    def __init__(self, jobs: Sequence[BaselineJob], setup: ScoringSetup, *,
+                 workers: int = 2) -> None:
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
+
+        self.setup = setup
+        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+        ordered = sorted(jobs, key=lambda j: -len(j.records) * j.epochs)
+        self._jobs = {self._pool.submit(_train_and_score, job, setup): job for job in ordered}
+
+    def score(self, state: dict[str, torch.Tensor], val_records: Sequence[Any]) -> Any:
+        """Queue the scoring of a model trained elsewhere; returns its future."""
+        return self._pool.submit(_score_state, state, tuple(val_records), self.setup)
+
+    def results(self) -> dict[str, tuple[torch.nn.Module, ModelScores]]:
+        """Wait for every baseline: name -> (model, scores)."""
+        from concurrent.futures import as_completed
+
+        from ucadi.model.layout import initial_model
+
+        done: dict[str, tuple[torch.nn.Module, ModelScores]] = {}
+        for future in as_completed(self._jobs):
+            state, scores = future.result()
+            name = self._jobs[future].name
+            model = initial_model(self.setup.arch, self.setup.preset, self.setup.num_classes,
+                                  self.setup.init_seed)
+            model.load_state_dict(state)
+            done[name] = (model, scores)
+            print(f"      {name} model trained and scored", flush=True)
+        return done
+
+    def close(self) -> None:
+        """Stop the workers (cancelling what has not started)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> BaselinePool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def markdown_table(results: Sequence[ModelResult], set_names: Sequence[str]) -> str:

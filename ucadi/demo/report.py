@@ -16,12 +16,12 @@ from ucadi.demo.compare import (
     HOLDOUT_SITES,
     POOLED,
     BaselineJob,
+    BaselinePool,
     ModelResult,
-    StackCache,
-    evaluate_model,
+    ScoringSetup,
     markdown_table,
     plot_comparison,
-    train_baselines,
+    result_from_scores,
 )
 from ucadi.demo.federation import FederationPlan
 from ucadi.learn import TrainingRecipe
@@ -61,80 +61,107 @@ def configuration_text(plan: FederationPlan, seed: int, central_epochs: int) -> 
         "data.\n")
 
 
-def compare_and_report(*, manifest: Path, plan: FederationPlan, federated_state: Path,
-                       reports_dir: Path, federation_summary: dict[str, Any],
-                       seed: int = 0, central_epochs: int | None = None) -> dict[str, Any]:
-    """Train the baselines, evaluate all models, write reports_dir/{comparison.md,png,json}.
-    The federated model is the global model the sites hold (`federated_state`)."""
-    records = read_manifest(manifest)
-    preset = get_preset(plan.model_preset)
-    config = PreprocessConfig(slices=preset.slices, size=(preset.height, preset.width))
-    recipe = TrainingRecipe.from_dict({"task": plan.task, **plan.recipe})
-    epochs = plan.rounds * plan.local_epochs
-    central_epochs = central_epochs or epochs
-    central_recipe = replace(recipe, total_epochs=central_epochs,
-                             weight_decay=CENTRALISED_WEIGHT_DECAY,
-                             warmup_epochs=min(recipe.warmup_epochs, central_epochs - 1))
-    num_classes = len(recipe.class_names)
+class DemoComparison:
+    """The demo's baselines and evaluation. Made before the federation starts, it trains the
+    local-only and centralised models in two background worker processes while the
+    federation runs (the same weights as training them one by one); `report` then scores the
+    federated model and writes reports_dir/{comparison.md,png,json}."""
 
-    def split(sites: list[str] | tuple[str, ...], name: str) -> list[Any]:
-        return [r for r in records if r.site in sites and r.split == name]
+    def __init__(self, *, manifest: Path, plan: FederationPlan, seed: int = 0,
+                 central_epochs: int | None = None, workers: int = 2) -> None:
+        self.plan, self.seed = plan, seed
+        self.records = read_manifest(manifest)
+        preset = get_preset(plan.model_preset)
+        config = PreprocessConfig(slices=preset.slices, size=(preset.height, preset.width))
+        recipe = TrainingRecipe.from_dict({"task": plan.task, **plan.recipe})
+        epochs = plan.rounds * plan.local_epochs
+        self.central_epochs = central_epochs or epochs
+        central_recipe = replace(recipe, total_epochs=self.central_epochs,
+                                 weight_decay=CENTRALISED_WEIGHT_DECAY,
+                                 warmup_epochs=min(recipe.warmup_epochs,
+                                                   self.central_epochs - 1))
+        self.num_classes = len(recipe.class_names)
+        self.test_sets: dict[str, tuple[Any, ...]] = {
+            site: self.split([site], "test") for site in plan.sites}
+        self.test_sets[POOLED] = self.split(plan.sites, "test")
+        for site in HOLDOUT_SITES:
+            self.test_sets[f"{site} (hold-out)"] = self.split([site], "holdout")
+        self.pooled_val = self.split(plan.sites, "val")
+        jobs = [BaselineJob(f"local {site}", self.split([site], "train"), recipe, epochs,
+                            self.split([site], "val")) for site in plan.sites]
+        jobs.append(BaselineJob("centralised", self.split(plan.sites, "train"), central_recipe,
+                                self.central_epochs, self.pooled_val))
+        self.setup = ScoringSetup(config, plan.arch, plan.model_preset, self.num_classes,
+                                  plan.init_seed, seed, self.test_sets)
+        self.pool = BaselinePool(jobs, self.setup, workers=workers)
 
-    test_sets: dict[str, list[Any]] = {site: split([site], "test") for site in plan.sites}
-    test_sets[POOLED] = split(plan.sites, "test")
-    for site in HOLDOUT_SITES:
-        test_sets[f"{site} (hold-out)"] = split([site], "holdout")
-    cache = StackCache(config)
-    jobs = [BaselineJob(f"local {site}", tuple(split([site], "train")), recipe, epochs)
-            for site in plan.sites]
-    jobs.append(BaselineJob("centralised", tuple(split(plan.sites, "train")), central_recipe,
-                            central_epochs))
-    models = train_baselines(jobs, config, arch=plan.arch, preset=plan.model_preset,
-                             num_classes=num_classes, init_seed=plan.init_seed, seed=seed)
-    results: list[ModelResult] = [
-        evaluate_model(f"local {site}", models[f"local {site}"], split([site], "val"),
-                       test_sets, config, cache, seed=seed) for site in plan.sites]
-    federated = load_global_model(federated_state, plan.arch, plan.model_preset, num_classes,
-                                  plan.init_seed)
-    pooled_val = split(plan.sites, "val")
-    for name, model in (("federated", federated), ("centralised", models["centralised"])):
-        results.append(evaluate_model(name, model, pooled_val, test_sets, config, cache,
-                                      seed=seed))
-    print("      every model evaluated", flush=True)
+    def split(self, sites: list[str] | tuple[str, ...], name: str) -> tuple[Any, ...]:
+        """Records of `sites` in split `name`."""
+        return tuple(r for r in self.records if r.site in sites and r.split == name)
 
-    set_names = list(test_sets)
-    pooled_labels = np.array([r.binary_label for r in test_sets[POOLED]])
-    reports_dir.mkdir(parents=True, exist_ok=True)
-    plot_comparison(reports_dir / "comparison.png", results, pooled_labels, set_names)
-    by_name = {r.name: r for r in results}
-    tests = {}
-    if len(set(pooled_labels)) == 2:
-        for other in [r.name for r in results if r.name != "federated"]:
-            tests[other] = compare_models(by_name["federated"].pooled_scores,
-                                          by_name[other].pooled_scores, pooled_labels)
-    markdown = (
-        "# UCADI demo: local-only vs federated vs centralised\n\n"
-        + configuration_text(plan, seed, central_epochs) + "\n"
-        "Binary COVID-19 vs non-COVID-19, test-time average of 5 samplings per CT, thresholds "
-        "chosen on validation data (Youden's J). CT-level metrics; AUC with 95 % DeLong CI. "
-        "Hold-out sites are COVID-only: specificity and AUC do not apply there.\n\n"
-        "## Federation rounds (encrypted FedAvg)\n\n" + _rounds_table(federation_summary)
-        + "\n## Sensitivity / specificity / AUC by test set\n\n"
-        + markdown_table(results, set_names)
-        + "\n## DeLong test on the pooled test set (federated vs each model)\n\n"
-        + "| other model | federated AUC | other AUC | p |\n|---|---|---|---|\n"
-        + "".join(f"| {name} | {t['auc']:.3f} | {t['auc_other']:.3f} | {t['delong_p']:.3g} |\n"
-                  for name, t in tests.items())
-        + "\n![comparison](comparison.png)\n")
-    (reports_dir / "comparison.md").write_text(markdown)
-    (reports_dir / "comparison.json").write_text(json.dumps({
-        "seed": seed, "configuration": {
-            "sites": plan.sites, "rounds": plan.rounds, "local_epochs": plan.local_epochs,
-            "min_sites": plan.min_sites, "preset": plan.model_preset, "recipe": plan.recipe,
-            "optimizer": FederatedOptimization.from_dict(plan.optimizer).to_dict(),
-            "local_only_epochs": epochs, "centralised_epochs": central_epochs},
-        "federation": federation_summary,
-        "models": {r.name: {"threshold": r.threshold, "by_set": r.by_set} for r in results},
-        "delong_vs_federated": tests}, indent=2, default=float))
-    return {"markdown": markdown, "files": ["comparison.md", "comparison.png",
-                                            "comparison.json", "demo_summary.json"]}
+    def close(self) -> None:
+        """Stop the workers (a failed or interrupted demo)."""
+        self.pool.close()
+
+    def report(self, *, federated_state: Path, reports_dir: Path,
+               federation_summary: dict[str, Any]) -> dict[str, Any]:
+        """Score the federated model (the global model the sites hold), wait for the
+        baselines, evaluate all of them and write the reports."""
+        plan = self.plan
+        federated = load_global_model(federated_state, plan.arch, plan.model_preset,
+                                      self.num_classes, plan.init_seed)
+        federated_scores = self.pool.score(federated.state_dict(), self.pooled_val)
+        baselines = self.pool.results()
+        self.pool.close()
+        test_sets = self.test_sets
+        results: list[ModelResult] = [
+            result_from_scores(f"local {site}", baselines[f"local {site}"][1],
+                               self.split([site], "val"), test_sets) for site in plan.sites]
+        results.append(result_from_scores("federated", federated_scores.result(),
+                                          self.pooled_val, test_sets))
+        results.append(result_from_scores("centralised", baselines["centralised"][1],
+                                          self.pooled_val, test_sets))
+        print("      every model evaluated", flush=True)
+        return self._write(results, reports_dir, federation_summary)
+
+    def _write(self, results: list[ModelResult], reports_dir: Path,
+               federation_summary: dict[str, Any]) -> dict[str, Any]:
+        plan, seed, central_epochs, test_sets = (self.plan, self.seed, self.central_epochs,
+                                                 self.test_sets)
+        epochs = plan.rounds * plan.local_epochs
+        set_names = list(test_sets)
+        pooled_labels = np.array([r.binary_label for r in test_sets[POOLED]])
+        reports_dir.mkdir(parents=True, exist_ok=True)
+        plot_comparison(reports_dir / "comparison.png", results, pooled_labels, set_names)
+        by_name = {r.name: r for r in results}
+        tests = {}
+        if len(set(pooled_labels)) == 2:
+            for other in [r.name for r in results if r.name != "federated"]:
+                tests[other] = compare_models(by_name["federated"].pooled_scores,
+                                              by_name[other].pooled_scores, pooled_labels)
+        markdown = (
+            "# UCADI demo: local-only vs federated vs centralised\n\n"
+            + configuration_text(plan, seed, central_epochs) + "\n"
+            "Binary COVID-19 vs non-COVID-19, test-time average of 5 samplings per CT, thresholds "
+            "chosen on validation data (Youden's J). CT-level metrics; AUC with 95 % DeLong CI. "
+            "Hold-out sites are COVID-only: specificity and AUC do not apply there.\n\n"
+            "## Federation rounds (encrypted FedAvg)\n\n" + _rounds_table(federation_summary)
+            + "\n## Sensitivity / specificity / AUC by test set\n\n"
+            + markdown_table(results, set_names)
+            + "\n## DeLong test on the pooled test set (federated vs each model)\n\n"
+            + "| other model | federated AUC | other AUC | p |\n|---|---|---|---|\n"
+            + "".join(f"| {name} | {t['auc']:.3f} | {t['auc_other']:.3f} | {t['delong_p']:.3g} |\n"
+                      for name, t in tests.items())
+            + "\n![comparison](comparison.png)\n")
+        (reports_dir / "comparison.md").write_text(markdown)
+        (reports_dir / "comparison.json").write_text(json.dumps({
+            "seed": seed, "configuration": {
+                "sites": plan.sites, "rounds": plan.rounds, "local_epochs": plan.local_epochs,
+                "min_sites": plan.min_sites, "preset": plan.model_preset, "recipe": plan.recipe,
+                "optimizer": FederatedOptimization.from_dict(plan.optimizer).to_dict(),
+                "local_only_epochs": epochs, "centralised_epochs": central_epochs},
+            "federation": federation_summary,
+            "models": {r.name: {"threshold": r.threshold, "by_set": r.by_set} for r in results},
+            "delong_vs_federated": tests}, indent=2, default=float))
+        return {"markdown": markdown, "files": ["comparison.md", "comparison.png",
+                                                "comparison.json", "demo_summary.json"]}
