@@ -4,6 +4,7 @@ rendered with Helm's engine, validated strictly, and the config file loads in th
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +47,16 @@ TOKEN_CASE = with_site({"inference": {
     "web": {"enabled": True, "auth": "header", "trustedProxies": ["10.2.0.0/16"]}}})
 
 
+@functools.cache
+def rendered(case: str) -> list[dict[str, Any]]:
+    """The site chart rendered once per case (Helm's engine takes about a second)."""
+    return render(SITE, {"web": WEB_CASE, "token": TOKEN_CASE,
+                         "defaults": SITE_CASES["defaults"]}[case])[0]
+
+
 @pytest.fixture(scope="module")
 def web_manifests() -> list[dict[str, Any]]:
-    return render(SITE, WEB_CASE)[0]
+    return rendered("web")
 
 
 def inference_config(manifests: list[dict[str, Any]], tmp_path: Path) -> dict[str, Any]:
@@ -57,9 +65,9 @@ def inference_config(manifests: list[dict[str, Any]], tmp_path: Path) -> dict[st
     return load_config(DEFAULTS, tmp_path / "inference.yaml", environ={})
 
 
-@pytest.mark.parametrize("values", [WEB_CASE, TOKEN_CASE], ids=["web-site-ca", "token-header"])
-def test_hospital_access_manifests_validate_strictly(values: dict[str, Any]) -> None:
-    for manifest in render(SITE, values)[0]:
+@pytest.mark.parametrize("case", ["web", "token"])
+def test_hospital_access_manifests_validate_strictly(case: str) -> None:
+    for manifest in rendered(case):
         validate_manifest(manifest)
 
 
@@ -99,14 +107,14 @@ def test_the_generated_config_starts_the_page_and_the_caller_policy(web_manifest
     policy = caller_policy(config)
     assert policy.site_ca_file == Path("/etc/ucadi/site-ca/ca.crt")
     assert policy.allowed_roles == ("pacs", "operator") and policy.federation_ca
-    token = inference_config(render(SITE, TOKEN_CASE)[0], tmp_path)
+    token = inference_config(rendered("token"), tmp_path)
     assert token["clients"]["mode"] == "token"
     assert token["clients"]["oidc_jwks_file"] == "/etc/ucadi/oidc/jwks.json"
     assert token["web"]["trusted_proxies"] == ["10.2.0.0/16"]
 
 
 def test_by_default_there_is_no_page_no_ingress_and_a_cluster_ip(tmp_path: Path):
-    manifests = render(SITE, SITE_CASES["defaults"])[0]
+    manifests = rendered("defaults")
     assert not [m for m in manifests if m["kind"] == "Ingress"]
     service = find(manifests, "Service", "-inference")["spec"]
     assert "clusterIP" not in service and [p["name"] for p in service["ports"]] == ["grpc"]

@@ -20,6 +20,7 @@ from web_page_fixtures import (
     multipart_body,
     serve_page,
     site_certificate,
+    synthetic_study,
 )
 
 from services.inference.callers import TokenVerifier
@@ -205,3 +206,85 @@ def test_the_page_is_off_by_default_and_never_open_beyond_loopback(tmp_path: Pat
     with pytest.raises(WebSettingsError, match="web.client_ca_file"):
         web_settings(settings_from_args(parser.parse_args(
             [*base, "--web-address", "0.0.0.0:8443"])), None)
+
+
+@pytest.fixture(scope="module")
+def study_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, bytes]]:
+    """The synthetic study as the page uploads it: a zip, and a NIfTI volume."""
+    import io
+    import zipfile
+
+    import nibabel
+    import numpy as np
+
+    from ucadi.ct import load_study
+
+    study = synthetic_study(tmp_path_factory.mktemp("synth"))
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as writer:
+        for path in sorted(study.iterdir()):
+            writer.write(path, path.name)
+    ct = load_study(study)
+    # The loader reads NIfTI in canonical (RAS) axes and flips x and y into DICOM's order.
+    data = np.ascontiguousarray(ct.volume_hu.transpose(2, 1, 0)[::-1, ::-1, :])
+    spacing = ct.spacing_mm
+    volume = nibabel.Nifti1Image(data.astype(np.int16),
+                                 np.diag([spacing[2], spacing[1], spacing[0], 1.0]))
+    nifti = tmp_path_factory.mktemp("nifti") / "study.nii.gz"
+    nibabel.save(volume, str(nifti))
+    return {"zip": ("study.zip", archive.getvalue()),
+            "nifti": ("study.nii.gz", nifti.read_bytes())}
+
+
+@pytest.mark.parametrize("kind", ["zip", "nifti"])
+def test_a_zip_or_nifti_upload_is_diagnosed_with_viewer_data(certificate_page, pki,
+                                                              study_files, kind):
+    port, doctor = certificate_page.port, pki["doctor"]
+    token = session(port, cert=doctor)["csrf_token"]
+    body, content_type = multipart_body([study_files[kind]])
+    status, _, answer = https_request(port, "POST", "/api/diagnoses", body=body, cert=doctor,
+                                      headers={"Content-Type": content_type,
+                                               "X-CSRF-Token": token})
+    assert status == 201, answer
+    result = json.loads(answer)
+    assert result["samplings"]["count"] == 5 and result["model"]["version"] == "7"
+    viewer = result["viewer"]
+    status, _, ct = https_request(port, "GET", f"/api/diagnoses/{result['id']}/ct.bin",
+                                  cert=doctor)
+    assert status == 200 and len(ct) == 2 * viewer["slices"] * viewer["rows"] * viewer["columns"]
+    status, _, heat = https_request(port, "GET", f"/api/diagnoses/{result['id']}/heatmap.bin",
+                                    cert=doctor)
+    assert status == 200 and len(heat) == len(ct) // 2 and max(heat) > 0
+
+
+@pytest.mark.slow
+def test_ucadi_serve_inference_with_web_address_serves_the_page(pki, tmp_path: Path):
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from model_publishing import publish
+
+    publish(tmp_path / "model", version=3, seed=0)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ucadi.cli", "serve", "inference", "--model",
+         str(tmp_path / "model"), "--tls-dir", str(pki["server"].cert.parent), "--address",
+         "127.0.0.1:0", "--metrics-address", "", "--web-address", "127.0.0.1:0",
+         "--web-auth", "none"],
+        cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            page = re.search(r"radiologist's page on https://127\.0\.0\.1:(\d+)/", line)
+            if page:
+                break
+        assert page, "".join(lines)
+        assert session(int(page.group(1)))["user"] == "local user"
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=30)[0]
+    assert process.returncode == 0, output
+    assert (tmp_path / "var" / "site" / "web-history.sqlite").exists()

@@ -1,7 +1,8 @@
 """The radiologist's page in a real browser: Debian's headless Chromium driven by Playwright.
 
-Upload a synthetic study, read the class and probability from the page (the same answer as the
-gRPC Diagnose), scroll the slice viewer, see the Grad-CAM overlay drawn, change the window,
+The radiologist signs in with a client certificate from the hospital's own CA (a browser
+without one gets a readable refusal). Upload a synthetic study, read the class and
+probability from the page (the same answer as the gRPC Diagnose), scroll the slice viewer, see the Grad-CAM overlay drawn, change the window,
 download the montage and the JSON; upload a damaged study and read the error.
 `UCADI_WEB_SCREENSHOT=docs/images/web-page.png` also saves the README's screenshot.
 """
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from web_page_fixtures import serve_page, synthetic_study, truncated_copy
+from web_page_fixtures import serve_page, site_certificate, synthetic_study, truncated_copy
 
 from services.inference.client import diagnose
 from ucadi.ops.pki import create_ca, issue_certificate
@@ -37,11 +38,15 @@ torch.set_num_threads(1)
 def page_site(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("web-browser")
     create_ca(root / "ca", "test-federation-ca")
+    create_ca(root / "site-ca", "hospital-ca")
     server_tls = issue_certificate(root / "ca", root / "server", "inference", "service")
     client_tls = issue_certificate(root / "ca", root / "client", "radiology", "operator")
-    served = serve_page(root, server_tls)
+    doctor = site_certificate(root / "site-ca", root / "doctor", "dr-chen", "radiologist",
+                              root / "ca" / "ca.crt")
+    served = serve_page(root, server_tls, auth="certificate",
+                        client_ca_file=root / "site-ca" / "ca.crt")
     study = synthetic_study(root / "synth")
-    yield served, client_tls, study, truncated_copy(study, root / "damaged" / "series")
+    yield served, client_tls, doctor, study, truncated_copy(study, root / "damaged" / "series")
     served.stop()
 
 
@@ -58,9 +63,10 @@ def overlay_pixels(page) -> int:
 
 def test_page_diagnoses_a_study_shows_the_overlay_and_explains_a_damaged_one(
         page_site, tmp_path: Path):
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
-    served, client_tls, study, damaged = page_site
+    served, client_tls, doctor, study, damaged = page_site
+    origin = f"https://127.0.0.1:{served.port}"
     with secure_channel(served.service.running.target, client_tls) as channel:
         expected = diagnose(channel, study, samples=5, seed=0)
     with sync_playwright() as playwright:
@@ -68,20 +74,27 @@ def test_page_diagnoses_a_study_shows_the_overlay_and_explains_a_damaged_one(
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
                                              args=CHROMIUM_ARGS)
         try:
-            context = browser.new_context(ignore_https_errors=True,
-                                          viewport={"width": 1280, "height": 900})
+            stranger = browser.new_context(ignore_https_errors=True).new_page()
+            refused = stranger.goto(f"{origin}/")
+            assert refused.status == 401
+            assert "needs a client certificate" in stranger.text_content("body")
+            # The radiologist's browser holds a certificate from the hospital's own CA.
+            context = browser.new_context(
+                ignore_https_errors=True, viewport={"width": 1280, "height": 900},
+                client_certificates=[{"origin": origin, "certPath": str(doctor / "tls.crt"),
+                                      "keyPath": str(doctor / "tls.key")}])
             page = context.new_page()
             outside: list[str] = []
             page.on("request", lambda r: outside.append(r.url)
-                    if not r.url.startswith(f"https://127.0.0.1:{served.port}/") else None)
+                    if not r.url.startswith(f"{origin}/") else None)
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
             # The damaged study's refusal (400) is the one failed load the page should see.
             page.on("console", lambda m: errors.append(m.text)
                     if m.type == "error" and "status of 400" not in m.text else None)
-            page.goto(f"https://127.0.0.1:{served.port}/")
-            page.wait_for_function(
-                "document.getElementById('session').textContent.includes('version 7')")
+            page.goto(f"{origin}/")
+            expect(page.locator("#session")).to_contain_text("version 7")
+            assert page.text_content("#session").startswith("dr-chen (radiologist)")
 
             page.set_input_files("#folder-input", str(study))
             page.wait_for_selector("#viewer-panel:not([hidden])", timeout=RESULT_TIMEOUT_MS)
@@ -97,11 +110,9 @@ def test_page_diagnoses_a_study_shows_the_overlay_and_explains_a_damaged_one(
             page.hover("#viewer")
             for expected_slice in ("1", "2", "3"):
                 page.mouse.wheel(0, 120)
-                page.wait_for_function(
-                    f"document.getElementById('viewer').dataset.slice === '{expected_slice}'")
+                expect(page.locator("#viewer")).to_have_attribute("data-slice", expected_slice)
             assert overlay_pixels(page) > 0
-            page.wait_for_function(
-                "document.querySelectorAll('#history-table tbody tr').length === 1")
+            expect(page.locator("#history-table tbody tr")).to_have_count(1)
             assert expected.study.series_uid not in ("", None)
             screenshot = os.environ.get("UCADI_WEB_SCREENSHOT")
             if screenshot:

@@ -8,6 +8,7 @@ HTTP status of its kind; the page shows the message.
 
 from __future__ import annotations
 
+import html
 import logging
 import tempfile
 import time
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -29,6 +30,7 @@ from services.inference.web.history import DiagnosisHistory
 from services.inference.web.results import PageResult, RecentResults, page_result
 from services.inference.web.settings import WebSettings
 from services.inference.web.study_upload import (
+    LengthRequiredError,
     check_content_length,
     multipart_boundary,
     receive_browser_study,
@@ -42,7 +44,7 @@ log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
 HTTP_STATUS = {"INVALID_ARGUMENT": 400, "UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403,
-               "NOT_FOUND": 404, "FAILED_PRECONDITION": 411, "RESOURCE_EXHAUSTED": 429,
+               "NOT_FOUND": 404, "FAILED_PRECONDITION": 409, "RESOURCE_EXHAUSTED": 429,
                "UNAVAILABLE": 503, "DEADLINE_EXCEEDED": 504}
 SEED = 0  # the page's samplings are reproducible: the same study gives the same answer
 
@@ -55,8 +57,19 @@ class ResultNotFoundError(UcadiError):
 
 def error_response(exc: UcadiError) -> JSONResponse:
     """The JSON refusal of a domain error."""
-    status = 413 if isinstance(exc, UploadLimitError) else HTTP_STATUS.get(exc.status, 400)
+    if isinstance(exc, (UploadLimitError, LengthRequiredError)):
+        status = 413 if isinstance(exc, UploadLimitError) else 411
+    else:
+        status = HTTP_STATUS.get(exc.status, 400)
     return JSONResponse({"error": str(exc), "status": exc.status}, status_code=status)
+
+
+def refusal_page(exc: UcadiError) -> HTMLResponse:
+    """A browser's readable page for a refused sign-in (no script, no style needed)."""
+    return HTMLResponse(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>UCADI: not "
+        f"signed in</title></head><body><h1>Not signed in</h1><p>{html.escape(str(exc))}</p>"
+        "</body></html>", status_code=error_response(exc).status_code)
 
 
 class WebPage:
@@ -93,7 +106,9 @@ class WebPage:
                 self.access.check_csrf(user, scope["method"], headers)
             except UcadiError as exc:
                 log.info("web %s %s refused: %s", scope["method"], scope["path"], exc)
-                await error_response(exc)(scope, receive, send)
+                wants_page = "text/html" in headers.get("accept", "")
+                response = refusal_page(exc) if wants_page else error_response(exc)
+                await response(scope, receive, send)
                 return
             scope.setdefault("state", {})["user"] = user
             await app(scope, receive, send)

@@ -65,7 +65,9 @@ class WebServer:
         self.host, self.port = host, self.socket.getsockname()[1]
         config = uvicorn.Config(
             app, http=CertificateRecordingH11, lifespan="off", access_log=False,
-            log_level="warning", ssl_certfile=str(settings.tls_cert_file),
+            log_level="warning",
+            # The client address must be the connection's: header mode trusts proxies by it.
+            proxy_headers=False, server_header=False, ssl_certfile=str(settings.tls_cert_file),
             ssl_keyfile=str(settings.tls_key_file),
             ssl_ca_certs=str(settings.client_ca_file) if settings.client_ca_file else None,
             # Optional, not required: a browser without a certificate gets a readable page
