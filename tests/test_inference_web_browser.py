@@ -1,9 +1,10 @@
 """The radiologist's page in a real browser: Debian's headless Chromium driven by Playwright.
 
 The radiologist signs in with a client certificate from the hospital's own CA (a browser
-without one gets a readable refusal). Upload a synthetic study, read the class and
-probability from the page (the same answer as the gRPC Diagnose), scroll the slice viewer, see the Grad-CAM overlay drawn, change the window,
-download the montage and the JSON; upload a damaged study and read the error.
+without one gets a readable refusal). Upload a synthetic study, read the class, probability
+and threshold from the page (the same answer as the gRPC Diagnose), scroll the slice viewer,
+see the Grad-CAM overlay drawn, change the window, download the montage and the JSON; upload
+a damaged study and read the error.
 `UCADI_WEB_SCREENSHOT=docs/images/web-page.png` also saves the README's screenshot.
 """
 
@@ -44,7 +45,9 @@ def page_site(tmp_path_factory: pytest.TempPathFactory):
     doctor = site_certificate(root / "site-ca", root / "doctor", "dr-chen", "radiologist",
                               root / "ca" / "ca.crt")
     served = serve_page(root, server_tls, auth="certificate",
-                        client_ca_file=root / "site-ca" / "ca.crt")
+                        client_ca_file=root / "site-ca" / "ca.crt",
+                        card_metrics={"threshold": 0.5, "auc": 0.91, "sensitivity": 0.87,
+                                      "specificity": 0.9})
     study = synthetic_study(root / "synth")
     yield served, client_tls, doctor, study, truncated_copy(study, root / "damaged" / "series")
     served.stop()
@@ -101,7 +104,10 @@ def test_page_diagnoses_a_study_shows_the_overlay_and_explains_a_damaged_one(
             assert page.text_content("#predicted-class") == expected.predicted_class
             shown = float(page.get_attribute("#covid-probability", "data-value"))
             assert shown == pytest.approx(expected.covid_probability, abs=1e-5)
-            assert "no operating threshold" in page.text_content("#threshold")
+            above = "above" if expected.covid_probability >= 0.5 else "below"
+            assert page.text_content("#threshold") == (
+                f"0.5000 (chosen on validation data): this study is {above} it")
+            assert "validation: auc 0.9100" in page.text_content("#model")
             assert "over 5 samplings" in page.text_content("#spread")
             assert "densenet3d/cpu-small, version 7" in page.text_content("#model")
 

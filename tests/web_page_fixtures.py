@@ -41,9 +41,15 @@ class ServedPage:
         self.service.stop(0)
 
 
-def serve_page(root: Path, server_tls: TLSFiles, **web: Any) -> ServedPage:
-    """A cpu-small model (version 7) served with gRPC on mTLS and the page per `web`."""
+def serve_page(root: Path, server_tls: TLSFiles, *, card_metrics: dict[str, float] | None = None,
+               **web: Any) -> ServedPage:
+    """A cpu-small model (version 7, its card's validation `card_metrics`) served with gRPC on
+    mTLS and the page per `web`."""
     publish(root / "model", version=7, seed=0)
+    if card_metrics:
+        card_file = root / "model" / "card.json"
+        card = json.loads(card_file.read_text())
+        card_file.write_text(json.dumps({**card, "metrics": card_metrics}))
     service = InferenceService(ServiceConfig(model_dir=root / "model"))
     service.start(tls=server_tls, metrics_address=None)
     settings = WebSettings(**{"address": "127.0.0.1:0", "tls_cert_file": server_tls.cert,
