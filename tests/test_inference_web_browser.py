@@ -32,6 +32,7 @@ RESULT_TIMEOUT_MS = 120_000
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(), reason="Debian's chromium is not installed (.ci/run installs it: "
                                   "apt-get install chromium)")
+pytest.importorskip("playwright", reason="pip install -e '.[dev]' (playwright)")
 torch.set_num_threads(1)
 
 
