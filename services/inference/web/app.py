@@ -24,7 +24,7 @@ from starlette.staticfiles import StaticFiles
 
 from services.inference.callers import Caller
 from services.inference.diagnosis import DEFAULT_SAMPLES
-from services.inference.upload import UploadLimitError, study_path
+from services.inference.upload import EXTRA_FILES_ALLOWED, UploadLimitError, study_path
 from services.inference.web.access import PageAccess, Scope, with_security_headers
 from services.inference.web.history import DiagnosisHistory
 from services.inference.web.results import PageResult, RecentResults, page_result
@@ -134,7 +134,8 @@ class WebPage:
         return JSONResponse({
             "user": user.name, "role": user.role, "csrf_token": self.access.csrf_token(user),
             "limits": {"max_upload_bytes": limits.max_upload_bytes,
-                       "max_slices": limits.max_slices},
+                       "max_slices": limits.max_slices,
+                       "max_files": limits.max_slices + EXTRA_FILES_ALLOWED},
             "model": model, "history_retention_days": self.settings.history_retention_days})
 
     async def create_diagnosis(self, request: Request) -> Response:

@@ -106,9 +106,7 @@ function upload(files) {
               `${mib(limits.max_upload_bytes)} MiB. Nothing was uploaded.`);
     return;
   }
-  // The server's own allowance: the slices plus a few non-image objects (upload.py).
-  const maxFiles = limits.max_slices + 64;
-  if (files.length > maxFiles) {
+  if (files.length > limits.max_files) {
     showError(`This study has ${files.length} files; this server accepts studies of at most ` +
               `${limits.max_slices} slices. Nothing was uploaded.`);
     return;
