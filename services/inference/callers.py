@@ -17,6 +17,7 @@ runs; the caller, its role and how it was recognised are logged and counted by `
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,8 @@ MODES = ("mutual-tls", "token")
 TOKEN_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384")
 # Role of a site-CA certificate that carries no OU.
 DEFAULT_CERTIFICATE_ROLE = "client"
+# Distinct client certificates whose identity is remembered.
+CERTIFICATE_CACHE = 1024
 
 
 class CallerPolicyError(UcadiError):
@@ -162,6 +165,8 @@ class CallerGate:
                               for ca in x509.load_pem_x509_certificates(federation_ca_pem)]
         if policy.site_ca_file is not None:
             self._trusted += [("site-ca", ca) for ca in read_ca_bundle(policy.site_ca_file)]
+        # A client calls many times with one certificate: parse and check it once.
+        self._caller_of_pem = functools.lru_cache(maxsize=CERTIFICATE_CACHE)(self._pem_caller)
 
     def client_ca_pem(self) -> bytes | None:
         """PEM bundle the TLS handshake verifies client certificates against (None: no TLS)."""
@@ -189,7 +194,10 @@ class CallerGate:
         pem = context.auth_context().get("x509_pem_cert")
         if not pem:
             raise AuthenticationError("the call carried no verified client certificate")
-        certificate = x509.load_pem_x509_certificate(pem[0])
+        return self._caller_of_pem(pem[0])
+
+    def _pem_caller(self, pem: bytes) -> Caller:
+        certificate = x509.load_pem_x509_certificate(pem)
         via = next((source for source, ca in self._trusted if _issued_by(certificate, ca)), None)
         if via is None:  # the handshake verified it, so its issuer is an intermediate
             via = "site-ca" if self.policy.site_ca_file is not None else "federation-ca"
