@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -151,6 +151,10 @@ class WebPage:
         except UcadiError as exc:
             log.info("web diagnosis for %s refused: %s", user.name, exc)
             return error_response(exc)
+        except ClientDisconnect:
+            log.info("web upload by %s broke off before it was complete", user.name)
+            return JSONResponse({"error": "the upload broke off", "status": "CANCELLED"},
+                                status_code=400)
         except Exception:
             log.exception("web diagnosis for %s failed", user.name)
             return JSONResponse({"error": "the diagnosis failed inside the server; the site's "
