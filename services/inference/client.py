@@ -125,14 +125,35 @@ def print_table(response: inference_pb2.DiagnoseResponse, source: Path) -> None:
                   f"{response.study.slices} slices")
 
 
-def open_channel(server: str, tls_dir: Path | None) -> grpc.Channel:
-    """A channel to the server: mutual TLS with a startup kit, or plaintext if none."""
+def open_channel(server: str, tls_dir: Path | None, *, ca_file: Path | None = None,
+                 token: str | None = None) -> grpc.Channel:
+    """A channel to the server: mutual TLS with a TLS folder (a startup kit, or a certificate
+    from the site-local CA), server-only TLS with `ca_file` and a bearer `token`, or plaintext."""
     options = [("grpc.max_receive_message_length", MAX_RESPONSE_BYTES)]
+    if ca_file is not None:
+        if not token:
+            raise DiagnoseError("server-only TLS (--ca-file) needs a bearer token "
+                                "(--token-file) to identify this client")
+        credentials = grpc.composite_channel_credentials(
+            grpc.ssl_channel_credentials(root_certificates=Path(ca_file).read_bytes()),
+            grpc.access_token_call_credentials(token))
+        return grpc.secure_channel(server, credentials, options=options)
     if tls_dir is None:
         return grpc.insecure_channel(server, options=options)
     from ucadi.ops.tls import TLSFiles, secure_channel
 
     return secure_channel(server, TLSFiles.from_dir(tls_dir), options=tuple(options))
+
+
+def read_token(path: Path) -> str:
+    """The bearer token in a file (surrounding whitespace removed)."""
+    try:
+        token = Path(path).read_text().strip()
+    except OSError as exc:
+        raise DiagnoseError(f"cannot read the token file {path}: {exc}") from None
+    if not token:
+        raise DiagnoseError(f"the token file {path} is empty")
+    return token
 
 
 def run_diagnose(args: argparse.Namespace) -> int:
@@ -142,7 +163,9 @@ def run_diagnose(args: argparse.Namespace) -> int:
     path = Path(args.path)
     total = sum(local.stat().st_size for _, local in study_files(path))
     want_heatmap = args.heatmap is not None or args.heatmap_array is not None
-    with open_channel(args.server, None if args.insecure else args.tls_dir) as channel, \
+    token = read_token(args.token_file) if args.token_file is not None else None
+    with open_channel(args.server, None if args.insecure else args.tls_dir,
+                      ca_file=args.ca_file, token=token) as channel, \
             Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                      TransferSpeedColumn(), transient=True) as progress:
         task = progress.add_task("uploading study", total=total)
@@ -178,8 +201,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     security = parser.add_mutually_exclusive_group(required=True)
     security.add_argument("--tls-dir", type=Path, metavar="DIR",
                           help="startup kit folder with ca.crt, tls.crt, tls.key (mutual TLS)")
+    security.add_argument("--ca-file", type=Path, metavar="PEM",
+                          help="server-only TLS trusting this CA, with --token-file (a server "
+                               "in clients.mode token)")
     security.add_argument("--insecure", action="store_true",
                           help="plaintext, for a server started with --insecure")
+    parser.add_argument("--token-file", type=Path, metavar="FILE",
+                        help="file holding an OIDC bearer token (JWT) sent with the request")
     parser.add_argument("--samples", type=int, default=5,
                         help="samplings averaged (the papers use 5)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the slice sampling")

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import grpc
 from prometheus_client import Counter, Gauge, Histogram
 
+from services.inference.callers import REFUSED
 from ucadi.errors import UcadiError
 from ucadi.ops.serving import status_code
 
@@ -38,16 +39,24 @@ MODEL_VERSION = Gauge("ucadi_inference_model_version",
                       "Global model version being served (numeric part of the card's version; "
                       "-1 while no model is loaded)")
 MODEL_VERSION.set(-1)
+# Callers are the site's configured clients (certificates, token subjects): a bounded set.
+CALLER_REQUESTS = Counter("ucadi_inference_caller_requests",
+                          "Inference RPCs by caller (certificate CN or token name), how it was "
+                          "recognised (federation-ca, site-ca, token, plaintext, refused) and "
+                          "gRPC status code name", ["caller", "via", "code"])
 
 
 def observed(rpc: str) -> Callable[[F], F]:
-    """Count and time an RPC by status code; turn a UcadiError into its gRPC status."""
+    """Admit the caller, count and time an RPC by status code and caller; turn a UcadiError
+    into its gRPC status. The servicer's `service.gate` admits callers (callers.py)."""
     def decorate(method: F) -> F:
         @functools.wraps(method)
         def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
             started = time.perf_counter()
             code = "OK"
+            caller = REFUSED
             try:
+                caller = self.service.gate.admit(context)
                 return method(self, request, context)
             except UcadiError as exc:
                 code = status_code(exc).name
@@ -59,6 +68,9 @@ def observed(rpc: str) -> Callable[[F], F]:
                               "see the server log")
             finally:
                 REQUESTS.labels(rpc=rpc, code=code).inc()
+                CALLER_REQUESTS.labels(caller=caller.name, via=caller.via, code=code).inc()
+                log.info("%s by %s (role %s, via %s): %s", rpc, caller.name, caller.role,
+                         caller.via, code)
                 LATENCY.labels(rpc=rpc).observe(time.perf_counter() - started)
         return wrapper  # type: ignore[return-value]
     return decorate

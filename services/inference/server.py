@@ -22,6 +22,7 @@ from grpc_health.v1 import health_pb2
 
 import ucadi
 from services.inference.batching import DynamicBatcher
+from services.inference.callers import CallerGate
 from services.inference.diagnosis import Diagnosis, check_samples, diagnose_study, montage_png
 from services.inference.metrics import observed
 from services.inference.model_store import ModelStore, ModelUnavailableError, ServedModel
@@ -44,6 +45,8 @@ from services.inference.upload import (
     receive_study,
     study_path,
 )
+from services.inference.web.https import WebServer
+from services.inference.web.settings import WebSettings, web_settings
 from ucadi.errors import UcadiError
 from ucadi.ops.serving import RunningServer, serve, wait_for_stop_signal
 from ucadi.ops.tls import TLSFiles
@@ -83,7 +86,9 @@ class InferenceService:
         self.batcher: DynamicBatcher[ServedModel] = DynamicBatcher(self._run_batch,
                                                                    config.batching)
         self.study_slots = StudySlots(config.limits.max_concurrent_studies)
+        self.gate = CallerGate(config.callers, None)
         self.running: RunningServer | None = None
+        self.web: WebServer | None = None
 
     def _run_batch(self, rows: np.ndarray) -> tuple[np.ndarray, ServedModel]:
         served = self.store.current()
@@ -115,18 +120,55 @@ class InferenceService:
               metrics_address: str | None = "127.0.0.1:0",
               port_file: Path | None = None,
               health_address: str | None = None) -> RunningServer:
-        """Serve on `address`; health says NOT_SERVING until a model is loaded."""
+        """Serve on `address`; health says NOT_SERVING until a model is loaded.
+
+        With `tls`, callers are admitted by the config's caller policy (callers.py).
+        """
+        self.gate = CallerGate(self.config.callers, None if tls is None else tls.ca.read_bytes())
         self.running = serve(self.register, service_names=[OIP_SERVICE, DIAGNOSIS_SERVICE],
                              address=address, tls=tls, metrics_address=metrics_address,
                              max_message_bytes=MAX_MESSAGE_BYTES, port_file=port_file,
-                             health_address=health_address)
+                             health_address=health_address,
+                             require_client_auth=self.config.callers.require_client_certificate,
+                             client_ca=self.gate.client_ca_pem())
         for name in (OIP_SERVICE, DIAGNOSIS_SERVICE):
             self.running.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.store.start()
         return self.running
 
+    def diagnose_received(self, files: list[Path], folder: Path, study_format: int, *,
+                          samples: int, seed: int = 0, series_uid: str = "",
+                          want_heatmap: bool = False, deadline: float | None = None
+                          ) -> Diagnosis:
+        """Diagnose a study received into `folder` (Diagnose's and the web page's path).
+
+        Call with a study slot held. Errors name the files as the client sent them, never the
+        server's private upload folder.
+        """
+        limits = self.config.limits
+        served_now = self.store.current()
+        try:
+            path = study_path(files, folder, study_format)
+            check_slice_limit(path, study_format, limits)
+            return diagnose_study(path, self.batcher, served_now=served_now, samples=samples,
+                                  seed=seed, series_uid=series_uid or None,
+                                  want_heatmap=want_heatmap, max_slices=limits.max_slices,
+                                  deadline=deadline)
+        except UcadiError as exc:
+            exc.args = (str(exc).replace(f"{folder}/", "").replace(str(folder), "the upload"),)
+            raise
+
+    def start_web(self, settings: WebSettings) -> WebServer:
+        """Serve the radiologist's HTTPS page (services/inference/web) beside the gRPC ports."""
+        from services.inference.web.app import WebPage
+
+        self.web = WebServer(WebPage(self, settings).app(), settings).start()
+        return self.web
+
     def stop(self, grace: float | None = 1.0) -> None:
         """Stop serving, let in-flight calls finish within `grace`, stop the workers."""
+        if self.web is not None:
+            self.web.stop()
         if self.running is not None:
             self.running.stop(grace)
         self.batcher.stop()
@@ -259,24 +301,14 @@ class DiagnosisServicer(inference_pb2_grpc.DiagnosisServiceServicer):
             raise UploadFormatError("the first Diagnose message must carry the options")
         options = first.options
         samples = check_samples(options.samples)
-        served_now = self.service.store.current()
-        limits = self.service.config.limits
+        self.service.store.current()  # no model yet: UNAVAILABLE before any upload
         with self.slots.admit(), tempfile.TemporaryDirectory(prefix="ucadi-study-") as folder:
-            try:
-                files, upload_bytes = receive_study(_study_files(request_iterator),
-                                                    Path(folder), limits)
-                path = study_path(files, Path(folder), options.format)
-                check_slice_limit(path, options.format, limits)
-                diagnosis = diagnose_study(
-                    path, self.service.batcher, served_now=served_now, samples=samples,
-                    seed=options.seed, series_uid=options.series_uid or None,
-                    want_heatmap=options.want_heatmap, max_slices=limits.max_slices,
-                    deadline=self.service.deadline(context))
-            except UcadiError as exc:
-                # The loader names the server's private upload folder; the client knows its
-                # files by the names it sent.
-                exc.args = (str(exc).replace(folder + "/", "").replace(folder, "the upload"),)
-                raise
+            files, upload_bytes = receive_study(_study_files(request_iterator), Path(folder),
+                                                self.service.config.limits)
+            diagnosis = self.service.diagnose_received(
+                files, Path(folder), options.format, samples=samples, seed=options.seed,
+                series_uid=options.series_uid, want_heatmap=options.want_heatmap,
+                deadline=self.service.deadline(context))
         return to_response(diagnosis, upload_bytes)
 
 
@@ -295,8 +327,12 @@ def run_from_args(args: argparse.Namespace) -> int:
                             port_file=args.port_file,
                             health_address=server["health_address"] or None)
     print(f"inference: serving {config.model_dir} on {running.target} "
-          f"({'plaintext' if tls is None else 'mutual TLS'}), metrics port "
+          f"({'plaintext' if tls is None else config.callers.mode}), metrics port "
           f"{running.metrics_port}", flush=True)
+    web = web_settings(settings, config.callers.tokens)
+    if web is not None:
+        page = service.start_web(web)
+        print(f"inference: radiologist's page on {page.url} (auth {web.auth})", flush=True)
     wait_for_stop_signal()
     service.stop(grace=5.0)
     return 0

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from services.inference.batching import BatchingConfig
+from services.inference.callers import CallerPolicy, TokenVerifier
 from services.inference.upload import UploadLimits
 from ucadi.errors import UcadiError
 from ucadi.ops.config import load_config
@@ -34,6 +35,8 @@ class ServiceConfig:
     # Most rows (samplings) one ModelInfer request may carry; a request above max_batch runs
     # as a batch of its own.
     max_request_rows: int = DEFAULT_MAX_REQUEST_ROWS
+    # Who may call the gRPC ports (federation CA, a site-local CA, or bearer tokens).
+    callers: CallerPolicy = field(default_factory=CallerPolicy)
 
 
 # Every setting of `ucadi serve inference --config FILE`; UCADI_<SECTION>__<KEY> overrides.
@@ -72,6 +75,47 @@ DEFAULTS: dict[str, Any] = {
         # Studies uploaded or preprocessed at once; more get RESOURCE_EXHAUSTED.
         "max_concurrent_studies": UploadLimits.max_concurrent_studies,
     },
+    # Callers of the gRPC ports besides the federation (docs/hospital-access.md).
+    "clients": {
+        # mutual-tls: client certificates from the CAs below; token: server-only TLS and an
+        # OIDC bearer token (JWT) in the `authorization` metadata.
+        "mode": "mutual-tls",
+        # Accept certificates from the federation CA (server.tls_dir/ca.crt).
+        "federation_ca": True,
+        # PEM bundle of a site-local CA whose certificates may call too ("" = none).
+        "site_ca_file": "",
+        # Roles (certificate OU or the token's role claim) allowed to call; [] = any verified.
+        "allowed_roles": [],
+        # Bearer tokens (mode token, and the web page's bearer mode): the OIDC issuer, the
+        # audience the token must name, and the issuer's JWKS file (public keys).
+        "oidc_issuer": "",
+        "oidc_audience": "",
+        "oidc_jwks_file": "",
+        # Claims naming the caller and its role(s).
+        "oidc_name_claim": "preferred_username",
+        "oidc_role_claim": "roles",
+    },
+    # The radiologist's web page (services/inference/web); off unless an address is set.
+    "web": {
+        # HOST:PORT of the HTTPS page ("" = no page).
+        "address": "",
+        # certificate | bearer | header | none (none only on a loopback address).
+        "auth": "certificate",
+        # PEM certificate and key the page presents ("" = server.tls_dir's tls.crt/tls.key).
+        "tls_cert_file": "",
+        "tls_key_file": "",
+        # auth certificate: PEM bundle of the site-local CA of the radiologists' certificates.
+        "client_ca_file": "",
+        # auth header: the proxy's user and role headers (oauth2-proxy: X-Forwarded-User,
+        # X-Forwarded-Groups) and the proxy addresses they are believed from.
+        "user_header": "X-Forwarded-User",
+        "role_header": "X-Forwarded-Groups",
+        "trusted_proxies": ["127.0.0.1/32", "::1/128"],
+        # SQLite file of the page's history (study UID, result, model version; no pixels).
+        "history_db": "var/site/web-history.sqlite",
+        # Days a history entry is kept; older ones are deleted (0 = keep no history).
+        "history_retention_days": 30,
+    },
 }
 
 # flag -> (section, key) of DEFAULTS it overrides
@@ -83,6 +127,8 @@ _FLAGS = {
     "max_queue": ("batching", "max_queue"), "max_upload_mb": ("limits", "max_upload_mb"),
     "max_slices": ("limits", "max_slices"),
     "max_concurrent_studies": ("limits", "max_concurrent_studies"),
+    "web_address": ("web", "address"), "web_auth": ("web", "auth"),
+    "site_ca_file": ("clients", "site_ca_file"), "clients_mode": ("clients", "mode"),
 }
 
 
@@ -120,6 +166,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="server-side deadline of one request, in seconds")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"],
                         help="where the model runs (auto: CUDA when available)")
+    parser.add_argument("--web-address", metavar="HOST:PORT",
+                        help="serve the radiologist's HTTPS page here (off by default)")
+    parser.add_argument("--web-auth", choices=["certificate", "bearer", "header", "none"],
+                        help="how the page knows its users (none: loopback addresses only)")
+    parser.add_argument("--site-ca-file", type=Path, metavar="PEM",
+                        help="also accept gRPC clients holding a certificate from this "
+                             "site-local CA bundle")
+    parser.add_argument("--clients-mode", choices=["mutual-tls", "token"],
+                        help="gRPC callers: client certificates, or server-only TLS and an "
+                             "OIDC bearer token")
 
 
 def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -155,4 +211,27 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
         limits=UploadLimits(max_upload_bytes=int(limits["max_upload_mb"]) << 20,
                             max_slices=int(limits["max_slices"]),
                             max_concurrent_studies=int(limits["max_concurrent_studies"])),
-        request_timeout_s=float(settings["server"]["request_timeout_s"]))
+        request_timeout_s=float(settings["server"]["request_timeout_s"]),
+        callers=caller_policy(settings))
+
+
+def caller_policy(settings: dict[str, Any]) -> CallerPolicy:
+    """The gRPC caller policy of the `clients` settings."""
+    clients = settings["clients"]
+    site_ca = clients["site_ca_file"]
+    return CallerPolicy(
+        mode=clients["mode"], federation_ca=bool(clients["federation_ca"]),
+        site_ca_file=Path(site_ca) if site_ca else None,
+        allowed_roles=tuple(str(role) for role in clients["allowed_roles"]),
+        tokens=token_verifier(settings))
+
+
+def token_verifier(settings: dict[str, Any]) -> TokenVerifier | None:
+    """The OIDC bearer-token verifier of the `clients` settings, or None when unset."""
+    clients = settings["clients"]
+    if not clients["oidc_jwks_file"]:
+        return None
+    return TokenVerifier.from_jwks_file(
+        Path(clients["oidc_jwks_file"]), issuer=clients["oidc_issuer"],
+        audience=clients["oidc_audience"], name_claim=clients["oidc_name_claim"],
+        role_claim=clients["oidc_role_claim"])

@@ -141,7 +141,8 @@ def serve(register: Callable[[grpc.Server], None], *, service_names: list[str],
           port_file: Path | None = None,
           health_address: str | None = None,
           require_client_auth: bool = True,
-          maximum_concurrent_rpcs: int | None = None) -> RunningServer:
+          maximum_concurrent_rpcs: int | None = None,
+          client_ca: bytes | None = None) -> RunningServer:
     """Start a gRPC server with our servicers, health checking, reflection and /metrics.
 
     `tls=None` serves plaintext (only for explicit local debugging); otherwise clients must
@@ -150,6 +151,7 @@ def serve(register: Callable[[grpc.Server], None], *, service_names: list[str],
     plaintext server carrying only the health service, for probes that cannot present a
     client certificate (Kubernetes' gRPC probes); it reports the same status.
     `maximum_concurrent_rpcs` makes gRPC itself refuse excess calls with RESOURCE_EXHAUSTED.
+    `client_ca` (PEM) replaces the federation CA as what client certificates are checked against.
     """
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers),
                          interceptors=server_interceptors(),
@@ -167,7 +169,8 @@ def serve(register: Callable[[grpc.Server], None], *, service_names: list[str],
     if tls is None:
         bound = server.add_insecure_port(bind)
     else:
-        bound = server.add_secure_port(bind, server_credentials(tls, require_client_auth))
+        bound = server.add_secure_port(bind, server_credentials(tls, require_client_auth,
+                                                                     client_ca))
     if bound == 0:
         raise UcadiError(f"could not bind gRPC server to {address}")
     server.start()
