@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,3 +33,15 @@ def federation_pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
                        ("sino-french", "site"), ("nccid-uk", "site")):
         issue_certificate(root / "ca", root / name, name, role)
     return root
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """An inference server's certificate and a radiology client's, from one test CA (files
+    that define their own `pki` use theirs)."""
+    from ucadi.ops.pki import create_ca, issue_certificate
+
+    root = tmp_path_factory.mktemp("pki")
+    create_ca(root / "ca", "test-federation-ca")
+    return {"server": issue_certificate(root / "ca", root / "server", "inference", "service"),
+            "client": issue_certificate(root / "ca", root / "client", "radiology", "operator")}

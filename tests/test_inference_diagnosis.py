@@ -32,21 +32,12 @@ from ucadi.ct.preprocess import window_and_resize, zscore
 from ucadi.ct.synth import generate_case, plan_cohort
 from ucadi.model import ModelCard, build_model, save_checkpoint
 from ucadi.model.gradcam import grad_cam
-from ucadi.ops.pki import create_ca, issue_certificate
 from ucadi.ops.tls import TLSFiles, secure_channel
 
 torch.set_num_threads(1)
 CLASSES = ["non_covid", "covid"]
 CONFIG = PreprocessConfig(size=(32, 32))
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TLSFiles]:
-    root = tmp_path_factory.mktemp("pki")
-    create_ca(root / "ca", "test-federation-ca")
-    return {"server": issue_certificate(root / "ca", root / "server", "inference", "service"),
-            "client": issue_certificate(root / "ca", root / "client", "radiology", "operator")}
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,6 @@ from model_publishing import point_current, publish
 
 from services.inference.batching import BatchingConfig
 from services.inference.server import InferenceService, ServiceConfig
-from ucadi.ops.pki import create_ca, issue_certificate
 from ucadi.ops.tls import TLSFiles, secure_channel
 from ucadi.v1 import open_inference_pb2 as oip
 from ucadi.v1 import open_inference_pb2_grpc as oip_grpc
@@ -78,14 +77,6 @@ print(json.dumps({
 def expected_probabilities(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
     with torch.inference_mode():
         return torch.softmax(model(torch.from_numpy(x)), dim=1).numpy()
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TLSFiles]:
-    root = tmp_path_factory.mktemp("pki")
-    create_ca(root / "ca", "test-federation-ca")
-    return {"server": issue_certificate(root / "ca", root / "server", "inference", "service"),
-            "client": issue_certificate(root / "ca", root / "client", "radiology", "operator")}
 
 
 @pytest.fixture(scope="module")
