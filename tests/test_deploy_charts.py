@@ -2,8 +2,8 @@
 
 Rendering uses helm-python-sdk (Helm's Go SDK, offline); validation uses kubernetes-validate in
 strict mode (unknown fields are errors) at the oldest and newest Kubernetes the charts support.
-The Prometheus Operator's ServiceMonitor is a CRD that kubernetes-validate does not bundle, so
-it is checked against the strict subset schema in deploy/helm/crd-schemas/.
+The Prometheus Operator's ServiceMonitor and PrometheusRule are CRDs that kubernetes-validate
+does not bundle, so they are checked against the strict schemas in deploy/helm/crd-schemas/.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "helm"
 CENTRAL = DEPLOY / "ucadi-central"
 SITE = DEPLOY / "ucadi-site"
 SERVICEMONITOR_SCHEMA = DEPLOY / "crd-schemas" / "servicemonitor-monitoring-v1.json"
+PROMETHEUSRULE_SCHEMA = DEPLOY / "crd-schemas" / "prometheusrule-monitoring-v1.json"
 # The charts declare kubeVersion >=1.27 (gRPC probes are GA there); check the newest bundled too.
 KUBE_VERSIONS = ("1.27.0", kubernetes_validate.utils.latest_version())
 RELEASE, NAMESPACE = "fed", "ucadi"
@@ -62,6 +63,8 @@ CENTRAL_CASES: dict[str, dict[str, Any]] = {
     "defaults": with_central({}),
     "servicemonitor-cidrs-tracing": with_central({
         "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus"}},
+        "prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus"}},
+        "grafanaDashboard": {"enabled": True, "folder": "UCADI"},
         "networkPolicy": {"siteCIDRs": ["203.0.113.0/24", "198.51.100.7/32"]},
         "tracing": {"otlpEndpoint": "http://otel-collector.observability:4317"},
     }),
@@ -84,6 +87,8 @@ SITE_CASES: dict[str, dict[str, Any]] = {
     "gpu-off": with_site({"trainer": {"gpu": {"enabled": False}}}),
     "servicemonitor-and-tracing": with_site({
         "serviceMonitor": {"enabled": True},
+        "prometheusRule": {"enabled": True, "groups": ["ucadi-site"]},
+        "grafanaDashboard": {"enabled": True},
         "tracing": {"otlpEndpoint": "http://otel-collector.observability:4317"},
         "networkPolicy": {"centralCIDRs": ["203.0.113.10/32"],
                           "extraEgress": [{"ports": [{"port": 4317, "protocol": "TCP"}]}]}}),
@@ -128,8 +133,10 @@ def workloads(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def validate_manifest(manifest: dict[str, Any]) -> None:
     """Strict Kubernetes schema validation (ServiceMonitor: our strict CRD subset)."""
-    if manifest["kind"] == "ServiceMonitor":
-        jsonschema.validate(manifest, json.loads(SERVICEMONITOR_SCHEMA.read_text()))
+    crd_schemas = {"ServiceMonitor": SERVICEMONITOR_SCHEMA,
+                   "PrometheusRule": PROMETHEUSRULE_SCHEMA}
+    if manifest["kind"] in crd_schemas:
+        jsonschema.validate(manifest, json.loads(crd_schemas[manifest["kind"]].read_text()))
         return
     for version in KUBE_VERSIONS:
         kubernetes_validate.validate(manifest, version, strict=True)

@@ -122,3 +122,61 @@ prometheus.io/scrape: "true"
 prometheus.io/port: {{ .Values.ports.metrics | quote }}
 prometheus.io/path: /metrics
 {{- end }}
+
+{{/*
+A PrometheusRule (Prometheus Operator) holding the alert groups named in
+.Values.prometheusRule.groups, read verbatim from the chart's files/rules.yaml (a link to
+deploy/prometheus/rules.yaml, the file promtool tests), so the chart ships exactly those rules.
+*/}}
+{{- define "ucadi.prometheusRule" -}}
+{{- if .Values.prometheusRule.enabled }}
+{{- $wanted := .Values.prometheusRule.groups }}
+{{- $groups := list }}
+{{- range (.Files.Get "files/rules.yaml" | fromYaml).groups }}
+{{- if has .name $wanted }}
+{{- $groups = append $groups . }}
+{{- end }}
+{{- end }}
+{{- if ne (len $groups) (len $wanted) }}
+{{- fail (printf "prometheusRule.groups %v: each must be one of ucadi-targets, ucadi-central, ucadi-site" $wanted) }}
+{{- end }}
+apiVersion: monitoring.coreos.com/v1
+kind: PrometheusRule
+metadata:
+  name: {{ include "ucadi.fullname" . }}
+  namespace: {{ .Release.Namespace }}
+  labels:
+    {{- include "ucadi.labels" (dict "ctx" . "component" "alerts") | nindent 4 }}
+    {{- with .Values.prometheusRule.labels }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+spec:
+  groups:
+    {{- toYaml $groups | nindent 4 }}
+{{- end }}
+{{- end }}
+
+{{/*
+The Grafana dashboard as a ConfigMap that Grafana's dashboard sidecar (kube-prometheus-stack,
+the grafana chart) loads: labelled grafana_dashboard (or .Values.grafanaDashboard.label), from
+the chart's files/ucadi-federation.json (a link to deploy/grafana/ucadi-federation.json).
+*/}}
+{{- define "ucadi.grafanaDashboard" -}}
+{{- if .Values.grafanaDashboard.enabled }}
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ include "ucadi.fullname" . }}-dashboard
+  namespace: {{ .Release.Namespace }}
+  labels:
+    {{- include "ucadi.labels" (dict "ctx" . "component" "dashboard") | nindent 4 }}
+    {{ .Values.grafanaDashboard.label }}: {{ .Values.grafanaDashboard.labelValue | quote }}
+  {{- with .Values.grafanaDashboard.folder }}
+  annotations:
+    grafana_folder: {{ . | quote }}
+  {{- end }}
+data:
+  ucadi-federation.json: |-
+    {{- .Files.Get "files/ucadi-federation.json" | nindent 4 }}
+{{- end }}
+{{- end }}
