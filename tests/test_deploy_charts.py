@@ -2,8 +2,8 @@
 
 Rendering uses helm-python-sdk (Helm's Go SDK, offline); validation uses kubernetes-validate in
 strict mode (unknown fields are errors) at the oldest and newest Kubernetes the charts support.
-The Prometheus Operator's ServiceMonitor and PrometheusRule are CRDs that kubernetes-validate
-does not bundle, so they are checked against the strict schemas in deploy/helm/crd-schemas/.
+The Prometheus Operator's ServiceMonitor and PrometheusRule and cert-manager's Certificate and
+Issuer are CRDs that kubernetes-validate does not bundle, so they are checked against the strict schemas in deploy/helm/crd-schemas/.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ CENTRAL = DEPLOY / "ucadi-central"
 SITE = DEPLOY / "ucadi-site"
 SERVICEMONITOR_SCHEMA = DEPLOY / "crd-schemas" / "servicemonitor-monitoring-v1.json"
 PROMETHEUSRULE_SCHEMA = DEPLOY / "crd-schemas" / "prometheusrule-monitoring-v1.json"
+CERT_MANAGER_SCHEMA = DEPLOY / "crd-schemas" / "certificate-cert-manager-v1.json"
 # The charts declare kubeVersion >=1.27 (gRPC probes are GA there); check the newest bundled too.
 KUBE_VERSIONS = ("1.27.0", kubernetes_validate.utils.latest_version())
 RELEASE, NAMESPACE = "fed", "ucadi"
@@ -74,6 +75,8 @@ CENTRAL_CASES: dict[str, dict[str, Any]] = {
         "crypto": {"persistence": {"enabled": False}, "replicas": 0}},
     "external-secrets-loadbalancer": with_central({
         "tls": {"aggregatorSecret": "agg-kit", "cryptoSecret": "crypto-kit"},
+        "certManager": {"enabled": True, "caSecret": "federation-ca",
+                        "dnsNames": {"aggregator": ["central.example.org"], "crypto": []}},
         "aggregator": {"service": {"type": "LoadBalancer", "annotations": {"a": "b"}},
                        "persistence": {"existingClaim": "fed-state"},
                        "config": {"federation": {"min_sites": 3}}},
@@ -93,6 +96,8 @@ SITE_CASES: dict[str, dict[str, Any]] = {
         "networkPolicy": {"centralCIDRs": ["203.0.113.10/32"],
                           "extraEgress": [{"ports": [{"port": 4317, "protocol": "TCP"}]}]}}),
     "external-secret": with_site({"tls": {"secretName": "kit-main-campus"},
+                                  "certManager": {"enabled": True, "issuerRef": {
+                                      "name": "federation", "kind": "ClusterIssuer"}},
                                   "inference": {"config": {"batching": {"max_batch": 2}}}}),
     "persistence-off": with_site({"trainer": {"persistence": {"enabled": False}},
                                   "models": {"persistence": {"enabled": False}}}),
@@ -134,7 +139,8 @@ def workloads(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def validate_manifest(manifest: dict[str, Any]) -> None:
     """Strict Kubernetes schema validation (ServiceMonitor: our strict CRD subset)."""
     crd_schemas = {"ServiceMonitor": SERVICEMONITOR_SCHEMA,
-                   "PrometheusRule": PROMETHEUSRULE_SCHEMA}
+                   "PrometheusRule": PROMETHEUSRULE_SCHEMA,
+                   "Certificate": CERT_MANAGER_SCHEMA, "Issuer": CERT_MANAGER_SCHEMA}
     if manifest["kind"] in crd_schemas:
         jsonschema.validate(manifest, json.loads(crd_schemas[manifest["kind"]].read_text()))
         return

@@ -180,3 +180,69 @@ data:
     {{- .Files.Get "files/ucadi-federation.json" | nindent 4 }}
 {{- end }}
 {{- end }}
+
+{{/*
+cert-manager: the Issuer to sign with. With certManager.caSecret, a CA Issuer of this release
+signing with the federation CA held in that Secret (tls.crt, tls.key); else
+certManager.issuerRef (an Issuer or ClusterIssuer made elsewhere). Call with the root context.
+*/}}
+{{- define "ucadi.certIssuerRef" -}}
+{{- if .Values.certManager.caSecret }}
+name: {{ include "ucadi.fullname" . }}-ca
+kind: Issuer
+{{- else if .Values.certManager.issuerRef.name }}
+name: {{ .Values.certManager.issuerRef.name }}
+kind: {{ .Values.certManager.issuerRef.kind | default "Issuer" }}
+{{- else }}
+{{- fail "certManager.enabled needs certManager.caSecret (a CA Issuer is made from it) or certManager.issuerRef.name (an existing Issuer)" }}
+{{- end }}
+group: cert-manager.io
+{{- end }}
+
+{{- define "ucadi.caIssuer" -}}
+{{- if and .Values.certManager.enabled .Values.certManager.caSecret }}
+apiVersion: cert-manager.io/v1
+kind: Issuer
+metadata:
+  name: {{ include "ucadi.fullname" . }}-ca
+  namespace: {{ .Release.Namespace }}
+  labels:
+    {{- include "ucadi.labels" (dict "ctx" . "component" "certificates") | nindent 4 }}
+spec:
+  ca:
+    secretName: {{ .Values.certManager.caSecret }}
+{{- end }}
+{{- end }}
+
+{{/*
+A cert-manager Certificate in the form `ucadi pki issue` makes: CN the party's name, OU its
+role (the identity the services check), ECDSA P-256, server and client auth; the Secret gets
+ca.crt, tls.crt and tls.key, the files the services read. Call with (dict "ctx" $ "component"
+"crypto" "name" "crypto" "role" "service" "secret" "..." "dnsNames" (list ...)).
+*/}}
+{{- define "ucadi.certificate" -}}
+apiVersion: cert-manager.io/v1
+kind: Certificate
+metadata:
+  name: {{ include "ucadi.fullname" .ctx }}-{{ .component }}
+  namespace: {{ .ctx.Release.Namespace }}
+  labels:
+    {{- include "ucadi.labels" (dict "ctx" .ctx "component" .component) | nindent 4 }}
+spec:
+  secretName: {{ .secret }}
+  commonName: {{ .name }}
+  subject:
+    organizationalUnits: [{{ .role }}]
+    organizations: [UCADI federation]
+  dnsNames:
+    {{- toYaml (uniq (prepend .dnsNames .name)) | nindent 4 }}
+  duration: {{ .ctx.Values.certManager.duration }}
+  renewBefore: {{ .ctx.Values.certManager.renewBefore }}
+  privateKey:
+    algorithm: ECDSA
+    size: 256
+    rotationPolicy: Always
+  usages: [digital signature, key encipherment, server auth, client auth]
+  issuerRef:
+    {{- include "ucadi.certIssuerRef" .ctx | nindent 4 }}
+{{- end }}
