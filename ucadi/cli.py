@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "experiment": ("ucadi.experiments.cli", "federated-learning studies: sync interval, "
                                             "optimisers"),
     "site": ("ucadi.ops.k8s", "site deployment status from Kubernetes"),
+    "health": ("ucadi.ops.health_cli", "check services' gRPC health (the charts' helm test)"),
 }
 
 

@@ -246,3 +246,105 @@ spec:
   issuerRef:
     {{- include "ucadi.certIssuerRef" .ctx | nindent 4 }}
 {{- end }}
+
+{{/*
+`helm test`: a Pod that checks the gRPC health of every service of the release through a
+ClusterIP Service per component on the plain health port (the mutual-TLS ports need a
+certificate the test does not hold), and a NetworkPolicy letting only that Pod reach those
+ports. Call with (dict "ctx" $ "checks" (list (dict "component" "aggregator" "service"
+"ucadi.v1.FederationService") ...)), listing only the components the release runs.
+*/}}
+{{- define "ucadi.healthServices" -}}
+{{- $ctx := .ctx }}
+{{- range .checks }}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: {{ include "ucadi.fullname" $ctx }}-{{ .component }}-health
+  namespace: {{ $ctx.Release.Namespace }}
+  labels:
+    {{- include "ucadi.labels" (dict "ctx" $ctx "component" .component) | nindent 4 }}
+spec:
+  type: ClusterIP
+  selector:
+    {{- include "ucadi.selectorLabels" (dict "ctx" $ctx "component" .component) | nindent 4 }}
+  ports:
+    - name: health
+      port: {{ $ctx.Values.ports.health }}
+      targetPort: health
+      protocol: TCP
+{{- end }}
+{{- if $ctx.Values.networkPolicy.enabled }}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: {{ include "ucadi.fullname" $ctx }}-health-test
+  namespace: {{ $ctx.Release.Namespace }}
+  labels:
+    {{- include "ucadi.labels" (dict "ctx" $ctx "component" "test") | nindent 4 }}
+spec:
+  podSelector:
+    matchLabels:
+      app.kubernetes.io/name: {{ include "ucadi.name" $ctx }}
+      app.kubernetes.io/instance: {{ $ctx.Release.Name }}
+  policyTypes: [Ingress]
+  ingress:
+    - ports:
+        - port: health
+          protocol: TCP
+      from:
+        - podSelector:
+            matchLabels:
+              {{- include "ucadi.selectorLabels" (dict "ctx" $ctx "component" "test") | nindent 14 }}
+{{- end }}
+{{- end }}
+
+{{- define "ucadi.healthTest" -}}
+{{- $ctx := .ctx }}
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {{ include "ucadi.fullname" $ctx }}-test-health
+  namespace: {{ $ctx.Release.Namespace }}
+  labels:
+    {{- include "ucadi.labels" (dict "ctx" $ctx "component" "test") | nindent 4 }}
+  annotations:
+    helm.sh/hook: test
+    helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
+spec:
+  restartPolicy: Never
+  automountServiceAccountToken: false
+  {{- with $ctx.Values.imagePullSecrets }}
+  imagePullSecrets:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  securityContext:
+    {{- toYaml $ctx.Values.podSecurityContext | nindent 4 }}
+  containers:
+    - name: health
+      image: {{ include "ucadi.image" $ctx }}
+      imagePullPolicy: {{ $ctx.Values.image.pullPolicy }}
+      args:
+        - health
+        - --timeout
+        - "60"
+        {{- range .checks }}
+        - {{ printf "%s-%s-health:%v=%s" (include "ucadi.fullname" $ctx) .component $ctx.Values.ports.health .service }}
+        {{- end }}
+      env:
+        {{- include "ucadi.commonEnv" (dict "ctx" $ctx "component" "test") | nindent 8 }}
+      resources:
+        requests: {cpu: 50m, memory: 128Mi}
+        limits: {cpu: 500m, memory: 256Mi}
+      securityContext:
+        {{- toYaml $ctx.Values.securityContext | nindent 8 }}
+      volumeMounts:
+        - name: tmp
+          mountPath: /tmp
+  volumes:
+    - name: tmp
+      emptyDir:
+        sizeLimit: 64Mi
+{{- end }}
