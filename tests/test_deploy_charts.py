@@ -66,6 +66,9 @@ CENTRAL_CASES: dict[str, dict[str, Any]] = {
         "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus"}},
         "prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus"}},
         "grafanaDashboard": {"enabled": True, "folder": "UCADI"},
+        "aggregator": {"extraVolumes": [{"name": "hospital-ca", "configMap": {"name": "ca"}}],
+                       "extraVolumeMounts": [{"name": "hospital-ca", "mountPath": "/etc/ca",
+                                              "readOnly": True}]},
         "networkPolicy": {"siteCIDRs": ["203.0.113.0/24", "198.51.100.7/32"]},
         "tracing": {"otlpEndpoint": "http://otel-collector.observability:4317"},
     }),
@@ -87,7 +90,10 @@ CENTRAL_CASES: dict[str, dict[str, Any]] = {
 
 SITE_CASES: dict[str, dict[str, Any]] = {
     "defaults": with_site({}),
-    "gpu-off": with_site({"trainer": {"gpu": {"enabled": False}}}),
+    "gpu-off": with_site({"trainer": {
+        "gpu": {"enabled": False},
+        "extraVolumes": [{"name": "scratch", "emptyDir": {"sizeLimit": "10Gi"}}],
+        "extraVolumeMounts": [{"name": "scratch", "mountPath": "/scratch"}]}}),
     "servicemonitor-and-tracing": with_site({
         "serviceMonitor": {"enabled": True},
         "prometheusRule": {"enabled": True, "groups": ["ucadi-site"]},

@@ -348,3 +348,40 @@ spec:
       emptyDir:
         sizeLimit: 64Mi
 {{- end }}
+
+{{/*
+With more than one replica: spread a component's pods over nodes and zones (soft, so a small
+cluster still schedules them), and keep all but one running through voluntary disruptions
+(node drains, upgrades). Call with (dict "ctx" $ "component" "crypto" "replicas" n).
+*/}}
+{{- define "ucadi.topologySpread" -}}
+{{- if gt (int .replicas) 1 }}
+topologySpreadConstraints:
+  {{- range list "kubernetes.io/hostname" "topology.kubernetes.io/zone" }}
+  - maxSkew: 1
+    topologyKey: {{ . }}
+    whenUnsatisfiable: ScheduleAnyway
+    labelSelector:
+      matchLabels:
+        {{- include "ucadi.selectorLabels" (dict "ctx" $.ctx "component" $.component) | nindent 8 }}
+  {{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "ucadi.podDisruptionBudget" -}}
+{{- if gt (int .replicas) 1 }}
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: {{ include "ucadi.fullname" .ctx }}-{{ .component }}
+  namespace: {{ .ctx.Release.Namespace }}
+  labels:
+    {{- include "ucadi.labels" (dict "ctx" .ctx "component" .component) | nindent 4 }}
+spec:
+  maxUnavailable: 1
+  selector:
+    matchLabels:
+      {{- include "ucadi.selectorLabels" (dict "ctx" .ctx "component" .component) | nindent 6 }}
+{{- end }}
+{{- end }}
