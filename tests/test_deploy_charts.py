@@ -112,6 +112,8 @@ SITE_CASES: dict[str, dict[str, Any]] = {
         "trainer": {"data": {"existingClaim": "pacs-export"}}}),
     "inference-only": with_site({"trainer": {"enabled": False}, "inference": {"replicas": 3}}),
     "trainer-only": with_site({"inference": {"enabled": False}}),
+    "data-import": with_site({"dataImport": {"enabled": True, "source": {
+        "persistentVolumeClaim": {"claimName": "pacs-export", "readOnly": True}}}}),
 }
 
 
