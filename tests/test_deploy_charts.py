@@ -244,3 +244,10 @@ def test_shared_helpers_live_once_in_the_library_chart() -> None:
         own = [name for name, path in defined.items() if path.parent.parent == chart]
         assert own and all(name.startswith(chart.name + ".") for name in own), own
     assert "ucadi.labels" in defined and defined["ucadi.labels"].parent.parent == library
+
+
+def test_both_charts_state_the_supported_helm_versions_and_the_readme_repeats_them() -> None:
+    stated = {yaml.safe_load((chart / "Chart.yaml").read_text())["annotations"][
+        "ucadi.io/supported-helm-versions"] for chart in (CENTRAL, SITE)}
+    assert stated == {">=3.18.0 <5.0.0"}
+    assert "Helm 3.18 or newer, or Helm 4" in (DEPLOY.parent / "README.md").read_text()
