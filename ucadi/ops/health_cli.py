@@ -10,12 +10,12 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from ucadi.errors import UcadiError
+from ucadi.errors import CommandError, UcadiError
 from ucadi.ops.serving import split_address
 from ucadi.ops.tls import TLSFiles, secure_channel
 
 
-class UsageError(UcadiError):
+class UsageError(CommandError):
     """A target that is not HOST:PORT[=SERVICE]."""
 
 
