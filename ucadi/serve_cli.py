@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 
+from ucadi.ops.logs import LOG_FORMATS, LOG_LEVELS, setup_logging
 from ucadi.ops.memory import tune_allocator
 from ucadi.ops.serving import wait_for_stop_signal
 from ucadi.ops.tracing import setup_tracing
@@ -24,12 +24,12 @@ SERVICES = {
 
 
 def _run(args: argparse.Namespace) -> int:
+    # Before the service's own logging.basicConfig, which then leaves this handler in place.
+    setup_logging(args.service, args.log_level, args.log_format)
     tune_allocator()  # before the service allocates its first round's buffers
     module = importlib.import_module(SERVICES[args.service][0])
     if hasattr(module, "run_from_args"):
         return int(module.run_from_args(args))
-    logging.basicConfig(level=logging.INFO,
-                        format=f"%(asctime)s {args.service} %(levelname)s %(message)s")
     setup_tracing(f"ucadi-{args.service}")
     running = module.from_args(args)
     wait_for_stop_signal()
@@ -44,4 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     for name, (module, description) in SERVICES.items():
         parser = services.add_parser(name, help=description, description=description)
         importlib.import_module(module).add_arguments(parser)
+        parser.add_argument("--log-level", choices=LOG_LEVELS, default="info",
+                            help="least severe log records written (default: info)")
+        parser.add_argument("--log-format", choices=LOG_FORMATS, default="text",
+                            help="text lines, or one JSON object per line for a log pipeline "
+                                 "(default: text)")
         parser.set_defaults(func=_run)
