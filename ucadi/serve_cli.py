@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from pathlib import Path
 
+from ucadi.ops.config import describe_config, load_config
 from ucadi.ops.logs import LOG_FORMATS, LOG_LEVELS, setup_logging
 from ucadi.ops.memory import tune_allocator
 from ucadi.ops.serving import wait_for_stop_signal
@@ -23,7 +25,30 @@ SERVICES = {
 }
 
 
+# Where each service keeps DEFAULTS and FLAG_SETTINGS (flag -> the setting it overrides).
+SETTINGS_MODULES = {"aggregator": "services.aggregator.server", "crypto": "services.crypto.server",
+                    "trainer": "services.trainer.server",
+                    "inference": "services.inference.settings"}
+
+
+def effective_config(args: argparse.Namespace) -> list[str]:
+    """The service's configuration as it would run: defaults, the config file, UCADI_*
+    environment overrides and flags, each setting annotated with where it came from."""
+    module = importlib.import_module(SETTINGS_MODULES[args.service])
+    sources: dict[str, str] = {}
+    config = load_config(module.DEFAULTS, getattr(args, "config", None), sources=sources)
+    for flag, (section, key) in module.FLAG_SETTINGS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            config[section][key] = str(value) if isinstance(value, Path) else value
+            sources[f"{section}.{key}"] = f"flag --{flag.replace('_', '-')}"
+    return describe_config(config, sources)
+
+
 def _run(args: argparse.Namespace) -> int:
+    if args.print_config:
+        print("\n".join(effective_config(args)))
+        return 0
     # Before the service's own logging.basicConfig, which then leaves this handler in place.
     setup_logging(args.service, args.log_level, args.log_format)
     tune_allocator()  # before the service allocates its first round's buffers
@@ -44,6 +69,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     for name, (module, description) in SERVICES.items():
         parser = services.add_parser(name, help=description, description=description)
         importlib.import_module(module).add_arguments(parser)
+        parser.add_argument("--print-config", action="store_true",
+                            help="print the effective configuration, each setting with its "
+                                 "source (default, file, environment, flag), and exit")
         parser.add_argument("--log-level", choices=LOG_LEVELS, default="info",
                             help="least severe log records written (default: info)")
         parser.add_argument("--log-format", choices=LOG_FORMATS, default="text",

@@ -251,6 +251,12 @@ def start_aggregator(config: dict[str, Any], *, port_file: Path | None = None
     return running, coordinator
 
 
+# flag -> (section, key) of DEFAULTS it overrides
+FLAG_SETTINGS = {"state_dir": ("server", "state_dir"), "address": ("server", "address"),
+                 "metrics_address": ("server", "metrics_address"),
+                 "tls_dir": ("server", "tls_dir"), "crypto": ("server", "crypto_address")}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `ucadi serve aggregator` (each overrides the config file)."""
     parser.add_argument("--config", type=Path, help="YAML config file (see services/aggregator/"
@@ -267,11 +273,9 @@ def run_from_args(args: argparse.Namespace) -> int:
     """Run the aggregator until SIGTERM/SIGINT."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s aggregator %(message)s")
     config = load_config(DEFAULTS, args.config)
-    for flag, key in (("state_dir", "state_dir"), ("address", "address"),
-                      ("metrics_address", "metrics_address"), ("tls_dir", "tls_dir"),
-                      ("crypto", "crypto_address")):
+    for flag, (section, key) in FLAG_SETTINGS.items():
         if getattr(args, flag, None):
-            config["server"][key] = getattr(args, flag)
+            config[section][key] = getattr(args, flag)
     setup_tracing("ucadi-aggregator")
     running, coordinator = start_aggregator(config, port_file=args.port_file)
     wait_for_stop_signal()

@@ -112,18 +112,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port-file", type=Path, help="write the bound ports here once serving")
 
 
+# flag -> (section, key) of DEFAULTS it overrides
+FLAG_SETTINGS = {
+    "manifest": ("site", "manifest"), "model_dir": ("site", "model_dir"),
+    "work_dir": ("site", "work_dir"), "device": ("site", "device"),
+    "threads": ("site", "threads"), "seed": ("site", "seed"), "tls_dir": ("server", "tls_dir"),
+    "aggregator": ("server", "aggregator_address"), "crypto": ("server", "crypto_address"),
+    "address": ("server", "address"), "metrics_address": ("server", "metrics_address"),
+}
+
+
 def _apply_flags(config: dict[str, Any], args: argparse.Namespace) -> None:
-    site, server = config["site"], config["server"]
-    for flag, section, key in (("manifest", site, "manifest"), ("model_dir", site, "model_dir"),
-                               ("work_dir", site, "work_dir"), ("device", site, "device"),
-                               ("threads", site, "threads"), ("seed", site, "seed"),
-                               ("tls_dir", server, "tls_dir"),
-                               ("aggregator", server, "aggregator_address"),
-                               ("crypto", server, "crypto_address"),
-                               ("address", server, "address"),
-                               ("metrics_address", server, "metrics_address")):
+    for flag, (section, key) in FLAG_SETTINGS.items():
         if getattr(args, flag, None) is not None:
-            section[key] = getattr(args, flag)
+            config[section][key] = getattr(args, flag)
 
 
 def resolve_device(name: str) -> str:
