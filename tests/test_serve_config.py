@@ -11,6 +11,7 @@ import pytest
 
 from ucadi.cli import main
 from ucadi.ops.config import ConfigError, load_config
+from ucadi.ops.pki_cli import make_startup_kit
 
 
 def test_print_config_names_the_source_of_every_setting(
@@ -64,3 +65,15 @@ def test_numbers_widen_and_string_settings_keep_the_text_given() -> None:
     loaded = load_config(defaults, environ={"UCADI_A__RATE": "2", "UCADI_A__ID": "0123",
                                             "UCADI_A__COUNT": "7"})
     assert loaded["a"] == {"rate": 2.0, "id": "0123", "count": 7}
+
+
+def test_the_trainer_takes_central_endpoints_from_its_startup_kit_unless_set(
+        tmp_path: Path, federation_pki: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    kit = make_startup_kit(federation_pki / "ca", tmp_path / "kit", "main-campus",
+                           {"aggregator": "central.example.org:7443",
+                            "crypto": "keys.example.org:7444"})
+    assert main(["serve", "trainer", "--tls-dir", str(kit), "--crypto", "10.0.0.9:7444",
+                 "--print-config"]) == 0
+    out = capsys.readouterr().out
+    assert f"aggregator_address: central.example.org:7443  # in {kit / 'endpoints.yaml'}" in out
+    assert "crypto_address: 10.0.0.9:7444  # flag --crypto" in out

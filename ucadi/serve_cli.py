@@ -42,6 +42,8 @@ def effective_config(args: argparse.Namespace) -> list[str]:
         if value is not None:
             config[section][key] = str(value) if isinstance(value, Path) else value
             sources[f"{section}.{key}"] = f"flag --{flag.replace('_', '-')}"
+    if hasattr(module, "complete_config"):  # settings found elsewhere (the trainer's kit)
+        module.complete_config(config, sources)
     return describe_config(config, sources)
 
 
