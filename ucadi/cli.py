@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                                             "optimisers"),
     "site": ("ucadi.ops.k8s", "site deployment status from Kubernetes"),
     "health": ("ucadi.ops.health_cli", "check services' gRPC health (the charts' helm test)"),
+    "status": ("ucadi.ops.status_cli", "a federation's rounds, sites and stuck states"),
 }
 
 
