@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from services.trainer import client
 from services.trainer.client import SERVER_ERROR_RETRIES, FederationClient, FederationRejected
 from ucadi.ops.serving import serve
 from ucadi.ops.tls import TLSFiles
@@ -62,9 +63,11 @@ def join(target: str, pki: Path) -> None:
 ], ids=["transient", "server-error-once-more", "server-error-repeats", "refusal"])
 def test_only_what_can_succeed_later_is_retried_and_the_log_says_which(
         aggregator, federation_pki: Path, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch,
         script: list[grpc.StatusCode], outcome: str, logged: str) -> None:
     servicer, target = aggregator
     servicer.script, servicer.calls = list(script), 0
+    monkeypatch.setattr(client, "FIRST_RETRY_DELAY_S", 0.01)
     with caplog.at_level(logging.WARNING, logger="services.trainer.client"):
         if outcome == "joined":
             join(target, federation_pki)

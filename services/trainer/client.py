@@ -32,6 +32,8 @@ RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
 # retried only this many times, then reported. Anything else (a refusal) is never retried.
 SERVER_ERRORS = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
 SERVER_ERROR_RETRIES = 3
+# First backoff; it doubles up to 10 s.
+FIRST_RETRY_DELAY_S = 0.2
 
 
 class Downloaded(NamedTuple):
@@ -85,7 +87,7 @@ class FederationClient:
 
     def _retry(self, what: str, call: Callable[[], T]) -> T:
         deadline = time.monotonic() + self.retry_budget_s
-        delay = 0.2
+        delay = FIRST_RETRY_DELAY_S
         server_errors = 0
         while True:
             try:
