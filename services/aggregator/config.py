@@ -49,7 +49,8 @@ DEFAULTS: dict[str, Any] = {
         "enabled": True,
         # LWE parameter set id; empty = the library default.
         "parameter_set": "",
-        # Active LWE key id (made by the custodian with `ucadi keys create`).
+        # Active LWE key id (made by the custodian with `ucadi keys create`); empty: the key
+        # service's active key, learnt at start (server.key_wait_s).
         "key_id": "",
     },
     "server": {
@@ -65,6 +66,9 @@ DEFAULTS: dict[str, Any] = {
         # The key service that approves joining sites (a wrapped key for the site must exist);
         # "" = the first crypto_address. Required on a single node.
         "key_address": "",
+        # Seconds to wait at start for the key service's active key when encryption.key_id is
+        # empty (the aggregator then takes the id the custodian activated).
+        "key_wait_s": 3600.0,
         # Sites send their ciphertexts to the SumService themselves (at the crypto address they
         # fetch their key from) and only record them here, and fetch each sealed sum (global
         # version) there too, so no ciphertext byte passes through the aggregator. Applies with
@@ -91,8 +95,9 @@ def build_federation_config(config: dict[str, Any]) -> FederationConfig:
     fed, model, enc = config["federation"], config["model"], config["encryption"]
     enabled = bool(enc["enabled"])
     if enabled and not enc["key_id"]:
-        raise UcadiError("encryption.key_id is empty: create a key with `ucadi keys create` and "
-                         "set it (config file or UCADI_ENCRYPTION__KEY_ID)")
+        raise UcadiError("encryption.key_id is empty and no key service was asked for it: set "
+                         "server.crypto_address or server.key_address and server.tls_dir, or "
+                         "set the key id (config file or UCADI_ENCRYPTION__KEY_ID)")
     if int(fed["min_sites"]) < 1:
         raise UcadiError(f"federation.min_sites is {fed['min_sites']}; it must be at least 1")
     recipe = TrainingRecipe.from_dict({"task": model["task"], **model["recipe"]})

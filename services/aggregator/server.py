@@ -231,10 +231,11 @@ def _resumable_receiver(partial: Path, header: Any, max_bytes: int) -> ChunkRece
 def start_aggregator(config: dict[str, Any], *, port_file: Path | None = None
                      ) -> tuple[RunningServer, RoundCoordinator]:
     """Build the coordinator from a loaded config and start serving."""
-    from services.aggregator.crypto_backend import connect_crypto
+    from services.aggregator.crypto_backend import connect_crypto, learn_active_key
 
     server_cfg = config["server"]
     tls = TLSFiles.from_dir(Path(server_cfg["tls_dir"])) if server_cfg["tls_dir"] else None
+    learn_active_key(config, tls, float(server_cfg["key_wait_s"]))
     fed_config = build_federation_config(config)
     store = AggregatorStore(Path(server_cfg["state_dir"]))
     backend, facts_reader, approval = connect_crypto(config, tls, store, fed_config)
