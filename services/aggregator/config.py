@@ -100,7 +100,8 @@ def build_federation_config(config: dict[str, Any]) -> FederationConfig:
                          "set the key id (config file or UCADI_ENCRYPTION__KEY_ID)")
     if int(fed["min_sites"]) < 1:
         raise UcadiError(f"federation.min_sites is {fed['min_sites']}; it must be at least 1")
-    recipe = TrainingRecipe.from_dict({"task": model["task"], **model["recipe"]})
+    recipe = TrainingRecipe.from_dict({"task": model["task"], **_schedule(fed, model["recipe"]),
+                                       **model["recipe"]})
     optimization = FederatedOptimization.from_dict(fed.get("optimizer"))
     net = initial_model(model["arch"], model["preset"], len(recipe.class_names),
                         int(model["init_seed"]))
@@ -129,3 +130,15 @@ def _positive_int(section: dict[str, Any], key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise UcadiError(f"federation.{key} is {value!r}; it must be a whole number >= 1")
     return value
+
+
+def _schedule(fed: dict[str, Any], recipe: dict[str, Any]) -> dict[str, int]:
+    """The learning-rate schedule's length from the federation's plan: a federation of R rounds
+    of E local epochs trains R x E epochs, so the cosine decay ends with its last round (the
+    recipe's own default is the paper's 100 centralised epochs). Warm-up keeps the paper's
+    share, 5 of 100 epochs. Nothing when the recipe sets total_epochs or the federation is
+    open-ended (total_rounds 0)."""
+    epochs = int(fed["total_rounds"]) * int(fed["local_epochs"])
+    if "total_epochs" in recipe or epochs < 1:
+        return {}
+    return {"total_epochs": epochs, "warmup_epochs": min(5, epochs // 20)}
