@@ -4,10 +4,17 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from prometheus_client import REGISTRY
-from test_aggregator_rounds import VALUES, Clock, coordinator, secret, upload  # noqa: F401
+from test_aggregator_rounds import VALUES, Clock, coordinator, upload
 
 from services.aggregator import metrics
+from ucadi.lwe import generate_secret_key
+
+
+@pytest.fixture(scope="module")
+def secret():
+    return generate_secret_key()
 
 
 def last_round(site: str) -> float | None:

@@ -3,7 +3,8 @@
 Rendering uses helm-python-sdk (Helm's Go SDK, offline); validation uses kubernetes-validate in
 strict mode (unknown fields are errors) at the oldest and newest Kubernetes the charts support.
 The Prometheus Operator's ServiceMonitor and PrometheusRule and cert-manager's Certificate and
-Issuer are CRDs that kubernetes-validate does not bundle, so they are checked against the strict schemas in deploy/helm/crd-schemas/.
+Issuer are CRDs that kubernetes-validate does not bundle, so they are checked against the strict
+schemas in deploy/helm/crd-schemas/.
 """
 
 from __future__ import annotations
