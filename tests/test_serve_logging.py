@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ucadi.cli import build_parser
-from ucadi.ops.logs import setup_logging
+from ucadi.ops.logs import name_service, setup_logging
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,7 +49,8 @@ def test_json_logs_at_the_chosen_level(tmp_path: Path, federation_pki: Path) -> 
 
 
 
-def test_records_below_the_chosen_level_are_dropped(capsys: pytest.CaptureFixture[str]) -> None:
+def test_records_below_the_chosen_level_are_dropped_and_lines_name_the_service(
+        capsys: pytest.CaptureFixture[str]) -> None:
     root = logging.getLogger()
     kept_handlers, kept_level = list(root.handlers), root.level
     try:
@@ -57,6 +58,9 @@ def test_records_below_the_chosen_level_are_dropped(capsys: pytest.CaptureFixtur
         logging.getLogger("ucadi.test").info("not written")
         logging.getLogger("ucadi.test").warning("written")
         assert capsys.readouterr().err.strip().endswith("crypto WARNING written")
+        name_service("trainer[main-campus]")  # as a trainer does once it knows its site
+        logging.getLogger("ucadi.test").warning("relabelled")
+        assert capsys.readouterr().err.strip().endswith("trainer[main-campus] WARNING relabelled")
     finally:
         root.handlers[:] = kept_handlers
         root.setLevel(kept_level)

@@ -17,6 +17,7 @@ from services.trainer.client import FederationClient
 from services.trainer.keys import obtain_secret
 from ucadi.errors import UcadiError
 from ucadi.ops.config import DEFAULT_SOURCE, load_config
+from ucadi.ops.logs import name_service
 from ucadi.ops.pki_cli import ENDPOINTS_FILE
 from ucadi.ops.serving import grpc_errors, serve, set_on_stop_signal
 from ucadi.ops.tls import PermissionDeniedError, TLSFiles, identity_from_pem, peer_identity
@@ -168,6 +169,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     tls = TLSFiles.from_dir(Path(server_cfg["tls_dir"]))
     site = identity_from_pem(tls.cert.read_bytes()).name
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s trainer[{site}] %(message)s")
+    name_service(f"trainer[{site}]")  # under `ucadi serve`, whose handler basicConfig keeps
     if int(site_cfg["threads"]) > 0:
         torch.set_num_threads(int(site_cfg["threads"]))
     setup_tracing(f"ucadi-trainer-{site}")

@@ -29,13 +29,31 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class ServiceHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The stderr handler `setup_logging` installs; `name_service` relabels its lines."""
+
+    def __init__(self, service: str, log_format: str) -> None:
+        super().__init__(sys.stderr)
+        self.log_format = log_format
+        self.label(service)
+
+    def label(self, service: str) -> None:
+        """Name `service` on every line from now on."""
+        self.setFormatter(JsonFormatter(service) if self.log_format == "json" else
+                          logging.Formatter(f"%(asctime)s {service} %(levelname)s %(message)s"))
+
+
 def setup_logging(service: str, level: str = "info", log_format: str = "text") -> None:
     """Send every log record at `level` or above to stderr in `log_format`."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter(service) if log_format == "json" else logging.Formatter(
-        f"%(asctime)s {service} %(levelname)s %(message)s"))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
-    root.addHandler(handler)
+    root.addHandler(ServiceHandler(service, log_format))
     root.setLevel(level.upper())
+
+
+def name_service(service: str) -> None:
+    """Relabel the service's log lines once it knows more of itself (a trainer its site)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, ServiceHandler):
+            handler.label(service)
