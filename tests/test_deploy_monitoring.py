@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,12 @@ def test_strict_rule_schema_rejects_a_misspelled_rule_field() -> None:
     rule["spec"]["groups"][0]["rules"][0]["annotation"] = {"summary": "typo"}
     with pytest.raises(Exception, match="annotation"):
         validate_manifest(rule)
+
+
+def test_a_packaged_chart_carries_the_rules_and_dashboard_themselves(tmp_path: Path) -> None:
+    """files/ are links in a checkout; `helm package` must put their content in the archive."""
+    archive = tarfile.open(helm.package(SITE, destination=tmp_path))
+    for name, source in (("rules.yaml", DEPLOY / "prometheus" / "rules.yaml"),
+                         ("ucadi-federation.json", DEPLOY / "grafana" / "ucadi-federation.json")):
+        member = archive.getmember(f"ucadi-site/files/{name}")
+        assert member.isfile() and archive.extractfile(member).read() == source.read_bytes()
