@@ -11,9 +11,17 @@ PROTOS := $(wildcard protos/ucadi/v1/*.proto)
 venv: $(VENV)/.stamp-dev
 
 # torch is installed first and pinned: an unpinned torch would pull a multi-GB CUDA build.
+# TORCH_INDEX empty (the default) uses pip's configured indexes: on this project's machines a
+# local CPU wheel; on a plain Linux machine PyPI's torch==2.13.0 is the CUDA build (several GB
+# with its nvidia-* wheels). `make venv TORCH_INDEX=https://download.pytorch.org/whl/cpu` takes
+# the CPU build instead (the Dockerfile's index).
+TORCH_INDEX ?=
+MIN_PYTHON := 3.11
+
 $(VENV)/.stamp-base: pyproject.toml
+	@$(PYTHON) -c 'import sys; v = sys.version_info; ok = v >= tuple(map(int, "$(MIN_PYTHON)".split("."))); ok or sys.exit(f"ucadi needs Python $(MIN_PYTHON) or newer; $(PYTHON) is {v.major}.{v.minor} (make PYTHON=python3.11 ...)")'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install torch==2.13.0
+	$(PIP) install $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) torch==2.13.0
 	$(PIP) install -e .
 	touch $@
 

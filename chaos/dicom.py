@@ -2,7 +2,7 @@
 training-data loading (StudyDataset) and a real inference server's Diagnose over mutual TLS.
 
 What must hold for every mutated series: `ct inspect` ends with exit 0 or with one error line
-and exit 2 naming the damaged file or its series (never a traceback); the training set either
+and exit 1 naming the damaged file or its series (never a traceback); the training set either
 loads the study or skips it with a warning naming the case, and agrees with `ct inspect` on
 which; Diagnose answers OK with finite probabilities or a status a client can act on (never
 INTERNAL or UNKNOWN), and a series `ct inspect` accepts is diagnosed.
@@ -127,7 +127,7 @@ def check_inspect(check: Check, study: Path, kinds: list[str], names: list[str])
     if code == 0:
         check.record(None, f"{kind}: accepted")
         return True
-    if code != 2 or "Traceback" in stderr or not last.startswith("ucadi ct: error:"):
+    if code != 1 or "Traceback" in stderr or not last.startswith("ucadi ct: error:"):
         check.record(f"{kinds}: exit {code}: {stderr[-300:]}", f"{kind}: exit {code}")
         return None
     names_file = any(name in last for name in names)

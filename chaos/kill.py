@@ -48,7 +48,7 @@ AGGREGATOR_WINDOWS = ("after_seal_before_open", "after_record_before_reply")
 TRAINER_WINDOW = "after_sum_took_before_record"
 COMPLETED = federation_pb2.ROUND_STATE_COMPLETED
 # Lines of a trainer log that say the federation holds the site's update of a round.
-ACKNOWLEDGED = re.compile(r"trainer\[(?P<site>[^\]]+)\] \S+: round (?P<round>\d+)"
+ACKNOWLEDGED = re.compile(r"trainer\[(?P<site>[^\]]+)\] (?:[A-Z]+ )?\S+: round (?P<round>\d+)"
                           r"(?: uploaded \(| upload was already stored|: the aggregator had "
                           r"recorded this update)")
 

@@ -1,5 +1,5 @@
 """A truncated or bit-flipped slice inside an otherwise good series (issue 18): every decode
-failure is a CorruptSliceError naming the file (`ct inspect` exit 2, one line); the training
+failure is a CorruptSliceError naming the file (`ct inspect` exit 1, one line); the training
 set skips that study by name; damaged values and headers found by `make chaos` stay errors
 with a file name, never NaN inputs or tracebacks."""
 
@@ -46,10 +46,10 @@ def test_a_damaged_slice_is_a_corrupt_slice_error_naming_the_file(case, damage):
 
 
 @pytest.mark.parametrize("damage", sorted(DAMAGE))
-def test_ct_inspect_ends_with_one_line_naming_the_file_and_exit_2(case, damage, capsys):
+def test_ct_inspect_ends_with_one_line_naming_the_file_and_exit_1(case, damage, capsys):
     victim = middle_slice(case.series_dir)
     DAMAGE[damage](victim)
-    assert ucadi_main(["ct", "inspect", str(case.series_dir)]) == 2
+    assert ucadi_main(["ct", "inspect", str(case.series_dir)]) == 1
     error = capsys.readouterr().err.strip()
     assert error.startswith("ucadi ct: error: ") and victim.name in error
     assert "Traceback" not in error and len(error.splitlines()) == 1

@@ -175,10 +175,10 @@ def test_cli_inspect_reports_the_chosen_series_and_skipped_ones(
     assert "slices        42" in capsys.readouterr().out
 
 
-def test_cli_inspect_bad_input_exits_2_with_one_line(
+def test_cli_inspect_bad_input_exits_1_with_one_line(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _series(tmp_path / "short", "short", slices=12)
-    assert ucadi_main(["ct", "inspect", str(tmp_path / "short")]) == 2
+    assert ucadi_main(["ct", "inspect", str(tmp_path / "short")]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("ucadi ct: error:") and "at least 40" in err and "\n" not in err
 

@@ -2,8 +2,9 @@
 
 Rendering uses helm-python-sdk (Helm's Go SDK, offline); validation uses kubernetes-validate in
 strict mode (unknown fields are errors) at the oldest and newest Kubernetes the charts support.
-The Prometheus Operator's ServiceMonitor is a CRD that kubernetes-validate does not bundle, so
-it is checked against the strict subset schema in deploy/helm/crd-schemas/.
+The Prometheus Operator's ServiceMonitor and PrometheusRule and cert-manager's Certificate and
+Issuer are CRDs that kubernetes-validate does not bundle, so they are checked against the strict
+schemas in deploy/helm/crd-schemas/.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "helm"
 CENTRAL = DEPLOY / "ucadi-central"
 SITE = DEPLOY / "ucadi-site"
 SERVICEMONITOR_SCHEMA = DEPLOY / "crd-schemas" / "servicemonitor-monitoring-v1.json"
+PROMETHEUSRULE_SCHEMA = DEPLOY / "crd-schemas" / "prometheusrule-monitoring-v1.json"
+CERT_MANAGER_SCHEMA = DEPLOY / "crd-schemas" / "certificate-cert-manager-v1.json"
 # The charts declare kubeVersion >=1.27 (gRPC probes are GA there); check the newest bundled too.
 KUBE_VERSIONS = ("1.27.0", kubernetes_validate.utils.latest_version())
 RELEASE, NAMESPACE = "fed", "ucadi"
@@ -62,6 +65,11 @@ CENTRAL_CASES: dict[str, dict[str, Any]] = {
     "defaults": with_central({}),
     "servicemonitor-cidrs-tracing": with_central({
         "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus"}},
+        "prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus"}},
+        "grafanaDashboard": {"enabled": True, "folder": "UCADI"},
+        "aggregator": {"extraVolumes": [{"name": "hospital-ca", "configMap": {"name": "ca"}}],
+                       "extraVolumeMounts": [{"name": "hospital-ca", "mountPath": "/etc/ca",
+                                              "readOnly": True}]},
         "networkPolicy": {"siteCIDRs": ["203.0.113.0/24", "198.51.100.7/32"]},
         "tracing": {"otlpEndpoint": "http://otel-collector.observability:4317"},
     }),
@@ -71,6 +79,8 @@ CENTRAL_CASES: dict[str, dict[str, Any]] = {
         "crypto": {"persistence": {"enabled": False}, "replicas": 0}},
     "external-secrets-loadbalancer": with_central({
         "tls": {"aggregatorSecret": "agg-kit", "cryptoSecret": "crypto-kit"},
+        "certManager": {"enabled": True, "caSecret": "federation-ca",
+                        "dnsNames": {"aggregator": ["central.example.org"], "crypto": []}},
         "aggregator": {"service": {"type": "LoadBalancer", "annotations": {"a": "b"}},
                        "persistence": {"existingClaim": "fed-state"},
                        "config": {"federation": {"min_sites": 3}}},
@@ -81,13 +91,20 @@ CENTRAL_CASES: dict[str, dict[str, Any]] = {
 
 SITE_CASES: dict[str, dict[str, Any]] = {
     "defaults": with_site({}),
-    "gpu-off": with_site({"trainer": {"gpu": {"enabled": False}}}),
+    "gpu-off": with_site({"trainer": {
+        "gpu": {"enabled": False},
+        "extraVolumes": [{"name": "scratch", "emptyDir": {"sizeLimit": "10Gi"}}],
+        "extraVolumeMounts": [{"name": "scratch", "mountPath": "/scratch"}]}}),
     "servicemonitor-and-tracing": with_site({
         "serviceMonitor": {"enabled": True},
+        "prometheusRule": {"enabled": True, "groups": ["ucadi-site"]},
+        "grafanaDashboard": {"enabled": True},
         "tracing": {"otlpEndpoint": "http://otel-collector.observability:4317"},
         "networkPolicy": {"centralCIDRs": ["203.0.113.10/32"],
                           "extraEgress": [{"ports": [{"port": 4317, "protocol": "TCP"}]}]}}),
     "external-secret": with_site({"tls": {"secretName": "kit-main-campus"},
+                                  "certManager": {"enabled": True, "issuerRef": {
+                                      "name": "federation", "kind": "ClusterIssuer"}},
                                   "inference": {"config": {"batching": {"max_batch": 2}}}}),
     "persistence-off": with_site({"trainer": {"persistence": {"enabled": False}},
                                   "models": {"persistence": {"enabled": False}}}),
@@ -96,6 +113,8 @@ SITE_CASES: dict[str, dict[str, Any]] = {
         "trainer": {"data": {"existingClaim": "pacs-export"}}}),
     "inference-only": with_site({"trainer": {"enabled": False}, "inference": {"replicas": 3}}),
     "trainer-only": with_site({"inference": {"enabled": False}}),
+    "data-import": with_site({"dataImport": {"enabled": True, "source": {
+        "persistentVolumeClaim": {"claimName": "pacs-export", "readOnly": True}}}}),
 }
 
 
@@ -128,8 +147,11 @@ def workloads(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def validate_manifest(manifest: dict[str, Any]) -> None:
     """Strict Kubernetes schema validation (ServiceMonitor: our strict CRD subset)."""
-    if manifest["kind"] == "ServiceMonitor":
-        jsonschema.validate(manifest, json.loads(SERVICEMONITOR_SCHEMA.read_text()))
+    crd_schemas = {"ServiceMonitor": SERVICEMONITOR_SCHEMA,
+                   "PrometheusRule": PROMETHEUSRULE_SCHEMA,
+                   "Certificate": CERT_MANAGER_SCHEMA, "Issuer": CERT_MANAGER_SCHEMA}
+    if manifest["kind"] in crd_schemas:
+        jsonschema.validate(manifest, json.loads(crd_schemas[manifest["kind"]].read_text()))
         return
     for version in KUBE_VERSIONS:
         kubernetes_validate.validate(manifest, version, strict=True)
@@ -223,3 +245,10 @@ def test_shared_helpers_live_once_in_the_library_chart() -> None:
         own = [name for name, path in defined.items() if path.parent.parent == chart]
         assert own and all(name.startswith(chart.name + ".") for name in own), own
     assert "ucadi.labels" in defined and defined["ucadi.labels"].parent.parent == library
+
+
+def test_both_charts_state_the_supported_helm_versions_and_the_readme_repeats_them() -> None:
+    stated = {yaml.safe_load((chart / "Chart.yaml").read_text())["annotations"][
+        "ucadi.io/supported-helm-versions"] for chart in (CENTRAL, SITE)}
+    assert stated == {">=3.18.0 <5.0.0"}
+    assert "Helm 3.18 or newer, or Helm 4" in (DEPLOY.parent / "README.md").read_text()

@@ -21,7 +21,8 @@ DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "ucadi-federation.json"
 RULES = DEPLOY / "prometheus" / "rules.yaml"
 METRICS_MODULES = ("services.aggregator.metrics", "services.crypto.metrics",
-                   "services.trainer.metrics", "services.inference.metrics")
+                   "services.trainer.metrics", "services.inference.metrics",
+                   "ucadi.ops.certificates", "ucadi.ops.memory")
 METRIC_NAME = re.compile(r"\bucadi_[a-z0-9_]+")
 # The series names Prometheus stores for each metric type (prometheus_client naming).
 SERIES_SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"),

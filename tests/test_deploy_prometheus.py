@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -34,7 +35,8 @@ STARTUP_TIMEOUT_S = 30.0
 DASHBOARD_VARIABLES = {"$__rate_interval": "20s", "$federation": ".*", "$site": ".*",
                        "$inference": ".*"}
 ALERTS = {"UcadiSiteMissingRounds", "UcadiRoundStuck", "UcadiGlobalSumRefused",
-          "UcadiInferenceErrorRate"}
+          "UcadiInferenceErrorRate", "UcadiTargetDown", "UcadiMetricsAbsent",
+          "UcadiInferenceNoModel", "UcadiSumServiceMemoryHigh", "UcadiCertificateExpiring"}
 
 EXPORTER = """
 import sys, time
@@ -43,6 +45,7 @@ from services.aggregator import metrics as agg
 from services.crypto import metrics as crypto
 from services.trainer import metrics as trainer
 from services.inference import metrics as inference
+from ucadi.ops import certificates, memory
 
 fed = "covid-ct"
 agg.ROUND_NUMBER.labels(fed).set(7)
@@ -60,6 +63,9 @@ crypto.WRAPPED_KEYS_STORED.set(4)
 trainer.LAST_ROUND.set(7)
 inference.MODEL_VERSION.set(7)
 inference.QUEUE_DEPTH.set(2)
+certificates.CERT_EXPIRY.labels("leaf").set(time.time() + 400 * 86400)
+certificates.CERT_EXPIRY.labels("ca").set(time.time() + 3000 * 86400)
+memory.MEMORY_LIMIT.set(memory.memory_limit_bytes())
 server, _ = start_http_server(0, addr="127.0.0.1")
 print(server.server_port, flush=True)
 while True:
@@ -118,6 +124,13 @@ def wait_for(what: str, probe: Any, timeout_s: float = STARTUP_TIMEOUT_S) -> Any
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound once by the OS, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def api(base: str, path: str, **params: str) -> dict[str, Any]:
     """GET a Prometheus HTTP API endpoint; returns the decoded JSON body."""
     url = f"{base}{path}?{urllib.parse.urlencode(params)}"
@@ -139,8 +152,11 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         (work / "prometheus.yml").write_text(yaml.safe_dump({
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(RULES)],
-            "scrape_configs": [{"job_name": "ucadi",
-                                "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}]}))
+            "scrape_configs": [
+                {"job_name": "ucadi", "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]},
+                # A target nothing listens on: UcadiTargetDown turns pending.
+                {"job_name": "ucadi-gone",
+                 "static_configs": [{"targets": [f"127.0.0.1:{closed_port()}"]}]}]}))
         process = subprocess.Popen(
             [server, f"--config.file={work / 'prometheus.yml'}",
              f"--storage.tsdb.path={work / 'data'}", "--web.listen-address=127.0.0.1:0"],
@@ -185,10 +201,15 @@ def test_every_dashboard_query_returns_data_from_scraped_services(prometheus: st
 
 
 def test_prometheus_loads_the_alert_rules_and_evaluates_them(prometheus: str) -> None:
-    # The exporter's nccid-uk is 4 rounds behind and 10 % of its requests fail: those alerts
-    # turn pending (their `for:` has not elapsed); the round's deadline is still ahead.
+    # The exporter's nccid-uk is 4 rounds behind, 10 % of its requests fail and the second
+    # target is down: those alerts turn pending (their `for:` has not elapsed); the round's
+    # deadline is still ahead, a model is loaded, certificates are valid for a year and more,
+    # and the exporter is no sum service.
     expected = {"UcadiSiteMissingRounds": "pending", "UcadiInferenceErrorRate": "pending",
-                "UcadiRoundStuck": "inactive", "UcadiGlobalSumRefused": "inactive"}
+                "UcadiTargetDown": "pending", "UcadiRoundStuck": "inactive",
+                "UcadiGlobalSumRefused": "inactive", "UcadiMetricsAbsent": "inactive",
+                "UcadiInferenceNoModel": "inactive", "UcadiSumServiceMemoryHigh": "inactive",
+                "UcadiCertificateExpiring": "inactive"}
     last: dict[str, str] = {}
 
     def settled() -> bool:

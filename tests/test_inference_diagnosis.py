@@ -293,12 +293,12 @@ def test_ucadi_diagnose_prints_the_table_and_writes_the_heatmap(server, pki, cov
     assert np.load(array).shape == (16, 32, 32)
 
 
-def test_ucadi_diagnose_reports_a_refused_study_with_exit_code_2(server, pki, tmp_path, capsys):
+def test_ucadi_diagnose_reports_a_refused_study_with_exit_code_1(server, pki, tmp_path, capsys):
     running, _ = server
     (tmp_path / "junk.dcm").write_bytes(b"not a dicom file" * 100)
     code = ucadi_main(["diagnose", str(tmp_path), "--server", running.target,
                        "--tls-dir", str(pki["client"].ca.parent)])
-    assert code == 2
+    assert code == 1
     assert "INVALID_ARGUMENT" in capsys.readouterr().err
 
 

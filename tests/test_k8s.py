@@ -111,12 +111,12 @@ def test_status_command_prints_json_for_scripts(capsys: pytest.CaptureFixture[st
     assert json.loads(capsys.readouterr().out)[0]["last_round"] == 12
 
 
-def test_missing_kubeconfig_is_reported_as_one_line_exit_2(
+def test_missing_kubeconfig_is_reported_as_one_line_exit_1(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    assert main(["site", "status", "--release", "mc", "--namespace", "h"]) == 2
+    assert main(["site", "status", "--release", "mc", "--namespace", "h"]) == 1
     assert "no Kubernetes credentials" in capsys.readouterr().err
 
 

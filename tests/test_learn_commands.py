@@ -99,12 +99,12 @@ def test_cross_validation_keeps_the_best_fold_and_reports_every_fold(cohort, tmp
     assert (out / "folds" / "fold-0" / "card.json").is_file()
 
 
-def test_bad_inputs_exit_2_with_one_line(cohort, model_dir, tmp_path, capsys):
+def test_bad_inputs_exit_1_and_usage_errors_2_with_one_line(cohort, model_dir, tmp_path, capsys):
     assert main(["evaluate", "--model", str(tmp_path), "--data", str(cohort),
-                 "--out", str(tmp_path / "r")]) == 2
+                 "--out", str(tmp_path / "r")]) == 1
     assert "card.json" in capsys.readouterr().err
     assert main(["train", "--data", str(cohort), "--site", "atlantis", "--epochs", "1",
-                 "--out", str(tmp_path / "m")]) == 2
+                 "--out", str(tmp_path / "m")]) == 1
     assert "atlantis" in capsys.readouterr().err
     assert main(["explain", str(cohort), "--model", str(model_dir), "--target", "flu",
                  "--out", str(tmp_path / "e")]) == 2

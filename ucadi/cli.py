@@ -12,7 +12,11 @@ import argparse
 import importlib
 import sys
 
-from ucadi.errors import UcadiError
+if sys.version_info < (3, 11):  # noqa: UP036 - one line instead of a SyntaxError's traceback
+    sys.exit(f"ucadi needs Python 3.11 or newer; this is Python {sys.version.split()[0]}")
+
+from ucadi import __version__  # noqa: E402
+from ucadi.errors import CommandError, UcadiError  # noqa: E402
 
 # command -> (module that registers it, one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -30,6 +34,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "experiment": ("ucadi.experiments.cli", "federated-learning studies: sync interval, "
                                             "optimisers"),
     "site": ("ucadi.ops.k8s", "site deployment status from Kubernetes"),
+    "health": ("ucadi.ops.health_cli", "check services' gRPC health (the charts' helm test)"),
+    "status": ("ucadi.ops.status_cli", "a federation's rounds, sites and stuck states"),
 }
 
 
@@ -40,6 +46,7 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ucadi", description=__doc__.splitlines()[0],
         epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"ucadi {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     if command in COMMANDS:
         importlib.import_module(COMMANDS[command][0]).register(sub)
@@ -62,8 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except UcadiError as exc:
+        # 2: the command line itself was wrong (as argparse exits); 1: it failed doing its work.
         print(f"ucadi {command}: error: {exc}", file=sys.stderr)
-        return 2
+        return 2 if isinstance(exc, CommandError) else 1
     except KeyboardInterrupt:
         print(f"ucadi {command}: interrupted", file=sys.stderr)
         return 130

@@ -2,7 +2,8 @@
 
 Every error a person can act on (bad CT input, a mismatched ciphertext, a wrong model card...)
 subclasses `UcadiError`; its message says what was wrong and what is accepted. The CLI turns it
-into one line on stderr and exit code 2; servicers turn it into a gRPC status.
+into one line on stderr and exit code 1 (2 for a `CommandError`, a usage problem, as argparse
+exits for one); servicers turn it into a gRPC status.
 """
 
 

@@ -49,7 +49,8 @@ DEFAULTS: dict[str, Any] = {
         "enabled": True,
         # LWE parameter set id; empty = the library default.
         "parameter_set": "",
-        # Active LWE key id (made by the custodian with `ucadi keys create`).
+        # Active LWE key id (made by the custodian with `ucadi keys create`); empty: the key
+        # service's active key, learnt at start (server.key_wait_s).
         "key_id": "",
     },
     "server": {
@@ -65,6 +66,9 @@ DEFAULTS: dict[str, Any] = {
         # The key service that approves joining sites (a wrapped key for the site must exist);
         # "" = the first crypto_address. Required on a single node.
         "key_address": "",
+        # Seconds to wait at start for the key service's active key when encryption.key_id is
+        # empty (the aggregator then takes the id the custodian activated).
+        "key_wait_s": 3600.0,
         # Sites send their ciphertexts to the SumService themselves (at the crypto address they
         # fetch their key from) and only record them here, and fetch each sealed sum (global
         # version) there too, so no ciphertext byte passes through the aggregator. Applies with
@@ -91,11 +95,13 @@ def build_federation_config(config: dict[str, Any]) -> FederationConfig:
     fed, model, enc = config["federation"], config["model"], config["encryption"]
     enabled = bool(enc["enabled"])
     if enabled and not enc["key_id"]:
-        raise UcadiError("encryption.key_id is empty: create a key with `ucadi keys create` and "
-                         "set it (config file or UCADI_ENCRYPTION__KEY_ID)")
+        raise UcadiError("encryption.key_id is empty and no key service was asked for it: set "
+                         "server.crypto_address or server.key_address and server.tls_dir, or "
+                         "set the key id (config file or UCADI_ENCRYPTION__KEY_ID)")
     if int(fed["min_sites"]) < 1:
         raise UcadiError(f"federation.min_sites is {fed['min_sites']}; it must be at least 1")
-    recipe = TrainingRecipe.from_dict({"task": model["task"], **model["recipe"]})
+    recipe = TrainingRecipe.from_dict({"task": model["task"], **_schedule(fed, model["recipe"]),
+                                       **model["recipe"]})
     optimization = FederatedOptimization.from_dict(fed.get("optimizer"))
     net = initial_model(model["arch"], model["preset"], len(recipe.class_names),
                         int(model["init_seed"]))
@@ -124,3 +130,15 @@ def _positive_int(section: dict[str, Any], key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise UcadiError(f"federation.{key} is {value!r}; it must be a whole number >= 1")
     return value
+
+
+def _schedule(fed: dict[str, Any], recipe: dict[str, Any]) -> dict[str, int]:
+    """The learning-rate schedule's length from the federation's plan: a federation of R rounds
+    of E local epochs trains R x E epochs, so the cosine decay ends with its last round (the
+    recipe's own default is the paper's 100 centralised epochs). Warm-up keeps the paper's
+    share, 5 of 100 epochs. Nothing when the recipe sets total_epochs or the federation is
+    open-ended (total_rounds 0)."""
+    epochs = int(fed["total_rounds"]) * int(fed["local_epochs"])
+    if "total_epochs" in recipe or epochs < 1:
+        return {}
+    return {"total_epochs": epochs, "warmup_epochs": min(5, epochs // 20)}

@@ -5,6 +5,8 @@ and the key service's site approvals.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,8 @@ from ucadi.wire.crypto_client import (
     StreamedContribution,
     SumClient,
 )
+
+log = logging.getLogger(__name__)
 
 
 class GrpcSumBackend:
@@ -181,3 +185,47 @@ def connect_crypto(config: dict[str, Any], tls: TLSFiles | None, store: Aggregat
                              federation.encryption,
                              site_contributions=bool(config["server"]["site_contributions"]))
     return backend, read_facts, approval
+
+
+def learn_active_key(config: dict[str, Any], tls: TLSFiles | None, wait_s: float,
+                     poll_s: float = 2.0) -> None:
+    """Fill encryption.key_id (and an empty parameter_set) from the key service's active key
+    when the config leaves the key id empty, waiting up to `wait_s` for the custodian to
+    upload one (`ucadi keys create`, then `ucadi keys wrap`), so nobody copies the id by hand.
+    A key id the config names is used as it is."""
+    encryption, server = config["encryption"], config["server"]
+    if not encryption["enabled"] or encryption["key_id"] or tls is None:
+        return
+    targets = [t.strip() for t in server["crypto_address"].split(",") if t.strip()]
+    address = server.get("key_address", "").strip() or (targets[0] if targets else "")
+    if not address:
+        return  # build_federation_config names what is missing
+    deadline = time.monotonic() + wait_s
+    with secure_channel(address, tls, options=tuple(grpc_options())) as channel:
+        keys = KeyClient(channel)
+        while (active := _active_key(keys)) is None:
+            if time.monotonic() > deadline:
+                raise UcadiError(f"the key service at {address} has no active key after "
+                                 f"{wait_s:.0f} s: the custodian creates and wraps one (`ucadi "
+                                 "keys create`, `ucadi keys wrap`), or set encryption.key_id")
+            log.info("waiting for an active key at the key service %s (the custodian runs "
+                     "`ucadi keys wrap`)", address)
+            time.sleep(poll_s)
+    key_id, parameter_set = active
+    if encryption["parameter_set"] and encryption["parameter_set"] != parameter_set:
+        raise UcadiError(f"the key service's active key {key_id} uses parameter set "
+                         f"{parameter_set}, but encryption.parameter_set is "
+                         f"{encryption['parameter_set']}; leave it empty or make them agree")
+    encryption["key_id"], encryption["parameter_set"] = key_id, parameter_set
+    log.info("encryption key id %s (%s) from the key service at %s", key_id, parameter_set,
+             address)
+
+
+def _active_key(keys: KeyClient) -> tuple[str, str] | None:
+    """The active key, or None while there is none or the key service is not up yet."""
+    try:
+        return keys.active_key()
+    except CryptoServiceError as exc:
+        if exc.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            return None
+        raise

@@ -5,6 +5,7 @@ joins while it collects is expected in it, one that leaves before uploading is n
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 from services.aggregator import metrics
 from services.aggregator.contracts import COLLECTING, MAX_COUNT, FederationStateError
 from services.aggregator.core import RoundCore
+from services.aggregator.store import SiteRecord
 from ucadi.errors import UcadiError
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,18 @@ class Membership:
         self.is_site_approved = is_site_approved
         self._last_seen = {site.name: site.last_seen for site in core.store.sites()}
         self._seen_flushed: dict[str, float] = {}
+        for site in core.store.sites():
+            if site.state == "active":
+                self._publish_last_round(site)
+
+    def _publish_last_round(self, site: SiteRecord) -> None:
+        """Set ucadi_site_last_round from the store: the last round the site uploaded to, or,
+        if later, the round before the one open when it joined. So the gauge exists from the
+        join on, and after a restart, and a site that never uploads is reported missing once
+        three rounds pass without it (UcadiSiteMissingRounds) instead of never."""
+        joined_at = self.core.store.round_open_at(site.joined)
+        baseline = max(site.last_round, joined_at - 1 if joined_at else 0)
+        metrics.SITE_LAST_ROUND.labels(self.core.config.federation_id, site.name).set(baseline)
 
     def join(self, site: str, train_cases: int) -> None:
         """Admit a site (after key approval); a site joining mid-round is expected in it."""
@@ -54,6 +68,7 @@ class Membership:
                 current.expected.append(site)
                 store.update_round(current)
             self.core.notify()
+            self._publish_last_round(self._record(site))
         log.info("site %s joined (%d training cases)", site, train_cases)
 
     def leave(self, site: str) -> None:
@@ -69,6 +84,9 @@ class Membership:
                 current.expected.remove(site)
                 store.update_round(current)
             self.core.notify()
+        # A site that left is not missing rounds: its series goes, so no alert stays pending.
+        with contextlib.suppress(KeyError):
+            metrics.SITE_LAST_ROUND.remove(self.core.config.federation_id, site)
         log.info("site %s left", site)
 
     def seen(self, site: str) -> None:
@@ -84,6 +102,9 @@ class Membership:
     def last_seen(self, site: str, stored: float) -> float:
         """When a site last called (the in-memory time; `stored` if none since start)."""
         return max(self._last_seen.get(site, stored), stored)
+
+    def _record(self, site: str) -> SiteRecord:
+        return next(s for s in self.core.store.sites() if s.name == site)
 
     def require_member(self, site: str) -> None:
         """Raise FederationStateError unless `site` joined and has not left."""

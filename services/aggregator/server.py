@@ -231,10 +231,11 @@ def _resumable_receiver(partial: Path, header: Any, max_bytes: int) -> ChunkRece
 def start_aggregator(config: dict[str, Any], *, port_file: Path | None = None
                      ) -> tuple[RunningServer, RoundCoordinator]:
     """Build the coordinator from a loaded config and start serving."""
-    from services.aggregator.crypto_backend import connect_crypto
+    from services.aggregator.crypto_backend import connect_crypto, learn_active_key
 
     server_cfg = config["server"]
     tls = TLSFiles.from_dir(Path(server_cfg["tls_dir"])) if server_cfg["tls_dir"] else None
+    learn_active_key(config, tls, float(server_cfg["key_wait_s"]))
     fed_config = build_federation_config(config)
     store = AggregatorStore(Path(server_cfg["state_dir"]))
     backend, facts_reader, approval = connect_crypto(config, tls, store, fed_config)
@@ -249,6 +250,12 @@ def start_aggregator(config: dict[str, Any], *, port_file: Path | None = None
         health_address=server_cfg["health_address"] or None)
     coordinator.start()
     return running, coordinator
+
+
+# flag -> (section, key) of DEFAULTS it overrides
+FLAG_SETTINGS = {"state_dir": ("server", "state_dir"), "address": ("server", "address"),
+                 "metrics_address": ("server", "metrics_address"),
+                 "tls_dir": ("server", "tls_dir"), "crypto": ("server", "crypto_address")}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -267,11 +274,9 @@ def run_from_args(args: argparse.Namespace) -> int:
     """Run the aggregator until SIGTERM/SIGINT."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s aggregator %(message)s")
     config = load_config(DEFAULTS, args.config)
-    for flag, key in (("state_dir", "state_dir"), ("address", "address"),
-                      ("metrics_address", "metrics_address"), ("tls_dir", "tls_dir"),
-                      ("crypto", "crypto_address")):
+    for flag, (section, key) in FLAG_SETTINGS.items():
         if getattr(args, flag, None):
-            config["server"][key] = getattr(args, flag)
+            config[section][key] = getattr(args, flag)
     setup_tracing("ucadi-aggregator")
     running, coordinator = start_aggregator(config, port_file=args.port_file)
     wait_for_stop_signal()

@@ -136,7 +136,10 @@ class AggregatorStore:
         self._tx([("INSERT INTO sites (name, state, joined, last_seen, train_cases) "
                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET state=excluded.state, "
                    "last_seen=excluded.last_seen, train_cases=CASE WHEN excluded.train_cases > 0 "
-                   "THEN excluded.train_cases ELSE sites.train_cases END",
+                   "THEN excluded.train_cases ELSE sites.train_cases END, "
+                   # A site that left and joins again is new to the rounds from now on.
+                   "joined=CASE WHEN sites.state='left' AND excluded.state='active' "
+                   "THEN excluded.joined ELSE sites.joined END",
                    (name, state, now, now, train_cases))])
 
     def touch_site(self, name: str, now: float) -> None:
@@ -173,6 +176,11 @@ class AggregatorStore:
     def rounds(self) -> list[RoundRecord]:
         """All rounds, oldest first."""
         return self._round_records("ORDER BY round")
+
+    def round_open_at(self, when: float) -> int:
+        """The newest round opened at or before Unix time `when` (0 if none)."""
+        rows = self._rows("SELECT MAX(round) FROM rounds WHERE opened <= ?", (when,))
+        return int(rows[0][0] or 0)
 
     def latest_round(self) -> RoundRecord | None:
         """The newest round (one row read, however long the federation has run)."""

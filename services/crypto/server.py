@@ -319,6 +319,11 @@ def run_crypto_service(state_dir: Path, address: str, tls: TLSFiles,
                  health_address=health_address)
 
 
+# flag -> (section, key) of DEFAULTS it overrides
+FLAG_SETTINGS = {flag: ("server", flag)
+                 for flag in ("state_dir", "address", "tls_dir", "metrics_address")}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Command-line options of the crypto service (each overrides the config file)."""
     parser.add_argument("--config", type=Path, help="YAML config file (settings: DEFAULTS)")
@@ -335,10 +340,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def from_args(args: argparse.Namespace) -> RunningServer:
     """Start the service from the config file and the flags that override it."""
-    server = load_config(DEFAULTS, args.config)["server"]
-    for flag in ("state_dir", "address", "tls_dir", "metrics_address"):
+    config = load_config(DEFAULTS, args.config)
+    for flag, (section, key) in FLAG_SETTINGS.items():
         if getattr(args, flag, None) is not None:
-            server[flag] = str(getattr(args, flag))
+            config[section][key] = str(getattr(args, flag))
+    server = config["server"]
     if not server["tls_dir"]:
         raise UcadiError("the crypto service needs mutual TLS: set server.tls_dir or --tls-dir")
     return run_crypto_service(Path(server["state_dir"]), server["address"],

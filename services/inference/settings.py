@@ -119,7 +119,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 # flag -> (section, key) of DEFAULTS it overrides
-_FLAGS = {
+FLAG_SETTINGS = {
     "model": ("model", "dir"), "device": ("model", "device"), "model_name": ("model", "name"),
     "address": ("server", "address"), "metrics_address": ("server", "metrics_address"),
     "tls_dir": ("server", "tls_dir"), "request_timeout_s": ("server", "request_timeout_s"),
@@ -181,7 +181,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """DEFAULTS, then the config file, then the flags given on the command line."""
     settings = load_config(DEFAULTS, getattr(args, "config", None))
-    for flag, (section, key) in _FLAGS.items():
+    for flag, (section, key) in FLAG_SETTINGS.items():
         value = getattr(args, flag, None)
         if value is not None:
             settings[section][key] = str(value) if isinstance(value, Path) else value

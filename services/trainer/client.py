@@ -23,10 +23,17 @@ from ucadi.wire.crypto_client import CryptoServiceError, SumClient
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Transient failures (aggregator restarting, network blip): retried with backoff.
+# Transient failures (aggregator restarting, network blip, overload): retried with backoff
+# for the whole retry budget, since they succeed once the aggregator is back.
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-             grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED,
-             grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
+             grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED}
+# A connection cut in the middle of a call (the aggregator killed mid-stream) also surfaces as
+# INTERNAL or UNKNOWN, but so does a server bug that answers the same every time: those are
+# retried only this many times, then reported. Anything else (a refusal) is never retried.
+SERVER_ERRORS = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
+SERVER_ERROR_RETRIES = 3
+# First backoff; it doubles up to 10 s.
+FIRST_RETRY_DELAY_S = 0.2
 
 
 class Downloaded(NamedTuple):
@@ -80,13 +87,19 @@ class FederationClient:
 
     def _retry(self, what: str, call: Callable[[], T]) -> T:
         deadline = time.monotonic() + self.retry_budget_s
-        delay = 0.2
+        delay = FIRST_RETRY_DELAY_S
+        server_errors = 0
         while True:
             try:
                 return call()
             except grpc.RpcError as exc:
                 code = exc.code()
-                if code not in RETRYABLE:
+                server_errors += code in SERVER_ERRORS
+                if code not in RETRYABLE and (code not in SERVER_ERRORS
+                                              or server_errors > SERVER_ERROR_RETRIES):
+                    log.error("%s: %s (%s); not retried: %s", what, code.name, exc.details(),
+                              "the same server error came back" if code in SERVER_ERRORS
+                              else "a refusal that retrying cannot change")
                     raise FederationRejected(code, exc.details() or "") from exc
                 if self.cancelled.is_set():
                     raise AggregatorUnreachable(f"{what}: cancelled (shutting down) while the "
@@ -95,8 +108,10 @@ class FederationClient:
                     raise AggregatorUnreachable(
                         f"{what}: aggregator at {self.target} unreachable for "
                         f"{self.retry_budget_s:.0f} s ({code.name}: {exc.details()})") from exc
-                log.warning("%s: %s (%s); retrying in %.1f s", what, code.name, exc.details(),
-                            delay)
+                log.warning("%s: %s (%s); retrying in %.1f s (%s)", what, code.name,
+                            exc.details(), delay,
+                            f"server error, retry {server_errors} of {SERVER_ERROR_RETRIES}"
+                            if code in SERVER_ERRORS else "transient")
                 self.cancelled.wait(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 10.0)
 

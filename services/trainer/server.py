@@ -9,12 +9,16 @@ from typing import Any
 
 import grpc
 import torch
+import yaml
 
 from services.trainer.agent import AgentSettings, AgentStatus, SiteAgent
 from services.trainer.cipher import SiteCipher
 from services.trainer.client import FederationClient
 from services.trainer.keys import obtain_secret
-from ucadi.ops.config import load_config
+from ucadi.errors import UcadiError
+from ucadi.ops.config import DEFAULT_SOURCE, load_config
+from ucadi.ops.logs import name_service
+from ucadi.ops.pki_cli import ENDPOINTS_FILE
 from ucadi.ops.serving import grpc_errors, serve, set_on_stop_signal
 from ucadi.ops.tls import PermissionDeniedError, TLSFiles, identity_from_pem, peer_identity
 from ucadi.ops.tracing import setup_tracing
@@ -112,18 +116,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port-file", type=Path, help="write the bound ports here once serving")
 
 
-def _apply_flags(config: dict[str, Any], args: argparse.Namespace) -> None:
-    site, server = config["site"], config["server"]
-    for flag, section, key in (("manifest", site, "manifest"), ("model_dir", site, "model_dir"),
-                               ("work_dir", site, "work_dir"), ("device", site, "device"),
-                               ("threads", site, "threads"), ("seed", site, "seed"),
-                               ("tls_dir", server, "tls_dir"),
-                               ("aggregator", server, "aggregator_address"),
-                               ("crypto", server, "crypto_address"),
-                               ("address", server, "address"),
-                               ("metrics_address", server, "metrics_address")):
+# flag -> (section, key) of DEFAULTS it overrides
+FLAG_SETTINGS = {
+    "manifest": ("site", "manifest"), "model_dir": ("site", "model_dir"),
+    "work_dir": ("site", "work_dir"), "device": ("site", "device"),
+    "threads": ("site", "threads"), "seed": ("site", "seed"), "tls_dir": ("server", "tls_dir"),
+    "aggregator": ("server", "aggregator_address"), "crypto": ("server", "crypto_address"),
+    "address": ("server", "address"), "metrics_address": ("server", "metrics_address"),
+}
+
+
+def _apply_flags(config: dict[str, Any], args: argparse.Namespace,
+                 sources: dict[str, str]) -> None:
+    for flag, (section, key) in FLAG_SETTINGS.items():
         if getattr(args, flag, None) is not None:
-            section[key] = getattr(args, flag)
+            config[section][key] = getattr(args, flag)
+            sources[f"{section}.{key}"] = f"flag --{flag.replace('_', '-')}"
+
+
+def complete_config(config: dict[str, Any], sources: dict[str, str]) -> None:
+    """Take the aggregator and crypto addresses from the startup kit's endpoints.yaml
+    (`ucadi pki kit`) where no config file, environment variable or flag set them."""
+    tls_dir = config["server"]["tls_dir"]
+    kit = Path(tls_dir) / ENDPOINTS_FILE
+    if not tls_dir or not kit.is_file():
+        return
+    try:
+        endpoints = yaml.safe_load(kit.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UcadiError(f"{kit} is not YAML ({exc}); `ucadi pki kit` writes it") from exc
+    for name, key in (("aggregator", "aggregator_address"), ("crypto", "crypto_address")):
+        unset = sources.get(f"server.{key}", DEFAULT_SOURCE) == DEFAULT_SOURCE
+        if unset and endpoints.get(name):
+            config["server"][key] = str(endpoints[name])
+            sources[f"server.{key}"] = f"in {kit}"
 
 
 def resolve_device(name: str) -> str:
@@ -135,12 +161,15 @@ def resolve_device(name: str) -> str:
 
 def run_from_args(args: argparse.Namespace) -> int:
     """Run the site agent until the federation completes (or SIGTERM)."""
-    config = load_config(DEFAULTS, args.config)
-    _apply_flags(config, args)
+    sources: dict[str, str] = {}
+    config = load_config(DEFAULTS, args.config, sources=sources)
+    _apply_flags(config, args, sources)
+    complete_config(config, sources)
     site_cfg, server_cfg = config["site"], config["server"]
     tls = TLSFiles.from_dir(Path(server_cfg["tls_dir"]))
     site = identity_from_pem(tls.cert.read_bytes()).name
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s trainer[{site}] %(message)s")
+    name_service(f"trainer[{site}]")  # under `ucadi serve`, whose handler basicConfig keeps
     if int(site_cfg["threads"]) > 0:
         torch.set_num_threads(int(site_cfg["threads"]))
     setup_tracing(f"ucadi-trainer-{site}")

@@ -32,7 +32,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       metavar=("H", "W"), help="in-plane output size")
     prep.add_argument("--series", default=None, help="SeriesInstanceUID to use")
     prep.set_defaults(func=run_preprocess)
+    importer = commands.add_parser(
+        "import", help="fill a site's data folder from a PACS export and a labels CSV",
+        description="Check each labelled study of a PACS export (decodable CT, at least 40 "
+                    "slices), copy it under OUT/studies/ and write OUT/manifest.csv for the "
+                    "trainer. Refused studies are listed one per line; exit 1 if any.")
+    importer.add_argument("--export", type=Path, required=True,
+                          help="the PACS export: one folder of DICOM files per study")
+    importer.add_argument("--labels", type=Path, required=True,
+                          help="CSV with columns study (folder relative to --export), "
+                               "patient_id, label (healthy, covid, other_viral, bacterial), "
+                               "split (train, val, test, holdout); optional severity")
+    importer.add_argument("--site", required=True, help="the site's name (its certificate's)")
+    importer.add_argument("--out", type=Path, required=True, help="the site's data folder")
+    importer.set_defaults(func=run_import)
     parser.set_defaults(func=lambda args: _missing_subcommand(parser))
+
+
+def run_import(args: argparse.Namespace) -> int:
+    """`ucadi ct import`: exit 0 when every labelled study was imported, 1 if any refused."""
+    from ucadi.ct.importer import import_export
+
+    result = import_export(args.export, args.labels, args.site, args.out)
+    for line in result.refused:
+        print(f"refused {line}")
+    print(f"{result.cases} cases in {args.out / 'manifest.csv'} ({result.copied} copied now, "
+          f"{len(result.refused)} refused)")
+    return 1 if result.refused else 0
 
 
 def _missing_subcommand(parser: argparse.ArgumentParser) -> int:

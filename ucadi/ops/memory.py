@@ -18,6 +18,9 @@ import ctypes
 import ctypes.util
 import logging
 import os
+from pathlib import Path
+
+from prometheus_client import Gauge
 
 log = logging.getLogger(__name__)
 
@@ -46,3 +49,25 @@ def tune_allocator() -> bool:
     if not applied:
         log.warning("the C library refused an allocator setting; its defaults may apply")
     return applied
+
+
+MEMORY_LIMIT = Gauge("ucadi_process_memory_limit_bytes",
+                     "Memory this process may use: its container's cgroup limit, or the "
+                     "machine's memory when there is none (alerts divide the resident size "
+                     "by it)")
+CGROUP_LIMIT_FILES = (Path("/sys/fs/cgroup/memory.max"),  # cgroup v2
+                      Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))  # cgroup v1
+
+
+def memory_limit_bytes(limit_files: tuple[Path, ...] = CGROUP_LIMIT_FILES) -> int:
+    """The smaller of the machine's memory and the first cgroup memory limit found."""
+    limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for path in limit_files:
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():  # "max" (v2) means no limit; v1 writes a huge number instead
+            limit = min(limit, int(text))
+        break
+    return limit

@@ -24,7 +24,9 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
 from ucadi.errors import UcadiError
-from ucadi.ops.tls import TLSFiles, server_credentials
+from ucadi.ops.certificates import reloading_server_credentials
+from ucadi.ops.memory import MEMORY_LIMIT, memory_limit_bytes
+from ucadi.ops.tls import TLSFiles
 from ucadi.ops.tracing import server_interceptors
 
 log = logging.getLogger(__name__)
@@ -169,8 +171,8 @@ def serve(register: Callable[[grpc.Server], None], *, service_names: list[str],
     if tls is None:
         bound = server.add_insecure_port(bind)
     else:
-        bound = server.add_secure_port(bind, server_credentials(tls, require_client_auth,
-                                                                     client_ca))
+        bound = server.add_secure_port(bind, reloading_server_credentials(
+            tls, require_client_auth, client_ca))
     if bound == 0:
         raise UcadiError(f"could not bind gRPC server to {address}")
     server.start()
@@ -179,6 +181,7 @@ def serve(register: Callable[[grpc.Server], None], *, service_names: list[str],
         running._health_server, running.health_port = _health_only_server(
             health_servicer, health_address)
     if metrics_address:
+        MEMORY_LIMIT.set(memory_limit_bytes())
         m_host, m_port = split_address(metrics_address)
         httpd, _thread = start_http_server(m_port, addr=m_host)
         running._metrics_httpd = httpd

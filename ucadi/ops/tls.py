@@ -67,20 +67,6 @@ class Identity:
                 f"{self.role} {self.name!r} may not call this; allowed roles: {', '.join(roles)}")
 
 
-def server_credentials(tls: TLSFiles, require_client_auth: bool = True,
-                       client_ca: bytes | None = None) -> grpc.ServerCredentials:
-    """Server credentials verifying client certificates from the federation CA.
-
-    `require_client_auth=False` is for endpoints that outside systems call with server-side TLS
-    only (the inference service in token mode); gRPC then asks for no client certificate.
-    `client_ca` replaces the federation CA as the PEM bundle client certificates are verified
-    against (the inference service's site-local CAs).
-    """
-    ca, cert, key = tls.read()
-    return grpc.ssl_server_credentials([(key, cert)], root_certificates=client_ca or ca,
-                                       require_client_auth=require_client_auth)
-
-
 def channel_credentials(tls: TLSFiles) -> grpc.ChannelCredentials:
     """Client credentials presenting our certificate and trusting only the federation CA."""
     ca, cert, key = tls.read()
