@@ -185,17 +185,29 @@ def expand_mask(seed: bytes, start: int, count: int, modulus_bits: int) -> np.nd
 
 def _add_masks(body: np.ndarray, start: int, terms: Iterable[tuple[bytes, int]],
                modulus_bits: int) -> None:
-    """body += sum sign * PRG(seed) over the body's coefficients, in place, mod q."""
+    """body += sum sign * PRG(seed) over the body's coefficients, in place, mod q: the same
+    keystream as expand_mask, written into one reused buffer and added from it (no
+    temporaries per mask)."""
     reduce = np.uint64((1 << modulus_bits) - 1)
     terms = list(terms)
+    slice_blocks = _MASK_SLICE // 2 + 1
+    zeros = bytes(16 * slice_blocks)
+    buffer = bytearray(16 * slice_blocks + 15)  # update_into wants block size - 1 spare bytes
     for offset in range(0, body.size, _MASK_SLICE):
         part = body[offset:offset + _MASK_SLICE]
+        first = start + offset
+        aligned = first - first % 2
+        blocks = (first + part.size - aligned + 1) // 2
         for seed, sign in terms:
-            mask = expand_mask(seed, start + offset, part.size, 64)
+            encryptor = Cipher(algorithms.AES(seed),
+                               modes.CTR((aligned // 2).to_bytes(16, "big"))).encryptor()
+            encryptor.update_into(memoryview(zeros)[:16 * blocks], buffer)
+            words = np.frombuffer(buffer, dtype="<u8", count=2 * blocks)
+            mask = words[first - aligned:first - aligned + part.size]
             if sign > 0:
-                part += mask
+                np.add(part, mask, out=part)
             else:
-                part -= mask
+                np.subtract(part, mask, out=part)
         part &= reduce
 
 
