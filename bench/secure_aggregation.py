@@ -86,7 +86,6 @@ def measure(sites: int, dropped: int) -> tuple[RoundFigures, RoundFigures, float
     """(shared key, masked, plaintext seconds, upload bytes, sum bytes) for one round."""
     secret = generate_secret_key()
     codec = FixedPointCodec.for_parameters(secret.params)
-    q_bits = secret.params.modulus_bits
     names = [f"site{i:02d}" for i in range(sites)]
     rng = np.random.default_rng(sites)
     vectors = {n: rng.normal(0, 0.05, VALUES).astype(np.float32) for n in names}
@@ -125,7 +124,7 @@ def measure(sites: int, dropped: int) -> tuple[RoundFigures, RoundFigures, float
     for n in sorted(survivors):
         ct = cts[n]
         total, seconds = _timed(lambda n=n, size=ct.body.size: _expand_all(
-            pairings[n], names, size, q_bits))
+            pairings[n], names, size, secret.params))
         mask_times.append(seconds)
         body, seconds = _timed(lambda ct=ct, total=total: (ct.body + total) & np.uint64(
             secret.params.modulus_mask))
@@ -142,7 +141,7 @@ def measure(sites: int, dropped: int) -> tuple[RoundFigures, RoundFigures, float
                    for n in sorted(survivors)}
         secrets = recover_round_secrets(context, answers, survivors, gone, advertised)
         body = summed.body.copy()
-        unmask_sum(body, unmasking_terms(context, secrets, advertised, survivors), q_bits)
+        unmask_sum(body, unmasking_terms(context, secrets, advertised, survivors), secret.params)
         return from_bytes(to_bytes(Ciphertext(summed.header, summed.seeds, body)))
 
     unmasked, masked.central = _timed(unmask)
@@ -160,10 +159,10 @@ def _best(figures: list[RoundFigures]) -> RoundFigures:
     return best
 
 
-def _expand_all(pairing: SitePairing, names: list[str], count: int, q_bits: int) -> np.ndarray:
+def _expand_all(pairing: SitePairing, names: list[str], count: int, secret_params) -> np.ndarray:  # noqa: ANN001
     """A site's whole mask, made ahead (while it trains): added to its body at upload."""
     total = np.zeros(count, dtype=np.uint64)
-    pairing.mask_body(total, names, q_bits)
+    pairing.mask_body(total, names, secret_params)
     return total
 
 

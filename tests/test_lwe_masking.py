@@ -27,6 +27,7 @@ from ucadi.lwe.masking import (
     default_threshold,
     expand_mask,
     generate_round_keys,
+    mask_bits,
     mask_sign,
     open_share_pair,
     pairwise_seed,
@@ -67,6 +68,7 @@ class SimulatedRound:
     vectors: dict[str, np.ndarray]
     plain_slots: dict[str, np.ndarray]
     uploads: dict[str, bytes] = field(default_factory=dict)  # masked ciphertexts as sent
+    unmasked: dict[str, bytes] = field(default_factory=dict)  # the same, had it not masked
 
     def pairing(self, site: str) -> SitePairing:
         return SitePairing(self.context, site, self.keys[site], self.advertised)
@@ -96,22 +98,25 @@ def _masked_upload(sim: SimulatedRound, site: str) -> bytes:
     update = encode_site_update(sim.vectors[site], WEIGHTS[site], CODEC, SECRET,
                                 sim.context.round_number, site)
     ct = encrypt(SECRET, update, layout_hash=LAYOUT, round_number=sim.context.round_number)
+    sim.unmasked[site] = to_bytes(ct)
     body = ct.body.copy()
-    sim.pairing(site).mask_body(body, sim.context.sites, Q_BITS)
+    sim.pairing(site).mask_body(body, sim.context.sites, PARAMS)
     data = to_bytes(Ciphertext(ct.header, ct.seeds, body))
     sim.uploads[site] = data
     return data
 
 
 def _unmasked_sum(sim: SimulatedRound, survivors: set[str], answering: set[str]) -> Ciphertext:
-    """The central side: sum the survivors' uploads, collect answers, unmask, seal."""
+    """The central side seals the sum of the survivors' uploads (rounded as a global version
+    is) and collects the answers; the sum less the masks they give is what a site decrypts."""
     dropped = set(sim.context.sites) - survivors
-    summed = add([from_bytes(sim.uploads[site]) for site in sorted(survivors)])
+    summed = from_bytes(to_bytes(add([from_bytes(sim.uploads[site])
+                                      for site in sorted(survivors)])))
     answers = {site: answer_unmasking(sim.context, site, sim.received[site], survivors,
                                       dropped) for site in sorted(answering)}
     secrets = recover_round_secrets(sim.context, answers, survivors, dropped, sim.advertised)
     body = summed.body.copy()
-    unmask_sum(body, unmasking_terms(sim.context, secrets, sim.advertised, survivors), Q_BITS)
+    unmask_sum(body, unmasking_terms(sim.context, secrets, sim.advertised, survivors), PARAMS)
     return from_bytes(to_bytes(Ciphertext(summed.header, summed.seeds, body)))
 
 
@@ -121,13 +126,15 @@ def _unmasked_sum(sim: SimulatedRound, survivors: set[str], answering: set[str])
     (("south",), ("east",)),          # one before, one after its ciphertext was sent
     ((), ("wuhan", "north")),         # N - t sites drop after sending their ciphertexts
 ])
-def test_the_unmasked_sum_decrypts_bit_for_bit_to_the_shared_key_fedavg(before_upload,
-                                                                         after_upload):
+def test_the_unmasked_sum_is_the_shared_key_sum_byte_for_byte(before_upload, after_upload):
+    """...and so decrypts bit for bit to the shared-key FedAvg and passes its integrity tag."""
     sim = _share_keys(_context())
     survivors = set(SITES) - set(before_upload)
     for site in sorted(survivors):
         _masked_upload(sim, site)
     sealed = _unmasked_sum(sim, survivors, survivors - set(after_upload))
+    shared_key_sum = add([from_bytes(sim.unmasked[s]) for s in sorted(survivors)])
+    assert to_bytes(sealed) == to_bytes(shared_key_sum)  # byte for byte
     slots = decrypt(SECRET, sealed)
     assert np.array_equal(slots, np.sum([sim.plain_slots[s] for s in survivors], axis=0))
     check = SumCheck(SECRET, ROUND, sorted(survivors))
@@ -147,7 +154,7 @@ def test_pairwise_masks_cancel_and_seeds_are_bound_to_the_round():
     for site in SITES:
         pairing = sim.pairing(site)
         for seed, sign in pairing.mask_terms(SITES)[1:]:  # pairwise only, no self-mask
-            mask = expand_mask(seed, 0, total.size, 64)
+            mask = expand_mask(seed, 0, total.size, 64) & mask_bits(PARAMS)
             total = total + mask if sign > 0 else total - mask
     assert not (total & np.uint64(PARAMS.modulus_mask)).any()
     east, north = sim.keys["east"], sim.keys["north"]
@@ -258,7 +265,7 @@ def _best_plausible(sim: SimulatedRound, target: str, known_seeds: list[bytes]) 
 def sum_masks(count: int, terms: list[tuple[bytes, int]]) -> np.ndarray:
     total = np.zeros(count, dtype=np.uint64)
     for seed, sign in terms:
-        mask = expand_mask(seed, 0, count, 64)
+        mask = expand_mask(seed, 0, count, 64) & mask_bits(PARAMS)
         total = total + mask if sign > 0 else total - mask
     return total
 
@@ -270,7 +277,7 @@ def _strip_known_masks(upload: Ciphertext, seeds: list[bytes]) -> Iterator[np.nd
     a_s = multiply_by_secret(sum_of_a(upload.seeds, 0, upload.header.block_stop, PARAMS),
                              SECRET.spectrum, Q_BITS).reshape(-1)[:n]
     phase = upload.body - a_s
-    expanded = [expand_mask(seed, 0, n, 64) for seed in seeds]
+    expanded = [expand_mask(seed, 0, n, 64) & mask_bits(PARAMS) for seed in seeds]
     for size in range(4):
         for subset in itertools.combinations(range(len(seeds)), size):
             for signs in itertools.product((1, -1), repeat=size):

@@ -11,9 +11,11 @@ round, both names). The pairwise terms cancel in the sum over U2, so the summed 
 from an ordinary sum only by the survivors' self-masks and the pairwise masks between
 survivors and sites that dropped after sharing their keys; `unmasking_correction` rebuilds
 exactly those from the secrets the survivors' Shamir shares give, and the central side
-subtracts it. Masks are one-time pads mod q, so the unmasked sum is bit for bit the ordinary
-sum: its exactness bound (params.py), its rounding and its integrity tags are unchanged, and a
-single masked body is uniform even to a holder of the LWE secret.
+subtracts it. A mask is uniform over the coefficient bits from sum_drop_bits up (`mask_bits`):
+a one-time pad of every bit that carries the message, so a single masked body hides the update
+even from a holder of the LWE secret; and, being a multiple of 2^sum_drop_bits, it commutes
+with the rounding of contributions and sums, so the unmasked sum is byte for byte the ordinary
+sum: its exactness bound (params.py) and its integrity tags are unchanged.
 
 Per round each site makes two X25519 key pairs: the share key encrypts the Shamir shares it
 sends to each other site (AES-256-GCM, relayed by the aggregator), the mask key agrees the
@@ -38,6 +40,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ucadi.lwe.errors import LweError
+from ucadi.lwe.params import LweParameters
 from ucadi.lwe.shamir import (
     SECRET_BYTES,
     SHARE_BYTES,
@@ -171,7 +174,8 @@ def mask_sign(site: str, peer: str) -> int:
 
 def expand_mask(seed: bytes, start: int, count: int, modulus_bits: int) -> np.ndarray:
     """PRG(seed) coefficients [start, start + count) mod 2^modulus_bits (AES-256-CTR, 8 bytes
-    per coefficient, counter = start // 2, so any range is made on its own)."""
+    per coefficient, counter = start // 2, so any range is made on its own); a mask is this
+    with its bits below sum_drop_bits cleared (`mask_bits`)."""
     first = start - start % 2
     blocks = (start + count - first + 1) // 2
     encryptor = Cipher(algorithms.AES(seed), modes.CTR((first // 2).to_bytes(16, "big"))
@@ -183,12 +187,21 @@ def expand_mask(seed: bytes, start: int, count: int, modulus_bits: int) -> np.nd
     return values
 
 
+def mask_bits(params: LweParameters) -> np.uint64:
+    """Which coefficient bits a mask covers: bits sum_drop_bits..Q-1. A mask is a multiple of
+    2^sum_drop_bits, so rounding a masked contribution or sum commutes with the mask and the
+    unmasked sum is byte-identical to the shared-key sum; the low bits it leaves hold only
+    a*s + e (the message starts at bit Q - P >= sum_drop_bits), never the update."""
+    return np.uint64(params.modulus_mask & ~((1 << params.sum_drop_bits) - 1))
+
+
 def _add_masks(body: np.ndarray, start: int, terms: Iterable[tuple[bytes, int]],
-               modulus_bits: int) -> None:
-    """body += sum sign * PRG(seed) over the body's coefficients, in place, mod q: the same
-    keystream as expand_mask, written into one reused buffer and added from it (no
-    temporaries per mask)."""
-    reduce = np.uint64((1 << modulus_bits) - 1)
+               params: LweParameters) -> None:
+    """body += sum sign * PRG(seed) (masked to `mask_bits`) over the body's coefficients, in
+    place, mod q: the same keystream as expand_mask, written into one reused buffer and added
+    from it."""
+    reduce = np.uint64(params.modulus_mask)
+    covered = mask_bits(params)
     terms = list(terms)
     slice_blocks = _MASK_SLICE // 2 + 1
     zeros = bytes(16 * slice_blocks)
@@ -204,6 +217,7 @@ def _add_masks(body: np.ndarray, start: int, terms: Iterable[tuple[bytes, int]],
             encryptor.update_into(memoryview(zeros)[:16 * blocks], buffer)
             words = np.frombuffer(buffer, dtype="<u8", count=2 * blocks)
             mask = words[first - aligned:first - aligned + part.size]
+            np.bitwise_and(mask, covered, out=mask)
             if sign > 0:
                 np.add(part, mask, out=part)
             else:
@@ -245,13 +259,13 @@ class SitePairing:
             terms.append((self.seed_with(peer), mask_sign(self.site, peer)))
         return terms
 
-    def mask_body(self, body: np.ndarray, participants: Iterable[str], modulus_bits: int,
+    def mask_body(self, body: np.ndarray, participants: Iterable[str], params: LweParameters,
                   start: int = 0) -> None:
         """Add this site's masks to a ciphertext body (uint64 mod q) in place; `start` is the
         body's first slot in the whole vector."""
         if self.site not in set(participants):
             raise MaskingError(f"{self.site} masks only for a round it takes part in")
-        _add_masks(body, start, self.mask_terms(participants), modulus_bits)
+        _add_masks(body, start, self.mask_terms(participants), params)
 
 
 @dataclass(frozen=True)
@@ -388,7 +402,7 @@ def unmasking_terms(context: MaskingRound, secrets: RecoveredSecrets,
     return terms
 
 
-def unmask_sum(body: np.ndarray, terms: Iterable[tuple[bytes, int]], modulus_bits: int,
+def unmask_sum(body: np.ndarray, terms: Iterable[tuple[bytes, int]], params: LweParameters,
                start: int = 0) -> None:
     """Subtract the leftover masks from a summed body (uint64 mod q) in place."""
-    _add_masks(body, start, ((seed, -sign) for seed, sign in terms), modulus_bits)
+    _add_masks(body, start, ((seed, -sign) for seed, sign in terms), params)
