@@ -9,7 +9,7 @@ prepared work both compute from scratch; the ciphertexts and results are the sam
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +26,7 @@ from ucadi.lwe.integrity import (
 )
 from ucadi.lwe.keys import SecretKey
 from ucadi.lwe.ledger import SeedLedger
+from ucadi.lwe.masking import unmask_sum
 from ucadi.lwe.prepared import (
     DecryptionProduct,
     EncryptionMask,
@@ -33,7 +34,14 @@ from ucadi.lwe.prepared import (
     prepare_product,
     round_seed,
 )
-from ucadi.lwe.stream import decrypt_fedavg_file, encrypt_to_file, open_verified
+from ucadi.lwe.scheme import Ciphertext
+from ucadi.lwe.stream import (
+    decrypt_fedavg_file,
+    encrypt_to_file,
+    open_verified,
+    read_ciphertext,
+    write_ciphertext,
+)
 
 
 @dataclass(frozen=True)
@@ -139,9 +147,11 @@ class SiteCipher:
         return self.secret.key_id_hex
 
     def encrypt_to_file(self, vector: np.ndarray, *, weight: int, round_number: int,
-                        layout_hash: str, path: Path, site: str) -> Path:
+                        layout_hash: str, path: Path, site: str,
+                        pairwise: Callable[[np.ndarray, int], None] | None = None) -> Path:
         """Encrypt weight * vector, the weight slot and `site`'s integrity tags for the round
-        (ucadi.lwe.integrity); refuses NaN/Inf/out-of-bound values."""
+        (ucadi.lwe.integrity); refuses NaN/Inf/out-of-bound values. `pairwise` adds the
+        round's pairwise masks (services/trainer/masking.py) before the body is written."""
         update = encode_site_update(vector, weight, self.codec, self.secret, round_number, site)
         path.parent.mkdir(parents=True, exist_ok=True)
         pending, self._mask = self._mask, None
@@ -151,8 +161,17 @@ class SiteCipher:
         # Not fsynced: an upload file is streamed and deleted; after a crash the site trains
         # and encrypts again rather than reading it back.
         encrypt_to_file(path, self.secret, update, layout_hash=bytes.fromhex(layout_hash),
-                        round_number=round_number, mask=mask, durable=False)
+                        round_number=round_number, mask=mask, durable=False,
+                        pairwise=pairwise)
         return path
+
+    def unmask_file(self, path: Path, terms: Sequence[tuple[bytes, int]]) -> None:
+        """Remove the masks left in a global version's sum (pairwise masks), in place: the
+        file then holds the ordinary sum, byte for byte."""
+        ciphertext = read_ciphertext(path)
+        body = ciphertext.body.copy()
+        unmask_sum(body, terms, ciphertext.header.params)
+        write_ciphertext(path, Ciphertext(ciphertext.header, ciphertext.seeds, body))
 
     def decrypt_average(self, path: Path, layout_hash: str, announced: AnnouncedSum,
                         digest_checked: bool = False) -> np.ndarray:

@@ -195,7 +195,7 @@ def mask_bits(params: LweParameters) -> np.uint64:
     return np.uint64(params.modulus_mask & ~((1 << params.sum_drop_bits) - 1))
 
 
-def _add_masks(body: np.ndarray, start: int, terms: Iterable[tuple[bytes, int]],
+def apply_mask_terms(body: np.ndarray, start: int, terms: Iterable[tuple[bytes, int]],
                params: LweParameters) -> None:
     """body += sum sign * PRG(seed) (masked to `mask_bits`) over the body's coefficients, in
     place, mod q: the same keystream as expand_mask, written into one reused buffer and added
@@ -265,7 +265,7 @@ class SitePairing:
         body's first slot in the whole vector."""
         if self.site not in set(participants):
             raise MaskingError(f"{self.site} masks only for a round it takes part in")
-        _add_masks(body, start, self.mask_terms(participants), params)
+        apply_mask_terms(body, start, self.mask_terms(participants), params)
 
 
 @dataclass(frozen=True)
@@ -405,4 +405,4 @@ def unmasking_terms(context: MaskingRound, secrets: RecoveredSecrets,
 def unmask_sum(body: np.ndarray, terms: Iterable[tuple[bytes, int]], params: LweParameters,
                start: int = 0) -> None:
     """Subtract the leftover masks from a summed body (uint64 mod q) in place."""
-    _add_masks(body, start, ((seed, -sign) for seed, sign in terms), params)
+    apply_mask_terms(body, start, ((seed, -sign) for seed, sign in terms), params)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
@@ -185,17 +185,31 @@ def _write(path: Path, header: CiphertextHeader, seeds: tuple[bytes, ...],
 
 def encrypt_to_file(path: Path, secret: SecretKey, source: SlotSource, *, layout_hash: bytes,
                     round_number: int, mask: EncryptionMask | None = None,
-                    durable: bool = True) -> CiphertextHeader:
+                    durable: bool = True,
+                    pairwise: Callable[[np.ndarray, int], None] | None = None
+                    ) -> CiphertextHeader:
     """Encrypt `source` into a ciphertext file, batch by batch, with a fresh seed, or with a
     mask prepared ahead of time (`prepare_mask`, consumed here); `durable=False` skips the
-    fsyncs for a file that is sent and deleted, and re-made rather than read after a crash."""
+    fsyncs for a file that is sent and deleted, and re-made rather than read after a crash;
+    `pairwise(batch, first_slot)` adds the round's pairwise masks (ucadi.lwe.masking) to each
+    batch of b coefficients before it is rounded and written."""
     header = new_header(secret, source, layout_hash, round_number)
     if mask is not None:
         mask.take(secret, header.slot_count)
     seed = mask.seed if mask is not None else fresh_seed()
-    return _write(path, header, (seed,),
-                  iter_encrypted_batches(secret, source, seed, 0, header.block_stop, mask),
-                  durable)
+    batches = iter_encrypted_batches(secret, source, seed, 0, header.block_stop, mask)
+    if pairwise is not None:
+        batches = _masked(batches, pairwise)
+    return _write(path, header, (seed,), batches, durable)
+
+
+def _masked(batches: Iterator[np.ndarray], pairwise: Callable[[np.ndarray, int], None]
+            ) -> Iterator[np.ndarray]:
+    first = 0
+    for batch in batches:
+        pairwise(batch, first)
+        first += batch.size
+        yield batch
 
 
 def write_ciphertext(path: Path, ciphertext: Ciphertext) -> CiphertextHeader:
