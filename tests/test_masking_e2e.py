@@ -4,6 +4,8 @@ masking phases over mutual TLS against a real aggregator and sum service on 127.
 - A round where one participant drops after sharing its keys and another drops after sending
   its ciphertext (N = 5, t = 3) seals to a sum that, unmasked with what the aggregator serves,
   decrypts bit for bit to the FedAvg of the three uploads that count and passes its tag.
+- The aggregator killed (SIGKILL) in the middle of the unmasking restarts on its state and
+  finishes the round with the answers it stored before and after.
 - A coalition of the central side and t - 1 = 2 sites, holding every byte the central side
   stored (its SQLite, its files) and received (every upload), and everything its two sites
   hold (their round keys, the shares sealed for them, the LWE secret), tries all that key
@@ -22,6 +24,7 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from federation_probe import ProbeSite
+from test_federation_crashes import restart_aggregator
 
 from ucadi.demo.federation import FederationPlan, LocalFederation
 from ucadi.lwe import fedavg
@@ -56,10 +59,10 @@ CASES = {"north": 9, "south": 5, "east": 7, "west": 11, "wuhan": 4}
 
 def _federation(root: Path, manifest: Path, monkeypatch) -> LocalFederation:
     monkeypatch.setenv("UCADI_FEDERATION__PAIRWISE_MASKS", "true")
-    monkeypatch.setenv("UCADI_FEDERATION__MASK_PHASE_TIMEOUT_S", "4")
+    monkeypatch.setenv("UCADI_FEDERATION__MASK_PHASE_TIMEOUT_S", "3")
     federation = LocalFederation(FederationPlan(
         root=root, manifest=manifest, sites=SITES, rounds=1, min_sites=2,
-        round_timeout_s=12.0, recipe={"total_epochs": 2, "warmup_epochs": 1}))
+        round_timeout_s=10.0, recipe={"total_epochs": 2, "warmup_epochs": 1}))
     federation.provision()
     federation.create_key()
     federation.start_crypto()
@@ -175,10 +178,18 @@ def test_a_masked_round_with_dropouts_decrypts_bit_for_bit_and_a_coalition_reads
         info = _wait_for_state(probes[0], federation_pb2.ROUND_STATE_UNMASKING)
         assert sorted(info.unmasking_survivors) == survivors
         assert list(info.unmasking_dropped) == [DROPS_BEFORE_UPLOAD]
-        for name in survivors:
-            if name != DROPS_AFTER_UPLOAD:
-                by_name[name].answer(list(info.unmasking_survivors),
+        answering = [name for name in survivors if name != DROPS_AFTER_UPLOAD]
+        by_name[answering[0]].answer(list(info.unmasking_survivors),
                                      list(info.unmasking_dropped))
+        # kill -9 of the aggregator mid-unmasking: it restarts on its SQLite state, in the
+        # same phase with the same sets, and keeps the answer it stored.
+        federation.processes["aggregator"].kill()
+        restart_aggregator(federation)
+        again = _wait_for_state(probes[0], federation_pb2.ROUND_STATE_UNMASKING)
+        assert list(again.unmasking_survivors) == list(info.unmasking_survivors)
+        for name in answering[1:]:
+            by_name[name].answer(list(info.unmasking_survivors),
+                                 list(info.unmasking_dropped))
         federation.wait_for(lambda s: s.current.latest_version >= 1, timeout=60)
 
         terms = probes[0].probe.stub.GetUnmasking(

@@ -30,6 +30,7 @@ from safetensors.torch import save_file
 from services.trainer import metrics
 from services.trainer.cipher import AnnouncedSum, RoundContext, SiteCipher
 from services.trainer.client import FederationClient, FederationRejected
+from services.trainer.masking import SiteMasks
 from services.trainer.publish import ModelPublisher
 from services.trainer.session import RoundAnnouncement, SiteSession
 from ucadi.ct.synth import read_manifest
@@ -102,6 +103,7 @@ class SiteAgent:
         self.publisher = ModelPublisher(settings.model_dir)
         self._stop_heartbeat = threading.Event()
         self.session: SiteSession | None = None  # made at join (run)
+        self.masks: SiteMasks | None = None  # made at join, where the federation masks
         self.version = 0  # the newest global version adopted
         # The largest min_sites the federation has announced: a sum must have at least as
         # many contributors (and at least settings.min_sum_sites), whatever it says later.
@@ -127,6 +129,9 @@ class SiteAgent:
                                              device=self.settings.device,
                                              seed=self.settings.seed)
         self.version = self._resume_local_version()
+        if joined.pairwise_masks:
+            self.masks = SiteMasks(self.settings.work_dir / "masking", self.settings.site,
+                                   joined.federation_id, bytes.fromhex(self.cipher.key_id))
         spec = self.session.spec
         log.info("%s joined %s: %d training cases, model %s/%s, %d local epoch(s) per round, "
                  "%s", self.settings.site, self.session.federation_id, len(self.train_records),
@@ -144,12 +149,20 @@ class SiteAgent:
         round's announcement, adopt newer global versions, train and upload when awaited."""
         known_round, known_state = 0, 0
         uploaded_rounds: set[int] = set()
+        answered_rounds: set[int] = set()
         while not self.status.leave_requested.is_set():
             self._phase("idle")
             info = self.federation.get_round(known_round, known_state, wait_s=10.0)
             known_round, known_state = info.round, info.state
             announced = RoundAnnouncement.from_round_info(info)
             self._check_announcement(announced)
+            if self.masks is not None and announced.unmasking \
+                    and self.settings.site in announced.survivors \
+                    and announced.round not in answered_rounds:
+                self._phase("unmasking", announced.round)
+                self.masks.answer(self.federation, announced.round, list(announced.survivors),
+                                  list(announced.dropped))
+                answered_rounds.add(announced.round)
             if announced.latest_version > self.version \
                     and not self._adopt_checked(announced.latest_version):
                 continue
@@ -251,6 +264,9 @@ class SiteAgent:
         path = self.settings.work_dir / "downloads" / f"global-v{version:05d}.lwe"
         downloaded = self.federation.download_global(version, path,
                                                      self.settings.max_download_bytes)
+        if self.masks is not None:
+            self.cipher.unmask_file(path, self.federation.unmasking_terms(version))
+            downloaded = downloaded._replace(trailer_ok=True)  # rewritten here, digest and all
         self._phase("decrypting")
         started = time.perf_counter()
         vector = self.cipher.decrypt_average(path, self.joined.spec.layout_hash,
@@ -258,6 +274,8 @@ class SiteAgent:
                                              digest_checked=downloaded.trailer_ok)
         metrics.DECRYPT_SECONDS.observe(time.perf_counter() - started)
         path.unlink(missing_ok=True)
+        if self.masks is not None:
+            self.masks.forget(version)
         return vector
 
     def _publish(self, version: int) -> None:
@@ -309,6 +327,16 @@ class SiteAgent:
         self.cipher.prepare(session.learner.layout.value_count, RoundContext(
             session.federation_id, round_number, self.settings.site, announced.expected_sites,
             round_seed_unused=not self.federation.central_holds_bytes(round_number)))
+        masked = None
+        if self.masks is not None:
+            self._phase("masking", round_number)
+            masked = self.masks.join_round(self.federation, round_number,
+                                           lambda: self._still_collecting(round_number))
+            if masked is None:
+                log.warning("%s: round %d went on without this site's masking keys; sitting "
+                            "it out", self.settings.site, round_number)
+                return
+            self._phase("training", round_number)
         started = time.perf_counter()
         update = session.learner.fit(announced.start_epoch, announced.local_epochs)
         metrics.TRAIN_SECONDS.observe(time.perf_counter() - started)
@@ -320,7 +348,9 @@ class SiteAgent:
         weight = site_weight(update.num_samples, session.weight_unit)
         self.cipher.encrypt_to_file(vector, weight=weight, round_number=round_number,
                                     layout_hash=session.spec.layout_hash, path=path,
-                                    site=self.settings.site)
+                                    site=self.settings.site,
+                                    pairwise=masked.masker(self.cipher.secret.params)
+                                    if masked is not None else None)
         metrics.ENCRYPT_SECONDS.observe(time.perf_counter() - started)
         self._phase("uploading")
         header = federation_pb2.UpdateHeader(
@@ -349,6 +379,12 @@ class SiteAgent:
         if counted:
             metrics.ROUNDS_COMPLETED.inc()
             metrics.LAST_ROUND.set(round_number)
+
+    def _still_collecting(self, round_number: int) -> bool:
+        """Whether round `round_number` still collects (a masking phase may still finish)."""
+        info = self.federation.get_round(wait_s=0.0)
+        return info.round == round_number and info.state == \
+            federation_pb2.ROUND_STATE_COLLECTING
 
     def _counted_after_refusal(self, round_number: int, refusal: FederationRejected) -> bool:
         """Whether the round holds this site's update although its upload was refused for the
