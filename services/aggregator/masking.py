@@ -40,7 +40,6 @@ from ucadi.lwe.masking import (
     unmasking_terms,
 )
 from ucadi.lwe.shamir import share_from_bytes
-from ucadi.ops import faults
 
 log = logging.getLogger(__name__)
 _KEY_BYTES = 32
@@ -207,7 +206,6 @@ class MaskExchange:
             self.store.put_mask_answer(round_number, site, {
                 "self_seeds": {k: v.hex() for k, v in self_seeds.items()},
                 "mask_keys": {k: v.hex() for k, v in mask_keys.items()}})
-            faults.crash_point("after_unmasking_answer_before_reply")
             self.core.notify()
             return len(self.store.mask_answers(round_number))
 

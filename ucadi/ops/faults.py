@@ -10,9 +10,7 @@ two durable steps:
 - `after_sum_took_before_record` (trainer): the sum service holds the site's ciphertext, the
   aggregator has not recorded it;
 - `after_mask_keys_before_shares` (trainer, pairwise masks): the round's key set is saved at
-  the site, its shares not yet sent;
-- `after_unmasking_answer_before_reply` (aggregator, pairwise masks): a survivor's unmasking
-  answer is stored, not acknowledged.
+  the site, its shares not yet sent.
 """
 
 from __future__ import annotations
