@@ -30,7 +30,7 @@ from safetensors.torch import save_file
 from services.trainer import metrics
 from services.trainer.cipher import AnnouncedSum, RoundContext, SiteCipher
 from services.trainer.client import FederationClient, FederationRejected
-from services.trainer.masking import SiteMasks
+from services.trainer.masking import SiteMasks, unmasker
 from services.trainer.publish import ModelPublisher
 from services.trainer.session import RoundAnnouncement, SiteSession
 from ucadi.ct.synth import read_manifest
@@ -39,7 +39,7 @@ from ucadi.errors import UcadiError
 from ucadi.learn import predict_probabilities
 from ucadi.learn.evaluate import validation_at_threshold
 from ucadi.lwe.codec import site_weight
-from ucadi.lwe.integrity import SumIntegrityError
+from ucadi.lwe.integrity import SumIntegrityError, update_slot_count
 from ucadi.v1 import federation_pb2
 
 log = logging.getLogger(__name__)
@@ -264,14 +264,14 @@ class SiteAgent:
         path = self.settings.work_dir / "downloads" / f"global-v{version:05d}.lwe"
         downloaded = self.federation.download_global(version, path,
                                                      self.settings.max_download_bytes)
-        if self.masks is not None:
-            self.cipher.unmask_file(path, self.federation.unmasking_terms(version))
-            downloaded = downloaded._replace(trailer_ok=True)  # rewritten here, digest and all
+        unmask = (unmasker(self.federation.unmasking_terms(version), self.cipher.secret.params)
+                  if self.masks is not None else None)
         self._phase("decrypting")
         started = time.perf_counter()
         vector = self.cipher.decrypt_average(path, self.joined.spec.layout_hash,
                                              self._announced_sum(version),
-                                             digest_checked=downloaded.trailer_ok)
+                                             digest_checked=downloaded.trailer_ok,
+                                             unmask=unmask)
         metrics.DECRYPT_SECONDS.observe(time.perf_counter() - started)
         path.unlink(missing_ok=True)
         if self.masks is not None:
@@ -327,7 +327,7 @@ class SiteAgent:
         self.cipher.prepare(session.learner.layout.value_count, RoundContext(
             session.federation_id, round_number, self.settings.site, announced.expected_sites,
             round_seed_unused=not self.federation.central_holds_bytes(round_number)))
-        masked = None
+        masked, mask_total = None, None
         if self.masks is not None:
             self._phase("masking", round_number)
             masked = self.masks.join_round(self.federation, round_number,
@@ -337,6 +337,10 @@ class SiteAgent:
                             "it out", self.settings.site, round_number)
                 return
             self._phase("training", round_number)
+            # Its masks do not depend on the update: expanded while it trains.
+            mask_total = self.cipher.in_background(
+                masked.total, update_slot_count(session.learner.layout.value_count),
+                self.cipher.secret.params)
         started = time.perf_counter()
         update = session.learner.fit(announced.start_epoch, announced.local_epochs)
         metrics.TRAIN_SECONDS.observe(time.perf_counter() - started)
@@ -349,8 +353,9 @@ class SiteAgent:
         self.cipher.encrypt_to_file(vector, weight=weight, round_number=round_number,
                                     layout_hash=session.spec.layout_hash, path=path,
                                     site=self.settings.site,
-                                    pairwise=masked.masker(self.cipher.secret.params)
-                                    if masked is not None else None)
+                                    pairwise=masked.masker(self.cipher.secret.params,
+                                                           mask_total.result())
+                                    if masked is not None and mask_total is not None else None)
         metrics.ENCRYPT_SECONDS.observe(time.perf_counter() - started)
         self._phase("uploading")
         header = federation_pb2.UpdateHeader(

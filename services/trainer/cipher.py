@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -26,7 +27,6 @@ from ucadi.lwe.integrity import (
 )
 from ucadi.lwe.keys import SecretKey
 from ucadi.lwe.ledger import SeedLedger
-from ucadi.lwe.masking import unmask_sum
 from ucadi.lwe.prepared import (
     DecryptionProduct,
     EncryptionMask,
@@ -34,14 +34,9 @@ from ucadi.lwe.prepared import (
     prepare_product,
     round_seed,
 )
-from ucadi.lwe.scheme import Ciphertext
-from ucadi.lwe.stream import (
-    decrypt_fedavg_file,
-    encrypt_to_file,
-    open_verified,
-    read_ciphertext,
-    write_ciphertext,
-)
+from ucadi.lwe.stream import decrypt_fedavg_file, encrypt_to_file, open_verified
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -165,21 +160,19 @@ class SiteCipher:
                         pairwise=pairwise)
         return path
 
-    def unmask_file(self, path: Path, terms: Sequence[tuple[bytes, int]]) -> None:
-        """Remove the masks left in a global version's sum (pairwise masks), in place: the
-        file then holds the ordinary sum, byte for byte."""
-        ciphertext = read_ciphertext(path)
-        body = ciphertext.body.copy()
-        unmask_sum(body, terms, ciphertext.header.params)
-        write_ciphertext(path, Ciphertext(ciphertext.header, ciphertext.seeds, body))
+    def in_background(self, work: Callable[..., T], *args: Any) -> Future[T]:
+        """Run update-independent work (a round's pairwise masks) on the preparing thread."""
+        return self._worker.submit(work, *args)
 
     def decrypt_average(self, path: Path, layout_hash: str, announced: AnnouncedSum,
-                        digest_checked: bool = False) -> np.ndarray:
+                        digest_checked: bool = False,
+                        unmask: Callable[[np.ndarray, int], None] | None = None) -> np.ndarray:
         """The FedAvg vector of a summed global ciphertext (float32, as the model holds it),
         after checking what the central side cannot be trusted with (`AnnouncedSum.check`,
         then the integrity tag while decrypting): SumIntegrityError if any check fails. The
         trailing digest is checked while the body is read, unless `digest_checked`: the
-        download already checked it as the bytes arrived (`Downloaded.trailer_ok`)."""
+        download already checked it as the bytes arrived (`Downloaded.trailer_ok`).
+        `unmask`: removes the masks left in a pairwise-masked sum (masking.unmasker)."""
         opened = open_verified(path, verify_digest=False)
         header = opened.header
         found = header.layout_hash.hex()
@@ -194,5 +187,6 @@ class SiteCipher:
                 self._product = None  # this round's, or an older one's: never needed again
         check = SumCheck(self.secret, announced.round_number, announced.contributors)
         vector, _weight = decrypt_fedavg_file(self.secret, path, self.codec, product,
-                                              verify_digest=not digest_checked, check=check)
+                                              verify_digest=not digest_checked, check=check,
+                                              unmask=unmask)
         return vector

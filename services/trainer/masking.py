@@ -49,10 +49,33 @@ class MaskedRound:
     pairing: SitePairing
     participants: tuple[str, ...]
 
-    def masker(self, params: LweParameters) -> Callable[[np.ndarray, int], None]:
-        """Adds this site's masks to a batch of b coefficients starting at a slot."""
-        terms = self.pairing.mask_terms(self.participants)
-        return lambda batch, first: apply_mask_terms(batch, first, terms, params)
+    def total(self, slot_count: int, params: LweParameters) -> np.ndarray:
+        """This site's whole mask over `slot_count` coefficients (mod q): it does not depend
+        on the update, so it is made while the site trains."""
+        total = np.zeros(slot_count, dtype=np.uint64)
+        apply_mask_terms(total, 0, self.pairing.mask_terms(self.participants), params)
+        return total
+
+    def masker(self, params: LweParameters, total: np.ndarray | None = None
+               ) -> Callable[[np.ndarray, int], None]:
+        """Adds this site's masks to a batch of b coefficients starting at a slot: one
+        addition from `total` (made ahead), or expanded here."""
+        if total is None:
+            terms = self.pairing.mask_terms(self.participants)
+            return lambda batch, first: apply_mask_terms(batch, first, terms, params)
+        reduce = np.uint64(params.modulus_mask)
+
+        def add(batch: np.ndarray, first: int) -> None:
+            batch += total[first:first + batch.size]
+            batch &= reduce
+        return add
+
+
+def unmasker(terms: list[tuple[bytes, int]], params: LweParameters
+             ) -> Callable[[np.ndarray, int], None]:
+    """Removes the masks left in a sealed sum (GetUnmasking's terms) from a body batch."""
+    negated = [(seed, -sign) for seed, sign in terms]
+    return lambda batch, first: apply_mask_terms(batch, first, negated, params)
 
 
 class SiteMasks:

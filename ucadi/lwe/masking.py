@@ -203,7 +203,7 @@ def apply_mask_terms(body: np.ndarray, start: int, terms: Iterable[tuple[bytes, 
     reduce = np.uint64(params.modulus_mask)
     covered = mask_bits(params)
     terms = list(terms)
-    slice_blocks = _MASK_SLICE // 2 + 1
+    slice_blocks = min(_MASK_SLICE, body.size) // 2 + 1  # batches are often far smaller
     zeros = bytes(16 * slice_blocks)
     buffer = bytearray(16 * slice_blocks + 15)  # update_into wants block size - 1 spare bytes
     for offset in range(0, body.size, _MASK_SLICE):

@@ -203,9 +203,9 @@ def encrypt_to_file(path: Path, secret: SecretKey, source: SlotSource, *, layout
     return _write(path, header, (seed,), batches, durable)
 
 
-def _masked(batches: Iterator[np.ndarray], pairwise: Callable[[np.ndarray, int], None]
-            ) -> Iterator[np.ndarray]:
-    first = 0
+def _masked(batches: Iterator[np.ndarray], pairwise: Callable[[np.ndarray, int], None],
+            first: int = 0) -> Iterator[np.ndarray]:
+    """Each batch after `pairwise(batch, its first slot)` changed it in place."""
     for batch in batches:
         pairwise(batch, first)
         first += batch.size
@@ -253,13 +253,17 @@ def decrypt_file(secret: SecretKey, path: Path) -> np.ndarray:
 
 def decrypt_fedavg_file(secret: SecretKey, path: Path, codec: FixedPointCodec,
                         product: DecryptionProduct | None = None, verify_digest: bool = True,
-                        check: SumCheck | None = None) -> tuple[np.ndarray, int]:
+                        check: SumCheck | None = None,
+                        unmask: Callable[[np.ndarray, int], None] | None = None
+                        ) -> tuple[np.ndarray, int]:
     """(FedAvg vector as float32, total weight) from a whole-vector summed ciphertext file of
     site updates (values, the weight slot, the tag slots: integrity.update_slot_count);
     `product`: the round's decryption product prepared ahead (prepared.prepare_product);
     `verify_digest=False` only when the caller checked the trailing digest itself; `check`:
     the integrity check a site makes before a sum may become a model (it raises
-    SumIntegrityError after the last slot if the sum fails it, before anything is returned)."""
+    SumIntegrityError after the last slot if the sum fails it, before anything is returned);
+    `unmask(batch, first_slot)`: removes the masks left in a pairwise-masked sum from each
+    body batch before it is decrypted (ucadi.lwe.masking)."""
     ct = open_verified(path, verify_digest=False)
     header = ct.header
     if (header.block_start, header.block_stop) != (0, header.total_blocks):
@@ -277,8 +281,11 @@ def decrypt_fedavg_file(secret: SecretKey, path: Path, codec: FixedPointCodec,
     n = header.params.ring_degree
     first_tail = values // n
     tail = replace(header, block_start=first_tail, block_stop=header.total_blocks)
+    tail_batches = ct.iter_body_batches(first_tail, header.total_blocks)
+    if unmask is not None:
+        tail_batches = _masked(tail_batches, unmask, first_tail * n)
     tail_slots = np.concatenate(list(iter_decrypted_batches(
-        secret, tail, ct.seeds, ct.iter_body_batches(first_tail, header.total_blocks), product)))
+        secret, tail, ct.seeds, tail_batches, product)))
     weight = int(tail_slots[values - first_tail * n])
     if weight < 1 and check is None:
         raise EncodingError(f"decrypted total weight is {weight}; expected >= 1")
@@ -287,6 +294,8 @@ def decrypt_fedavg_file(secret: SecretKey, path: Path, codec: FixedPointCodec,
     tags = np.empty(TAG_SLOTS, dtype=np.int64)
     position = 0
     batches = ct.iter_whole_body(verify_digest)
+    if unmask is not None:
+        batches = _masked(batches, unmask)
     for slots in iter_decrypted_batches(secret, header, ct.seeds, batches, product):
         if check is not None:
             check.add(position, slots[:max(0, values + 1 - position)])
