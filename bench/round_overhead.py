@@ -74,9 +74,10 @@ def _site_rounds(site: str, pki: str, aggregator: str, crypto: str, work: str, e
                  rounds: int, sites: list[str] = SITES, masked: bool = False
                  ) -> list[tuple[int, dict[str, float]]]:
     """[(round, {phase: wall-clock time it ended})] for each round (PHASES, in order);
-    `masked`: pairwise masks (issue 21), their key and share phases counted as overhead
-    (between "opened" and "base"), their unmasking answer between "uploaded" and "sealed",
-    the masks' removal between "downloaded" and "held"."""
+    `masked`: pairwise masks (issue 21): their key and share phases and the mask's expansion
+    run during the stand-in for training (extending it if they take longer, as the prepared
+    work does), their unmasking answer between "uploaded" and "sealed", the masks' removal
+    between "downloaded" and "held"."""
     import torch
 
     from ucadi.ops.memory import tune_allocator
@@ -129,10 +130,6 @@ def _site_rounds(site: str, pki: str, aggregator: str, crypto: str, work: str, e
         while not (info.round == round_number and info.awaiting_caller):
             info = client.get_round(info.round, info.state, wait_s=5.0)
         marks = {"opened": time.time()}
-        masked_round = None
-        if masks is not None:
-            masked_round = masks.join_round(client, round_number, lambda: True)
-            assert masked_round is not None, f"{site} left out of round {round_number}"
         if info.base_version > held:
             vector = adopt(info.base_version)
             held = info.base_version
@@ -143,27 +140,28 @@ def _site_rounds(site: str, pki: str, aggregator: str, crypto: str, work: str, e
         if cipher:
             cipher.prepare(vector.size, RoundContext(joined.federation_id, round_number, site,
                                                      tuple(info.expected_sites)))
-        mask_total = None
-        if cipher and masked_round is not None:  # update-independent, like the trainer's
-            mask_total = cipher.in_background(masked_round.total,
-                                              update_slot_count(vector.size),
-                                              cipher.secret.params)
+        # Pairwise masks: keys, shares and the whole mask while the site "trains", on their
+        # own thread as the trainer does; a site waits for them (the slowest site's keys and
+        # shares) before it encrypts, inside the stand-in for training.
+        masking = None
+        if cipher and masks is not None:
+            masking = cipher.in_background(masks.prepare, client, round_number, lambda: True,
+                                           update_slot_count(vector.size),
+                                           cipher.secret.params)
         vector = vector.copy()  # "training" moves a sparse set of values: cheap at 46 M too
         vector[rng.integers(0, vector.size, 1000)] += rng.normal(0, 1e-3, 1000)
         time.sleep(max(0.0, marks["base"] + TRAINING_PAUSE_S - time.time()))
         if cipher:
             cipher.wait_prepared()  # real training outlasts it (minutes per epoch at 46 M)
-        if mask_total is not None:
-            mask_total.result()
+        prepared = masking.result() if masking is not None else None
         marks["trained"] = time.time()
         path = folder / f"update-{round_number}.bin"
         if cipher:
             cipher.encrypt_to_file(vector, weight=SITE_WEIGHT, round_number=round_number,
                                    layout_hash=layout, path=path, site=site,
-                                   pairwise=masked_round.masker(cipher.secret.params,
-                                                                mask_total.result())
-                                   if masked_round is not None and mask_total is not None
-                                   else None)
+                                   pairwise=prepared[0].masker(cipher.secret.params,
+                                                               prepared[1])
+                                   if prepared is not None else None)
         else:
             write_plain(path, vector * SITE_WEIGHT, SITE_WEIGHT, round_number,
                         bytes.fromhex(layout), durable=False)

@@ -18,6 +18,7 @@ import logging
 import math
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,7 @@ class SiteAgent:
         self._stop_heartbeat = threading.Event()
         self.session: SiteSession | None = None  # made at join (run)
         self.masks: SiteMasks | None = None  # made at join, where the federation masks
+        self._masking = ThreadPoolExecutor(max_workers=1, thread_name_prefix="masking")
         self.version = 0  # the newest global version adopted
         # The largest min_sites the federation has announced: a sum must have at least as
         # many contributors (and at least settings.min_sum_sites), whatever it says later.
@@ -327,20 +329,13 @@ class SiteAgent:
         self.cipher.prepare(session.learner.layout.value_count, RoundContext(
             session.federation_id, round_number, self.settings.site, announced.expected_sites,
             round_seed_unused=not self.federation.central_holds_bytes(round_number)))
-        masked, mask_total = None, None
-        if self.masks is not None:
-            self._phase("masking", round_number)
-            masked = self.masks.join_round(self.federation, round_number,
-                                           lambda: self._still_collecting(round_number))
-            if masked is None:
-                log.warning("%s: round %d went on without this site's masking keys; sitting "
-                            "it out", self.settings.site, round_number)
-                return
-            self._phase("training", round_number)
-            # Its masks do not depend on the update: expanded while it trains.
-            mask_total = self.cipher.in_background(
-                masked.total, update_slot_count(session.learner.layout.value_count),
-                self.cipher.secret.params)
+        # Pairwise masks: keys, shares and the mask itself, on their own thread while the
+        # site trains (none of it depends on the update).
+        masking = (self._masking.submit(
+            self.masks.prepare, self.federation, round_number,
+            lambda: self._still_collecting(round_number),
+            update_slot_count(session.learner.layout.value_count), self.cipher.secret.params)
+            if self.masks is not None else None)
         started = time.perf_counter()
         update = session.learner.fit(announced.start_epoch, announced.local_epochs)
         metrics.TRAIN_SECONDS.observe(time.perf_counter() - started)
@@ -350,12 +345,20 @@ class SiteAgent:
         path = self.settings.work_dir / "uploads" / f"round-{round_number:05d}.lwe"
         started = time.perf_counter()
         weight = site_weight(update.num_samples, session.weight_unit)
+        pairwise = None
+        if masking is not None:
+            self._phase("masking", round_number)
+            prepared = masking.result()
+            if prepared is None:
+                log.warning("%s: round %d went on without this site's masking keys; sitting "
+                            "it out", self.settings.site, round_number)
+                return
+            masked, total = prepared
+            pairwise = masked.masker(self.cipher.secret.params, total)
+            self._phase("encrypting", round_number)
         self.cipher.encrypt_to_file(vector, weight=weight, round_number=round_number,
                                     layout_hash=session.spec.layout_hash, path=path,
-                                    site=self.settings.site,
-                                    pairwise=masked.masker(self.cipher.secret.params,
-                                                           mask_total.result())
-                                    if masked is not None and mask_total is not None else None)
+                                    site=self.settings.site, pairwise=pairwise)
         metrics.ENCRYPT_SECONDS.observe(time.perf_counter() - started)
         self._phase("uploading")
         header = federation_pb2.UpdateHeader(

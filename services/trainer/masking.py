@@ -151,6 +151,14 @@ class SiteMasks:
             return None
         return MaskedRound(pairing, tuple(state["participants"]))
 
+    def prepare(self, client: Any, round_number: int, still_open: Callable[[], bool],
+                slot_count: int, params: LweParameters
+                ) -> tuple[MaskedRound, np.ndarray] | None:
+        """`join_round`, then this site's whole mask over `slot_count` coefficients: all a
+        round's masking a site can do before its update exists (run while it trains)."""
+        masked = self.join_round(client, round_number, still_open)
+        return None if masked is None else (masked, masked.total(slot_count, params))
+
     @staticmethod
     def _until_complete(call: Callable[[], Any], still_open: Callable[[], bool]) -> Any:
         while True:
