@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from services.trainer.client import FederationRejected
 from ucadi.durable import write_durably
 from ucadi.errors import UcadiError
 from ucadi.lwe.masking import (
@@ -118,6 +119,15 @@ class SiteMasks:
                    still_open: Callable[[], bool]) -> MaskedRound | None:
         """Keys, then shares; the masking of this round, or None when the round went on
         without this site (it then sits the round out)."""
+        try:
+            return self._join_round(client, round_number, still_open)
+        except FederationRejected as exc:  # the phase closed without this site, or the round
+            log.warning("%s: round %d's masking went on without this site: %s", self.site,
+                        round_number, exc)
+            return None
+
+    def _join_round(self, client: Any, round_number: int,
+                    still_open: Callable[[], bool]) -> MaskedRound | None:
         state = self._load(round_number)
         if state is None:
             state = {"keys": generate_round_keys().to_bytes().hex()}
@@ -193,7 +203,12 @@ class SiteMasks:
         if before is None:
             state["answered"] = [sorted(survivors), sorted(dropped)]
             self._save(round_number, state)
-        client.send_unmasking(round_number,
-                              {o: share_to_bytes(v) for o, v in answer.self_seeds.items()},
-                              {o: share_to_bytes(v) for o, v in answer.mask_keys.items()})
+        try:
+            client.send_unmasking(round_number,
+                                  {o: share_to_bytes(v) for o, v in answer.self_seeds.items()},
+                                  {o: share_to_bytes(v) for o, v in answer.mask_keys.items()})
+        except FederationRejected as exc:  # the round was unmasked without this answer
+            log.warning("%s: round %d's unmasking answer was not taken: %s", self.site,
+                        round_number, exc)
+            return False
         return True
