@@ -24,6 +24,7 @@ from ucadi.lwe.masking import (
     SharePair,
     SitePairing,
     answer_unmasking,
+    apply_mask_terms,
     default_threshold,
     expand_mask,
     generate_round_keys,
@@ -175,6 +176,11 @@ def test_a_mask_range_is_the_same_whether_expanded_whole_or_in_pieces():
     for start, stop in ((0, 1), (37, 60), (38, 1_001), (999, 1_001)):
         assert np.array_equal(expand_mask(seed, start, stop - start, Q_BITS), whole[start:stop])
     assert int(whole.max()) < 1 << Q_BITS
+    # The fast path (one reused buffer, batch by batch, odd starts) adds exactly these masks.
+    pieces = np.zeros(1_001, dtype=np.uint64)
+    for start, stop in ((0, 37), (37, 500), (500, 1_001)):
+        apply_mask_terms(pieces[start:stop], start, [(seed, 1)], PARAMS)
+    assert np.array_equal(pieces, whole & mask_bits(PARAMS))
 
 
 def _plausible(slots: np.ndarray) -> float:
