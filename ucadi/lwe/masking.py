@@ -11,9 +11,9 @@ round, both names). The pairwise terms cancel in the sum over U2, so the summed 
 from an ordinary sum only by the survivors' self-masks and the pairwise masks between
 survivors and sites that dropped after sharing their keys; `unmasking_terms` names exactly
 those, from the secrets the survivors' Shamir shares give (`recover_round_secrets`), and
-`unmask_sum` subtracts them. A mask is uniform over the coefficient bits from sum_drop_bits up (`mask_bits`):
-a one-time pad of every bit that carries the message, so a single masked body hides the update
-even from a holder of the LWE secret; and, being a multiple of 2^sum_drop_bits, it commutes
+`unmask_sum` subtracts them. A mask is uniform over the coefficient bits from sum_drop_bits
+up (`mask_bits`): a one-time pad of every bit that carries the message, so a single masked
+body hides the update even from a holder of the LWE secret; and, being a multiple of 2^sum_drop_bits, it commutes
 with the rounding of contributions and sums, so the unmasked sum is byte for byte the ordinary
 sum: its exactness bound (params.py) and its integrity tags are unchanged.
 
