@@ -13,9 +13,10 @@ survivors and sites that dropped after sharing their keys; `unmasking_terms` nam
 those, from the secrets the survivors' Shamir shares give (`recover_round_secrets`), and
 `unmask_sum` subtracts them. A mask is uniform over the coefficient bits from sum_drop_bits
 up (`mask_bits`): a one-time pad of every bit that carries the message, so a single masked
-body hides the update even from a holder of the LWE secret; and, being a multiple of 2^sum_drop_bits, it commutes
-with the rounding of contributions and sums, so the unmasked sum is byte for byte the ordinary
-sum: its exactness bound (params.py) and its integrity tags are unchanged.
+body hides the update even from a holder of the LWE secret; and, being a multiple of
+2^sum_drop_bits, it commutes with the rounding of contributions and sums, so the unmasked sum
+is byte for byte the ordinary sum: its exactness bound (params.py) and its integrity tags are
+unchanged.
 
 Per round each site makes two X25519 key pairs: the share key encrypts the Shamir shares it
 sends to each other site (AES-256-GCM, relayed by the aggregator), the mask key agrees the
