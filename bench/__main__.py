@@ -15,6 +15,7 @@ BENCHMARKS = {
     "ct": "bench.ct_preprocess",
     "model": "bench.model_speed",
     "lwe": "bench.lwe_scheme",
+    "masks": "bench.secure_aggregation",
     "round": "bench.round_overhead",
     "inference": "bench.inference_service",
 }

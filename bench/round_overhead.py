@@ -22,6 +22,7 @@ the ratios compare like with like on this machine.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import statistics
 import tempfile
 import time
@@ -60,17 +61,23 @@ MODES = [("encrypted", "rlwe-n4096-q56", DIRECT), (COMPACT, "rlwe-n4096-q48", DI
 
 
 def _site(site: str, pki: str, aggregator: str, crypto: str, work: str, encrypted: bool,
-          rounds: int, results: Any) -> None:
+          rounds: int, results: Any, sites: list[str] = SITES, masked: bool = False) -> None:
     """One site's loop in its own process; puts its timings, or its error, on `results`."""
     try:
-        results.put((site, _site_rounds(site, pki, aggregator, crypto, work, encrypted, rounds)))
+        results.put((site, _site_rounds(site, pki, aggregator, crypto, work, encrypted, rounds,
+                                        sites, masked)))
     except Exception:  # the parent reports the child's failure instead of waiting forever
         results.put((site, traceback.format_exc()))
 
 
 def _site_rounds(site: str, pki: str, aggregator: str, crypto: str, work: str, encrypted: bool,
-                 rounds: int) -> list[tuple[int, dict[str, float]]]:
-    """[(round, {phase: wall-clock time it ended})] for each round (PHASES, in order)."""
+                 rounds: int, sites: list[str] = SITES, masked: bool = False
+                 ) -> list[tuple[int, dict[str, float]]]:
+    """[(round, {phase: wall-clock time it ended})] for each round (PHASES, in order);
+    `masked`: pairwise masks (issue 21): their key and share phases and the mask's expansion
+    run during the stand-in for training (extending it if they take longer, as the prepared
+    work does), their unmasking answer between "uploaded" and "sealed", the masks' removal
+    between "downloaded" and "held"."""
     import torch
 
     from ucadi.ops.memory import tune_allocator
@@ -80,7 +87,9 @@ def _site_rounds(site: str, pki: str, aggregator: str, crypto: str, work: str, e
     from services.trainer.cipher import AnnouncedSum, RoundContext, SiteCipher
     from services.trainer.client import FederationClient
     from services.trainer.keys import obtain_secret
+    from services.trainer.masking import SiteMasks, unmasker
     from ucadi.learn.server_opt import announced_optimization
+    from ucadi.lwe.integrity import update_slot_count
     from ucadi.ops.tls import TLSFiles
     from ucadi.v1 import federation_pb2
     from ucadi.wire.plain_update import plain_average, write_plain
@@ -92,17 +101,25 @@ def _site_rounds(site: str, pki: str, aggregator: str, crypto: str, work: str, e
                         Path(work) / "lwe") if encrypted else None
     joined = client.join(SITE_WEIGHT, "bench")
     layout = joined.model.layout_hash
-    rng = np.random.default_rng(SITES.index(site))
+    rng = np.random.default_rng(sites.index(site))
     vector = rng.normal(0, 0.05, joined.model.value_count)
     folder = Path(work) / "transfers"
+    masks = SiteMasks(Path(work) / "masking", site, joined.federation_id,
+                      bytes.fromhex(joined.encryption.key_id)) if masked else None
 
     def announced(version: int) -> AnnouncedSum:
-        return AnnouncedSum(joined.federation_id, version, site, tuple(SITES), (), len(SITES))
+        return AnnouncedSum(joined.federation_id, version, site, tuple(sites), (), len(sites))
+
+    def decrypt(version: int, path: Path, checked: bool) -> np.ndarray:
+        if cipher is None:
+            return plain_average(path, checked)
+        unmask = (unmasker(client.unmasking_terms(version), cipher.secret.params)
+                  if masks is not None else None)
+        return cipher.decrypt_average(path, layout, announced(version), checked, unmask)
 
     def adopt(version: int) -> np.ndarray:
         path, checked = client.download_global(version, folder / f"v{version}.bin", 1 << 40)
-        average = (cipher.decrypt_average(path, layout, announced(version), checked) if cipher
-                   else plain_average(path, checked))
+        average = decrypt(version, path, checked)
         path.unlink()
         return average
 
@@ -123,16 +140,28 @@ def _site_rounds(site: str, pki: str, aggregator: str, crypto: str, work: str, e
         if cipher:
             cipher.prepare(vector.size, RoundContext(joined.federation_id, round_number, site,
                                                      tuple(info.expected_sites)))
+        # Pairwise masks: keys, shares and the whole mask while the site "trains", on their
+        # own thread as the trainer does; a site waits for them (the slowest site's keys and
+        # shares) before it encrypts, inside the stand-in for training.
+        masking = None
+        if cipher and masks is not None:
+            masking = cipher.in_background(masks.prepare, client, round_number, lambda: True,
+                                           update_slot_count(vector.size),
+                                           cipher.secret.params)
         vector = vector.copy()  # "training" moves a sparse set of values: cheap at 46 M too
         vector[rng.integers(0, vector.size, 1000)] += rng.normal(0, 1e-3, 1000)
         time.sleep(max(0.0, marks["base"] + TRAINING_PAUSE_S - time.time()))
         if cipher:
             cipher.wait_prepared()  # real training outlasts it (minutes per epoch at 46 M)
+        prepared = masking.result() if masking is not None else None
         marks["trained"] = time.time()
         path = folder / f"update-{round_number}.bin"
         if cipher:
             cipher.encrypt_to_file(vector, weight=SITE_WEIGHT, round_number=round_number,
-                                   layout_hash=layout, path=path, site=site)
+                                   layout_hash=layout, path=path, site=site,
+                                   pairwise=prepared[0].masker(cipher.secret.params,
+                                                               prepared[1])
+                                   if prepared is not None else None)
         else:
             write_plain(path, vector * SITE_WEIGHT, SITE_WEIGHT, round_number,
                         bytes.fromhex(layout), durable=False)
@@ -145,16 +174,20 @@ def _site_rounds(site: str, pki: str, aggregator: str, crypto: str, work: str, e
                 joined.model.optimizer_json).digest), path)
         path.unlink()
         marks["uploaded"] = time.time()
+        answered = masks is None
         while info.latest_version < round_number:
+            if not answered and info.round == round_number and \
+                    info.state == federation_pb2.ROUND_STATE_UNMASKING:
+                answered = masks.answer(client, round_number, list(info.unmasking_survivors),
+                                        list(info.unmasking_dropped))
             info = client.get_round(info.round, info.state, wait_s=5.0)
         marks["sealed"] = time.time()
         path, checked = client.download_global(round_number, folder / f"v{round_number}.bin",
                                                1 << 40)
         marks["downloaded"] = time.time()
-        vector = (cipher.decrypt_average(path, layout, announced(round_number), checked)
-                  if cipher else plain_average(path, checked))
+        vector = decrypt(round_number, path, checked)
         marks["held"] = time.time()
-        _check_all_summed(path, encrypted, round_number)
+        _check_all_summed(path, encrypted, round_number, len(sites))
         path.unlink()
         held = round_number
         timings.append((round_number, marks))
@@ -162,7 +195,8 @@ def _site_rounds(site: str, pki: str, aggregator: str, crypto: str, work: str, e
     return timings
 
 
-def _check_all_summed(path: Path, encrypted: bool, round_number: int) -> None:
+def _check_all_summed(path: Path, encrypted: bool, round_number: int,
+                      site_count: int = len(SITES)) -> None:
     """A global version must hold every site's update: a faster round that dropped one would
     measure nothing (checked after the round's timing marks)."""
     from ucadi.lwe.stream import open_verified
@@ -170,22 +204,33 @@ def _check_all_summed(path: Path, encrypted: bool, round_number: int) -> None:
 
     summed = (open_verified(path).header.contributors if encrypted
               else read_plain(path)[0].weight // SITE_WEIGHT)
-    if summed != len(SITES):
-        raise RuntimeError(f"global version {round_number} sums {summed} of {len(SITES)} "
+    if summed != site_count:
+        raise RuntimeError(f"global version {round_number} sums {summed} of {site_count} "
                            "site updates")
 
 
 def measure_round_seconds(arch: str, preset: str, parameter_set: str | None, rounds: int,
-                          topology: str = DIRECT) -> tuple[list[float], dict[str, float]]:
+                          topology: str = DIRECT, sites: list[str] = SITES,
+                          masked: bool = False) -> tuple[list[float], dict[str, float]]:
     """Per-round overhead (seconds) of our federation for one model size, encrypted under
     `parameter_set` (None: plaintext), and the median seconds a site spends in each phase;
-    `topology`: DIRECT, RELAY or SINGLE (see MODES)."""
+    `topology`: DIRECT, RELAY or SINGLE (see MODES); `masked`: pairwise masks (issue 21)."""
+    if masked:  # the aggregator reads it from its environment (UCADI_<SECTION>__<KEY>)
+        os.environ["UCADI_FEDERATION__PAIRWISE_MASKS"] = "true"
+    try:
+        return _measure(arch, preset, parameter_set, rounds, topology, sites, masked)
+    finally:
+        os.environ.pop("UCADI_FEDERATION__PAIRWISE_MASKS", None)
+
+
+def _measure(arch: str, preset: str, parameter_set: str | None, rounds: int, topology: str,
+             sites: list[str], masked: bool) -> tuple[list[float], dict[str, float]]:
     encrypted = parameter_set is not None
     from ucadi.demo.federation import FederationPlan, LocalFederation
 
     with tempfile.TemporaryDirectory(prefix="ucadi-bench-") as tmp:
-        plan = FederationPlan(root=Path(tmp), manifest=Path(tmp) / "unused.csv", sites=SITES,
-                              rounds=rounds, min_sites=len(SITES), arch=arch,
+        plan = FederationPlan(root=Path(tmp), manifest=Path(tmp) / "unused.csv", sites=sites,
+                              rounds=rounds, min_sites=len(sites), arch=arch,
                               model_preset=preset, encryption=encrypted,
                               parameter_set=parameter_set or "",
                               federation_id="bench", sum_in_aggregator=topology == SINGLE,
@@ -201,14 +246,17 @@ def measure_round_seconds(arch: str, preset: str, parameter_set: str | None, rou
             federation.start_aggregator()
             workers = [context.Process(target=_site, args=(
                 site, str(federation.pki), federation.processes["aggregator"].target,
-                federation.processes["crypto"].target, str(Path(tmp) / site), encrypted,
-                rounds, results)) for site in SITES]
+                # The custodian pins each site's key from <root>/sites/<site>/work/keys, as
+                # LocalFederation lays a site out (issue 19's pins).
+                federation.processes["crypto"].target, str(Path(tmp) / "sites" / site / "work"),
+                encrypted,
+                rounds, results, sites, masked)) for site in sites]
             for worker in workers:
                 worker.start()
             if encrypted:
-                federation.approve_sites(SITES)
+                federation.approve_sites(sites)
             timings = {}
-            for _ in SITES:
+            for _ in sites:
                 site, outcome = results.get(timeout=3600)
                 if isinstance(outcome, str):  # a site's traceback: stop at once
                     raise RuntimeError(f"site {site} failed:\n{outcome}")

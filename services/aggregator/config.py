@@ -32,6 +32,14 @@ DEFAULTS: dict[str, Any] = {
         # server: fedavg | fedavgm | fedadam | fedyogi, run identically at every site on the
         # decrypted average; server_lr, beta1 (momentum), beta2, tau; proximal_mu (FedProx,
         # 0 = off); local_batchnorm (FedBN: BatchNorm layers stay at each site).
+        # Pairwise-cancelling masks on every ciphertext (docs/design/multiparty.md): no single
+        # party, not this central side and not one site, reads a site's update. Off by
+        # default until it is the default mode. mask_threshold: t, the sites whose shares
+        # unmask a round (0 = a majority of the round's sites); mask_phase_timeout_s: how long
+        # each masking phase waits for a straggler before going on without it.
+        "pairwise_masks": False,
+        "mask_threshold": 0,
+        "mask_phase_timeout_s": 60.0,
         "optimizer": {"server": "fedavg", "server_lr": 1.0, "beta1": 0.9, "beta2": 0.99,
                       "tau": 1e-3, "proximal_mu": 0.0, "local_batchnorm": False},
     },
@@ -122,7 +130,10 @@ def build_federation_config(config: dict[str, Any]) -> FederationConfig:
         local_epochs=int(fed["local_epochs"]), round_timeout_s=float(fed["round_timeout_s"]),
         liveness_timeout_s=float(fed["liveness_timeout_s"]),
         max_upload_bytes=int(float(fed["max_upload_mb"]) * (1 << 20)),
-        max_site_cases=_positive_int(fed, "max_site_cases"))
+        max_site_cases=_positive_int(fed, "max_site_cases"),
+        pairwise_masks=bool(fed["pairwise_masks"]) and enabled,
+        mask_threshold=int(fed["mask_threshold"]),
+        mask_phase_timeout_s=float(fed["mask_phase_timeout_s"]))
 
 
 def _positive_int(section: dict[str, Any], key: str) -> int:

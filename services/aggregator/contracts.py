@@ -21,10 +21,12 @@ class RoundState(StrEnum):
     SEALING = "sealing"
     SEALED = "sealed"
     COMPLETED = "completed"
+    UNMASKING = "unmasking"
 
 
-COLLECTING, SEALING, SEALED, COMPLETED = (RoundState.COLLECTING, RoundState.SEALING,
-                                          RoundState.SEALED, RoundState.COMPLETED)
+COLLECTING, SEALING, SEALED, COMPLETED, UNMASKING = (
+    RoundState.COLLECTING, RoundState.SEALING, RoundState.SEALED, RoundState.COMPLETED,
+    RoundState.UNMASKING)
 
 
 # Counts a site states (cases, samples, epochs) are stored as SQLite INTEGERs: signed 64-bit.
@@ -109,6 +111,11 @@ class FederationConfig:
     liveness_timeout_s: float = 60.0
     max_upload_bytes: int = 1 << 30
     max_site_cases: int = 1000
+    # Pairwise masks (docs/design/multiparty.md): on, t (0 = a majority of the round's key
+    # set) and the seconds each masking phase waits for stragglers.
+    pairwise_masks: bool = False
+    mask_threshold: int = 0
+    mask_phase_timeout_s: float = 60.0
 
     @property
     def weight_unit(self) -> int:
@@ -140,3 +147,6 @@ class RoundView:
     expected: list[str] = field(default_factory=list)
     uploaded: list[str] = field(default_factory=list)
     min_sites: int = 0
+    # UNMASKING (pairwise masks): the sites the sum holds, and the participants that dropped.
+    survivors: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)

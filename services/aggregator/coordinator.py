@@ -6,7 +6,8 @@ thing the servicers call:
 - `Membership` (membership.py): join, leave, liveness, shared validation metrics;
 - `UploadIntake` (uploads.py): validating, storing and recording uploads;
 - `RoundMachine` (rounds.py, with its state diagram): opening, sealing and completing rounds,
-  run by one background loop.
+  run by one background loop;
+- `MaskExchange` (masking.py): keys, shares and unmasking answers of pairwise-masked rounds.
 
 Commands go to the part that owns them; queries (`view`, `global_chunks`, `sites`,
 `round_summaries`, ...) answer from the store, so no servicer touches the store or the sum
@@ -30,6 +31,7 @@ from services.aggregator.contracts import (
 from services.aggregator.copies import VersionCopier
 from services.aggregator.core import RoundCore
 from services.aggregator.feeding import SumFeeder
+from services.aggregator.masking import MaskExchange
 from services.aggregator.membership import Membership
 from services.aggregator.rounds import RoundMachine
 from services.aggregator.store import AggregatorStore, RoundRecord, SiteRecord, UploadRecord
@@ -61,9 +63,10 @@ class RoundCoordinator:
         self.feeder = SumFeeder(store, backend)
         self.membership = Membership(self.core, is_site_approved)
         self.intake = UploadIntake(self.core, self.membership, backend, self.feeder, read_facts)
+        self.masks = MaskExchange(self.core)
         self.machine = RoundMachine(self.core, self.membership, backend, self.feeder,
                                     VersionCopier(store, backend) if copy_global_versions
-                                    else None)
+                                    else None, self.masks)
         self.core.publish_metrics()
 
     # -- the round machine ----------------------------------------------------------------

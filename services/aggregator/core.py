@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 
 from services.aggregator import metrics
-from services.aggregator.contracts import FederationConfig, RoundView
+from services.aggregator.contracts import UNMASKING, FederationConfig, RoundView
 from services.aggregator.store import AggregatorStore, RoundRecord
 
 
@@ -46,10 +46,14 @@ class RoundCore:
                 return RoundView(0, "", 0, latest, 0.0, 0, self.config.local_epochs,
                                  min_sites=self.config.min_sites)
             uploaded = [u.site for u in self.store.uploads(current.round)]
-            return RoundView(current.round, current.state, current.base_version, latest,
+            view = RoundView(current.round, current.state, current.base_version, latest,
                              current.deadline, (current.round - 1) * self.config.local_epochs,
                              self.config.local_epochs, list(current.expected), uploaded,
                              self.config.min_sites)
+            if current.state == UNMASKING:
+                masked = self.store.mask_round(current.round)
+                view.survivors, view.dropped = masked.survivors or [], masked.dropped or []
+            return view
 
     def wait_for_change(self, known_round: int, known_state: str, timeout: float) -> RoundView:
         """Block up to `timeout` s until the round or its state differs from what is known."""

@@ -64,12 +64,19 @@ class Membership:
             store.upsert_site(site, "active", train_cases, now)
             self._last_seen[site] = now
             current = self.core.current()
-            if current is not None and current.state == COLLECTING and site not in current.expected:
+            if current is not None and current.state == COLLECTING and site not in \
+                    current.expected and not self._masking_under_way(current.round):
                 current.expected.append(site)
                 store.update_round(current)
             self.core.notify()
             self._publish_last_round(self._record(site))
         log.info("site %s joined (%d training cases)", site, train_cases)
+
+    def _masking_under_way(self, round_number: int) -> bool:
+        """Whether the round's pairwise-mask key set is fixed: a site joining then cannot take
+        part, and must not be waited for (masking.py)."""
+        return self.core.config.pairwise_masks and \
+            self.core.store.mask_round(round_number).key_set is not None
 
     def leave(self, site: str) -> None:
         """Mark a site as left; it is no longer waited for."""

@@ -8,6 +8,9 @@
                                                   |      deadline extended, keeps collecting  |
      all expected sites uploaded (>= min_sites)   |                                           |
      or deadline passed with >= min_sites         v                                           |
+                       (pairwise masks only: UNMASKING(r): survivors send shares until all   |
+                        did or the deadline with >= t; the masks left in the sum are stored) |
+                                                  v                                           |
                                               SEALING(r)                                      |
                                                   |  every upload summed, sum sealed,         |
                                                   |  recorded as global version r             |
@@ -54,11 +57,13 @@ from services.aggregator.contracts import (
     COMPLETED,
     SEALED,
     SEALING,
+    UNMASKING,
     SumBackend,
 )
 from services.aggregator.copies import VersionCopier
 from services.aggregator.core import RoundCore
 from services.aggregator.feeding import SumFeeder
+from services.aggregator.masking import MaskExchange
 from services.aggregator.membership import Membership
 from services.aggregator.store import RoundRecord
 from ucadi.errors import UcadiError
@@ -81,13 +86,16 @@ class RoundMachine:
     """Opens, seals and completes rounds (the diagram above); one background loop steps it."""
 
     def __init__(self, core: RoundCore, membership: Membership, backend: SumBackend,
-                 feeder: SumFeeder, copier: VersionCopier | None = None) -> None:
+                 feeder: SumFeeder, copier: VersionCopier | None = None,
+                 masks: MaskExchange | None = None) -> None:
         self.core = core
         self.config = core.config
         self.store = core.store
         self.membership = membership
         self.backend = backend
         self.feeder = feeder
+        # Pairwise masks (masking.py): the key and share phases inside COLLECTING, UNMASKING.
+        self.masks = masks or MaskExchange(core)
         # Versions sealed at the sum service stay there (DownloadGlobal streams them on);
         # optionally the aggregator keeps its own copy too (copies.py).
         self.copier = copier
@@ -180,12 +188,28 @@ class RoundMachine:
             return
         self.backend.open_round(current.round)
         self.feeder.feed_round(current.round)
+        if current.state == COLLECTING and self.masks.enabled:
+            with self.core.changed:
+                self.masks.advance(current)
+                self.core.notify()
         if current.state == COLLECTING and self._ready_to_seal(current):
             with self.core.changed:
-                current.state = SEALING  # from here on no upload is accepted
+                if self.masks.enabled:  # from here on no upload is accepted
+                    current.state = UNMASKING
+                    self.masks.begin_unmasking(
+                        current, [u.site for u in self.store.uploads(current.round)])
+                else:
+                    current.state = SEALING
                 self.store.update_round(current)
                 self.core.publish_metrics()
                 self.core.notify()
+        if current.state == UNMASKING:
+            with self.core.changed:
+                if self.masks.try_unmask(current):
+                    current.state = SEALING
+                    self.store.update_round(current)
+                    self.core.publish_metrics()
+                    self.core.notify()
         if current.state == SEALING:
             # Uploads accepted while the feed above ran count for _ready_to_seal: they must
             # reach the sum before it is sealed.
@@ -195,7 +219,15 @@ class RoundMachine:
     def _ready_to_seal(self, current: RoundRecord) -> bool:
         clock = self.core.clock
         uploaded = {u.site for u in self.store.uploads(current.round)}
-        quorum = len(uploaded) >= self.config.min_sites
+        needed = self.config.min_sites
+        if self.masks.enabled:
+            if self.store.mask_round(current.round).participants is None:
+                if clock() >= current.deadline:  # fewer than t shared keys: wait on
+                    current.deadline = clock() + self.config.round_timeout_s
+                    self.store.update_round(current)
+                return False
+            needed = max(needed, self.masks.quorum(current.round))
+        quorum = len(uploaded) >= needed
         if quorum and set(current.expected) <= uploaded:
             return True
         if clock() < current.deadline:
@@ -209,7 +241,7 @@ class RoundMachine:
         current.deadline = clock() + self.config.round_timeout_s
         self.store.update_round(current)
         log.warning("round %d: deadline passed with %d of %d required uploads; extended by "
-                    "%.0f s to %s", current.round, len(uploaded), self.config.min_sites,
+                    "%.0f s to %s", current.round, len(uploaded), needed,
                     self.config.round_timeout_s, utc_time(current.deadline))
         return False
 

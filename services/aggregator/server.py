@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from services.aggregator.contracts import (
     COMPLETED,
     SEALED,
     SEALING,
+    UNMASKING,
     RejectedUpload,
     RoundView,
 )
@@ -42,7 +44,8 @@ SERVICE_NAME = "ucadi.v1.FederationService"
 _STATES = {COLLECTING: federation_pb2.ROUND_STATE_COLLECTING,
            SEALING: federation_pb2.ROUND_STATE_SEALING,
            COMPLETED: federation_pb2.ROUND_STATE_COMPLETED,
-           SEALED: federation_pb2.ROUND_STATE_SEALED}
+           SEALED: federation_pb2.ROUND_STATE_SEALED,
+           UNMASKING: federation_pb2.ROUND_STATE_UNMASKING}
 _STATE_NAMES = {v: k for k, v in _STATES.items()}
 
 
@@ -67,7 +70,8 @@ class FederationServicer(federation_pb2_grpc.FederationServiceServicer):
             expected_sites=view.expected, uploaded_sites=view.uploaded,
             awaiting_caller=bool(site and view.state == COLLECTING and site in view.expected
                                  and site not in view.uploaded),
-            min_sites=view.min_sites, optimizer_digest=self.config.model["optimizer_digest"])
+            min_sites=view.min_sites, optimizer_digest=self.config.model["optimizer_digest"],
+            unmasking_survivors=view.survivors, unmasking_dropped=view.dropped)
 
     @grpc_errors
     def Join(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -85,7 +89,7 @@ class FederationServicer(federation_pb2_grpc.FederationServiceServicer):
                 enabled=enc["enabled"], parameter_set=enc["parameter_set"], key_id=enc["key_id"]),
             local_epochs=self.config.local_epochs, total_rounds=self.config.total_rounds,
             site=site, contribute_to_sum=self.rounds.contributions_at_sum(),
-            weight_unit=self.config.weight_unit)
+            weight_unit=self.config.weight_unit, pairwise_masks=self.config.pairwise_masks)
 
     @grpc_errors
     def Leave(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -192,6 +196,70 @@ class FederationServicer(federation_pb2_grpc.FederationServiceServicer):
             federation_id=self.config.federation_id, current=self._round_info(self.rounds.view(),
                                                                                 None),
             sites=sites, rounds=rounds, total_rounds=self.config.total_rounds)
+
+    # -- pairwise masks: validate, delegate to MaskExchange -----------------------------------
+    def _wait(self, done: Any, wait_seconds: float) -> None:
+        """Block up to `wait_seconds` (at most 60) until `done()`, stepping the phases."""
+        deadline = time.monotonic() + max(0.0, min(float(wait_seconds), 60.0))
+        core = self.rounds.core
+        with core.changed:
+            while not done() and time.monotonic() < deadline:
+                current = core.current()
+                if current is not None:
+                    self.rounds.masks.advance(current)
+                if done():
+                    return
+                core.changed.wait(timeout=min(0.5, max(0.0, deadline - time.monotonic())))
+
+    @grpc_errors
+    def ExchangeMaskKeys(self, request: Any, context: grpc.ServicerContext) -> Any:
+        site = _site(context).name
+        self.rounds.seen(site)
+        masks = self.rounds.masks
+        masks.advertise(site, request.round, bytes(request.keys.share_public),
+                        bytes(request.keys.mask_public))
+        self._wait(lambda: masks.keys(request.round)[0].key_set is not None,
+                   request.wait_seconds)
+        record, keys = masks.keys(request.round)
+        return federation_pb2.MaskKeys(
+            round=request.round, complete=record.key_set is not None,
+            threshold=record.threshold,
+            keys=[federation_pb2.RoundKeys(site=s, share_public=k.share_public,
+                                           mask_public=k.mask_public) for s, k in keys.items()])
+
+    @grpc_errors
+    def ExchangeMaskShares(self, request: Any, context: grpc.ServicerContext) -> Any:
+        site = _site(context).name
+        self.rounds.seen(site)
+        masks = self.rounds.masks
+        sealed = {s.site: bytes(s.sealed) for s in request.shares}
+        if len(sealed) != len(request.shares):
+            raise UcadiError("one sealed share pair per site")
+        masks.give_shares(site, request.round, sealed)
+        self._wait(lambda: masks.shares_for(site, request.round)[0] is not None,
+                   request.wait_seconds)
+        participants, received = masks.shares_for(site, request.round)
+        return federation_pb2.MaskShares(
+            round=request.round, complete=participants is not None,
+            participants=participants or [],
+            shares=[federation_pb2.SealedSharePair(site=s, sealed=b)
+                    for s, b in sorted(received.items())])
+
+    @grpc_errors
+    def SendUnmaskingShares(self, request: Any, context: grpc.ServicerContext) -> Any:
+        site = _site(context).name
+        self.rounds.seen(site)
+        answers = self.rounds.masks.answer(
+            site, request.round, {s.owner: bytes(s.share) for s in request.self_seeds},
+            {s.owner: bytes(s.share) for s in request.mask_keys})
+        return federation_pb2.UnmaskingReceipt(round=request.round, answers=answers)
+
+    @grpc_errors
+    def GetUnmasking(self, request: Any, context: grpc.ServicerContext) -> Any:
+        _site(context)
+        terms = self.rounds.masks.terms(request.round)
+        return federation_pb2.Unmasking(round=request.round, terms=[
+            federation_pb2.MaskTerm(seed=seed, sign=sign) for seed, sign in terms])
 
 
 def _receive_upload(messages: Iterator[Any], receiver: ChunkReceiver, header: Any,

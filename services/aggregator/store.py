@@ -38,6 +38,19 @@ CREATE TABLE IF NOT EXISTS uploads (
   sha256 TEXT NOT NULL, num_samples INTEGER NOT NULL, local_epochs INTEGER NOT NULL,
   received REAL NOT NULL, summed INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (round, site));
 CREATE INDEX IF NOT EXISTS uploads_digest ON uploads (sha256);
+CREATE TABLE IF NOT EXISTS mask_rounds (
+  round INTEGER PRIMARY KEY, key_set_json TEXT, threshold INTEGER NOT NULL DEFAULT 0,
+  key_set_fixed REAL NOT NULL DEFAULT 0, participants_json TEXT, survivors_json TEXT,
+  dropped_json TEXT, terms BLOB);
+CREATE TABLE IF NOT EXISTS mask_keys (
+  round INTEGER NOT NULL, site TEXT NOT NULL, share_public BLOB NOT NULL,
+  mask_public BLOB NOT NULL, PRIMARY KEY (round, site));
+CREATE TABLE IF NOT EXISTS mask_shares (
+  round INTEGER NOT NULL, sender TEXT NOT NULL, recipient TEXT NOT NULL, sealed BLOB NOT NULL,
+  PRIMARY KEY (round, sender, recipient));
+CREATE TABLE IF NOT EXISTS mask_answers (
+  round INTEGER NOT NULL, site TEXT NOT NULL, answer_json TEXT NOT NULL,
+  PRIMARY KEY (round, site));
 CREATE TABLE IF NOT EXISTS versions (
   version INTEGER PRIMARY KEY, round INTEGER NOT NULL, path TEXT NOT NULL,
   size INTEGER NOT NULL, sha256 TEXT NOT NULL, created REAL NOT NULL);
@@ -74,6 +87,20 @@ class UploadRecord:
     local_epochs: int
     received: float
     summed: bool = False
+
+
+@dataclass
+class MaskRoundRecord:
+    """A masked round's fixed sets (docs/design/multiparty.md); None until fixed."""
+
+    round: int
+    key_set: list[str] | None = None
+    threshold: int = 0
+    key_set_fixed: float = 0.0
+    participants: list[str] | None = None
+    survivors: list[str] | None = None
+    dropped: list[str] | None = None
+    terms: bytes | None = None  # (32-byte seed + 1 sign byte) per mask left in the sum
 
 
 @dataclass
@@ -257,6 +284,74 @@ class AggregatorStore:
         """Whether an upload with this digest was ever accepted (replay detection)."""
         return bool(self._rows("SELECT 1 FROM uploads WHERE sha256=?", (sha256,)))
 
+    # pairwise masks -------------------------------------------------------------------------
+    def mask_round(self, round_number: int) -> MaskRoundRecord:
+        """A masked round's sets as stored (all None before the first is fixed)."""
+        rows = self._rows("SELECT key_set_json, threshold, key_set_fixed, participants_json, "
+                          "survivors_json, dropped_json, terms FROM mask_rounds WHERE round=?",
+                          (round_number,))
+        if not rows:
+            return MaskRoundRecord(round_number)
+        r = rows[0]
+        return MaskRoundRecord(round_number, _load(r[0]), r[1], r[2], _load(r[3]), _load(r[4]),
+                               _load(r[5]), r[6])
+
+    def save_mask_round(self, record: MaskRoundRecord) -> None:
+        """Persist a masked round's sets (each written once, when fixed)."""
+        self._tx([("INSERT OR REPLACE INTO mask_rounds VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                   (record.round, _dump(record.key_set), record.threshold, record.key_set_fixed,
+                    _dump(record.participants), _dump(record.survivors), _dump(record.dropped),
+                    record.terms))])
+
+    def put_mask_keys(self, round_number: int, site: str, share_public: bytes,
+                      mask_public: bytes) -> tuple[bytes, bytes]:
+        """Store a site's round keys unless it already advertised; the stored pair."""
+        with self._lock:
+            self._tx([("INSERT OR IGNORE INTO mask_keys VALUES (?, ?, ?, ?)",
+                       (round_number, site, share_public, mask_public))])
+            row = self._rows("SELECT share_public, mask_public FROM mask_keys WHERE round=? AND "
+                             "site=?", (round_number, site))[0]
+        return bytes(row[0]), bytes(row[1])
+
+    def mask_keys(self, round_number: int) -> dict[str, tuple[bytes, bytes]]:
+        """Every site's advertised round keys."""
+        return {r[0]: (bytes(r[1]), bytes(r[2])) for r in self._rows(
+            "SELECT site, share_public, mask_public FROM mask_keys WHERE round=? ORDER BY site",
+            (round_number,))}
+
+    def put_mask_shares(self, round_number: int, sender: str, sealed: dict[str, bytes]) -> bool:
+        """Store a sender's sealed share pairs in one transaction unless it gave them already;
+        whether these were stored."""
+        with self._lock:
+            if self._rows("SELECT 1 FROM mask_shares WHERE round=? AND sender=? LIMIT 1",
+                          (round_number, sender)):
+                return False
+            self._tx([("INSERT INTO mask_shares VALUES (?, ?, ?, ?)",
+                       (round_number, sender, recipient, blob))
+                      for recipient, blob in sorted(sealed.items())])
+        return True
+
+    def mask_share_senders(self, round_number: int) -> list[str]:
+        """Sites whose sealed shares are stored for the round."""
+        return [r[0] for r in self._rows("SELECT DISTINCT sender FROM mask_shares WHERE round=? "
+                                         "ORDER BY sender", (round_number,))]
+
+    def mask_shares_for(self, round_number: int, recipient: str) -> dict[str, bytes]:
+        """The sealed share pairs addressed to `recipient`, by sender."""
+        return {r[0]: bytes(r[1]) for r in self._rows(
+            "SELECT sender, sealed FROM mask_shares WHERE round=? AND recipient=?",
+            (round_number, recipient))}
+
+    def put_mask_answer(self, round_number: int, site: str, answer: dict[str, Any]) -> None:
+        """Store a survivor's unmasking answer (the first one counts)."""
+        self._tx([("INSERT OR IGNORE INTO mask_answers VALUES (?, ?, ?)",
+                   (round_number, site, json.dumps(answer, sort_keys=True)))])
+
+    def mask_answers(self, round_number: int) -> dict[str, dict[str, Any]]:
+        """The survivors' unmasking answers, by site."""
+        return {r[0]: json.loads(r[1]) for r in self._rows(
+            "SELECT site, answer_json FROM mask_answers WHERE round=?", (round_number,))}
+
     # global versions ----------------------------------------------------------------------
     def global_path(self, version: int) -> Path:
         """File of a sealed global version."""
@@ -298,3 +393,11 @@ class AggregatorStore:
         """Highest sealed global version; 0 (the seeded initial model) when none."""
         rows = self._rows("SELECT MAX(version) FROM versions")
         return int(rows[0][0] or 0)
+
+
+def _load(text: str | None) -> Any:
+    return json.loads(text) if text is not None else None
+
+
+def _dump(value: Any) -> str | None:
+    return json.dumps(value) if value is not None else None

@@ -59,6 +59,11 @@ class UploadIntake:
             raise RejectedUpload(f"update trained from version {header.base_version}, but round "
                                  f"{current.round} trains from version {current.base_version}",
                                  "wrong_base_version", "FAILED_PRECONDITION")
+        if self.config.pairwise_masks and site not in (
+                self.store.mask_round(current.round).participants or ()):
+            raise RejectedUpload(f"round {current.round} is masked and {site!r} is not one of "
+                                 "its participants (it shares its keys first)",
+                                 "not_participant", "FAILED_PRECONDITION")
         if any(u.site == site for u in self.store.uploads(current.round)):
             raise RejectedUpload(f"site {site!r} already uploaded to round {current.round}",
                                  "duplicate", "ALREADY_EXISTS")

@@ -18,6 +18,7 @@ import logging
 import math
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from safetensors.torch import save_file
 from services.trainer import metrics
 from services.trainer.cipher import AnnouncedSum, RoundContext, SiteCipher
 from services.trainer.client import FederationClient, FederationRejected
+from services.trainer.masking import SiteMasks, unmasker
 from services.trainer.publish import ModelPublisher
 from services.trainer.session import RoundAnnouncement, SiteSession
 from ucadi.ct.synth import read_manifest
@@ -38,7 +40,7 @@ from ucadi.errors import UcadiError
 from ucadi.learn import predict_probabilities
 from ucadi.learn.evaluate import validation_at_threshold
 from ucadi.lwe.codec import site_weight
-from ucadi.lwe.integrity import SumIntegrityError
+from ucadi.lwe.integrity import SumIntegrityError, update_slot_count
 from ucadi.v1 import federation_pb2
 
 log = logging.getLogger(__name__)
@@ -102,6 +104,8 @@ class SiteAgent:
         self.publisher = ModelPublisher(settings.model_dir)
         self._stop_heartbeat = threading.Event()
         self.session: SiteSession | None = None  # made at join (run)
+        self.masks: SiteMasks | None = None  # made at join, where the federation masks
+        self._masking = ThreadPoolExecutor(max_workers=1, thread_name_prefix="masking")
         self.version = 0  # the newest global version adopted
         # The largest min_sites the federation has announced: a sum must have at least as
         # many contributors (and at least settings.min_sum_sites), whatever it says later.
@@ -127,6 +131,9 @@ class SiteAgent:
                                              device=self.settings.device,
                                              seed=self.settings.seed)
         self.version = self._resume_local_version()
+        if joined.pairwise_masks:
+            self.masks = SiteMasks(self.settings.work_dir / "masking", self.settings.site,
+                                   joined.federation_id, bytes.fromhex(self.cipher.key_id))
         spec = self.session.spec
         log.info("%s joined %s: %d training cases, model %s/%s, %d local epoch(s) per round, "
                  "%s", self.settings.site, self.session.federation_id, len(self.train_records),
@@ -144,12 +151,20 @@ class SiteAgent:
         round's announcement, adopt newer global versions, train and upload when awaited."""
         known_round, known_state = 0, 0
         uploaded_rounds: set[int] = set()
+        answered_rounds: set[int] = set()
         while not self.status.leave_requested.is_set():
             self._phase("idle")
             info = self.federation.get_round(known_round, known_state, wait_s=10.0)
             known_round, known_state = info.round, info.state
             announced = RoundAnnouncement.from_round_info(info)
             self._check_announcement(announced)
+            if self.masks is not None and announced.unmasking \
+                    and self.settings.site in announced.survivors \
+                    and announced.round not in answered_rounds:
+                self._phase("unmasking", announced.round)
+                self.masks.answer(self.federation, announced.round, list(announced.survivors),
+                                  list(announced.dropped))
+                answered_rounds.add(announced.round)
             if announced.latest_version > self.version \
                     and not self._adopt_checked(announced.latest_version):
                 continue
@@ -251,13 +266,18 @@ class SiteAgent:
         path = self.settings.work_dir / "downloads" / f"global-v{version:05d}.lwe"
         downloaded = self.federation.download_global(version, path,
                                                      self.settings.max_download_bytes)
+        unmask = (unmasker(self.federation.unmasking_terms(version), self.cipher.secret.params)
+                  if self.masks is not None else None)
         self._phase("decrypting")
         started = time.perf_counter()
         vector = self.cipher.decrypt_average(path, self.joined.spec.layout_hash,
                                              self._announced_sum(version),
-                                             digest_checked=downloaded.trailer_ok)
+                                             digest_checked=downloaded.trailer_ok,
+                                             unmask=unmask)
         metrics.DECRYPT_SECONDS.observe(time.perf_counter() - started)
         path.unlink(missing_ok=True)
+        if self.masks is not None:
+            self.masks.forget(version)
         return vector
 
     def _publish(self, version: int) -> None:
@@ -309,6 +329,13 @@ class SiteAgent:
         self.cipher.prepare(session.learner.layout.value_count, RoundContext(
             session.federation_id, round_number, self.settings.site, announced.expected_sites,
             round_seed_unused=not self.federation.central_holds_bytes(round_number)))
+        # Pairwise masks: keys, shares and the mask itself, on their own thread while the
+        # site trains (none of it depends on the update).
+        masking = (self._masking.submit(
+            self.masks.prepare, self.federation, round_number,
+            lambda: self._still_collecting(round_number),
+            update_slot_count(session.learner.layout.value_count), self.cipher.secret.params)
+            if self.masks is not None else None)
         started = time.perf_counter()
         update = session.learner.fit(announced.start_epoch, announced.local_epochs)
         metrics.TRAIN_SECONDS.observe(time.perf_counter() - started)
@@ -318,9 +345,20 @@ class SiteAgent:
         path = self.settings.work_dir / "uploads" / f"round-{round_number:05d}.lwe"
         started = time.perf_counter()
         weight = site_weight(update.num_samples, session.weight_unit)
+        pairwise = None
+        if masking is not None:
+            self._phase("masking", round_number)
+            prepared = masking.result()
+            if prepared is None:
+                log.warning("%s: round %d went on without this site's masking keys; sitting "
+                            "it out", self.settings.site, round_number)
+                return
+            masked, total = prepared
+            pairwise = masked.masker(self.cipher.secret.params, total)
+            self._phase("encrypting", round_number)
         self.cipher.encrypt_to_file(vector, weight=weight, round_number=round_number,
                                     layout_hash=session.spec.layout_hash, path=path,
-                                    site=self.settings.site)
+                                    site=self.settings.site, pairwise=pairwise)
         metrics.ENCRYPT_SECONDS.observe(time.perf_counter() - started)
         self._phase("uploading")
         header = federation_pb2.UpdateHeader(
@@ -349,6 +387,12 @@ class SiteAgent:
         if counted:
             metrics.ROUNDS_COMPLETED.inc()
             metrics.LAST_ROUND.set(round_number)
+
+    def _still_collecting(self, round_number: int) -> bool:
+        """Whether round `round_number` still collects (a masking phase may still finish)."""
+        info = self.federation.get_round(wait_s=0.0)
+        return info.round == round_number and info.state == \
+            federation_pb2.ROUND_STATE_COLLECTING
 
     def _counted_after_refusal(self, round_number: int, refusal: FederationRejected) -> bool:
         """Whether the round holds this site's update although its upload was refused for the

@@ -9,10 +9,11 @@ prepared work both compute from scratch; the ciphertexts and results are the sam
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -34,6 +35,8 @@ from ucadi.lwe.prepared import (
     round_seed,
 )
 from ucadi.lwe.stream import decrypt_fedavg_file, encrypt_to_file, open_verified
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -139,9 +142,11 @@ class SiteCipher:
         return self.secret.key_id_hex
 
     def encrypt_to_file(self, vector: np.ndarray, *, weight: int, round_number: int,
-                        layout_hash: str, path: Path, site: str) -> Path:
+                        layout_hash: str, path: Path, site: str,
+                        pairwise: Callable[[np.ndarray, int], None] | None = None) -> Path:
         """Encrypt weight * vector, the weight slot and `site`'s integrity tags for the round
-        (ucadi.lwe.integrity); refuses NaN/Inf/out-of-bound values."""
+        (ucadi.lwe.integrity); refuses NaN/Inf/out-of-bound values. `pairwise` adds the
+        round's pairwise masks (services/trainer/masking.py) before the body is written."""
         update = encode_site_update(vector, weight, self.codec, self.secret, round_number, site)
         path.parent.mkdir(parents=True, exist_ok=True)
         pending, self._mask = self._mask, None
@@ -151,16 +156,23 @@ class SiteCipher:
         # Not fsynced: an upload file is streamed and deleted; after a crash the site trains
         # and encrypts again rather than reading it back.
         encrypt_to_file(path, self.secret, update, layout_hash=bytes.fromhex(layout_hash),
-                        round_number=round_number, mask=mask, durable=False)
+                        round_number=round_number, mask=mask, durable=False,
+                        pairwise=pairwise)
         return path
 
+    def in_background(self, work: Callable[..., T], *args: Any) -> Future[T]:
+        """Run update-independent work (a round's pairwise masks) on the preparing thread."""
+        return self._worker.submit(work, *args)
+
     def decrypt_average(self, path: Path, layout_hash: str, announced: AnnouncedSum,
-                        digest_checked: bool = False) -> np.ndarray:
+                        digest_checked: bool = False,
+                        unmask: Callable[[np.ndarray, int], None] | None = None) -> np.ndarray:
         """The FedAvg vector of a summed global ciphertext (float32, as the model holds it),
         after checking what the central side cannot be trusted with (`AnnouncedSum.check`,
         then the integrity tag while decrypting): SumIntegrityError if any check fails. The
         trailing digest is checked while the body is read, unless `digest_checked`: the
-        download already checked it as the bytes arrived (`Downloaded.trailer_ok`)."""
+        download already checked it as the bytes arrived (`Downloaded.trailer_ok`).
+        `unmask`: removes the masks left in a pairwise-masked sum (masking.unmasker)."""
         opened = open_verified(path, verify_digest=False)
         header = opened.header
         found = header.layout_hash.hex()
@@ -175,5 +187,6 @@ class SiteCipher:
                 self._product = None  # this round's, or an older one's: never needed again
         check = SumCheck(self.secret, announced.round_number, announced.contributors)
         vector, _weight = decrypt_fedavg_file(self.secret, path, self.codec, product,
-                                              verify_digest=not digest_checked, check=check)
+                                              verify_digest=not digest_checked, check=check,
+                                              unmask=unmask)
         return vector

@@ -207,6 +207,49 @@ class FederationClient:
 
         return self._retry(f"upload round {header.round}", attempt)
 
+    # -- pairwise masks (services/trainer/masking.py) ------------------------------------
+    def exchange_mask_keys(self, round_number: int, share_public: bytes, mask_public: bytes,
+                           wait_s: float) -> Any:
+        """Advertise this site's round keys; MaskKeys once the key set is fixed (or not yet,
+        after `wait_s`)."""
+        request = federation_pb2.ExchangeMaskKeysRequest(
+            round=round_number, wait_seconds=wait_s, keys=federation_pb2.RoundKeys(
+                share_public=share_public, mask_public=mask_public))
+        return self._retry(f"mask keys of round {round_number}", lambda: self.stub.ExchangeMaskKeys(
+            request, timeout=wait_s + self.rpc_timeout_s))
+
+    def exchange_mask_shares(self, round_number: int, sealed: dict[str, bytes],
+                             wait_s: float) -> Any:
+        """Give this site's sealed share pairs; MaskShares (the participants and the pairs
+        sealed for this site) once the participants are fixed."""
+        request = federation_pb2.ExchangeMaskSharesRequest(
+            round=round_number, wait_seconds=wait_s, shares=[
+                federation_pb2.SealedSharePair(site=site, sealed=blob)
+                for site, blob in sorted(sealed.items())])
+        return self._retry(f"mask shares of round {round_number}",
+                           lambda: self.stub.ExchangeMaskShares(
+                               request, timeout=wait_s + self.rpc_timeout_s))
+
+    def send_unmasking(self, round_number: int, self_seeds: dict[str, bytes],
+                       mask_keys: dict[str, bytes]) -> Any:
+        """This survivor's unmasking answer."""
+        request = federation_pb2.UnmaskingShares(
+            round=round_number,
+            self_seeds=[federation_pb2.RevealedShare(owner=o, share=v)
+                        for o, v in sorted(self_seeds.items())],
+            mask_keys=[federation_pb2.RevealedShare(owner=o, share=v)
+                       for o, v in sorted(mask_keys.items())])
+        return self._retry(f"unmasking of round {round_number}",
+                           lambda: self.stub.SendUnmaskingShares(request,
+                                                                 timeout=self.rpc_timeout_s))
+
+    def unmasking_terms(self, round_number: int) -> list[tuple[bytes, int]]:
+        """The masks left in global version `round_number`'s sum, as (seed, sign)."""
+        reply = self._retry(f"unmasking terms of round {round_number}",
+                            lambda: self.stub.GetUnmasking(federation_pb2.GetUnmaskingRequest(
+                                round=round_number), timeout=self.rpc_timeout_s))
+        return [(bytes(t.seed), int(t.sign)) for t in reply.terms]
+
     def central_holds_bytes(self, round_number: int) -> bool:
         """Whether the central side already holds anything this site sent for the round: an
         upload recorded or in progress at the aggregator, or a ciphertext at the sum service.

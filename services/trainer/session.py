@@ -31,6 +31,10 @@ class RoundAnnouncement:
     expected_sites: tuple[str, ...]
     min_sites: int
     optimizer_digest: str  # "" from an aggregator that does not announce one
+    # Pairwise masks: the round awaits unmasking answers from `survivors`.
+    unmasking: bool = False
+    survivors: tuple[str, ...] = ()
+    dropped: tuple[str, ...] = ()
 
     @classmethod
     def from_round_info(cls, info: Any) -> RoundAnnouncement:
@@ -39,7 +43,10 @@ class RoundAnnouncement:
                    base_version=info.base_version, latest_version=info.latest_version,
                    awaiting_caller=info.awaiting_caller, start_epoch=info.start_epoch,
                    local_epochs=info.local_epochs, expected_sites=tuple(info.expected_sites),
-                   min_sites=info.min_sites, optimizer_digest=info.optimizer_digest)
+                   min_sites=info.min_sites, optimizer_digest=info.optimizer_digest,
+                   unmasking=info.state == federation_pb2.ROUND_STATE_UNMASKING,
+                   survivors=tuple(info.unmasking_survivors),
+                   dropped=tuple(info.unmasking_dropped))
 
 
 @dataclass

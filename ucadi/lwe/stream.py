@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
@@ -185,17 +185,31 @@ def _write(path: Path, header: CiphertextHeader, seeds: tuple[bytes, ...],
 
 def encrypt_to_file(path: Path, secret: SecretKey, source: SlotSource, *, layout_hash: bytes,
                     round_number: int, mask: EncryptionMask | None = None,
-                    durable: bool = True) -> CiphertextHeader:
+                    durable: bool = True,
+                    pairwise: Callable[[np.ndarray, int], None] | None = None
+                    ) -> CiphertextHeader:
     """Encrypt `source` into a ciphertext file, batch by batch, with a fresh seed, or with a
     mask prepared ahead of time (`prepare_mask`, consumed here); `durable=False` skips the
-    fsyncs for a file that is sent and deleted, and re-made rather than read after a crash."""
+    fsyncs for a file that is sent and deleted, and re-made rather than read after a crash;
+    `pairwise(batch, first_slot)` adds the round's pairwise masks (ucadi.lwe.masking) to each
+    batch of b coefficients before it is rounded and written."""
     header = new_header(secret, source, layout_hash, round_number)
     if mask is not None:
         mask.take(secret, header.slot_count)
     seed = mask.seed if mask is not None else fresh_seed()
-    return _write(path, header, (seed,),
-                  iter_encrypted_batches(secret, source, seed, 0, header.block_stop, mask),
-                  durable)
+    batches = iter_encrypted_batches(secret, source, seed, 0, header.block_stop, mask)
+    if pairwise is not None:
+        batches = _masked(batches, pairwise)
+    return _write(path, header, (seed,), batches, durable)
+
+
+def _masked(batches: Iterator[np.ndarray], pairwise: Callable[[np.ndarray, int], None],
+            first: int = 0) -> Iterator[np.ndarray]:
+    """Each batch after `pairwise(batch, its first slot)` changed it in place."""
+    for batch in batches:
+        pairwise(batch, first)
+        first += batch.size
+        yield batch
 
 
 def write_ciphertext(path: Path, ciphertext: Ciphertext) -> CiphertextHeader:
@@ -239,13 +253,17 @@ def decrypt_file(secret: SecretKey, path: Path) -> np.ndarray:
 
 def decrypt_fedavg_file(secret: SecretKey, path: Path, codec: FixedPointCodec,
                         product: DecryptionProduct | None = None, verify_digest: bool = True,
-                        check: SumCheck | None = None) -> tuple[np.ndarray, int]:
+                        check: SumCheck | None = None,
+                        unmask: Callable[[np.ndarray, int], None] | None = None
+                        ) -> tuple[np.ndarray, int]:
     """(FedAvg vector as float32, total weight) from a whole-vector summed ciphertext file of
     site updates (values, the weight slot, the tag slots: integrity.update_slot_count);
     `product`: the round's decryption product prepared ahead (prepared.prepare_product);
     `verify_digest=False` only when the caller checked the trailing digest itself; `check`:
     the integrity check a site makes before a sum may become a model (it raises
-    SumIntegrityError after the last slot if the sum fails it, before anything is returned)."""
+    SumIntegrityError after the last slot if the sum fails it, before anything is returned);
+    `unmask(batch, first_slot)`: removes the masks left in a pairwise-masked sum from each
+    body batch before it is decrypted (ucadi.lwe.masking)."""
     ct = open_verified(path, verify_digest=False)
     header = ct.header
     if (header.block_start, header.block_stop) != (0, header.total_blocks):
@@ -263,8 +281,11 @@ def decrypt_fedavg_file(secret: SecretKey, path: Path, codec: FixedPointCodec,
     n = header.params.ring_degree
     first_tail = values // n
     tail = replace(header, block_start=first_tail, block_stop=header.total_blocks)
+    tail_batches = ct.iter_body_batches(first_tail, header.total_blocks)
+    if unmask is not None:
+        tail_batches = _masked(tail_batches, unmask, first_tail * n)
     tail_slots = np.concatenate(list(iter_decrypted_batches(
-        secret, tail, ct.seeds, ct.iter_body_batches(first_tail, header.total_blocks), product)))
+        secret, tail, ct.seeds, tail_batches, product)))
     weight = int(tail_slots[values - first_tail * n])
     if weight < 1 and check is None:
         raise EncodingError(f"decrypted total weight is {weight}; expected >= 1")
@@ -273,6 +294,8 @@ def decrypt_fedavg_file(secret: SecretKey, path: Path, codec: FixedPointCodec,
     tags = np.empty(TAG_SLOTS, dtype=np.int64)
     position = 0
     batches = ct.iter_whole_body(verify_digest)
+    if unmask is not None:
+        batches = _masked(batches, unmask)
     for slots in iter_decrypted_batches(secret, header, ct.seeds, batches, product):
         if check is not None:
             check.add(position, slots[:max(0, values + 1 - position)])

@@ -8,7 +8,9 @@ two durable steps:
 - `after_seal_before_open` (aggregator): round r is recorded sealed, round r+1 not opened;
 - `after_record_before_reply` (aggregator): a site's upload is recorded, its receipt not sent;
 - `after_sum_took_before_record` (trainer): the sum service holds the site's ciphertext, the
-  aggregator has not recorded it.
+  aggregator has not recorded it;
+- `after_mask_keys_before_shares` (trainer, pairwise masks): the round's key set is saved at
+  the site, its shares not yet sent.
 """
 
 from __future__ import annotations

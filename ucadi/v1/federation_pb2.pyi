@@ -15,11 +15,123 @@ class RoundState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ROUND_STATE_SEALING: _ClassVar[RoundState]
     ROUND_STATE_COMPLETED: _ClassVar[RoundState]
     ROUND_STATE_SEALED: _ClassVar[RoundState]
+    ROUND_STATE_UNMASKING: _ClassVar[RoundState]
 ROUND_STATE_UNSPECIFIED: RoundState
 ROUND_STATE_COLLECTING: RoundState
 ROUND_STATE_SEALING: RoundState
 ROUND_STATE_COMPLETED: RoundState
 ROUND_STATE_SEALED: RoundState
+ROUND_STATE_UNMASKING: RoundState
+
+class RoundKeys(_message.Message):
+    __slots__ = ("site", "share_public", "mask_public")
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    SHARE_PUBLIC_FIELD_NUMBER: _ClassVar[int]
+    MASK_PUBLIC_FIELD_NUMBER: _ClassVar[int]
+    site: str
+    share_public: bytes
+    mask_public: bytes
+    def __init__(self, site: _Optional[str] = ..., share_public: _Optional[bytes] = ..., mask_public: _Optional[bytes] = ...) -> None: ...
+
+class ExchangeMaskKeysRequest(_message.Message):
+    __slots__ = ("round", "keys", "wait_seconds")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    keys: RoundKeys
+    wait_seconds: float
+    def __init__(self, round: _Optional[int] = ..., keys: _Optional[_Union[RoundKeys, _Mapping]] = ..., wait_seconds: _Optional[float] = ...) -> None: ...
+
+class MaskKeys(_message.Message):
+    __slots__ = ("round", "complete", "keys", "threshold")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    complete: bool
+    keys: _containers.RepeatedCompositeFieldContainer[RoundKeys]
+    threshold: int
+    def __init__(self, round: _Optional[int] = ..., complete: _Optional[bool] = ..., keys: _Optional[_Iterable[_Union[RoundKeys, _Mapping]]] = ..., threshold: _Optional[int] = ...) -> None: ...
+
+class SealedSharePair(_message.Message):
+    __slots__ = ("site", "sealed")
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    SEALED_FIELD_NUMBER: _ClassVar[int]
+    site: str
+    sealed: bytes
+    def __init__(self, site: _Optional[str] = ..., sealed: _Optional[bytes] = ...) -> None: ...
+
+class ExchangeMaskSharesRequest(_message.Message):
+    __slots__ = ("round", "shares", "wait_seconds")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    SHARES_FIELD_NUMBER: _ClassVar[int]
+    WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    shares: _containers.RepeatedCompositeFieldContainer[SealedSharePair]
+    wait_seconds: float
+    def __init__(self, round: _Optional[int] = ..., shares: _Optional[_Iterable[_Union[SealedSharePair, _Mapping]]] = ..., wait_seconds: _Optional[float] = ...) -> None: ...
+
+class MaskShares(_message.Message):
+    __slots__ = ("round", "complete", "participants", "shares")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
+    SHARES_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    complete: bool
+    participants: _containers.RepeatedScalarFieldContainer[str]
+    shares: _containers.RepeatedCompositeFieldContainer[SealedSharePair]
+    def __init__(self, round: _Optional[int] = ..., complete: _Optional[bool] = ..., participants: _Optional[_Iterable[str]] = ..., shares: _Optional[_Iterable[_Union[SealedSharePair, _Mapping]]] = ...) -> None: ...
+
+class RevealedShare(_message.Message):
+    __slots__ = ("owner", "share")
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    owner: str
+    share: bytes
+    def __init__(self, owner: _Optional[str] = ..., share: _Optional[bytes] = ...) -> None: ...
+
+class UnmaskingShares(_message.Message):
+    __slots__ = ("round", "self_seeds", "mask_keys")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    SELF_SEEDS_FIELD_NUMBER: _ClassVar[int]
+    MASK_KEYS_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    self_seeds: _containers.RepeatedCompositeFieldContainer[RevealedShare]
+    mask_keys: _containers.RepeatedCompositeFieldContainer[RevealedShare]
+    def __init__(self, round: _Optional[int] = ..., self_seeds: _Optional[_Iterable[_Union[RevealedShare, _Mapping]]] = ..., mask_keys: _Optional[_Iterable[_Union[RevealedShare, _Mapping]]] = ...) -> None: ...
+
+class UnmaskingReceipt(_message.Message):
+    __slots__ = ("round", "answers")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    ANSWERS_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    answers: int
+    def __init__(self, round: _Optional[int] = ..., answers: _Optional[int] = ...) -> None: ...
+
+class GetUnmaskingRequest(_message.Message):
+    __slots__ = ("round",)
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    def __init__(self, round: _Optional[int] = ...) -> None: ...
+
+class MaskTerm(_message.Message):
+    __slots__ = ("seed", "sign")
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    SIGN_FIELD_NUMBER: _ClassVar[int]
+    seed: bytes
+    sign: int
+    def __init__(self, seed: _Optional[bytes] = ..., sign: _Optional[int] = ...) -> None: ...
+
+class Unmasking(_message.Message):
+    __slots__ = ("round", "terms")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    TERMS_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    terms: _containers.RepeatedCompositeFieldContainer[MaskTerm]
+    def __init__(self, round: _Optional[int] = ..., terms: _Optional[_Iterable[_Union[MaskTerm, _Mapping]]] = ...) -> None: ...
 
 class ModelSpec(_message.Message):
     __slots__ = ("arch", "preset", "task", "init_seed", "recipe_json", "layout_hash", "value_count", "optimizer_json")
@@ -60,7 +172,7 @@ class JoinRequest(_message.Message):
     def __init__(self, train_cases: _Optional[int] = ..., agent_version: _Optional[str] = ...) -> None: ...
 
 class JoinResponse(_message.Message):
-    __slots__ = ("federation_id", "model", "encryption", "local_epochs", "total_rounds", "site", "contribute_to_sum", "weight_unit")
+    __slots__ = ("federation_id", "model", "encryption", "local_epochs", "total_rounds", "site", "contribute_to_sum", "weight_unit", "pairwise_masks")
     FEDERATION_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ENCRYPTION_FIELD_NUMBER: _ClassVar[int]
@@ -69,6 +181,7 @@ class JoinResponse(_message.Message):
     SITE_FIELD_NUMBER: _ClassVar[int]
     CONTRIBUTE_TO_SUM_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_UNIT_FIELD_NUMBER: _ClassVar[int]
+    PAIRWISE_MASKS_FIELD_NUMBER: _ClassVar[int]
     federation_id: str
     model: ModelSpec
     encryption: EncryptionSpec
@@ -77,7 +190,8 @@ class JoinResponse(_message.Message):
     site: str
     contribute_to_sum: bool
     weight_unit: int
-    def __init__(self, federation_id: _Optional[str] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., encryption: _Optional[_Union[EncryptionSpec, _Mapping]] = ..., local_epochs: _Optional[int] = ..., total_rounds: _Optional[int] = ..., site: _Optional[str] = ..., contribute_to_sum: _Optional[bool] = ..., weight_unit: _Optional[int] = ...) -> None: ...
+    pairwise_masks: bool
+    def __init__(self, federation_id: _Optional[str] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., encryption: _Optional[_Union[EncryptionSpec, _Mapping]] = ..., local_epochs: _Optional[int] = ..., total_rounds: _Optional[int] = ..., site: _Optional[str] = ..., contribute_to_sum: _Optional[bool] = ..., weight_unit: _Optional[int] = ..., pairwise_masks: _Optional[bool] = ...) -> None: ...
 
 class LeaveRequest(_message.Message):
     __slots__ = ("reason",)
@@ -100,7 +214,7 @@ class GetRoundRequest(_message.Message):
     def __init__(self, known_round: _Optional[int] = ..., known_state: _Optional[_Union[RoundState, str]] = ..., wait_seconds: _Optional[float] = ...) -> None: ...
 
 class RoundInfo(_message.Message):
-    __slots__ = ("round", "state", "base_version", "latest_version", "deadline_unix", "start_epoch", "local_epochs", "expected_sites", "uploaded_sites", "awaiting_caller", "min_sites", "optimizer_digest")
+    __slots__ = ("round", "state", "base_version", "latest_version", "deadline_unix", "start_epoch", "local_epochs", "expected_sites", "uploaded_sites", "awaiting_caller", "min_sites", "optimizer_digest", "unmasking_survivors", "unmasking_dropped")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     BASE_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -113,6 +227,8 @@ class RoundInfo(_message.Message):
     AWAITING_CALLER_FIELD_NUMBER: _ClassVar[int]
     MIN_SITES_FIELD_NUMBER: _ClassVar[int]
     OPTIMIZER_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    UNMASKING_SURVIVORS_FIELD_NUMBER: _ClassVar[int]
+    UNMASKING_DROPPED_FIELD_NUMBER: _ClassVar[int]
     round: int
     state: RoundState
     base_version: int
@@ -125,7 +241,9 @@ class RoundInfo(_message.Message):
     awaiting_caller: bool
     min_sites: int
     optimizer_digest: str
-    def __init__(self, round: _Optional[int] = ..., state: _Optional[_Union[RoundState, str]] = ..., base_version: _Optional[int] = ..., latest_version: _Optional[int] = ..., deadline_unix: _Optional[float] = ..., start_epoch: _Optional[int] = ..., local_epochs: _Optional[int] = ..., expected_sites: _Optional[_Iterable[str]] = ..., uploaded_sites: _Optional[_Iterable[str]] = ..., awaiting_caller: _Optional[bool] = ..., min_sites: _Optional[int] = ..., optimizer_digest: _Optional[str] = ...) -> None: ...
+    unmasking_survivors: _containers.RepeatedScalarFieldContainer[str]
+    unmasking_dropped: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, round: _Optional[int] = ..., state: _Optional[_Union[RoundState, str]] = ..., base_version: _Optional[int] = ..., latest_version: _Optional[int] = ..., deadline_unix: _Optional[float] = ..., start_epoch: _Optional[int] = ..., local_epochs: _Optional[int] = ..., expected_sites: _Optional[_Iterable[str]] = ..., uploaded_sites: _Optional[_Iterable[str]] = ..., awaiting_caller: _Optional[bool] = ..., min_sites: _Optional[int] = ..., optimizer_digest: _Optional[str] = ..., unmasking_survivors: _Optional[_Iterable[str]] = ..., unmasking_dropped: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DownloadGlobalRequest(_message.Message):
     __slots__ = ("version", "offset")

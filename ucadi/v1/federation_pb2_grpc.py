@@ -82,6 +82,26 @@ class FederationServiceStub:
                 request_serializer=ucadi_dot_v1_dot_federation__pb2.GetStatusRequest.SerializeToString,
                 response_deserializer=ucadi_dot_v1_dot_federation__pb2.FederationStatus.FromString,
                 _registered_method=True)
+        self.ExchangeMaskKeys = channel.unary_unary(
+                '/ucadi.v1.FederationService/ExchangeMaskKeys',
+                request_serializer=ucadi_dot_v1_dot_federation__pb2.ExchangeMaskKeysRequest.SerializeToString,
+                response_deserializer=ucadi_dot_v1_dot_federation__pb2.MaskKeys.FromString,
+                _registered_method=True)
+        self.ExchangeMaskShares = channel.unary_unary(
+                '/ucadi.v1.FederationService/ExchangeMaskShares',
+                request_serializer=ucadi_dot_v1_dot_federation__pb2.ExchangeMaskSharesRequest.SerializeToString,
+                response_deserializer=ucadi_dot_v1_dot_federation__pb2.MaskShares.FromString,
+                _registered_method=True)
+        self.SendUnmaskingShares = channel.unary_unary(
+                '/ucadi.v1.FederationService/SendUnmaskingShares',
+                request_serializer=ucadi_dot_v1_dot_federation__pb2.UnmaskingShares.SerializeToString,
+                response_deserializer=ucadi_dot_v1_dot_federation__pb2.UnmaskingReceipt.FromString,
+                _registered_method=True)
+        self.GetUnmasking = channel.unary_unary(
+                '/ucadi.v1.FederationService/GetUnmasking',
+                request_serializer=ucadi_dot_v1_dot_federation__pb2.GetUnmaskingRequest.SerializeToString,
+                response_deserializer=ucadi_dot_v1_dot_federation__pb2.Unmasking.FromString,
+                _registered_method=True)
 
 
 class FederationServiceServicer:
@@ -161,6 +181,41 @@ class FederationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExchangeMaskKeys(self, request, context):
+        """Pairwise masks (JoinResponse.pairwise_masks; docs/design/multiparty.md). Each RPC is
+        open to the round's expected sites only; the aggregator stores and relays, it cannot open
+        or use what it relays.
+        Advertise the caller's round public keys (first call wins; a different repeat is
+        ALREADY_EXISTS) and wait up to `wait_seconds` for the round's key set to be fixed (every
+        expected site advertised, or the key phase's deadline passed with at least t).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExchangeMaskShares(self, request, context):
+        """Give the caller's sealed share pairs, one per site of the key set (first call wins), and
+        wait up to `wait_seconds` for the round's participants to be fixed; answers the share
+        pairs sealed for the caller by each participant.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendUnmaskingShares(self, request, context):
+        """A survivor's unmasking answer for a round in ROUND_STATE_UNMASKING (first call wins).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUnmasking(self, request, context):
+        """The masks left in a sealed round's sum (what a site subtracts before decrypting it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FederationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -203,6 +258,26 @@ def add_FederationServiceServicer_to_server(servicer, server):
                     servicer.GetStatus,
                     request_deserializer=ucadi_dot_v1_dot_federation__pb2.GetStatusRequest.FromString,
                     response_serializer=ucadi_dot_v1_dot_federation__pb2.FederationStatus.SerializeToString,
+            ),
+            'ExchangeMaskKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExchangeMaskKeys,
+                    request_deserializer=ucadi_dot_v1_dot_federation__pb2.ExchangeMaskKeysRequest.FromString,
+                    response_serializer=ucadi_dot_v1_dot_federation__pb2.MaskKeys.SerializeToString,
+            ),
+            'ExchangeMaskShares': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExchangeMaskShares,
+                    request_deserializer=ucadi_dot_v1_dot_federation__pb2.ExchangeMaskSharesRequest.FromString,
+                    response_serializer=ucadi_dot_v1_dot_federation__pb2.MaskShares.SerializeToString,
+            ),
+            'SendUnmaskingShares': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendUnmaskingShares,
+                    request_deserializer=ucadi_dot_v1_dot_federation__pb2.UnmaskingShares.FromString,
+                    response_serializer=ucadi_dot_v1_dot_federation__pb2.UnmaskingReceipt.SerializeToString,
+            ),
+            'GetUnmasking': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUnmasking,
+                    request_deserializer=ucadi_dot_v1_dot_federation__pb2.GetUnmaskingRequest.FromString,
+                    response_serializer=ucadi_dot_v1_dot_federation__pb2.Unmasking.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -428,6 +503,114 @@ class FederationService:
             '/ucadi.v1.FederationService/GetStatus',
             ucadi_dot_v1_dot_federation__pb2.GetStatusRequest.SerializeToString,
             ucadi_dot_v1_dot_federation__pb2.FederationStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExchangeMaskKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ucadi.v1.FederationService/ExchangeMaskKeys',
+            ucadi_dot_v1_dot_federation__pb2.ExchangeMaskKeysRequest.SerializeToString,
+            ucadi_dot_v1_dot_federation__pb2.MaskKeys.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExchangeMaskShares(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ucadi.v1.FederationService/ExchangeMaskShares',
+            ucadi_dot_v1_dot_federation__pb2.ExchangeMaskSharesRequest.SerializeToString,
+            ucadi_dot_v1_dot_federation__pb2.MaskShares.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendUnmaskingShares(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ucadi.v1.FederationService/SendUnmaskingShares',
+            ucadi_dot_v1_dot_federation__pb2.UnmaskingShares.SerializeToString,
+            ucadi_dot_v1_dot_federation__pb2.UnmaskingReceipt.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUnmasking(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ucadi.v1.FederationService/GetUnmasking',
+            ucadi_dot_v1_dot_federation__pb2.GetUnmaskingRequest.SerializeToString,
+            ucadi_dot_v1_dot_federation__pb2.Unmasking.FromString,
             options,
             channel_credentials,
             insecure,
