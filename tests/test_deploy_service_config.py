@@ -80,3 +80,17 @@ def test_the_optimizer_values_become_the_federation_the_aggregator_announces(
     announced = build_federation_config(config).model["optimizer_json"]
     assert FederatedOptimization.from_dict(yaml.safe_load(announced)) == FederatedOptimization(
         server="fedadam", server_lr=0.01, proximal_mu=0.05, local_batchnorm=True)
+
+
+def test_without_a_key_id_the_aggregator_learns_the_active_key_from_the_key_service(
+        tmp_path: Path) -> None:
+    """keyId may stay empty: the chart renders, and the aggregator's config then names no key
+    (services/aggregator/config.py: it asks the crypto service for the active one at start)."""
+    manifests, _ = render(CENTRAL, {})
+    config_map = next(m for m in manifests if m["kind"] == "ConfigMap")
+    config = yaml.safe_load(config_map["data"]["aggregator.yaml"])
+    assert config["encryption"]["enabled"] is True and config["encryption"]["key_id"] == ""
+    path = tmp_path / "aggregator.yaml"
+    path.write_text(yaml.safe_dump(config))
+    from services.aggregator.config import DEFAULTS
+    assert load_config(DEFAULTS, path, environ={})["encryption"]["key_id"] == ""

@@ -242,7 +242,6 @@ BAD_VALUES = [
                  id="negative-replicas"),
     pytest.param(CENTRAL, with_central({"crypto": {"replicas": 2}}), "/crypto/replicas",
                  id="crypto-replicas-beyond-one"),
-    pytest.param(CENTRAL, {}, "/federation/encryption/keyId", id="missing-key-id"),
     pytest.param(SITE, with_site({"inference": {"replicas": -2}}), "/inference/replicas",
                  id="negative-inference-replicas"),
     pytest.param(CENTRAL, with_central({"federation": {"minSites": "two"}}), "/federation/minSites",
