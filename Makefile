@@ -52,11 +52,11 @@ chaos: $(VENV)/.stamp-dev
 	$(PY) -m chaos $(CHAOS_ARGS)
 
 # Regenerate the checked-in gRPC/protobuf stubs (ucadi/v1/) from protos/.
-protos: $(VENV)/.stamp-base
+protos: $(VENV)/.stamp-dev
 	$(PY) scripts/gen_protos.py
 
 # CI: the checked-in stubs must be exactly what protos/ generates.
-protos-check: $(VENV)/.stamp-base
+protos-check: $(VENV)/.stamp-dev
 	$(PY) scripts/gen_protos.py --check
 
 lint: $(VENV)/.stamp-dev

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -180,3 +181,11 @@ def test_pki_kit_writes_the_secret_manifest_for_kubectl(ca_dir: Path, tmp_path: 
                                   "labels": {"app.kubernetes.io/part-of": "ucadi",
                                              "app.kubernetes.io/component": "startup-kit",
                                              "ucadi.io/site": "optical-valley"}}
+
+
+def test_without_the_k8s_extra_site_status_says_what_to_install(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """kubernetes is an extra (`ucadi[k8s]`): without it the command names what to install."""
+    monkeypatch.setitem(sys.modules, "kubernetes", None)
+    with pytest.raises(k8s.KubernetesError, match=r"pip install 'ucadi\[k8s\]'"):
+        k8s.core_api()

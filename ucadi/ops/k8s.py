@@ -103,7 +103,11 @@ def _check_key_matches_certificate(cert_pem: bytes, key_pem: bytes, kit_dir: Pat
 
 def core_api(context: str | None = None) -> Any:
     """A CoreV1Api from the kubeconfig (or the in-cluster service account)."""
-    from kubernetes import client, config
+    try:
+        from kubernetes import client, config
+    except ImportError:
+        raise KubernetesError("this command talks to the Kubernetes API and needs the "
+                              "kubernetes package: pip install 'ucadi[k8s]'") from None
 
     try:
         config.load_kube_config(context=context)
