@@ -94,3 +94,22 @@ def test_without_a_key_id_the_aggregator_learns_the_active_key_from_the_key_serv
     path.write_text(yaml.safe_dump(config))
     from services.aggregator.config import DEFAULTS
     assert load_config(DEFAULTS, path, environ={})["encryption"]["key_id"] == ""
+
+
+def test_masking_values_reach_the_aggregators_federation_settings(tmp_path: Path) -> None:
+    """federation.masking in the central chart becomes the aggregator's pairwise-mask settings."""
+    from test_deploy_charts import with_central
+
+    from services.aggregator.config import DEFAULTS, build_federation_config
+
+    values = with_central({"federation": {"masking": {"enabled": True, "threshold": 3,
+                                                      "phaseTimeoutSeconds": 45}}})
+    manifests, _ = render(CENTRAL, values)
+    config_map = next(m for m in manifests if m["kind"] == "ConfigMap")
+    path = tmp_path / "aggregator.yaml"
+    path.write_text(config_map["data"]["aggregator.yaml"])
+    federation = build_federation_config(load_config(DEFAULTS, path, environ={}))
+    assert federation.pairwise_masks is True
+    assert federation.mask_threshold == 3 and federation.mask_phase_timeout_s == 45.0
+    _, default_config = rendered_service("aggregator")
+    assert default_config["federation"]["pairwise_masks"] is False  # off by default

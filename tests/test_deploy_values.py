@@ -242,6 +242,8 @@ BAD_VALUES = [
                  id="negative-replicas"),
     pytest.param(CENTRAL, with_central({"crypto": {"replicas": 2}}), "/crypto/replicas",
                  id="crypto-replicas-beyond-one"),
+    pytest.param(CENTRAL, with_central({"federation": {"masking": {"threshold": -1}}}),
+                 "/federation/masking/threshold", id="negative-mask-threshold"),
     pytest.param(SITE, with_site({"inference": {"replicas": -2}}), "/inference/replicas",
                  id="negative-inference-replicas"),
     pytest.param(CENTRAL, with_central({"federation": {"minSites": "two"}}), "/federation/minSites",
