@@ -39,8 +39,11 @@ $(VENV)/.stamp-bench: $(VENV)/.stamp-dev
 demo: $(VENV)/.stamp-base
 	$(VENV)/bin/ucadi demo $(DEMO_ARGS)
 
+# make test spreads the tests over TEST_WORKERS processes (pytest-xdist); TEST_WORKERS=0 runs
+# them in this one process (e.g. to debug with -x or pdb).
+TEST_WORKERS ?= 2
 test: $(VENV)/.stamp-dev protos-check
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS)) $(PYTEST_ARGS)
 
 bench: $(VENV)/.stamp-bench
 	$(PY) -m bench $(BENCH_ARGS)

@@ -39,7 +39,8 @@ def test_another_sites_private_key_cannot_open_the_blob() -> None:
 
 
 @pytest.mark.parametrize("site,key_id", [("optical-valley", SECRET.key_id),
-                                         ("main-campus", bytes(16))])
+                                         ("main-campus", bytes(16))],
+                         ids=["another-site", "another-key-id"])
 def test_a_blob_presented_for_another_site_or_key_id_does_not_open(site: str,
                                                                    key_id: bytes) -> None:
     keys = generate_site_key_pair()
