@@ -89,6 +89,8 @@ def _site_rounds(site: str, pki: str, aggregator: str, crypto: str, work: str, e
     from services.trainer.keys import obtain_secret
     from services.trainer.masking import SiteMasks, unmasker
     from ucadi.learn.server_opt import announced_optimization
+    from ucadi.lwe.custodian import PUBLIC_KEY_FILE as CUSTODIAN_PUBLIC_FILE
+    from ucadi.lwe.custodian import custodian_public_key
     from ucadi.lwe.integrity import update_slot_count
     from ucadi.ops.tls import TLSFiles
     from ucadi.v1 import federation_pb2
@@ -97,7 +99,9 @@ def _site_rounds(site: str, pki: str, aggregator: str, crypto: str, work: str, e
     torch.set_num_threads(1)
     tls = TLSFiles.from_dir(Path(pki) / site)
     client = FederationClient(aggregator, tls, sum_target=crypto if encrypted else "")
-    cipher = SiteCipher(obtain_secret(crypto, tls, Path(work), wait_s=300),
+    custodian = custodian_public_key(
+        (Path(pki).parent / "custodian" / CUSTODIAN_PUBLIC_FILE).read_text())
+    cipher = SiteCipher(obtain_secret(crypto, tls, Path(work), wait_s=300, custodian=custodian),
                         Path(work) / "lwe") if encrypted else None
     joined = client.join(SITE_WEIGHT, "bench")
     layout = joined.model.layout_hash

@@ -16,6 +16,7 @@ from services.aggregator.crypto_backend import learn_active_key
 from services.crypto.server import run_crypto_service
 from ucadi.errors import UcadiError
 from ucadi.lwe import generate_secret_key
+from ucadi.lwe.custodian import generate_custodian_key
 from ucadi.lwe.keywrap import generate_site_key_pair, load_public_key, wrap_secret
 from ucadi.ops.tls import TLSFiles, secure_channel
 from ucadi.wire.crypto_client import KeyClient
@@ -48,7 +49,8 @@ def test_the_aggregator_learns_the_key_the_custodian_activates(tmp_path: Path,
                 KeyClient(channel).put_wrapped_keys(
                     secret.key_id_hex, secret.params.name,
                     {"main-campus": wrap_secret(secret, "main-campus",
-                                                load_public_key(site_keys.public_pem()))})
+                                                load_public_key(site_keys.public_pem()),
+                                                generate_custodian_key())})
 
         custodian = threading.Thread(target=custodian_activates_a_key)
         custodian.start()

@@ -5,10 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from services.crypto.server import run_crypto_service
 from ucadi.cli import main
 from ucadi.lwe import SecretKey
+from ucadi.lwe.custodian import PUBLIC_KEY_FILE as CUSTODIAN_PUBLIC_FILE
+from ucadi.lwe.custodian import generate_custodian_key
 from ucadi.lwe.keywrap import PUBLIC_KEY_FILE, fingerprint
 from ucadi.lwe.pins import PINS_FILE
 from ucadi.ops.tls import TLSFiles
@@ -21,8 +24,8 @@ def printed_fingerprint(site_keys: Path) -> str:
     return fingerprint((site_keys / PUBLIC_KEY_FILE).read_bytes())
 
 
-def test_custodian_and_site_key_flow_through_the_cli(tmp_path: Path,
-                                                     federation_pki: Path) -> None:
+def test_custodian_and_site_key_flow_through_the_cli(tmp_path: Path, federation_pki: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
     server = run_crypto_service(tmp_path / "state", "127.0.0.1:0",
                                 TLSFiles.from_dir(federation_pki / "crypto"), None)
     try:
@@ -36,7 +39,10 @@ def test_custodian_and_site_key_flow_through_the_cli(tmp_path: Path,
             assert main(["keys", "pin", "--site", site, "--pins",
                          str(custodian / PINS_FILE), "--fingerprint", printed_fingerprint(
                              tmp_path / site)]) == 0
+        capsys.readouterr()
         assert main(["keys", "create", "--out", str(custodian)]) == 0
+        printed_custodian_key = capsys.readouterr().out.strip().splitlines()[-1]
+        assert printed_custodian_key == (custodian / CUSTODIAN_PUBLIC_FILE).read_text().strip()
         assert main(["keys", "create", "--out", str(custodian)]) == 2  # never silently replaced
         assert main(["keys", "wrap", "--secret", str(custodian / "lwe_secret.key"),
                      "--sites", ",".join(SITES), *at("custodian")]) == 0
@@ -44,7 +50,7 @@ def test_custodian_and_site_key_flow_through_the_cli(tmp_path: Path,
         for site in SITES:
             out = tmp_path / site / "lwe.key"
             assert main(["keys", "fetch", "--site-keys", str(tmp_path / site), "--out", str(out),
-                         *at(site)]) == 0
+                         "--custodian-key", printed_custodian_key, *at(site)]) == 0
             assert np.array_equal(SecretKey.load(out).coefficients, first.coefficients)
 
         assert main(["keys", "rotate", "--out", str(custodian), *at("custodian")]) == 0
@@ -53,11 +59,19 @@ def test_custodian_and_site_key_flow_through_the_cli(tmp_path: Path,
         assert (custodian / f"lwe_secret-{first.key_id_hex}.key").exists()
         out = tmp_path / "main-campus" / "lwe.key"
         assert main(["keys", "fetch", "--site-keys", str(tmp_path / "main-campus"), "--out",
-                     str(out), *at("main-campus")]) == 0
+                     str(out), "--custodian-key", printed_custodian_key, *at("main-campus")]) == 0
         assert SecretKey.load(out).key_id == rotated.key_id
 
         assert main(["keys", "wrap", "--secret", str(custodian / "lwe_secret.key"),
                      "--sites", "nccid-uk", *at("custodian")]) == 2  # not registered
+        # A site configured with another custodian key refuses the custodian's blob.
+        assert main(["keys", "fetch", "--site-keys", str(tmp_path / "main-campus"), "--out",
+                     str(out), "--custodian-key", generate_custodian_key().public_hex(),
+                     *at("main-campus")]) == 2
+        assert "not signed by the configured key custodian" in capsys.readouterr().err
+        assert main(["keys", "fetch", "--site-keys", str(tmp_path / "main-campus"), "--out",
+                     str(out), "--custodian-key", "abc", *at("main-campus")]) == 2
+        assert "64 hex digits" in capsys.readouterr().err
     finally:
         server.stop(0)
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from services.crypto.server import run_crypto_service
-from ucadi.lwe import FixedPointCodec, PlainSlots, generate_secret_key
+from ucadi.lwe import FixedPointCodec, KeyWrapError, PlainSlots, generate_secret_key
+from ucadi.lwe.custodian import generate_custodian_key
 from ucadi.lwe.integrity import encode_site_update, update_slot_count
 from ucadi.lwe.keywrap import generate_site_key_pair, load_public_key, wrap_secret
 from ucadi.lwe.stream import decrypt_fedavg_file, decrypt_file, encrypt_to_file
@@ -24,6 +25,7 @@ from ucadi.wire.crypto_client import CryptoServiceError, KeyClient, SumClient
 
 LAYOUT = hashlib.sha256(b"crypto-service-layout").digest()
 SITES = ("main-campus", "optical-valley", "sino-french")
+CUSTODIAN = generate_custodian_key()
 
 
 @pytest.fixture()
@@ -57,10 +59,12 @@ def test_sites_register_custodian_wraps_and_each_site_unwraps_its_own_copy(
     registered = custodian.site_keys()
     assert sorted(registered) == sorted(SITES)
     secret = generate_secret_key()
-    blobs = {s: wrap_secret(secret, s, load_public_key(pem)) for s, pem in registered.items()}
+    blobs = {s: wrap_secret(secret, s, load_public_key(pem), CUSTODIAN)
+             for s, pem in registered.items()}
     custodian.put_wrapped_keys(secret.key_id_hex, secret.params.name, blobs)
     for site, pair in site_keys.items():
-        fetched = _keys(crypto_server, federation_pki, site).fetch_secret(site, pair)
+        fetched = _keys(crypto_server, federation_pki, site).fetch_secret(
+            site, pair, CUSTODIAN.public_key)
         assert np.array_equal(fetched.coefficients, secret.coefficients)
     aggregator = _keys(crypto_server, federation_pki, "aggregator")
     assert aggregator.site_approved("main-campus")
@@ -68,12 +72,54 @@ def test_sites_register_custodian_wraps_and_each_site_unwraps_its_own_copy(
     assert not aggregator.site_approved("main-campus", "0" * 32)
 
 
+def test_the_central_side_cannot_make_a_site_use_a_secret_of_its_own(
+        crypto_server: RunningServer, federation_pki: Path, tmp_path: Path) -> None:
+    """The central side holds every site's X25519 public key and the key service's files. It
+    makes an LWE secret of its own under the active key id, wraps it for the site exactly as the
+    custodian would (signed with a key of its own) and writes it over the site's blob in the key
+    service's SQLite. Were the site to accept it, the central side would decrypt every upload.
+    The site's fetch must refuse it, as it refuses a genuine blob made for another site and an
+    old unsigned (version-1) blob; the custodian's own blob still opens."""
+    import dataclasses
+    import sqlite3
+
+    pair = generate_site_key_pair()
+    site = _keys(crypto_server, federation_pki, "main-campus")
+    site.register_site_key(pair.public_pem())
+    genuine = generate_secret_key()
+    _keys(crypto_server, federation_pki, "custodian").put_wrapped_keys(
+        genuine.key_id_hex, genuine.params.name,
+        {"main-campus": wrap_secret(genuine, "main-campus", pair.public_key, CUSTODIAN)})
+    assert site.fetch_secret("main-campus", pair, CUSTODIAN.public_key).key_id == genuine.key_id
+
+    database = tmp_path / "state" / "keys.sqlite"
+    with sqlite3.connect(database) as db:
+        (site_public,) = db.execute("SELECT public_key_pem FROM site_keys WHERE site = ?",
+                                    ("main-campus",)).fetchone()
+    chosen = dataclasses.replace(generate_secret_key(), key_id=genuine.key_id)
+    forgeries = {
+        "its own signing key": wrap_secret(chosen, "main-campus", load_public_key(site_public),
+                                           generate_custodian_key()),
+        "the custodian's blob for another site": wrap_secret(
+            genuine, "optical-valley", load_public_key(site_public), CUSTODIAN),
+    }
+    signed = wrap_secret(chosen, "main-campus", load_public_key(site_public), CUSTODIAN)
+    forgeries["an unsigned version-1 blob"] = b"\x01" + signed[1:-64]
+    for how, blob in forgeries.items():
+        with sqlite3.connect(database) as db:
+            db.execute("UPDATE wrapped_keys SET blob = ? WHERE key_id = ? AND site = ?",
+                       (blob, genuine.key_id_hex, "main-campus"))
+        with pytest.raises(KeyWrapError) as refused:
+            site.fetch_secret("main-campus", pair, CUSTODIAN.public_key)
+        assert "custodian" in str(refused.value), how
+
+
 def test_the_key_service_stores_nothing_that_is_the_secret(
         crypto_server: RunningServer, federation_pki: Path, tmp_path: Path) -> None:
     pair = generate_site_key_pair()
     _keys(crypto_server, federation_pki, "main-campus").register_site_key(pair.public_pem())
     secret = generate_secret_key()
-    blob = wrap_secret(secret, "main-campus", pair.public_key)
+    blob = wrap_secret(secret, "main-campus", pair.public_key, CUSTODIAN)
     _keys(crypto_server, federation_pki, "custodian").put_wrapped_keys(
         secret.key_id_hex, secret.params.name, {"main-campus": blob})
     crypto_server.stop(0)
@@ -119,16 +165,18 @@ def test_rotation_activates_a_new_key_id_and_keeps_the_old_one_fetchable(
     old, new = generate_secret_key(), generate_secret_key("rlwe-n4096-q64")
     for secret in (old, new):
         custodian.put_wrapped_keys(secret.key_id_hex, secret.params.name,
-                                   {"nccid-uk": wrap_secret(secret, "nccid-uk", pair.public_key)})
+                                   {"nccid-uk": wrap_secret(secret, "nccid-uk", pair.public_key,
+                                                            CUSTODIAN)})
     assert site.active_key() == (new.key_id_hex, "rlwe-n4096-q64")
-    assert site.fetch_secret("nccid-uk", pair).key_id == new.key_id
-    assert site.fetch_secret("nccid-uk", pair, old.key_id_hex).key_id == old.key_id
+    assert site.fetch_secret("nccid-uk", pair, CUSTODIAN.public_key).key_id == new.key_id
+    assert site.fetch_secret("nccid-uk", pair, CUSTODIAN.public_key,
+                             old.key_id_hex).key_id == old.key_id
 
 
 def test_wrapping_for_an_unregistered_site_is_refused(crypto_server: RunningServer,
                                                       federation_pki: Path) -> None:
     secret = generate_secret_key()
-    blob = wrap_secret(secret, "nowhere", generate_site_key_pair().public_key)
+    blob = wrap_secret(secret, "nowhere", generate_site_key_pair().public_key, CUSTODIAN)
     with pytest.raises(CryptoServiceError) as refused:
         _keys(crypto_server, federation_pki, "custodian").put_wrapped_keys(
             secret.key_id_hex, secret.params.name, {"nowhere": blob})

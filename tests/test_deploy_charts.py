@@ -34,9 +34,12 @@ RELEASE, NAMESPACE = "fed", "ucadi"
 
 CENTRAL_REQUIRED: dict[str, Any] = {"federation": {"encryption": {"enabled": True,
                                                                   "keyId": "lwe-2026-01"}}}
+# The public key of RFC 8032's first Ed25519 test vector: a well-formed custodian key.
+CUSTODIAN_KEY = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
 SITE_REQUIRED: dict[str, Any] = {
     "site": {"name": "main-campus"},
-    "federation": {"aggregator": "central.example.org:7443", "crypto": "keys.example.org:7444"},
+    "federation": {"aggregator": "central.example.org:7443", "crypto": "keys.example.org:7444",
+                   "custodianKey": CUSTODIAN_KEY},
 }
 
 

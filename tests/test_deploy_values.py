@@ -10,6 +10,7 @@ import yaml
 from test_deploy_charts import (
     CENTRAL,
     CENTRAL_CASES,
+    CUSTODIAN_KEY,
     NAMESPACE,
     RELEASE,
     SITE,
@@ -168,6 +169,7 @@ def test_generated_config_files_carry_ports_paths_and_operator_overrides() -> No
     assert trainer["server"]["crypto_address"] == "keys.example.org:7444"
     assert trainer["server"]["address"] == "0.0.0.0:7445"
     assert trainer["site"]["manifest"] == "/data/manifest.csv"
+    assert trainer["site"]["custodian_key"] == CUSTODIAN_KEY
     inference = config_file(site, "inference")
     assert inference["server"]["address"] == "0.0.0.0:8001"
     assert inference["batching"] == {"max_batch": 2, "max_delay_ms": 10, "max_queue": 64}
@@ -255,6 +257,11 @@ BAD_VALUES = [
     pytest.param(SITE, {"site": {"name": "main-campus"}}, "aggregator", id="missing-endpoints"),
     pytest.param(SITE, with_site({"federation": {"aggregator": "no-port"}}),
                  "/federation/aggregator", id="endpoint-without-port"),
+    pytest.param(SITE, {"site": {"name": "main-campus"}, "federation": {
+        "aggregator": "central.example.org:7443", "crypto": "keys.example.org:7444"}},
+                 "custodianKey", id="missing-custodian-key"),
+    pytest.param(SITE, with_site({"federation": {"custodianKey": "d75a98"}}),
+                 "/federation/custodianKey", id="custodian-key-not-64-hex"),
     pytest.param(SITE, with_site({"site": {"name": "Main Campus"}}), "/site/name",
                  id="site-name-not-dns"),
     pytest.param(CENTRAL, with_central({"podSecurityContext": {"runAsNonRoot": False}}),

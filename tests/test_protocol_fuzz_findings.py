@@ -23,6 +23,7 @@ from services.trainer.keys import obtain_secret
 from services.trainer.server import TrainerServicer
 from ucadi.errors import UcadiError
 from ucadi.lwe import generate_secret_key
+from ucadi.lwe.custodian import generate_custodian_key
 from ucadi.ops.serving import RunningServer, serve
 from ucadi.ops.tls import TLSFiles, secure_channel
 from ucadi.v1 import trainer_pb2, trainer_pb2_grpc
@@ -120,5 +121,6 @@ def test_a_site_asked_to_leave_while_waiting_for_its_key_stops_without_an_error(
     leave = threading.Event()
     threading.Timer(1.0, leave.set).start()
     secret = obtain_secret(crypto_server.target, TLSFiles.from_dir(federation_pki / "nccid-uk"),
-                           tmp_path, wait_s=60, cancelled=leave)
+                           tmp_path, wait_s=60, custodian=generate_custodian_key().public_key,
+                           cancelled=leave)
     assert secret is None, "no KeyNotApprovedError claiming it waited 60 s"

@@ -77,3 +77,19 @@ def test_the_trainer_takes_central_endpoints_from_its_startup_kit_unless_set(
     out = capsys.readouterr().out
     assert f"aggregator_address: central.example.org:7443  # in {kit / 'endpoints.yaml'}" in out
     assert "crypto_address: 10.0.0.9:7444  # flag --crypto" in out
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("", "setting site.custodian_key is required"),
+    ("0123", "setting site.custodian_key (flag --custodian-key): custodian key '0123' is not "
+             "64 hex digits"),
+])
+def test_a_trainer_without_a_valid_custodian_key_does_not_start(
+        value: str, message: str, federation_pki: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Without the custodian's public key a site could not tell the custodian's wrapped key from
+    one the central side made: the trainer refuses to start, naming the setting."""
+    flags = ["--custodian-key", value] if value else []
+    assert main(["serve", "trainer", "--tls-dir", str(federation_pki / "main-campus"),
+                 *flags]) == 2
+    assert message in capsys.readouterr().err

@@ -14,6 +14,7 @@ from services.trainer.cipher import SiteCipher
 from services.trainer.client import FederationClient
 from ucadi.learn.server_opt import announced_optimization
 from ucadi.lwe import generate_secret_key
+from ucadi.lwe.custodian import generate_custodian_key
 from ucadi.lwe.keywrap import generate_site_key_pair, wrap_secret
 from ucadi.model.layout import ParameterLayout, initial_model
 from ucadi.ops.config import load_config
@@ -45,7 +46,7 @@ def test_an_upload_is_one_trace_across_site_aggregator_and_crypto(tmp_path, fede
     crypto_pb2_grpc.KeyServiceStub(channel).PutWrappedKeys(crypto_pb2.PutWrappedKeysRequest(
         key_id=secret.key_id_hex, parameter_set=secret.params.name, activate=True,
         blobs=[crypto_pb2.WrappedBlob(site="main-campus", blob=wrap_secret(
-            secret, "main-campus", site_keys.public_key))]), timeout=10)
+            secret, "main-campus", site_keys.public_key, generate_custodian_key()))]), timeout=10)
     channel.close()
     config = load_config(DEFAULTS)
     config["federation"].update(min_sites=1, total_rounds=1)

@@ -2,7 +2,10 @@
 service, wait for the key custodian to wrap the secret for it, unwrap it locally.
 
 The site's X25519 private key and the unwrapped secret stay in the site's work folder (mode
-0600); the key service only ever sees the public key and the wrapped blob.
+0600); the key service only ever sees the public key and the wrapped blob. A blob is accepted
+only when the key custodian's signature on it verifies under `site.custodian_key`: a blob the
+central side made itself (it holds every site's public key) is logged and refused, and the site
+keeps waiting for the custodian's.
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ import time
 from pathlib import Path
 
 import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ucadi.errors import UcadiError
+from ucadi.lwe.errors import KeyWrapError
 from ucadi.lwe.keys import SecretKey
 from ucadi.lwe.keywrap import PRIVATE_KEY_FILE, SiteKeyPair, generate_site_key_pair
 from ucadi.ops.serving import grpc_options
@@ -45,15 +50,17 @@ def site_key_pair(work_dir: Path) -> SiteKeyPair:
 
 
 def obtain_secret(crypto_target: str, tls: TLSFiles, work_dir: Path, wait_s: float,
+                  custodian: Ed25519PublicKey,
                   cancelled: threading.Event | None = None) -> SecretKey | None:
-    """Register our public key, then wait for and unwrap the active LWE secret; None when
-    `cancelled` is set first (the site was asked to leave)."""
+    """Register our public key, then wait for and unwrap the active LWE secret, signed by the
+    `custodian`; None when `cancelled` is set first (the site was asked to leave)."""
     site = identity_from_pem(tls.cert.read_bytes()).name
     pair = site_key_pair(work_dir)
     channel = secure_channel(crypto_target, tls, options=tuple(grpc_options()))
     keys = KeyClient(channel)
     deadline = time.monotonic() + wait_s
     registered = refusal_logged = False
+    forged: set[str] = set()
     try:
         while time.monotonic() < deadline and not (cancelled and cancelled.is_set()):
             try:
@@ -63,7 +70,14 @@ def obtain_secret(crypto_target: str, tls: TLSFiles, work_dir: Path, wait_s: flo
                     log.info("%s registered its X25519 key, fingerprint %s: read it to the key "
                              "custodian out of band (they pin it, then wrap the federation key "
                              "for this site); waiting", site, reply.fingerprint)
-                secret = keys.fetch_secret(site, pair)
+                try:
+                    secret = keys.fetch_secret(site, pair, custodian)
+                except KeyWrapError as exc:  # not the custodian's: never use it, keep waiting
+                    if str(exc) not in forged:
+                        forged.add(str(exc))
+                        log.error("%s: %s", site, exc)
+                    time.sleep(POLL_S)
+                    continue
                 secret.save(Path(work_dir) / "keys" / f"lwe-{secret.key_id_hex}.key")
                 log.info("%s unwrapped LWE key %s (%s)", site, secret.key_id_hex,
                          secret.params.name)
@@ -80,5 +94,6 @@ def obtain_secret(crypto_target: str, tls: TLSFiles, work_dir: Path, wait_s: flo
         channel.close()
     if cancelled is not None and cancelled.is_set():
         return None
+    refused = f" (refused: {'; '.join(sorted(forged))})" if forged else ""
     raise KeyNotApprovedError(f"no wrapped key for site {site!r} after {wait_s:.0f} s: the "
-                              "custodian must run `ucadi keys wrap` for this site")
+                              f"custodian must run `ucadi keys wrap` for this site{refused}")

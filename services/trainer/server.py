@@ -10,13 +10,16 @@ from typing import Any
 import grpc
 import torch
 import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from services.trainer.agent import AgentSettings, AgentStatus, SiteAgent
 from services.trainer.cipher import SiteCipher
 from services.trainer.client import FederationClient
 from services.trainer.keys import obtain_secret
 from ucadi.errors import UcadiError
-from ucadi.ops.config import DEFAULT_SOURCE, load_config
+from ucadi.lwe.custodian import custodian_public_key
+from ucadi.lwe.errors import KeyWrapError
+from ucadi.ops.config import DEFAULT_SOURCE, ConfigError, load_config
 from ucadi.ops.logs import name_service
 from ucadi.ops.pki_cli import ENDPOINTS_FILE
 from ucadi.ops.serving import grpc_errors, serve, set_on_stop_signal
@@ -46,6 +49,10 @@ DEFAULTS: dict[str, Any] = {
         # Refuse a global sum of fewer distinct sites than this, whatever the federation
         # announces as its min_sites (a sum of one other site's update exposes that update).
         "min_sum_sites": 2,
+        # The key custodian's Ed25519 public key (64 hex digits, from the custodian out of
+        # band: `ucadi keys create` prints it). Required: the site accepts only a wrapped LWE
+        # key signed with it, so the central side cannot hand the site a key of its own.
+        "custodian_key": "",
     },
     "server": {
         "address": "127.0.0.1:7445",
@@ -109,6 +116,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="seed of the site's sampling, shuffling and "
                                                  "DropBlock masks (default 0)")
     parser.add_argument("--tls-dir", help="the site's startup kit (ca.crt, tls.crt, tls.key)")
+    parser.add_argument("--custodian-key", help="the key custodian's Ed25519 public key "
+                                                "(64 hex digits)")
     parser.add_argument("--aggregator", help="aggregator HOST:PORT")
     parser.add_argument("--crypto", help="crypto service HOST:PORT")
     parser.add_argument("--address", help="status service HOST:PORT")
@@ -121,6 +130,7 @@ FLAG_SETTINGS = {
     "manifest": ("site", "manifest"), "model_dir": ("site", "model_dir"),
     "work_dir": ("site", "work_dir"), "device": ("site", "device"),
     "threads": ("site", "threads"), "seed": ("site", "seed"), "tls_dir": ("server", "tls_dir"),
+    "custodian_key": ("site", "custodian_key"),
     "aggregator": ("server", "aggregator_address"), "crypto": ("server", "crypto_address"),
     "address": ("server", "address"), "metrics_address": ("server", "metrics_address"),
 }
@@ -152,6 +162,20 @@ def complete_config(config: dict[str, Any], sources: dict[str, str]) -> None:
             sources[f"server.{key}"] = f"in {kit}"
 
 
+def _custodian_key(value: str, sources: dict[str, str]) -> Ed25519PublicKey:
+    """site.custodian_key, parsed; ConfigError naming the setting when unset or malformed."""
+    if not value.strip():
+        raise ConfigError("setting site.custodian_key is required: the key custodian's Ed25519 "
+                          "public key, 64 hex digits (`ucadi keys create` prints it; also in the "
+                          "custodian's custodian_ed25519.pub); set it in the config, "
+                          "UCADI_SITE__CUSTODIAN_KEY or --custodian-key")
+    try:
+        return custodian_public_key(value)
+    except KeyWrapError as exc:
+        where = sources.get("site.custodian_key", DEFAULT_SOURCE)
+        raise ConfigError(f"setting site.custodian_key ({where}): {exc}") from None
+
+
 def resolve_device(name: str) -> str:
     """'auto' -> cuda when available, else cpu."""
     if name == "auto":
@@ -166,6 +190,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     _apply_flags(config, args, sources)
     complete_config(config, sources)
     site_cfg, server_cfg = config["site"], config["server"]
+    custodian = _custodian_key(site_cfg["custodian_key"], sources)
     tls = TLSFiles.from_dir(Path(server_cfg["tls_dir"]))
     site = identity_from_pem(tls.cert.read_bytes()).name
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s trainer[{site}] %(message)s")
@@ -190,7 +215,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     try:
         status.phase = "waiting_for_key"
         secret = obtain_secret(server_cfg["crypto_address"], tls, work_dir,
-                               wait_s=float(server_cfg["key_wait_s"]),
+                               wait_s=float(server_cfg["key_wait_s"]), custodian=custodian,
                                cancelled=status.leave_requested)
         if secret is None:
             status.phase = "left"

@@ -18,6 +18,7 @@ import yaml
 from ucadi.demo.processes import ServiceProcess, start_service
 from ucadi.errors import UcadiError
 from ucadi.lwe import generate_secret_key
+from ucadi.lwe.custodian import CustodianKey, ensure_custodian_key
 from ucadi.lwe.keys import SecretKey
 from ucadi.lwe.keywrap import PUBLIC_KEY_FILE, fingerprint, load_public_key, wrap_secret
 from ucadi.lwe.pins import PINS_FILE, SitePins
@@ -103,7 +104,14 @@ class LocalFederation:
 
             self.secret = generate_secret_key(self.plan.parameter_set or DEFAULT_PARAMETER_SET)
             self.secret.save(path)
+        ensure_custodian_key(self.root / "custodian")
         return self.secret
+
+    @property
+    def custodian(self) -> CustodianKey:
+        """The custodian's signing key (made by create_key); sites are configured with its
+        public half."""
+        return CustodianKey.load(self.root / "custodian")
 
     # -- processes -----------------------------------------------------------------------
     def start_crypto(self) -> ServiceProcess:
@@ -166,7 +174,7 @@ class LocalFederation:
             "--manifest", str(self.plan.manifest), "--model-dir", str(site_dir / "models"),
             "--work-dir", str(site_dir / "work"), "--device", "cpu",
             "--threads", str(self.plan.trainer_threads), "--seed", str(self.plan.site_seed),
-            "--tls-dir", str(self.pki / site),
+            "--tls-dir", str(self.pki / site), "--custodian-key", self.custodian.public_hex(),
             "--aggregator", self.processes["aggregator"].target,
             "--crypto", self.processes["crypto"].target, "--address", "127.0.0.1:0",
             "--metrics-address", "127.0.0.1:0"], self.logs)
@@ -188,6 +196,7 @@ class LocalFederation:
         pending = set(sites)
         deadline = time.monotonic() + timeout
         pins = SitePins(self.root / "custodian" / PINS_FILE)
+        custodian = self.custodian
         try:
             while pending:
                 registered = keys.site_keys()
@@ -198,7 +207,8 @@ class LocalFederation:
                     pins.check(site, fingerprint(registered[site]))
                 if ready:
                     keys.put_wrapped_keys(self.secret.key_id_hex, self.secret.params.name, {
-                        site: wrap_secret(self.secret, site, load_public_key(registered[site]))
+                        site: wrap_secret(self.secret, site, load_public_key(registered[site]),
+                                          custodian)
                         for site in ready})
                     pending -= set(ready)
                 if pending and time.monotonic() > deadline:

@@ -1,6 +1,8 @@
 """`ucadi keys`: the key custodian's and sites' key commands.
 
-Custodian:  keys create --out DIR          new LWE secret (kept by the custodian only)
+Custodian:  keys create --out DIR          new LWE secret (kept by the custodian only), and the
+                                           custodian's Ed25519 signing key if DIR has none
+            keys custodian-init --out DIR  the signing key alone (a folder from before it)
             keys pin --site S --fingerprint F --pins FILE
                                            pin a site's key fingerprint, heard from the site
             keys wrap --secret FILE ...    wrap it for registered, pinned sites, upload, activate
@@ -12,7 +14,10 @@ Site:       keys site-init --out DIR       X25519 key pair; prints the fingerpri
             keys fetch ...                 fetch + unwrap this site's copy of the secret
 
 The custodian wraps only for keys whose fingerprint it pinned (ucadi/lwe/pins.py): a key the
-key service lists but the site never confirmed out of band gets nothing.
+key service lists but the site never confirmed out of band gets nothing. The custodian signs
+every wrapped key with its Ed25519 key (ucadi/lwe/custodian.py), whose public half each site
+configures (`site.custodian_key`, `keys fetch --custodian-key`): a site opens no key the central
+side could have made.
 """
 
 from __future__ import annotations
@@ -22,6 +27,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ucadi.errors import CommandError
+from ucadi.lwe.custodian import (
+    PUBLIC_KEY_FILE as CUSTODIAN_PUBLIC_FILE,
+)
+from ucadi.lwe.custodian import (
+    CustodianKey,
+    custodian_public_key,
+    ensure_custodian_key,
+)
+from ucadi.lwe.errors import KeyWrapError
 from ucadi.lwe.keys import SecretKey, generate_secret_key
 from ucadi.lwe.keywrap import (
     PUBLIC_KEY_FILE,
@@ -51,7 +65,16 @@ def _key_client(args: argparse.Namespace) -> KeyClient:
     return KeyClient(channel)
 
 
-def _wrap_and_upload(args: argparse.Namespace, secret: SecretKey, pins_path: Path) -> int:
+def _custodian(folder: Path) -> CustodianKey:
+    try:
+        return CustodianKey.load(folder)
+    except KeyWrapError as exc:
+        raise CommandError(f"{exc} (the custodian's signing key, kept beside the LWE secret; "
+                           "sites accept only wrapped keys it signed)") from None
+
+
+def _wrap_and_upload(args: argparse.Namespace, secret: SecretKey, pins_path: Path,
+                     custodian: CustodianKey) -> int:
     client = _key_client(args)
     registered = client.site_keys()
     wanted = [s for s in args.sites.split(",") if s] if args.sites else sorted(registered)
@@ -68,7 +91,7 @@ def _wrap_and_upload(args: argparse.Namespace, secret: SecretKey, pins_path: Pat
             refused.append(str(exc))
     if refused:
         raise CommandError("; ".join(refused) + f" (pins: {pins_path}); nothing was wrapped")
-    blobs = {site: wrap_secret(secret, site, load_public_key(registered[site]))
+    blobs = {site: wrap_secret(secret, site, load_public_key(registered[site]), custodian)
              for site in wanted}
     reply = client.put_wrapped_keys(secret.key_id_hex, secret.params.name, blobs,
                                     activate=not args.no_activate)
@@ -84,12 +107,26 @@ def _create(args: argparse.Namespace) -> int:
     secret = generate_secret_key(args.parameter_set)
     secret.save(path)
     print(f"created LWE secret {secret.key_id_hex} ({secret.params.name}) at {path}")
+    _announce_custodian_key(Path(args.out))
+    return 0
+
+
+def _announce_custodian_key(folder: Path) -> None:
+    custodian, created = ensure_custodian_key(folder)
+    print(f"{'created' if created else 'kept'} the custodian signing key in {folder}; its public "
+          f"key, which every site configures as site.custodian_key (read it out of band), is:")
+    print(custodian.public_hex())
+
+
+def _custodian_init(args: argparse.Namespace) -> int:
+    _announce_custodian_key(Path(args.out))
     return 0
 
 
 def _wrap(args: argparse.Namespace) -> int:
     pins = args.pins or Path(args.secret).parent / PINS_FILE
-    return _wrap_and_upload(args, SecretKey.load(args.secret), pins)
+    custodian = _custodian(args.custodian or Path(args.secret).parent)
+    return _wrap_and_upload(args, SecretKey.load(args.secret), pins, custodian)
 
 
 def _pin(args: argparse.Namespace) -> int:
@@ -114,6 +151,7 @@ def _approve_key(args: argparse.Namespace) -> int:
 
 
 def _rotate(args: argparse.Namespace) -> int:
+    custodian = _custodian(args.custodian or Path(args.out))
     path = Path(args.out) / SECRET_FILE
     if path.exists():
         old = SecretKey.load(path)
@@ -123,7 +161,7 @@ def _rotate(args: argparse.Namespace) -> int:
     secret = generate_secret_key(args.parameter_set)
     secret.save(path)
     print(f"created LWE secret {secret.key_id_hex} ({secret.params.name}) at {path}")
-    return _wrap_and_upload(args, secret, args.pins or Path(args.out) / PINS_FILE)
+    return _wrap_and_upload(args, secret, args.pins or Path(args.out) / PINS_FILE, custodian)
 
 
 def _site_init(args: argparse.Namespace) -> int:
@@ -149,8 +187,16 @@ def _register(args: argparse.Namespace) -> int:
 def _fetch(args: argparse.Namespace) -> int:
     from ucadi.ops.tls import TLSFiles, identity_from_pem
 
+    try:
+        custodian = custodian_public_key(args.custodian_key)
+    except KeyWrapError as exc:
+        raise CommandError(f"--custodian-key: {exc}") from None
     site = identity_from_pem(TLSFiles.from_dir(args.tls).cert.read_bytes()).name
-    secret = _key_client(args).fetch_secret(site, SiteKeyPair.load(args.site_keys), args.key_id)
+    try:
+        secret = _key_client(args).fetch_secret(site, SiteKeyPair.load(args.site_keys),
+                                                custodian, args.key_id)
+    except KeyWrapError as exc:
+        raise CommandError(str(exc)) from None
     secret.save(Path(args.out))
     print(f"site {site}: unwrapped key {secret.key_id_hex} ({secret.params.name}) to {args.out}")
     return 0
@@ -176,6 +222,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     create.add_argument("--force", action="store_true", help="replace an existing secret")
     create.set_defaults(func=_create)
 
+    custodian_init = sub.add_parser("custodian-init", help="the custodian's Ed25519 signing key "
+                                                           "(custodian; `create` makes it too)")
+    custodian_init.add_argument("--out", required=True, type=Path, help="custodian key folder")
+    custodian_init.set_defaults(func=_custodian_init)
+
     for name, handler, help_text in (("wrap", _wrap, "wrap the secret for sites and upload"),
                                      ("rotate", _rotate, "new key id, wrap and activate it")):
         action = sub.add_parser(name, help=help_text)
@@ -193,6 +244,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action.add_argument("--pins", type=Path, default=None,
                             help=f"the custodian's pinned fingerprints (default: {PINS_FILE} "
                                  "beside the secret)")
+        action.add_argument("--custodian", type=Path, default=None,
+                            help="folder of the custodian signing key (default: the secret's "
+                                 "folder)")
         action.set_defaults(func=handler)
 
     pin = sub.add_parser("pin", help="pin a site's key fingerprint, heard out of band "
@@ -226,5 +280,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fetch.add_argument("--site-keys", required=True, type=Path, help="folder of site-init")
     fetch.add_argument("--out", required=True, type=Path, help="where to write the secret")
     fetch.add_argument("--key-id", default="", help="key id (default: the active key)")
+    fetch.add_argument("--custodian-key", required=True,
+                       help="the key custodian's Ed25519 public key, 64 hex digits, heard from "
+                            f"the custodian out of band (its {CUSTODIAN_PUBLIC_FILE})")
     _server_options(fetch)
     fetch.set_defaults(func=_fetch)

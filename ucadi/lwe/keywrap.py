@@ -3,9 +3,14 @@
 The custodian wraps the secret separately for each approved site's X25519 public key with a
 fresh ephemeral key pair; the key service stores the blobs and can open none of them. The
 associated data binds a blob to its key id and site name, so a blob replayed under another
-key id or handed to another site fails to open.
+key id or handed to another site fails to open. The custodian signs each blob with its Ed25519
+key (`custodian.py`) and a site opens only a blob whose signature verifies under the custodian
+key it was configured with: whoever holds the sites' public keys (the key service does) can
+encrypt to them, but only the custodian can make a blob a site accepts.
 
-Blob layout: version u8 | ephemeral public key (32 B) | nonce (12 B) | AES-GCM ciphertext+tag.
+Blob layout (version 2): version u8 | ephemeral public key (32 B) | nonce (12 B) |
+AES-GCM ciphertext+tag | Ed25519 signature (64 B) over the domain tag, key id, site name and
+everything before the signature. Version 1 (unsigned) blobs are refused.
 """
 
 from __future__ import annotations
@@ -17,14 +22,17 @@ from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from ucadi.lwe.custodian import SIGNATURE_BYTES, CustodianKey, verify
 from ucadi.lwe.errors import KeyWrapError
+from ucadi.lwe.keyfiles import read_private_key, write_private_key
 from ucadi.lwe.keys import SecretKey
 
-WRAP_VERSION = 1
+WRAP_VERSION = 2
 _PUBLIC_BYTES = 32
 _NONCE_BYTES = 12
 _HKDF_INFO = b"ucadi/lwe-secret-wrap/v1"
@@ -50,14 +58,7 @@ class SiteKeyPair:
     def save(self, directory: Path) -> tuple[Path, Path]:
         """Write the private key (mode 0600) and public key PEM files into `directory`."""
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        private_path = directory / PRIVATE_KEY_FILE
-        pem = self.private_key.private_bytes(serialization.Encoding.PEM,
-                                             serialization.PrivateFormat.PKCS8,
-                                             serialization.NoEncryption())
-        fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(pem)
+        private_path = write_private_key(directory / PRIVATE_KEY_FILE, self.private_key)
         public_path = directory / PUBLIC_KEY_FILE
         public_path.write_bytes(self.public_pem())
         return private_path, public_path
@@ -65,13 +66,8 @@ class SiteKeyPair:
     @classmethod
     def load(cls, directory: Path) -> SiteKeyPair:
         """Read the private key written by `save`."""
-        path = Path(directory) / PRIVATE_KEY_FILE
-        if not path.is_file():
-            raise KeyWrapError(f"no site key at {path}; create one with `ucadi keys site-init`")
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        if not isinstance(key, X25519PrivateKey):
-            raise KeyWrapError(f"{path} is not an X25519 private key")
-        return cls(key)
+        return cls(read_private_key(Path(directory) / PRIVATE_KEY_FILE, X25519PrivateKey,
+                                    "ucadi keys site-init --out DIR"))
 
 
 def generate_site_key_pair() -> SiteKeyPair:
@@ -115,22 +111,41 @@ def _raw(key: X25519PublicKey) -> bytes:
     return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
-def wrap_secret(secret: SecretKey, site: str, site_public: X25519PublicKey) -> bytes:
-    """Encrypt the serialized secret for one site (fresh ephemeral key and nonce)."""
+def _signed_message(key_id: bytes, site: str, body: bytes) -> bytes:
+    return b"ucadi-lwe-key-signature|" + key_id + b"|" + site.encode() + b"|" + body
+
+
+def wrap_secret(secret: SecretKey, site: str, site_public: X25519PublicKey,
+                custodian: CustodianKey) -> bytes:
+    """Encrypt the serialized secret for one site (fresh ephemeral key and nonce) and sign the
+    blob with the custodian's key."""
     ephemeral = X25519PrivateKey.generate()
     ephemeral_raw = _raw(ephemeral.public_key())
     key = _derive(ephemeral.exchange(site_public), ephemeral_raw, _raw(site_public))
     nonce = os.urandom(_NONCE_BYTES)
     sealed = AESGCM(key).encrypt(nonce, secret.to_bytes(),
                                  _associated_data(secret.key_id, site))
-    return bytes([WRAP_VERSION]) + ephemeral_raw + nonce + sealed
+    body = bytes([WRAP_VERSION]) + ephemeral_raw + nonce + sealed
+    return body + custodian.sign(_signed_message(secret.key_id, site, body))
 
 
-def unwrap_secret(blob: bytes, key_id: bytes, site: str, site_keys: SiteKeyPair) -> SecretKey:
-    """Open a wrapped secret with the site's private key; KeyWrapError if it does not open."""
+def unwrap_secret(blob: bytes, key_id: bytes, site: str, site_keys: SiteKeyPair,
+                  custodian_public: Ed25519PublicKey) -> SecretKey:
+    """Check the custodian's signature, then open a wrapped secret with the site's private key;
+    KeyWrapError if either fails."""
     header = 1 + _PUBLIC_BYTES + _NONCE_BYTES
-    if len(blob) <= header or blob[0] != WRAP_VERSION:
+    if blob[:1] == b"\x01":
+        raise KeyWrapError("the wrapped key is an unsigned version-1 blob; sites accept only "
+                           "blobs signed by the custodian: the custodian re-runs `ucadi keys "
+                           "wrap` (which signs with its custodian key)")
+    if len(blob) <= header + SIGNATURE_BYTES or blob[0] != WRAP_VERSION:
         raise KeyWrapError(f"not a version-{WRAP_VERSION} wrapped key ({len(blob)} bytes)")
+    body, signature = blob[:-SIGNATURE_BYTES], blob[-SIGNATURE_BYTES:]
+    if not verify(custodian_public, signature, _signed_message(key_id, site, body)):
+        raise KeyWrapError(f"wrapped key {key_id.hex()} for site {site!r} is not signed by the "
+                           "configured key custodian (site.custodian_key): refusing it; whoever "
+                           "made it could read this site's updates")
+    blob = body
     ephemeral_raw = blob[1:1 + _PUBLIC_BYTES]
     nonce = blob[1 + _PUBLIC_BYTES:header]
     ephemeral = X25519PublicKey.from_public_bytes(ephemeral_raw)

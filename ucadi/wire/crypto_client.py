@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ucadi.errors import UcadiError
 from ucadi.lwe.blocks import ceil_div
@@ -99,10 +100,12 @@ class KeyClient:
             site=site, key_id=key_id)))
         return reply.approved
 
-    def fetch_secret(self, site: str, site_keys: SiteKeyPair, key_id: str = "") -> SecretKey:
-        """Fetch and unwrap this site's copy of the LWE secret."""
+    def fetch_secret(self, site: str, site_keys: SiteKeyPair, custodian: Ed25519PublicKey,
+                     key_id: str = "") -> SecretKey:
+        """Fetch this site's copy of the LWE secret, check the custodian signed it, unwrap it."""
         wrapped = self.wrapped_key(key_id)
-        return unwrap_secret(wrapped.blob, bytes.fromhex(wrapped.key_id), site, site_keys)
+        return unwrap_secret(wrapped.blob, bytes.fromhex(wrapped.key_id), site, site_keys,
+                             custodian)
 
 
 def _max_sum_bytes(status: crypto_pb2.RoundStatus) -> int:
