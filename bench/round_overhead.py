@@ -86,8 +86,8 @@ def _site_rounds(site: str, pki: str, aggregator: str, crypto: str, work: str, e
 
     from services.trainer.cipher import AnnouncedSum, RoundContext, SiteCipher
     from services.trainer.client import FederationClient
-    from services.trainer.keys import obtain_secret
-    from services.trainer.masking import SiteMasks, unmasker
+    from services.trainer.keys import obtain_secret, site_identity
+    from services.trainer.masking import SiteCredentials, SiteMasks, unmasker
     from ucadi.learn.server_opt import announced_optimization
     from ucadi.lwe.custodian import PUBLIC_KEY_FILE as CUSTODIAN_PUBLIC_FILE
     from ucadi.lwe.custodian import custodian_public_key
@@ -103,13 +103,17 @@ def _site_rounds(site: str, pki: str, aggregator: str, crypto: str, work: str, e
         (Path(pki).parent / "custodian" / CUSTODIAN_PUBLIC_FILE).read_text())
     cipher = SiteCipher(obtain_secret(crypto, tls, Path(work), wait_s=300, custodian=custodian),
                         Path(work) / "lwe") if encrypted else None
+    if masked:
+        identity_keys, identity = site_identity(Path(work))
     joined = client.join(SITE_WEIGHT, "bench")
     layout = joined.model.layout_hash
     rng = np.random.default_rng(sites.index(site))
     vector = rng.normal(0, 0.05, joined.model.value_count)
     folder = Path(work) / "transfers"
     masks = SiteMasks(Path(work) / "masking", site, joined.federation_id,
-                      bytes.fromhex(joined.encryption.key_id)) if masked else None
+                      bytes.fromhex(joined.encryption.key_id),
+                      SiteCredentials(identity_keys.private_key, identity, custodian)
+                      ) if masked else None
 
     def announced(version: int) -> AnnouncedSum:
         return AnnouncedSum(joined.federation_id, version, site, tuple(sites), (), len(sites))

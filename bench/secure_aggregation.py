@@ -28,8 +28,10 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from ucadi.lwe import FixedPointCodec, add, decrypt, encrypt, generate_secret_key
+from ucadi.lwe.custodian import certify_site, generate_custodian_key
 from ucadi.lwe.integrity import SumCheck, encode_site_update
 from ucadi.lwe.masking import (
     MaskingRound,
@@ -37,7 +39,6 @@ from ucadi.lwe.masking import (
     answer_unmasking,
     default_threshold,
     generate_round_keys,
-    open_share_pair,
     recover_round_secrets,
     unmask_sum,
     unmasking_terms,
@@ -109,17 +110,20 @@ def measure(sites: int, dropped: int) -> tuple[RoundFigures, RoundFigures, float
     masked = RoundFigures()
     context = MaskingRound("bench", secret.key_id, 1, tuple(names), default_threshold(sites))
     keys = {n: generate_round_keys() for n in names}
-    advertised = {n: k.public() for n, k in keys.items()}
-    pairings = {n: SitePairing(context, n, keys[n], advertised) for n in names}
+    custodian = generate_custodian_key()  # certifies each site's long-term key, as `keys wrap`
+    identity_keys = {n: X25519PrivateKey.generate() for n in names}
+    advertised = {n: k.public(certify_site(custodian, n, identity_keys[n].public_key()
+                                           .public_bytes_raw())) for n, k in keys.items()}
+    pairings = {n: SitePairing(context, n, keys[n], advertised, identity_keys[n],
+                               custodian.public_key) for n in names}
     sealed, share_times = {}, []
     for n in names:
         sealed[n], seconds = _timed(pairings[n].share_messages)
         share_times.append(seconds)
     received, open_times = {}, []
     for r in names:
-        received[r], seconds = _timed(lambda r=r: {
-            s: open_share_pair(context, keys[r], r, s, advertised[s].share_public, sealed[s][r])
-            for s in names})
+        received[r], seconds = _timed(lambda r=r: pairings[r].open_all(
+            {s: sealed[s][r] for s in names}))
         open_times.append(seconds)
     survivors = set(names[dropped:])
     uploads, mask_times, add_times = {}, [], []

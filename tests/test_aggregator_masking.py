@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from masking_identities import Identities
 from test_aggregator_rounds import LAYOUT, VALUES, Clock, coordinator
 
 from services.aggregator.contracts import SEALED, UNMASKING, RejectedUpload
@@ -22,13 +23,13 @@ from ucadi.lwe.masking import (
     answer_unmasking,
     apply_mask_terms,
     generate_round_keys,
-    open_share_pair,
 )
 from ucadi.lwe.shamir import share_to_bytes
 from ucadi.lwe.stream import decrypt_fedavg_file, encrypt_to_file
 from ucadi.wire import file_digest
 
 PHASE_S = 30.0
+IDENTITIES = Identities()
 
 
 @pytest.fixture(scope="module")
@@ -47,22 +48,22 @@ def test_masked_round_fixes_its_sets_by_deadline_and_seals_to_the_participants_f
     coord.step()
     keys = {site: generate_round_keys() for site in ("a", "b", "c")}
     for site in ("a", "b"):  # c never advertises
-        public = keys[site].public()
-        masks.advertise(site, 1, public.share_public, public.mask_public)
+        public = IDENTITIES.advertise(site, keys[site])
+        masks.advertise(site, 1, public.share_public, public.mask_public, public.identity)
     coord.step()
     assert masks.keys(1)[0].key_set is None, "waits for c until the key phase's deadline"
     clock.now += PHASE_S
     coord.step()
     record, advertised = masks.keys(1)
     assert record.key_set == ["a", "b"] and record.threshold == 2
-    late = keys["c"].public()
+    late = IDENTITIES.advertise("c", keys["c"])
     with pytest.raises(MaskPhaseError, match="fixed without c"):
-        masks.advertise("c", 1, late.share_public, late.mask_public)
+        masks.advertise("c", 1, late.share_public, late.mask_public, late.identity)
     coord.join("d", 5)  # a late joiner cannot take part: it is not waited for
     assert "d" not in coord.view().expected
 
     context = MaskingRound("test-fed", secret.key_id, 1, ("a", "b"), 2)
-    pairings = {s: SitePairing(context, s, keys[s], advertised) for s in ("a", "b")}
+    pairings = {s: IDENTITIES.pairing(context, s, keys[s], advertised) for s in ("a", "b")}
     with pytest.raises(MaskPhaseError, match="exactly the key set"):
         masks.give_shares("a", 1, {"a": b"x"})
     for site, pairing in pairings.items():
@@ -83,9 +84,7 @@ def test_masked_round_fixes_its_sets_by_deadline_and_seals_to_the_participants_f
     assert view.state == UNMASKING and view.survivors == ["a", "b"] and view.dropped == []
 
     for site in ("a", "b"):
-        received = {sender: open_share_pair(context, keys[site], site, sender,
-                                            advertised[sender].share_public, blob)
-                    for sender, blob in masks.shares_for(site, 1)[1].items()}
+        received = pairings[site].open_all(masks.shares_for(site, 1)[1])
         answer = answer_unmasking(context, site, received, ["a", "b"], [])
         seeds = {o: share_to_bytes(v) for o, v in answer.self_seeds.items()}
         with pytest.raises(MaskPhaseError, match="exactly the survivors"):
@@ -132,17 +131,20 @@ def test_phases_refuse_sites_and_rounds_outside_them(tmp_path, secret):
     for site in ("a", "b"):
         coord.join(site, 5)
     coord.step()
-    public = generate_round_keys().public()
+    public = IDENTITIES.advertise("a", generate_round_keys())
+    identity = public.identity
     with pytest.raises(MaskPhaseError, match="not expected"):
-        coord.masks.advertise("z", 1, public.share_public, public.mask_public)
+        coord.masks.advertise("z", 1, public.share_public, public.mask_public, identity)
     with pytest.raises(MaskPhaseError, match="is not collecting"):
-        coord.masks.advertise("a", 2, public.share_public, public.mask_public)
+        coord.masks.advertise("a", 2, public.share_public, public.mask_public, identity)
     with pytest.raises(MaskPhaseError, match="32-byte"):
-        coord.masks.advertise("a", 1, b"short", public.mask_public)
-    coord.masks.advertise("a", 1, public.share_public, public.mask_public)
-    other = generate_round_keys().public()
+        coord.masks.advertise("a", 1, b"short", public.mask_public, identity)
+    with pytest.raises(MaskPhaseError, match="96-byte identity"):
+        coord.masks.advertise("a", 1, public.share_public, public.mask_public, b"")
+    coord.masks.advertise("a", 1, public.share_public, public.mask_public, identity)
+    other = IDENTITIES.advertise("a", generate_round_keys())
     with pytest.raises(MaskPhaseError) as refused:
-        coord.masks.advertise("a", 1, other.share_public, other.mask_public)
+        coord.masks.advertise("a", 1, other.share_public, other.mask_public, other.identity)
     assert refused.value.status == "ALREADY_EXISTS"
     with pytest.raises(MaskPhaseError, match="no unmasking"):
         coord.masks.terms(1)

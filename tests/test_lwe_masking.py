@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from masking_identities import Identities
 
 from ucadi.lwe import FixedPointCodec, fedavg, generate_secret_key
 from ucadi.lwe.integrity import TAG_SLOTS, SumCheck, encode_site_update
@@ -51,6 +52,7 @@ SITES = ("east", "north", "south", "west", "wuhan")  # sorted
 THRESHOLD = 3  # N = 5: up to 2 dropouts
 VALUES = 9_000  # the weight and tag slots cross into the third block of 4096
 WEIGHTS = dict(zip(SITES, (30, 12, 7, 21, 5), strict=True))
+IDENTITIES = Identities()
 
 
 def _context(sites=SITES, threshold=THRESHOLD, round_number=ROUND) -> MaskingRound:
@@ -72,19 +74,18 @@ class SimulatedRound:
     unmasked: dict[str, bytes] = field(default_factory=dict)  # the same, had it not masked
 
     def pairing(self, site: str) -> SitePairing:
-        return SitePairing(self.context, site, self.keys[site], self.advertised)
+        return IDENTITIES.pairing(self.context, site, self.keys[site], self.advertised)
 
 
 def _share_keys(context: MaskingRound) -> SimulatedRound:
     """Advertise keys and share keys: every site of the round takes part."""
     keys = {site: generate_round_keys() for site in context.sites}
-    advertised = {site: k.public() for site, k in keys.items()}
-    sealed = {site: SitePairing(context, site, keys[site], advertised).share_messages()
+    advertised = {site: IDENTITIES.advertise(site, k) for site, k in keys.items()}
+    sealed = {site: IDENTITIES.pairing(context, site, keys[site], advertised).share_messages()
               for site in context.sites}
-    received = {recipient: {sender: open_share_pair(context, keys[recipient], recipient, sender,
-                                                    advertised[sender].share_public,
-                                                    sealed[sender][recipient])
-                            for sender in context.sites}
+    received = {recipient: IDENTITIES.pairing(context, recipient, keys[recipient], advertised
+                                              ).open_all({sender: sealed[sender][recipient]
+                                                          for sender in context.sites})
                 for recipient in context.sites}
     rng = np.random.default_rng(context.round_number)
     vectors = {site: rng.normal(0, 0.3, VALUES).astype(np.float32) for site in context.sites}
@@ -313,9 +314,13 @@ def test_an_honest_site_refuses_answers_that_could_reveal_both_secrets_of_a_site
 def test_sealed_shares_open_only_for_their_recipient_round_and_bytes():
     sim = _share_keys(_context())
     sealed = sim.sealed["east"]["north"]
-    north, share_public = sim.keys["north"], sim.advertised["east"].share_public
-    assert open_share_pair(sim.context, north, "north", "east", share_public, sealed) == (
-        sim.received["north"]["east"])
+    north = sim.keys["north"]
+
+    def opened(context, keys, recipient, blob):
+        return open_share_pair(context, keys, IDENTITIES.key(recipient), recipient, "east",
+                               sim.advertised, blob)
+
+    assert opened(sim.context, north, "north", sealed) == sim.received["north"]["east"]
     altered = sealed[:-1] + bytes([sealed[-1] ^ 1])
     attempts = [(sim.context, north, "north", altered),
                 (_context(round_number=ROUND + 1), north, "north", sealed),
@@ -323,7 +328,57 @@ def test_sealed_shares_open_only_for_their_recipient_round_and_bytes():
                 (sim.context, north, "north", sim.sealed["east"]["south"])]
     for context, keys, recipient, blob in attempts:
         with pytest.raises(MaskingError, match="do not open"):
-            open_share_pair(context, keys, recipient, "east", share_public, blob)
+            opened(context, keys, recipient, blob)
+
+
+def _substituted(sim: SimulatedRound, victim: str, attacker_keys: RoundKeys,
+                 identity: bytes | None = None) -> dict[str, PublicRoundKeys]:
+    """The key set with `victim`'s round keys replaced by the attacker's (and its identity,
+    when given), as a relaying central side would show it to the other sites."""
+    forged = attacker_keys.public(IDENTITIES.identity(victim))
+    if identity is not None:
+        forged = replace(forged, identity=identity)
+    return {**sim.advertised, victim: forged}
+
+
+def test_a_central_side_substituting_a_sites_round_keys_gets_nothing_and_is_caught():
+    """The relaying central side, colluding with t - 1 sites, shows every other site its own
+    round keys in place of `west`'s, hoping to collect the shares sealed for west (and with t
+    of them west's self-mask seed and mask key) and to know every pairwise seed west's peers
+    use with "west". It cannot present west's identity with other keys in any way a site
+    accepts, and the share pairs it receives stay closed to it."""
+    sim = _share_keys(_context())
+    attacker = generate_round_keys()
+    attacker_identity = X25519PrivateKey.generate()  # the central side's own long-term key
+    shown = _substituted(sim, "west", attacker)  # west's real certified identity kept
+
+    # Honest east seals its share pair for "west" under the substituted keys: the central side
+    # opens it with everything it holds (the attacker's round keys, its own identity key, any
+    # colluding site's identity key) and fails, because the key needs west's identity key.
+    east = IDENTITIES.pairing(sim.context, "east", sim.keys["east"], shown)
+    for_west = east.share_messages()["west"]
+    for holder_key in (attacker_identity, IDENTITIES.key("north"), IDENTITIES.key("south")):
+        with pytest.raises(MaskingError, match="do not open"):
+            open_share_pair(sim.context, attacker, holder_key, "west", "east", shown, for_west)
+
+    # A forged identity for west (the central side's own key, signed by anyone but the
+    # custodian) is refused when the pairing is made: the site takes no part in the round.
+    from ucadi.lwe.custodian import certify_site, generate_custodian_key
+
+    raw = attacker_identity.public_key().public_bytes_raw()
+    for forged_identity in (certify_site(generate_custodian_key(), "west", raw).to_bytes(),
+                            IDENTITIES.identity("north").to_bytes(), bytes(96)):
+        with pytest.raises(MaskingError, match="not certified by the configured key custodian"):
+            IDENTITIES.pairing(sim.context, "east", sim.keys["east"],
+                               _substituted(sim, "west", attacker, forged_identity))
+
+    # And the sites that were shown different key sets find out before masking anything:
+    # north (shown the real set) cannot open what east sealed under the substituted one.
+    north = sim.pairing("north")
+    with pytest.raises(MaskingError, match="other round keys"):
+        north.open_all({"east": east.share_messages()["north"]})
+    assert north.open_all({"east": sim.sealed["east"]["north"]})["east"] == (
+        sim.received["north"]["east"])
 
 
 def test_wrong_mask_key_shares_are_caught_against_the_advertised_key():
@@ -353,7 +408,7 @@ def test_shamir_any_t_shares_recover_fewer_do_not_and_an_altered_extra_share_is_
 def test_round_keys_survive_their_state_file_and_thresholds_are_a_majority():
     keys = generate_round_keys()
     again = RoundKeys.from_bytes(keys.to_bytes())
-    assert again.public() == keys.public() and again.self_seed == keys.self_seed
+    assert again.to_bytes() == keys.to_bytes() and again.self_seed == keys.self_seed
     assert [default_threshold(n) for n in (2, 3, 4, 5, 10)] == [2, 2, 3, 3, 6]
     with pytest.raises(MaskingError):
         MaskingRound("fed", SECRET.key_id, 1, ("b", "a"), 2)

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from federation_probe import ProbeSite
+from masking_identities import Identities
 from test_federation_crashes import restart_aggregator
 
 from ucadi.demo.federation import FederationPlan, LocalFederation
@@ -53,6 +54,7 @@ pytestmark = pytest.mark.slow
 SITES = ["north", "south", "east", "west", "wuhan"]
 DROPS_BEFORE_UPLOAD = "wuhan"   # shares its keys, never uploads
 DROPS_AFTER_UPLOAD = "west"     # uploads, never answers the unmasking
+IDENTITIES = Identities()  # the probes' certified identities (sites check them, not the aggregator)
 COALITION = ("north", "south")  # t - 1 sites with the central side
 CASES = {"north": 9, "south": 5, "east": 7, "west": 11, "wuhan": 4}
 
@@ -84,13 +86,14 @@ class MaskedProbe:
         self.upload = b""
 
     def exchange_keys(self) -> None:
-        public = self.keys.public()
+        public = IDENTITIES.advertise(self.name, self.keys)
         request = federation_pb2.ExchangeMaskKeysRequest(
             round=1, wait_seconds=30, keys=federation_pb2.RoundKeys(
-                share_public=public.share_public, mask_public=public.mask_public))
+                share_public=public.share_public, mask_public=public.mask_public,
+                identity=public.identity))
         reply = self.probe.stub.ExchangeMaskKeys(request, timeout=60)
         assert reply.complete
-        self.advertised = {k.site: PublicRoundKeys(k.share_public, k.mask_public)
+        self.advertised = {k.site: PublicRoundKeys(k.share_public, k.mask_public, k.identity)
                            for k in reply.keys}
         self.context = MaskingRound("ucadi-demo", self.probe.federation.secret.key_id, 1,
                                     tuple(sorted(self.advertised)), reply.threshold)
@@ -98,7 +101,7 @@ class MaskedProbe:
     @property
     def pairing(self) -> SitePairing:
         assert self.context is not None
-        return SitePairing(self.context, self.name, self.keys, self.advertised)
+        return IDENTITIES.pairing(self.context, self.name, self.keys, self.advertised)
 
     def exchange_shares(self) -> None:
         sealed = self.pairing.share_messages()
@@ -127,9 +130,7 @@ class MaskedProbe:
 
     def received(self):
         assert self.context is not None
-        return {sender: open_share_pair(self.context, self.keys, self.name, sender,
-                                        self.advertised[sender].share_public, blob)
-                for sender, blob in self.received_sealed.items()}
+        return self.pairing.open_all(self.received_sealed)
 
     def answer(self, survivors: list[str], dropped: list[str]) -> None:
         assert self.context is not None
@@ -255,8 +256,8 @@ def _coalition_reads_nothing(federation: LocalFederation, by_name: dict[str, Mas
     for sender, recipient, blob in sealed_rows:
         for member in coalition:
             try:
-                pair = open_share_pair(context, member.keys, member.name, sender,
-                                       member.advertised[sender].share_public, bytes(blob))
+                pair = open_share_pair(context, member.keys, IDENTITIES.key(member.name),
+                                       member.name, sender, member.advertised, bytes(blob))
             except LweError:
                 continue
             assert recipient == member.name  # only what was sealed for it opens

@@ -10,9 +10,10 @@ from types import SimpleNamespace
 
 import grpc
 import numpy as np
+from masking_identities import Identities
 
 from services.trainer.client import FederationRejected
-from services.trainer.masking import SiteMasks, unmasker
+from services.trainer.masking import SiteCredentials, SiteMasks, unmasker
 from ucadi.lwe import generate_secret_key
 from ucadi.lwe.masking import (
     MaskingRound,
@@ -25,22 +26,30 @@ from ucadi.lwe.shamir import share_from_bytes
 
 SECRET = generate_secret_key()
 SITES = ["east", "north", "south"]
+IDENTITIES = Identities()
 
 
 class Relay:
     """The aggregator's relaying, in memory: every site advertises and shares at once."""
 
-    def __init__(self) -> None:
-        self.keys: dict[str, tuple[bytes, bytes]] = {}
+    def __init__(self, substitute: dict[str, PublicRoundKeys] | None = None) -> None:
+        self.keys: dict[str, tuple[bytes, bytes, bytes]] = {}
+        # A dishonest relay: what it shows in place of a site's keys (to every other site).
+        self.substitute = substitute or {}
         self.sealed: dict[str, dict[str, bytes]] = {}
         self.answers: dict[str, tuple[dict, dict]] = {}
 
     def client(self, site: str) -> SimpleNamespace:
-        def exchange_mask_keys(round_number, share_public, mask_public, wait_s):
-            self.keys.setdefault(site, (share_public, mask_public))
+        def exchange_mask_keys(round_number, keys, wait_s):
+            self.keys.setdefault(site, (keys.share_public, keys.mask_public, keys.identity))
+
+            def shown(owner, k):
+                forged = self.substitute.get(owner) if owner != site else None
+                return (forged.share_public, forged.mask_public, forged.identity) if forged \
+                    else k
             return SimpleNamespace(complete=len(self.keys) == len(SITES), threshold=2, keys=[
-                SimpleNamespace(site=s, share_public=k[0], mask_public=k[1])
-                for s, k in sorted(self.keys.items())])
+                SimpleNamespace(site=s, share_public=v[0], mask_public=v[1], identity=v[2])
+                for s, v in ((s, shown(s, k)) for s, k in sorted(self.keys.items()))])
 
         def exchange_mask_shares(round_number, sealed, wait_s):
             self.sealed.setdefault(site, sealed)
@@ -57,7 +66,8 @@ class Relay:
 
 
 def _masks(tmp_path, site: str) -> SiteMasks:
-    return SiteMasks(tmp_path / site / "masking", site, "fed", SECRET.key_id)
+    return SiteMasks(tmp_path / site / "masking", site, "fed", SECRET.key_id, SiteCredentials(
+        IDENTITIES.key(site), IDENTITIES.identity(site), IDENTITIES.custodian.public_key))
 
 
 def _join_all(tmp_path, relay: Relay) -> dict:
@@ -114,3 +124,26 @@ def test_a_phase_that_closed_without_the_site_makes_it_sit_out(tmp_path):
                                  "round 4's key set was fixed without east")
     client = SimpleNamespace(exchange_mask_keys=refused)
     assert _masks(tmp_path, "east").join_round(client, 4, lambda: True) is None
+
+
+def test_a_site_shown_substituted_round_keys_sits_the_round_out_before_masking(tmp_path, caplog):
+    """The relaying aggregator shows east and north its own round keys in place of south's,
+    (a) with south's real certified identity, (b) with an identity the custodian never
+    certified. Either way no site masks with keys the central side knows: a forged identity is
+    refused when the key set arrives, and substituted keys under south's identity make the
+    share pairs fail to open between sites shown different key sets, before anything is
+    masked or uploaded."""
+    from ucadi.lwe.custodian import certify_site, generate_custodian_key
+    from ucadi.lwe.masking import generate_round_keys
+
+    attacker = generate_round_keys()
+    real = attacker.public(IDENTITIES.identity("south"))
+    uncertified = attacker.public(certify_site(generate_custodian_key(), "south",
+                                               bytes(32)))
+    for case, forged in (("real identity", real), ("forged identity", uncertified)):
+        relay = Relay(substitute={"south": forged})
+        with caplog.at_level("ERROR"):
+            joined = _join_all(tmp_path / case, relay)
+        assert joined["east"] is None and joined["north"] is None, case
+        assert "sitting round 4 out" in caplog.text, case
+        caplog.clear()

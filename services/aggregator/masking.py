@@ -30,6 +30,7 @@ import time
 from services.aggregator.contracts import COLLECTING, UNMASKING, FederationStateError
 from services.aggregator.core import RoundCore
 from services.aggregator.store import MaskRoundRecord, RoundRecord
+from ucadi.lwe.custodian import IDENTITY_BYTES
 from ucadi.lwe.masking import (
     MaskingRound,
     PublicRoundKeys,
@@ -86,10 +87,16 @@ class MaskExchange:
 
     # -- keys ------------------------------------------------------------------------------
     def advertise(self, site: str, round_number: int, share_public: bytes,
-                  mask_public: bytes) -> None:
-        """Store a site's round keys (the first ones it sent count)."""
+                  mask_public: bytes, identity: bytes) -> None:
+        """Store a site's round keys and identity (the first ones it sent count). The
+        identity is relayed as sent: the sites check it, the aggregator cannot."""
         if len(share_public) != _KEY_BYTES or len(mask_public) != _KEY_BYTES:
             raise MaskPhaseError(f"round keys are two {_KEY_BYTES}-byte X25519 public keys")
+        if len(identity) != IDENTITY_BYTES:
+            raise MaskPhaseError(f"round keys come with the site's {IDENTITY_BYTES}-byte "
+                                 f"identity (its X25519 key and the custodian's signature), "
+                                 f"got {len(identity)} bytes; the site's trainer is older than "
+                                 "this aggregator")
         with self.core.changed:
             current = self._round(round_number, site)
             record = self.store.mask_round(round_number)
@@ -97,8 +104,9 @@ class MaskExchange:
             if record.key_set is not None and stored is None:
                 raise MaskPhaseError(f"round {round_number}'s key set was fixed without {site}; "
                                      "it sits this round out")
-            kept = self.store.put_mask_keys(round_number, site, share_public, mask_public)
-            if kept != (share_public, mask_public):
+            kept = self.store.put_mask_keys(round_number, site, share_public, mask_public,
+                                            identity)
+            if kept != (share_public, mask_public, identity):
                 error = MaskPhaseError(f"{site} already advertised other keys for round "
                                        f"{round_number}")
                 error.status = "ALREADY_EXISTS"

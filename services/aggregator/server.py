@@ -217,7 +217,7 @@ class FederationServicer(federation_pb2_grpc.FederationServiceServicer):
         self.rounds.seen(site)
         masks = self.rounds.masks
         masks.advertise(site, request.round, bytes(request.keys.share_public),
-                        bytes(request.keys.mask_public))
+                        bytes(request.keys.mask_public), bytes(request.keys.identity))
         self._wait(lambda: masks.keys(request.round)[0].key_set is not None,
                    request.wait_seconds)
         record, keys = masks.keys(request.round)
@@ -225,7 +225,8 @@ class FederationServicer(federation_pb2_grpc.FederationServiceServicer):
             round=request.round, complete=record.key_set is not None,
             threshold=record.threshold,
             keys=[federation_pb2.RoundKeys(site=s, share_public=k.share_public,
-                                           mask_public=k.mask_public) for s, k in keys.items()])
+                                           mask_public=k.mask_public, identity=k.identity)
+                  for s, k in keys.items()])
 
     @grpc_errors
     def ExchangeMaskShares(self, request: Any, context: grpc.ServicerContext) -> Any:

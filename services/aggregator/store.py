@@ -44,7 +44,7 @@ CREATE TABLE IF NOT EXISTS mask_rounds (
   dropped_json TEXT, terms BLOB);
 CREATE TABLE IF NOT EXISTS mask_keys (
   round INTEGER NOT NULL, site TEXT NOT NULL, share_public BLOB NOT NULL,
-  mask_public BLOB NOT NULL, PRIMARY KEY (round, site));
+  mask_public BLOB NOT NULL, identity BLOB NOT NULL DEFAULT x'', PRIMARY KEY (round, site));
 CREATE TABLE IF NOT EXISTS mask_shares (
   round INTEGER NOT NULL, sender TEXT NOT NULL, recipient TEXT NOT NULL, sealed BLOB NOT NULL,
   PRIMARY KEY (round, sender, recipient));
@@ -131,6 +131,10 @@ class AggregatorStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(mask_keys)")}
+        if "identity" not in columns:  # a state folder from before round-key identities
+            self._db.execute("ALTER TABLE mask_keys ADD COLUMN identity BLOB NOT NULL "
+                             "DEFAULT x''")
 
     def close(self) -> None:
         """Close the database."""
@@ -304,20 +308,22 @@ class AggregatorStore:
                     record.terms))])
 
     def put_mask_keys(self, round_number: int, site: str, share_public: bytes,
-                      mask_public: bytes) -> tuple[bytes, bytes]:
-        """Store a site's round keys unless it already advertised; the stored pair."""
+                      mask_public: bytes, identity: bytes) -> tuple[bytes, bytes, bytes]:
+        """Store a site's round keys and identity unless it already advertised; what is
+        stored."""
         with self._lock:
-            self._tx([("INSERT OR IGNORE INTO mask_keys VALUES (?, ?, ?, ?)",
-                       (round_number, site, share_public, mask_public))])
-            row = self._rows("SELECT share_public, mask_public FROM mask_keys WHERE round=? AND "
-                             "site=?", (round_number, site))[0]
-        return bytes(row[0]), bytes(row[1])
+            self._tx([("INSERT OR IGNORE INTO mask_keys (round, site, share_public, mask_public,"
+                       " identity) VALUES (?, ?, ?, ?, ?)",
+                       (round_number, site, share_public, mask_public, identity))])
+            row = self._rows("SELECT share_public, mask_public, identity FROM mask_keys WHERE "
+                             "round=? AND site=?", (round_number, site))[0]
+        return bytes(row[0]), bytes(row[1]), bytes(row[2])
 
-    def mask_keys(self, round_number: int) -> dict[str, tuple[bytes, bytes]]:
-        """Every site's advertised round keys."""
-        return {r[0]: (bytes(r[1]), bytes(r[2])) for r in self._rows(
-            "SELECT site, share_public, mask_public FROM mask_keys WHERE round=? ORDER BY site",
-            (round_number,))}
+    def mask_keys(self, round_number: int) -> dict[str, tuple[bytes, bytes, bytes]]:
+        """Every site's advertised round keys and identity."""
+        return {r[0]: (bytes(r[1]), bytes(r[2]), bytes(r[3])) for r in self._rows(
+            "SELECT site, share_public, mask_public, identity FROM mask_keys WHERE round=? "
+            "ORDER BY site", (round_number,))}
 
     def put_mask_shares(self, round_number: int, sender: str, sealed: dict[str, bytes]) -> bool:
         """Store a sender's sealed share pairs in one transaction unless it gave them already;

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from safetensors.numpy import load as load_arrays
 from safetensors.numpy import save as save_arrays
 from safetensors.torch import save_file
@@ -31,7 +32,8 @@ from safetensors.torch import save_file
 from services.trainer import metrics
 from services.trainer.cipher import AnnouncedSum, RoundContext, SiteCipher
 from services.trainer.client import FederationClient, FederationRejected
-from services.trainer.masking import SiteMasks, unmasker
+from services.trainer.keys import site_identity
+from services.trainer.masking import SiteCredentials, SiteMasks, unmasker
 from services.trainer.publish import ModelPublisher
 from services.trainer.session import RoundAnnouncement, SiteSession
 from ucadi.ct.synth import read_manifest
@@ -68,6 +70,8 @@ class AgentSettings:
     # This site's own floor on a global sum's contributors, whatever the federation announces
     # (a sum of one other site's update would expose that update to every key holder).
     min_sum_sites: int = 2
+    # The key custodian's public key: checks the other sites' identities when masking.
+    custodian: Ed25519PublicKey | None = None
 
 
 @dataclass
@@ -132,8 +136,14 @@ class SiteAgent:
                                              seed=self.settings.seed)
         self.version = self._resume_local_version()
         if joined.pairwise_masks:
+            if self.settings.custodian is None:
+                raise UcadiError("the federation uses pairwise masks, which need the key "
+                                 "custodian's public key (site.custodian_key)")
+            identity_keys, identity = site_identity(self.settings.work_dir)
             self.masks = SiteMasks(self.settings.work_dir / "masking", self.settings.site,
-                                   joined.federation_id, bytes.fromhex(self.cipher.key_id))
+                                   joined.federation_id, bytes.fromhex(self.cipher.key_id),
+                                   SiteCredentials(identity_keys.private_key, identity,
+                                                   self.settings.custodian))
         spec = self.session.spec
         log.info("%s joined %s: %d training cases, model %s/%s, %d local epoch(s) per round, "
                  "%s", self.settings.site, self.session.federation_id, len(self.train_records),

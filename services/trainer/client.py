@@ -13,6 +13,7 @@ from typing import Any, NamedTuple, TypeVar
 import grpc
 
 from ucadi.errors import UcadiError
+from ucadi.lwe.masking import PublicRoundKeys
 from ucadi.ops import faults
 from ucadi.ops.serving import grpc_options
 from ucadi.ops.tls import TLSFiles, secure_channel
@@ -208,13 +209,14 @@ class FederationClient:
         return self._retry(f"upload round {header.round}", attempt)
 
     # -- pairwise masks (services/trainer/masking.py) ------------------------------------
-    def exchange_mask_keys(self, round_number: int, share_public: bytes, mask_public: bytes,
+    def exchange_mask_keys(self, round_number: int, keys: PublicRoundKeys,
                            wait_s: float) -> Any:
-        """Advertise this site's round keys; MaskKeys once the key set is fixed (or not yet,
-        after `wait_s`)."""
+        """Advertise this site's round keys and certified identity; MaskKeys once the key set
+        is fixed (or not yet, after `wait_s`)."""
         request = federation_pb2.ExchangeMaskKeysRequest(
             round=round_number, wait_seconds=wait_s, keys=federation_pb2.RoundKeys(
-                share_public=share_public, mask_public=mask_public))
+                share_public=keys.share_public, mask_public=keys.mask_public,
+                identity=keys.identity))
         return self._retry(f"mask keys of round {round_number}", lambda: self.stub.ExchangeMaskKeys(
             request, timeout=wait_s + self.rpc_timeout_s))
 

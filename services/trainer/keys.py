@@ -18,7 +18,9 @@ from pathlib import Path
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from ucadi.durable import write_durably
 from ucadi.errors import UcadiError
+from ucadi.lwe.custodian import SiteIdentity
 from ucadi.lwe.errors import KeyWrapError
 from ucadi.lwe.keys import SecretKey
 from ucadi.lwe.keywrap import PRIVATE_KEY_FILE, SiteKeyPair, generate_site_key_pair
@@ -28,6 +30,9 @@ from ucadi.wire.crypto_client import CryptoServiceError, KeyClient
 
 log = logging.getLogger(__name__)
 POLL_S = 1.0
+# The custodian's certificate of the site's X25519 key (came with the wrapped key): presented
+# with the site's round keys when masking.
+IDENTITY_FILE = "site_identity.bin"
 # Not yet wrapped for us, or the key service is (re)starting: keep waiting.
 _WAIT_CODES = {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION,
                grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
@@ -47,6 +52,15 @@ def site_key_pair(work_dir: Path) -> SiteKeyPair:
     pair = generate_site_key_pair()
     pair.save(keys_dir)
     return pair
+
+
+def site_identity(work_dir: Path) -> tuple[SiteKeyPair, SiteIdentity]:
+    """The site's key pair and the custodian's certificate of it (saved by obtain_secret)."""
+    path = Path(work_dir) / "keys" / IDENTITY_FILE
+    if not path.is_file():
+        raise UcadiError(f"no custodian certificate of this site's key at {path}: it comes with "
+                         "the wrapped LWE key; restart the trainer to fetch it again")
+    return site_key_pair(work_dir), SiteIdentity.from_bytes(path.read_bytes())
 
 
 def obtain_secret(crypto_target: str, tls: TLSFiles, work_dir: Path, wait_s: float,
@@ -71,7 +85,7 @@ def obtain_secret(crypto_target: str, tls: TLSFiles, work_dir: Path, wait_s: flo
                              "custodian out of band (they pin it, then wrap the federation key "
                              "for this site); waiting", site, reply.fingerprint)
                 try:
-                    secret = keys.fetch_secret(site, pair, custodian)
+                    secret, identity = keys.fetch_site_key(site, pair, custodian)
                 except KeyWrapError as exc:  # not the custodian's: never use it, keep waiting
                     if str(exc) not in forged:
                         forged.add(str(exc))
@@ -79,6 +93,7 @@ def obtain_secret(crypto_target: str, tls: TLSFiles, work_dir: Path, wait_s: flo
                     time.sleep(POLL_S)
                     continue
                 secret.save(Path(work_dir) / "keys" / f"lwe-{secret.key_id_hex}.key")
+                write_durably(Path(work_dir) / "keys" / IDENTITY_FILE, identity.to_bytes())
                 log.info("%s unwrapped LWE key %s (%s)", site, secret.key_id_hex,
                          secret.params.name)
                 return secret

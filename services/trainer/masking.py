@@ -3,6 +3,11 @@ uploads, it advertises its round keys and shares its secrets with the round's ot
 (relayed, sealed, by the aggregator); it masks its ciphertext; while the round is UNMASKING
 it answers once; before it decrypts a global version it removes the masks left in the sum.
 
+Round keys go out with the site's custodian-certified identity, and the key set that comes
+back is checked against the custodian's key, and the share pairs received are all opened,
+before the site masks anything (ucadi.lwe.masking, "Round keys are authenticated"): a key set
+the central side altered makes the site sit the round out, logged.
+
 What a round needs after a restart is in `<work dir>/masking/round-NNNNN.json` (mode 0600,
 written durably before anything derived from it is sent): the round's private keys and
 self-mask seed (so a restarted site advertises the same keys, and its shares stay valid),
@@ -21,11 +26,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from services.trainer.client import FederationRejected
 from ucadi.durable import write_durably
 from ucadi.errors import UcadiError
+from ucadi.lwe.custodian import SiteIdentity
 from ucadi.lwe.masking import (
+    MaskingError,
     MaskingRound,
     PublicRoundKeys,
     RoundKeys,
@@ -33,7 +42,6 @@ from ucadi.lwe.masking import (
     answer_unmasking,
     apply_mask_terms,
     generate_round_keys,
-    open_share_pair,
 )
 from ucadi.lwe.params import LweParameters
 from ucadi.lwe.shamir import share_to_bytes
@@ -79,14 +87,26 @@ def unmasker(terms: list[tuple[bytes, int]], params: LweParameters
     return lambda batch, first: apply_mask_terms(batch, first, negated, params)
 
 
+@dataclass(frozen=True)
+class SiteCredentials:
+    """What authenticates a site's round keys: its long-term X25519 key, the custodian's
+    certificate of it, and the custodian's public key (to check the other sites')."""
+
+    identity_key: X25519PrivateKey
+    identity: SiteIdentity
+    custodian: Ed25519PublicKey
+
+
 class SiteMasks:
     """The masking steps of one site, with their durable state."""
 
-    def __init__(self, folder: Path, site: str, federation: str, key_id: bytes) -> None:
+    def __init__(self, folder: Path, site: str, federation: str, key_id: bytes,
+                 credentials: SiteCredentials) -> None:
         self.folder = Path(folder)
         self.site = site
         self.federation = federation
         self.key_id = key_id
+        self.credentials = credentials
 
     def _path(self, round_number: int) -> Path:
         return self.folder / f"round-{round_number:05d}.json"
@@ -111,9 +131,10 @@ class SiteMasks:
 
     def _pairing(self, state: dict[str, Any], round_number: int) -> SitePairing:
         keys = RoundKeys.from_bytes(bytes.fromhex(state["keys"]))
-        advertised = {site: PublicRoundKeys(bytes.fromhex(pair[0]), bytes.fromhex(pair[1]))
-                      for site, pair in state["advertised"].items()}
-        return SitePairing(self._context(state, round_number), self.site, keys, advertised)
+        advertised = {site: PublicRoundKeys(*(bytes.fromhex(part) for part in parts))
+                      for site, parts in state["advertised"].items()}
+        return SitePairing(self._context(state, round_number), self.site, keys, advertised,
+                           self.credentials.identity_key, self.credentials.custodian)
 
     def join_round(self, client: Any, round_number: int,
                    still_open: Callable[[], bool]) -> MaskedRound | None:
@@ -125,6 +146,9 @@ class SiteMasks:
             log.warning("%s: round %d's masking went on without this site: %s", self.site,
                         round_number, exc)
             return None
+        except MaskingError as exc:  # keys or shares not what their sites sent
+            log.error("%s: sitting round %d out: %s", self.site, round_number, exc)
+            return None
 
     def _join_round(self, client: Any, round_number: int,
                     still_open: Callable[[], bool]) -> MaskedRound | None:
@@ -133,16 +157,16 @@ class SiteMasks:
             state = {"keys": generate_round_keys().to_bytes().hex()}
             self._save(round_number, state)  # before advertising: a restart reuses the keys
         keys = RoundKeys.from_bytes(bytes.fromhex(state["keys"]))
-        public = keys.public()
+        public = keys.public(self.credentials.identity)
         if "key_set" not in state:
             reply = self._until_complete(lambda: client.exchange_mask_keys(
-                round_number, public.share_public, public.mask_public, PHASE_WAIT_S), still_open)
+                round_number, public, PHASE_WAIT_S), still_open)
             if reply is None:
                 return None
             state["key_set"] = [k.site for k in reply.keys]
             state["threshold"] = reply.threshold
-            state["advertised"] = {k.site: [k.share_public.hex(), k.mask_public.hex()]
-                                   for k in reply.keys}
+            state["advertised"] = {k.site: [k.share_public.hex(), k.mask_public.hex(),
+                                            k.identity.hex()] for k in reply.keys}
             self._save(round_number, state)
             faults.crash_point("after_mask_keys_before_shares")
         if self.site not in state["key_set"]:
@@ -159,7 +183,12 @@ class SiteMasks:
             self._save(round_number, state)
         if self.site not in state["participants"]:
             return None
+        pairing.open_all(self._received(state))  # every sender saw the key set we saw
         return MaskedRound(pairing, tuple(state["participants"]))
+
+    @staticmethod
+    def _received(state: dict[str, Any]) -> dict[str, bytes]:
+        return {sender: bytes.fromhex(blob) for sender, blob in state["received"].items()}
 
     def prepare(self, client: Any, round_number: int, still_open: Callable[[], bool],
                 slot_count: int, params: LweParameters
@@ -187,10 +216,11 @@ class SiteMasks:
             return False
         context = self._context(state, round_number)
         pairing = self._pairing(state, round_number)
-        received = {sender: open_share_pair(context, pairing.keys, self.site, sender,
-                                            pairing.advertised[sender].share_public,
-                                            bytes.fromhex(blob))
-                    for sender, blob in state["received"].items()}
+        try:
+            received = pairing.open_all(self._received(state))
+        except MaskingError as exc:
+            log.error("%s: refusing to unmask round %d: %s", self.site, round_number, exc)
+            return False
         before = state.get("answered")
         answered_before = ((frozenset(before[0]), frozenset(before[1]))
                            if before is not None else None)

@@ -225,7 +225,8 @@ def run_from_args(args: argparse.Namespace) -> int:
                                  model_dir=Path(site_cfg["model_dir"]), work_dir=work_dir,
                                  device=device, seed=int(site_cfg["seed"]),
                                  share_metrics=bool(site_cfg["share_metrics"]),
-                                 min_sum_sites=int(site_cfg["min_sum_sites"]))
+                                 min_sum_sites=int(site_cfg["min_sum_sites"]),
+                                 custodian=custodian)
         SiteAgent(settings, federation, SiteCipher(secret, work_dir / "lwe"), status).run()
         if status.phase == "completed":
             # Stay up (status and metrics stay readable, no restart loop under Kubernetes)

@@ -8,6 +8,12 @@ signature verifies under the custodian's public key, which the site's operator c
 the custodian out of band (`site.custodian_key`, 64 hex digits), as the custodian pins the
 sites' fingerprints (`ucadi/lwe/pins.py`).
 
+The custodian also certifies each site's long-term X25519 key (the one it pinned and wraps
+for): a `SiteIdentity` is the site's name, that public key and the custodian's signature over
+both. It travels inside the site's wrapped key (only the site reads it) and the site presents
+it with its round keys when masking (ucadi/lwe/masking.py), so other sites know the round keys
+come from that site and not from the central side that relays them.
+
 Files: custodian_ed25519.key (private, mode 0600, beside the LWE secret) and
 custodian_ed25519.pub (the public key as 64 hex digits, to hand to the sites).
 """
@@ -28,6 +34,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from ucadi.lwe.errors import KeyWrapError
 from ucadi.lwe.keyfiles import read_private_key, write_private_key
 
+_IDENTITY_DOMAIN = b"ucadi-site-identity/v1|"
+IDENTITY_BYTES = 32 + 64
 PRIVATE_KEY_FILE = "custodian_ed25519.key"
 PUBLIC_KEY_FILE = "custodian_ed25519.pub"
 SIGNATURE_BYTES = 64
@@ -93,3 +101,38 @@ def verify(public: Ed25519PublicKey, signature: bytes, message: bytes) -> bool:
     except InvalidSignature:
         return False
     return True
+
+
+def _identity_message(site: str, public_raw: bytes) -> bytes:
+    return _IDENTITY_DOMAIN + public_raw + site.encode()
+
+
+@dataclass(frozen=True)
+class SiteIdentity:
+    """A site's long-term X25519 public key (raw, 32 bytes) with the custodian's signature over
+    it and the site's name: what vouches for the site's round keys to other sites."""
+
+    public_raw: bytes
+    certificate: bytes
+
+    def to_bytes(self) -> bytes:
+        """Public key then signature: IDENTITY_BYTES bytes."""
+        return self.public_raw + self.certificate
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> SiteIdentity:
+        if len(data) != IDENTITY_BYTES:
+            raise KeyWrapError(f"a site identity is {IDENTITY_BYTES} bytes (X25519 public key "
+                               f"and the custodian's signature), got {len(data)}")
+        return cls(bytes(data[:32]), bytes(data[32:]))
+
+    def verify(self, custodian: Ed25519PublicKey, site: str) -> None:
+        """KeyWrapError unless the custodian certified this key for `site`."""
+        if not verify(custodian, self.certificate, _identity_message(site, self.public_raw)):
+            raise KeyWrapError(f"the identity presented for site {site!r} is not certified by "
+                               "the configured key custodian")
+
+
+def certify_site(custodian: CustodianKey, site: str, public_raw: bytes) -> SiteIdentity:
+    """The custodian's certificate of `site`'s long-term X25519 key (done when it wraps)."""
+    return SiteIdentity(public_raw, custodian.sign(_identity_message(site, public_raw)))

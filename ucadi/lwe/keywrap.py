@@ -10,7 +10,9 @@ encrypt to them, but only the custodian can make a blob a site accepts.
 
 Blob layout (version 2): version u8 | ephemeral public key (32 B) | nonce (12 B) |
 AES-GCM ciphertext+tag | Ed25519 signature (64 B) over the domain tag, key id, site name and
-everything before the signature. Version 1 (unsigned) blobs are refused.
+everything before the signature. The encrypted plaintext is the serialized secret followed by
+the custodian's certificate of the site's X25519 key (`custodian.SiteIdentity`, 64 B), which
+the site presents with its round keys when masking. Version 1 (unsigned) blobs are refused.
 """
 
 from __future__ import annotations
@@ -27,7 +29,13 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from ucadi.lwe.custodian import SIGNATURE_BYTES, CustodianKey, verify
+from ucadi.lwe.custodian import (
+    SIGNATURE_BYTES,
+    CustodianKey,
+    SiteIdentity,
+    certify_site,
+    verify,
+)
 from ucadi.lwe.errors import KeyWrapError
 from ucadi.lwe.keyfiles import read_private_key, write_private_key
 from ucadi.lwe.keys import SecretKey
@@ -123,7 +131,8 @@ def wrap_secret(secret: SecretKey, site: str, site_public: X25519PublicKey,
     ephemeral_raw = _raw(ephemeral.public_key())
     key = _derive(ephemeral.exchange(site_public), ephemeral_raw, _raw(site_public))
     nonce = os.urandom(_NONCE_BYTES)
-    sealed = AESGCM(key).encrypt(nonce, secret.to_bytes(),
+    identity = certify_site(custodian, site, _raw(site_public))
+    sealed = AESGCM(key).encrypt(nonce, secret.to_bytes() + identity.certificate,
                                  _associated_data(secret.key_id, site))
     body = bytes([WRAP_VERSION]) + ephemeral_raw + nonce + sealed
     return body + custodian.sign(_signed_message(secret.key_id, site, body))
@@ -133,6 +142,12 @@ def unwrap_secret(blob: bytes, key_id: bytes, site: str, site_keys: SiteKeyPair,
                   custodian_public: Ed25519PublicKey) -> SecretKey:
     """Check the custodian's signature, then open a wrapped secret with the site's private key;
     KeyWrapError if either fails."""
+    return unwrap_site_key(blob, key_id, site, site_keys, custodian_public)[0]
+
+
+def unwrap_site_key(blob: bytes, key_id: bytes, site: str, site_keys: SiteKeyPair,
+                    custodian_public: Ed25519PublicKey) -> tuple[SecretKey, SiteIdentity]:
+    """`unwrap_secret`, and the custodian's certificate of this site's key that came with it."""
     header = 1 + _PUBLIC_BYTES + _NONCE_BYTES
     if blob[:1] == b"\x01":
         raise KeyWrapError("the wrapped key is an unsigned version-1 blob; sites accept only "
@@ -156,7 +171,9 @@ def unwrap_secret(blob: bytes, key_id: bytes, site: str, site_keys: SiteKeyPair,
     except InvalidTag as exc:
         raise KeyWrapError(f"wrapped key {key_id.hex()} for site {site!r} does not open with "
                            "this site key (wrong site, key id or tampered blob)") from exc
-    secret = SecretKey.from_bytes(plain)
+    identity = SiteIdentity(_raw(site_keys.public_key), plain[-SIGNATURE_BYTES:])
+    identity.verify(custodian_public, site)
+    secret = SecretKey.from_bytes(plain[:-SIGNATURE_BYTES])
     if secret.key_id != key_id:
         raise KeyWrapError("wrapped key id does not match the requested key id")
-    return secret
+    return secret, identity

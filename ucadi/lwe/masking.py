@@ -24,6 +24,15 @@ pairwise seeds. The mask key's private half and the self-mask seed are what it s
 The honest rule (`answer_unmasking`): for one round a site reveals self-mask shares of the
 announced survivors and mask-key shares of the announced dropped sites, and never answers the
 same round with other sets, so no site's two secrets are both revealed.
+
+Round keys are authenticated: each site advertises, beside them, its `SiteIdentity` (its
+long-term X25519 key, certified by the key custodian; ucadi/lwe/custodian.py), and every
+`SitePairing` checks every identity of the key set against the custodian's key. A share pair
+is sealed under a key agreed from both the round share keys and the two sites' identity keys,
+bound to a digest of the whole key set as the sender saw it: the central side, which relays
+the keys, can neither open a share pair by substituting a site's round keys (it lacks both
+identity keys) nor show two sites different key sets without their share pairs failing to
+open, which the recipient checks before it masks anything (`SitePairing.open_all`).
 """
 
 from __future__ import annotations
@@ -35,12 +44,14 @@ from dataclasses import dataclass
 import numpy as np
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from ucadi.lwe.errors import LweError
+from ucadi.lwe.custodian import SiteIdentity
+from ucadi.lwe.errors import KeyWrapError, LweError
 from ucadi.lwe.params import LweParameters
 from ucadi.lwe.shamir import (
     SECRET_BYTES,
@@ -52,7 +63,8 @@ from ucadi.lwe.shamir import (
 )
 
 PAIR_DOMAIN = b"ucadi/lwe/pairwise-mask/v1"
-SHARE_DOMAIN = b"ucadi/lwe/mask-shares/v1"
+SHARE_DOMAIN = b"ucadi/lwe/mask-shares/v2"
+KEY_SET_DOMAIN = b"ucadi/lwe/mask-key-set/v1"
 KEY_BYTES = 32
 _NONCE_BYTES = 12
 _MASK_SLICE = 1 << 20  # coefficients expanded at a time: bounded temporaries at 46 M values
@@ -106,10 +118,25 @@ class MaskingRound:
 
 @dataclass(frozen=True)
 class PublicRoundKeys:
-    """What a site advertises for a round: the public halves of its share and mask keys."""
+    """What a site advertises for a round: the public halves of its share and mask keys, and
+    its custodian-certified identity (`SiteIdentity.to_bytes()`)."""
 
     share_public: bytes
     mask_public: bytes
+    identity: bytes = b""
+
+
+def key_set_digest(context: MaskingRound, advertised: Mapping[str, PublicRoundKeys]) -> bytes:
+    """SHA-256 of the round's binding and every site's advertised keys and identity, by name:
+    what each share pair is bound to, so two sites shown different key sets cannot open each
+    other's share pairs."""
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(context.binding(KEY_SET_DOMAIN, *context.sites))
+    for site in context.sites:
+        keys = advertised[site]
+        for part in (site.encode(), keys.share_public, keys.mask_public, keys.identity):
+            digest.update(len(part).to_bytes(4, "big") + part)
+    return digest.finalize()
 
 
 @dataclass(frozen=True)
@@ -121,9 +148,10 @@ class RoundKeys:
     mask_key: X25519PrivateKey
     self_seed: bytes
 
-    def public(self) -> PublicRoundKeys:
-        """The advertisement."""
-        return PublicRoundKeys(_raw_public(self.share_key), _raw_public(self.mask_key))
+    def public(self, identity: SiteIdentity) -> PublicRoundKeys:
+        """The advertisement, with the site's certified identity."""
+        return PublicRoundKeys(_raw_public(self.share_key), _raw_public(self.mask_key),
+                               identity.to_bytes())
 
     def to_bytes(self) -> bytes:
         """Share key, mask key, self-mask seed: 96 bytes."""
@@ -228,12 +256,42 @@ def apply_mask_terms(body: np.ndarray, start: int, terms: Iterable[tuple[bytes, 
 
 @dataclass(frozen=True)
 class SitePairing:
-    """One site's view of a round once keys are advertised: its own keys and the others'."""
+    """One site's view of a round once keys are advertised: its own keys and the others',
+    each checked against the custodian's certificate of its site's identity key."""
 
     context: MaskingRound
     site: str
     keys: RoundKeys
     advertised: Mapping[str, PublicRoundKeys]
+    identity_key: X25519PrivateKey
+    custodian: Ed25519PublicKey
+
+    def __post_init__(self) -> None:
+        for site in self.context.sites:
+            if site not in self.advertised:
+                raise MaskingError(f"the key set names {site} but carries no keys for it")
+            try:
+                SiteIdentity.from_bytes(self.advertised[site].identity).verify(self.custodian,
+                                                                              site)
+            except KeyWrapError as exc:
+                raise MaskingError(f"round {self.context.round_number}'s key set: {exc}; "
+                                   "its round keys may not be that site's, so this site "
+                                   "takes no part in the round") from None
+
+    def seal_for(self, recipient: str, pair: SharePair) -> bytes:
+        """A share pair for `recipient` alone (see seal_share_pair)."""
+        return seal_share_pair(self.context, self.keys, self.identity_key, self.site, recipient,
+                               self.advertised, pair)
+
+    def open_from(self, sender: str, sealed: bytes) -> SharePair:
+        """The share pair `sender` sealed for this site (see open_share_pair)."""
+        return open_share_pair(self.context, self.keys, self.identity_key, self.site, sender,
+                               self.advertised, sealed)
+
+    def open_all(self, received: Mapping[str, bytes]) -> dict[str, SharePair]:
+        """Open every share pair received: MaskingError (naming the sender) if one does not
+        open, i.e. its sender saw other keys than this site did, or it was not its sender's."""
+        return {sender: self.open_from(sender, sealed) for sender, sealed in received.items()}
 
     def seed_with(self, peer: str) -> bytes:
         """s_uv with `peer`."""
@@ -247,9 +305,7 @@ class SitePairing:
         t = self.context.threshold
         seed_shares = split_secret(self.keys.self_seed, t, list(holders.values()))
         key_shares = split_secret(_raw_private(self.keys.mask_key), t, list(holders.values()))
-        return {site: seal_share_pair(self.context, self.keys, self.site, site,
-                                      self.advertised[site].share_public,
-                                      SharePair(seed_shares[x], key_shares[x]))
+        return {site: self.seal_for(site, SharePair(seed_shares[x], key_shares[x]))
                 for site, x in holders.items()}
 
     def mask_terms(self, participants: Iterable[str]) -> list[tuple[bytes, int]]:
@@ -288,31 +344,47 @@ class SharePair:
         return cls(share_from_bytes(data[:SHARE_BYTES]), share_from_bytes(data[SHARE_BYTES:]))
 
 
-def _share_key(context: MaskingRound, keys: RoundKeys, peer_share_public: bytes,
-               sender: str, recipient: str) -> tuple[bytes, bytes]:
-    binding = context.binding(SHARE_DOMAIN, sender, recipient)
-    return _agree(keys.share_key, peer_share_public, binding), binding
+def _share_key(context: MaskingRound, keys: RoundKeys, identity_key: X25519PrivateKey,
+               peer: PublicRoundKeys, sender: str, recipient: str,
+               advertised: Mapping[str, PublicRoundKeys]) -> tuple[bytes, bytes]:
+    """AES key and associated data of the share pair sender -> recipient: both the round share
+    keys' and the identity keys' agreement, bound to the round, both names and the key set."""
+    binding = context.binding(SHARE_DOMAIN, sender, recipient) + key_set_digest(context,
+                                                                                advertised)
+    peer_identity = X25519PublicKey.from_public_bytes(SiteIdentity.from_bytes(
+        peer.identity).public_raw)
+    shared = (keys.share_key.exchange(X25519PublicKey.from_public_bytes(peer.share_public))
+              + identity_key.exchange(peer_identity))
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=binding).derive(shared)
+    return key, binding
 
 
-def seal_share_pair(context: MaskingRound, sender_keys: RoundKeys, sender: str,
-                    recipient: str, recipient_share_public: bytes, pair: SharePair) -> bytes:
-    """A share pair from `sender` readable by `recipient` only (nonce + AES-256-GCM)."""
-    key, binding = _share_key(context, sender_keys, recipient_share_public, sender, recipient)
+def seal_share_pair(context: MaskingRound, sender_keys: RoundKeys,
+                    sender_identity_key: X25519PrivateKey, sender: str, recipient: str,
+                    advertised: Mapping[str, PublicRoundKeys], pair: SharePair) -> bytes:
+    """A share pair from `sender` readable by `recipient` only (nonce + AES-256-GCM), under the
+    key set `advertised` as the sender sees it."""
+    key, binding = _share_key(context, sender_keys, sender_identity_key, advertised[recipient],
+                              sender, recipient, advertised)
     nonce = os.urandom(_NONCE_BYTES)
     return nonce + AESGCM(key).encrypt(nonce, pair.to_bytes(), binding)
 
 
-def open_share_pair(context: MaskingRound, recipient_keys: RoundKeys, recipient: str,
-                    sender: str, sender_share_public: bytes, sealed: bytes) -> SharePair:
+def open_share_pair(context: MaskingRound, recipient_keys: RoundKeys,
+                    recipient_identity_key: X25519PrivateKey, recipient: str, sender: str,
+                    advertised: Mapping[str, PublicRoundKeys], sealed: bytes) -> SharePair:
     """Open a share pair sealed for `recipient`; MaskingError if it was made for another
-    round, pair of sites or key, or altered on the way."""
-    key, binding = _share_key(context, recipient_keys, sender_share_public, sender, recipient)
+    round, pair of sites, key or key set, by anyone but `sender`, or altered on the way."""
+    key, binding = _share_key(context, recipient_keys, recipient_identity_key,
+                              advertised[sender], sender, recipient, advertised)
     try:
         plain = AESGCM(key).decrypt(sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], binding)
-    except InvalidTag:
+    except (InvalidTag, ValueError):
         raise MaskingError(f"the shares {sender} sent {recipient} for round "
                            f"{context.round_number} do not open: altered, replayed from "
-                           "another round, or sealed under another key") from None
+                           "another round, sealed under another key, not made by "
+                           f"{sender}, or {sender} was shown other round keys than "
+                           f"{recipient}") from None
     return SharePair.from_bytes(plain)
 
 

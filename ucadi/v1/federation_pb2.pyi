@@ -24,14 +24,16 @@ ROUND_STATE_SEALED: RoundState
 ROUND_STATE_UNMASKING: RoundState
 
 class RoundKeys(_message.Message):
-    __slots__ = ("site", "share_public", "mask_public")
+    __slots__ = ("site", "share_public", "mask_public", "identity")
     SITE_FIELD_NUMBER: _ClassVar[int]
     SHARE_PUBLIC_FIELD_NUMBER: _ClassVar[int]
     MASK_PUBLIC_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
     site: str
     share_public: bytes
     mask_public: bytes
-    def __init__(self, site: _Optional[str] = ..., share_public: _Optional[bytes] = ..., mask_public: _Optional[bytes] = ...) -> None: ...
+    identity: bytes
+    def __init__(self, site: _Optional[str] = ..., share_public: _Optional[bytes] = ..., mask_public: _Optional[bytes] = ..., identity: _Optional[bytes] = ...) -> None: ...
 
 class ExchangeMaskKeysRequest(_message.Message):
     __slots__ = ("round", "keys", "wait_seconds")

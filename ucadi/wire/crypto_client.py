@@ -19,8 +19,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ucadi.errors import UcadiError
 from ucadi.lwe.blocks import ceil_div
+from ucadi.lwe.custodian import SiteIdentity
 from ucadi.lwe.keys import SecretKey
-from ucadi.lwe.keywrap import SiteKeyPair, unwrap_secret
+from ucadi.lwe.keywrap import SiteKeyPair, unwrap_site_key
 from ucadi.lwe.packing import packed_size
 from ucadi.lwe.params import get_parameters
 from ucadi.lwe.sampling import SEED_BYTES
@@ -103,9 +104,15 @@ class KeyClient:
     def fetch_secret(self, site: str, site_keys: SiteKeyPair, custodian: Ed25519PublicKey,
                      key_id: str = "") -> SecretKey:
         """Fetch this site's copy of the LWE secret, check the custodian signed it, unwrap it."""
+        return self.fetch_site_key(site, site_keys, custodian, key_id)[0]
+
+    def fetch_site_key(self, site: str, site_keys: SiteKeyPair, custodian: Ed25519PublicKey,
+                       key_id: str = "") -> tuple[SecretKey, SiteIdentity]:
+        """`fetch_secret`, and the custodian's certificate of the site's key that came with
+        it (what the site presents with its round keys when masking)."""
         wrapped = self.wrapped_key(key_id)
-        return unwrap_secret(wrapped.blob, bytes.fromhex(wrapped.key_id), site, site_keys,
-                             custodian)
+        return unwrap_site_key(wrapped.blob, bytes.fromhex(wrapped.key_id), site, site_keys,
+                               custodian)
 
 
 def _max_sum_bytes(status: crypto_pb2.RoundStatus) -> int:

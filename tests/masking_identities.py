@@ -1,0 +1,37 @@
+"""Sites' custodian-certified identities for masking tests (what each trainer gets with its
+wrapped key), made on demand per site name."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from ucadi.lwe.custodian import CustodianKey, SiteIdentity, certify_site, generate_custodian_key
+from ucadi.lwe.masking import MaskingRound, PublicRoundKeys, RoundKeys, SitePairing
+
+
+@dataclass
+class Identities:
+    """One custodian and, per site, a long-term X25519 key it certified."""
+
+    custodian: CustodianKey = field(default_factory=generate_custodian_key)
+    keys: dict[str, X25519PrivateKey] = field(default_factory=dict)
+
+    def key(self, site: str) -> X25519PrivateKey:
+        return self.keys.setdefault(site, X25519PrivateKey.generate())
+
+    def identity(self, site: str) -> SiteIdentity:
+        public = self.key(site).public_key().public_bytes(serialization.Encoding.Raw,
+                                                          serialization.PublicFormat.Raw)
+        return certify_site(self.custodian, site, public)
+
+    def advertise(self, site: str, keys: RoundKeys) -> PublicRoundKeys:
+        return keys.public(self.identity(site))
+
+    def pairing(self, context: MaskingRound, site: str, keys: RoundKeys,
+                advertised: Mapping[str, PublicRoundKeys]) -> SitePairing:
+        return SitePairing(context, site, keys, advertised, self.key(site),
+                           self.custodian.public_key)
