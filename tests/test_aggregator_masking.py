@@ -148,3 +148,26 @@ def test_phases_refuse_sites_and_rounds_outside_them(tmp_path, secret):
     assert refused.value.status == "ALREADY_EXISTS"
     with pytest.raises(MaskPhaseError, match="no unmasking"):
         coord.masks.terms(1)
+
+
+def test_a_state_folder_from_before_identities_gains_the_column_and_keeps_its_keys(tmp_path):
+    """An aggregator upgraded mid-federation opens its old SQLite: the stored round keys stay,
+    with an empty identity (sites then refuse that round's key set), and new ones store theirs."""
+    import sqlite3
+
+    from services.aggregator.store import AggregatorStore
+
+    folder = tmp_path / "agg"
+    folder.mkdir()
+    with sqlite3.connect(folder / "aggregator.sqlite3") as db:
+        db.execute("CREATE TABLE mask_keys (round INTEGER NOT NULL, site TEXT NOT NULL, "
+                   "share_public BLOB NOT NULL, mask_public BLOB NOT NULL, "
+                   "PRIMARY KEY (round, site))")
+        db.execute("INSERT INTO mask_keys VALUES (1, 'a', ?, ?)", (b"s" * 32, b"m" * 32))
+    store = AggregatorStore(folder)
+    try:
+        assert store.mask_keys(1) == {"a": (b"s" * 32, b"m" * 32, b"")}
+        identity = IDENTITIES.identity("b").to_bytes()
+        assert store.put_mask_keys(1, "b", b"t" * 32, b"n" * 32, identity)[2] == identity
+    finally:
+        store.close()
