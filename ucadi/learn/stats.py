@@ -239,16 +239,18 @@ def per_class_rates(matrix: np.ndarray) -> list[tuple[float, float]]:
 
 
 def _ovr_aucs(probs: np.ndarray, true: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """Mann-Whitney one-vs-rest AUC of each class in `classes` (each has cases and non-cases)."""
+    """Mann-Whitney one-vs-rest AUC of each class in `classes` (each has cases and non-cases)
+    for case rows `probs` (n, k), or for a batch of resamples (r, n, k) sharing `true`:
+    shape (len(classes),) or (r, len(classes))."""
     from scipy.stats import rankdata
 
-    aucs = np.empty(len(classes))
-    for i, k in enumerate(classes):
+    aucs = []
+    for k in classes:
         positive = true == k
-        ranks = rankdata(probs[:, k])
         m = int(positive.sum())
-        aucs[i] = (ranks[positive].sum() - m * (m + 1) / 2) / (m * (len(true) - m))
-    return aucs
+        ranks = rankdata(probs[..., k], axis=-1)
+        aucs.append((ranks[..., positive].sum(axis=-1) - m * (m + 1) / 2) / (m * (true.size - m)))
+    return np.stack(aucs, axis=-1)
 
 
 def macro_auc_ci(probs: np.ndarray, true: np.ndarray, confidence: float = CONFIDENCE,
@@ -271,11 +273,11 @@ def macro_auc_ci(probs: np.ndarray, true: np.ndarray, confidence: float = CONFID
     if resamples < 1:
         return auc, float("nan"), float("nan"), [int(k) for k in classes]
     rng = np.random.default_rng(seed)
+    # Each resample draws every class's cases from that class, so all share one truth vector.
     members = [np.flatnonzero(true == k) for k in classes]
-    values = np.empty(resamples)
-    for i in range(resamples):
-        rows = np.concatenate([rng.choice(group, len(group)) for group in members])
-        values[i] = _ovr_aucs(probs[rows], true[rows], classes).mean()
+    rows = np.concatenate([rng.choice(group, (resamples, len(group))) for group in members],
+                          axis=1)
+    values = _ovr_aucs(probs[rows], true[np.concatenate(members)], classes).mean(axis=1)
     tail = (1 - confidence) / 2 * 100
     return (auc, float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail)),
             [int(k) for k in classes])
