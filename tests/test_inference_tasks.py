@@ -6,16 +6,15 @@ such class (it grades a study already known to be COVID-19)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
+from test_inference_diagnosis import covid_study  # noqa: F401 (fixture)
 
 from services.inference.client import diagnose
 from services.inference.server import InferenceService, ServiceConfig
 from services.inference.upload import UploadLimits
 from ucadi.ct import PreprocessConfig
-from ucadi.ct.synth import generate_case, plan_cohort
 from ucadi.learn.recipe import FOUR_CLASS_NAMES, SEVERITY_CLASS_NAMES
 from ucadi.model import ModelCard, build_model, save_checkpoint
 from ucadi.ops.tls import secure_channel
@@ -24,17 +23,9 @@ torch.set_num_threads(1)
 CONFIG = PreprocessConfig(size=(32, 32))
 
 
-@pytest.fixture(scope="module")
-def covid_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("synth")
-    plan = next(p for p in plan_cohort("tiny", seed=0) if p.label == "covid")
-    record = generate_case(plan, "tiny", seed=0, out_dir=out)
-    return out / str(record["series_path"])
-
-
 @pytest.mark.parametrize(("task", "classes"), [("four_class", FOUR_CLASS_NAMES),
                                                ("severity", SEVERITY_CLASS_NAMES)])
-def test_a_served_model_answers_with_its_tasks_classes(task, classes, covid_study, pki,
+def test_a_served_model_answers_with_its_tasks_classes(task, classes, covid_study, pki,  # noqa: F811
                                                        tmp_path):
     torch.manual_seed(0)
     model = build_model("densenet3d", "cpu-small", num_classes=len(classes))

@@ -173,3 +173,21 @@ def test_evaluate_a_severity_model_reports_grades_from_its_card(severity_model, 
     assert main(["evaluate", "--model", str(severity_model), "--data", str(tiny_cohort.parent),
                  "--threshold", "0.5", "--out", str(tmp_path / "bad")]) == 2
     assert "--threshold applies to COVID-19 models" in capsys.readouterr().err
+
+
+def test_evaluate_a_four_class_model_adds_the_four_class_outputs(tiny_cohort, tmp_path):
+    model = tmp_path / "model"
+    assert main(["train", "--data", str(tiny_cohort.parent), "--site", "main-campus", "--task",
+                 "four_class", "--epochs", "1", "--batch-size", "4", "--no-progress",
+                 "--threads", "1", "--out", str(model)]) == 0
+    assert json.loads((model / "card.json").read_text())["task"] == "four_class"
+    out = tmp_path / "report"
+    assert main(["evaluate", "--model", str(model), "--data", str(tiny_cohort.parent),
+                 "--samples", "1", "--bootstrap", "100", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    four = metrics["four_class"]
+    assert metrics["task"] == "four_class" and "ct_level" in metrics
+    assert np.array(four["confusion"]).sum() == four["cases"] > 0
+    assert set(four["per_class"]) == {"healthy", "covid", "other_viral", "bacterial"}
+    assert "## Four classes" in (out / "report.md").read_text()
+    assert (out / "roc_classes.png").read_bytes()[:4] == b"\x89PNG"
