@@ -191,3 +191,16 @@ def test_evaluate_a_four_class_model_adds_the_four_class_outputs(tiny_cohort, tm
     assert set(four["per_class"]) == {"healthy", "covid", "other_viral", "bacterial"}
     assert "## Four classes" in (out / "report.md").read_text()
     assert (out / "roc_classes.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_training_severity_without_graded_cases_is_refused_naming_the_task(tiny_cohort,
+                                                                          tmp_path):
+    from ucadi.learn.workflow import train_model
+
+    ungraded = [r for r in read_manifest(tiny_cohort) if r.split == "train" and
+                not r.binary_label]
+    with pytest.raises(RecipeError, match="usable for task 'severity'.*grade 1-3"):
+        train_model(ungraded, [], arch="densenet3d", preset="cpu-small",
+                    recipe=TrainingRecipe(task="severity", total_epochs=1, warmup_epochs=0),
+                    out_dir=tmp_path, progress=False)
+    assert not (tmp_path / "card.json").exists()

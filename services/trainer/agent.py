@@ -39,6 +39,7 @@ from ucadi.durable import write_durably
 from ucadi.errors import UcadiError
 from ucadi.learn import predict_probabilities
 from ucadi.learn.evaluate import site_validation
+from ucadi.learn.recipe import SEVERITY_HINT
 from ucadi.lwe.codec import site_weight
 from ucadi.lwe.integrity import SumIntegrityError, update_slot_count
 from ucadi.v1 import federation_pb2
@@ -139,8 +140,8 @@ class SiteAgent:
                       f"({len(self.train_records)} training cases in the manifest)")
             self.federation.leave(reason)
             self._phase("left")
-            raise UcadiError(f"{reason}; the site left the federation (severity needs COVID-19 "
-                             "cases with a grade 1-3 in the manifest's severity column)")
+            hint = SEVERITY_HINT if self.session.recipe.task == "severity" else ""
+            raise UcadiError(f"{reason}; the site left the federation{hint}")
         self.status.train_cases = usable
         self.version = self._resume_local_version()
         if joined.pairwise_masks:

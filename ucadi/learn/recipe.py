@@ -19,8 +19,9 @@ BINARY_CLASS_NAMES = ("non_covid", "covid")
 SEVERITY_CLASS_NAMES = ("severity_I", "severity_II", "severity_III")
 COVID_CLASS = 1  # index of COVID-19 in the binary and four-class tasks (severity has none)
 TASKS = ("binary", "four_class", "severity")
-# Tasks whose outputs include a COVID-19 class (the binary COVID-19 statistics apply).
-COVID_TASKS = ("binary", "four_class")
+# What a severity task's cases need, for messages about a site or set without any.
+SEVERITY_HINT = (" (severity uses COVID-19 cases with a grade 1-3 in the manifest's severity "
+                 "column)")
 TASK_CLASS_NAMES = {"binary": BINARY_CLASS_NAMES, "four_class": FOUR_CLASS_NAMES,
                     "severity": SEVERITY_CLASS_NAMES}
 

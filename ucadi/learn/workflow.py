@@ -19,7 +19,7 @@ from ucadi.learn.evaluate import (
     multiclass_report,
 )
 from ucadi.learn.predict import predict_probabilities
-from ucadi.learn.recipe import COVID_CLASS, TrainingRecipe
+from ucadi.learn.recipe import COVID_CLASS, SEVERITY_HINT, RecipeError, TrainingRecipe
 from ucadi.learn.session import fit, folds_by_patient
 from ucadi.learn.stats import StatisticsError
 from ucadi.model import ModelCard, build_model, get_preset, save_checkpoint
@@ -54,6 +54,9 @@ def train_model(train_records: list[Any], val_records: list[Any], *, arch: str, 
     """Train (resuming if out_dir holds a matching interrupted run) and save the checkpoint."""
     config = preprocess_for(preset)
     train_set = StudyDataset(train_records, config, recipe.task, train=True, seed=seed)
+    if not len(train_set):
+        raise RecipeError(f"none of the {len(train_records)} training cases is usable for task "
+                          f"{recipe.task!r}{SEVERITY_HINT if recipe.task == 'severity' else ''}")
     val_set = StudyDataset(val_records, config, recipe.task, train=False, seed=seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
