@@ -40,9 +40,13 @@ def test_report_has_ct_patient_site_and_four_class_results():
     four = report["four_class"]
     # UK-style binary-only cases have no four-class truth and are left out of that table.
     assert four["cases"] == 20
-    matrix = np.array(four["confusion_4class"])
+    matrix = np.array(four["confusion"])
     assert matrix.sum() == 20 and np.trace(matrix) == 20
-    assert four["one_vs_rest_auc"]["covid"]["auc"] == 1.0
+    assert four["per_class"]["covid"]["auc"] == 1.0
+    assert four["per_class"]["other_viral"]["n"] == 4
+    assert four["per_class"]["bacterial"]["sensitivity"] == 1.0
+    assert four["per_class"]["healthy"]["specificity"] == 1.0
+    assert (four["macro_auc"], four["macro_auc_ci_low"]) == (1.0, 1.0)
     assert np.array(ct["confusion_2class"]).tolist() == [[16, 0], [0, 8]]
 
 
@@ -50,11 +54,13 @@ def test_markdown_and_plots_are_written(tmp_path):
     records, probs = _cohort()
     report = clinical_report(probs, records, FOUR_CLASS_NAMES, threshold=0.5)
     labels = np.array([r.binary_label for r in records])
-    files = write_report(tmp_path, report, probs[:, 1], labels, "unit")
+    files = write_report(tmp_path, report, probs[:, 1], labels, "unit", probs=probs,
+                         records=records)
     assert {f.name for f in files} == {"metrics.json", "report.md", "roc.png", "confusion.png",
-                                       "reliability.png"}
+                                       "reliability.png", "roc_classes.png"}
     text = markdown_report(report, "unit")
     assert "| CT | 8 | 16 | 1.000 | 1.000 |" in text and "one-vs-rest" in text
+    assert "| other_viral | 4 | 1.000 | 1.000 |" in text and "| healthy | 4 | 0 | 0 | 0 |" in text
 
 
 def test_reader_points_must_be_a_csv_of_rates(tmp_path):

@@ -71,7 +71,9 @@ class Diagnosis:
 
     @property
     def covid_probability(self) -> float:
-        """Mean probability of the 'covid' class (0 when the model has no such class)."""
+        """Mean probability of the 'covid' class (0 when the model has no such class: a
+        severity model grades a study already known to be COVID-19; its answer's
+        probabilities are per grade and its card's task is 'severity')."""
         names = self.served.class_names
         return float(self.probabilities[names.index(COVID_CLASS)]) if COVID_CLASS in names else 0.0
 

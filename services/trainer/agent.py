@@ -40,7 +40,8 @@ from ucadi.ct.synth import read_manifest
 from ucadi.durable import write_durably
 from ucadi.errors import UcadiError
 from ucadi.learn import predict_probabilities
-from ucadi.learn.evaluate import validation_at_threshold
+from ucadi.learn.evaluate import site_validation
+from ucadi.learn.recipe import SEVERITY_HINT
 from ucadi.lwe.codec import site_weight
 from ucadi.lwe.integrity import SumIntegrityError, update_slot_count
 from ucadi.v1 import federation_pb2
@@ -134,6 +135,18 @@ class SiteAgent:
         self.session = SiteSession.from_join(joined, self.train_records, self.val_records,
                                              device=self.settings.device,
                                              seed=self.settings.seed)
+        usable = self.session.train_cases
+        if not usable:
+            # E.g. a severity federation and a site without graded COVID-19 cases: it has
+            # nothing to train on, so it leaves rather than stall every round it is expected in.
+            reason = (f"no training case of site {self.settings.site!r} is usable for the "
+                      f"federation's task {self.session.recipe.task!r} "
+                      f"({len(self.train_records)} training cases in the manifest)")
+            self.federation.leave(reason)
+            self._phase("left")
+            hint = SEVERITY_HINT if self.session.recipe.task == "severity" else ""
+            raise UcadiError(f"{reason}; the site left the federation{hint}")
+        self.status.train_cases = usable
         self.version = self._resume_local_version()
         if joined.pairwise_masks:
             if self.settings.custodian is None:
@@ -301,26 +314,26 @@ class SiteAgent:
                                optimization=session.optimization)
         if evaluation and self.settings.share_metrics:
             self.federation.report_metrics({"version": version, "split": "val",
-                                            "cases": len(self.val_records), **evaluation})
+                                            "cases": len(self.joined.val_set), **evaluation})
 
     def _evaluate(self, version: int) -> dict[str, float]:
         """The global version on the site's own validation studies, at the decision threshold
         (one sampling per study while federating)."""
-        if not self.val_records:
-            return {}
         session = self.joined
+        if not len(session.val_set):
+            return {}
         probs = predict_probabilities(session.learner.model, session.val_set.records,
                                       session.preprocess, samples=VALIDATION_SAMPLES,
                                       seed=self.settings.seed, device=self.settings.device,
                                       stack_of=session.val_set.stack)
-        labels = np.array([r.binary_label for r in session.val_set.records])
-        result = validation_at_threshold(probs[:, 1], labels, DECISION_THRESHOLD)
+        result = site_validation(probs, session.val_set.labels, session.recipe.task,
+                                 DECISION_THRESHOLD)
         self.status.val_auc = result["auc"]
         self.status.val_sensitivity = result["sensitivity"]
         self.status.val_specificity = result["specificity"]
         log.info("%s: global version %d on local validation (%d studies): AUC %.3f, "
                  "sensitivity %.3f, specificity %.3f", self.settings.site, version,
-                 len(self.val_records), result["auc"], result["sensitivity"],
+                 len(session.val_set), result["auc"], result["sensitivity"],
                  result["specificity"])
         return result
 

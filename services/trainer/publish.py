@@ -37,6 +37,7 @@ class ModelPublisher:
         target = self.model_dir / VERSIONS_DIR / f"{version:05d}"
         card = ModelCard.for_model(
             model, list(recipe.class_names), preprocess.to_dict(), version=version,
+            task=recipe.task,
             training={"federated": True, "recipe": recipe.to_dict(),
                       "local_train_cases": train_cases, "layout_hash": spec.layout_hash,
                       "optimization": (optimization or FederatedOptimization()).to_dict()},

@@ -10,6 +10,7 @@ from typing import Any
 from ucadi.ct import PreprocessConfig
 from ucadi.errors import UcadiError
 from ucadi.learn import StudyDataset, TrainingRecipe
+from ucadi.learn.evaluate import ORDINAL_TASKS
 from ucadi.learn.server_opt import FederatedOptimization, announced_optimization
 from ucadi.learn.site_learner import LocalLearner, SiteLearner
 from ucadi.model import get_preset
@@ -63,6 +64,7 @@ class SiteSession:
     val_set: StudyDataset
     local_epochs: int
     weight_unit: int  # training samples per unit of FedAvg weight (JoinResponse.weight_unit)
+    train_cases: int  # the site's training studies the federation's task can use
 
     @classmethod
     def from_join(cls, joined: Any, train_records: list[Any], val_records: list[Any], *,
@@ -85,7 +87,10 @@ class SiteSession:
             raise UcadiError(f"this site's model layout {learner.layout.hash[:12]} differs from "
                              f"the federation's {spec.layout_hash[:12]}: update the site "
                              "software")
-        # Validation stacks are read once and kept, like the training set's.
-        val_set = StudyDataset(val_records, preprocess, "binary", train=False, seed=seed)
+        # Validation stacks are read once and kept, like the training set's. COVID-19 tasks
+        # validate COVID-19 vs the rest on every validation study (the UK-style site's binary
+        # labels included); severity validates the grades of the graded COVID-19 studies.
+        val_task = recipe.task if recipe.task in ORDINAL_TASKS else "binary"
+        val_set = StudyDataset(val_records, preprocess, val_task, train=False, seed=seed)
         return cls(joined.federation_id, spec, recipe, preprocess, optimization, learner,
-                   val_set, joined.local_epochs, joined.weight_unit or 1)
+                   val_set, joined.local_epochs, joined.weight_unit or 1, len(dataset))

@@ -19,8 +19,11 @@ from ucadi.demo.compare import (
     BaselinePool,
     ModelResult,
     ScoringSetup,
+    classes_table,
+    grades_table,
     markdown_table,
     plot_comparison,
+    plot_grades,
     result_from_scores,
 )
 from ucadi.demo.federation import FederationPlan
@@ -92,7 +95,7 @@ class DemoComparison:
         jobs.append(BaselineJob("centralised", self.split(plan.sites, "train"), central_recipe,
                                 self.central_epochs, self.pooled_val))
         self.setup = ScoringSetup(config, plan.arch, plan.model_preset, self.num_classes,
-                                  plan.init_seed, seed, self.test_sets)
+                                  plan.init_seed, seed, self.test_sets, plan.task)
         self.pool = BaselinePool(jobs, self.setup, workers=workers)
 
     def split(self, sites: list[str] | tuple[str, ...], name: str) -> tuple[Any, ...]:
@@ -113,55 +116,103 @@ class DemoComparison:
         federated_scores = self.pool.score(federated.state_dict(), self.pooled_val)
         baselines = self.pool.results()
         self.pool.close()
-        test_sets = self.test_sets
+        test_sets, task = self.test_sets, plan.task
         results: list[ModelResult] = [
             result_from_scores(f"local {site}", baselines[f"local {site}"][1],
-                               self.split([site], "val"), test_sets) for site in plan.sites]
+                               self.split([site], "val"), test_sets, task)
+            for site in plan.sites]
         results.append(result_from_scores("federated", federated_scores.result(),
-                                          self.pooled_val, test_sets))
+                                          self.pooled_val, test_sets, task))
         results.append(result_from_scores("centralised", baselines["centralised"][1],
-                                          self.pooled_val, test_sets))
+                                          self.pooled_val, test_sets, task))
         print("      every model evaluated", flush=True)
-        return self._write(results, reports_dir, federation_summary)
+        return write_comparison(results, reports_dir, federation_summary, plan=plan,
+                                seed=self.seed, central_epochs=self.central_epochs,
+                                test_sets=test_sets)
 
-    def _write(self, results: list[ModelResult], reports_dir: Path,
-               federation_summary: dict[str, Any]) -> dict[str, Any]:
-        plan, seed, central_epochs, test_sets = (self.plan, self.seed, self.central_epochs,
-                                                 self.test_sets)
-        epochs = plan.rounds * plan.local_epochs
-        set_names = list(test_sets)
+
+def write_comparison(results: list[ModelResult], reports_dir: Path,
+                     federation_summary: dict[str, Any], *, plan: FederationPlan, seed: int,
+                     central_epochs: int, test_sets: dict[str, tuple[Any, ...]]
+                     ) -> dict[str, Any]:
+    """reports_dir/comparison.{md,png,json} (and comparison_classes.png for a four-class
+    model) from every model's results; returns the markdown and the files' names."""
+    epochs = plan.rounds * plan.local_epochs
+    set_names = list(test_sets)
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    files = ["comparison.md", "comparison.png"]
+    tests: dict[str, dict[str, float]] = {}
+    header = ("# UCADI demo: local-only vs federated vs centralised\n\n"
+              + configuration_text(plan, seed, central_epochs) + "\n")
+    rounds = ("## Federation rounds (encrypted FedAvg)\n\n"
+              + _rounds_table(federation_summary))
+    if plan.task == "severity":
+        plot_grades(reports_dir / "comparison.png", results, set_names)
+        markdown = (
+            header + "COVID-19 severity (grades I/II/III by involved lung fraction), "
+            "evaluated on each test set's graded COVID-19 CTs only (every other CT is "
+            "left out, as it is from training); each CT is called its most probable grade "
+            "(test-time average of 5 samplings). Macro AUC: mean one-vs-rest AUC over the "
+            "grades present, 95 % CI by stratified bootstrap; kappa: quadratic-weighted "
+            "Cohen's kappa. Hold-out sites are COVID-only and graded, so they count here."
+            "\n\n" + rounds + "\n## Grades by test set\n\n"
+            + grades_table(results, set_names) + "\n![comparison](comparison.png)\n")
+    else:
         pooled_labels = np.array([r.binary_label for r in test_sets[POOLED]])
-        reports_dir.mkdir(parents=True, exist_ok=True)
         plot_comparison(reports_dir / "comparison.png", results, pooled_labels, set_names)
         by_name = {r.name: r for r in results}
-        tests = {}
         if len(set(pooled_labels)) == 2:
             for other in [r.name for r in results if r.name != "federated"]:
                 tests[other] = compare_models(by_name["federated"].pooled_scores,
                                               by_name[other].pooled_scores, pooled_labels)
         markdown = (
-            "# UCADI demo: local-only vs federated vs centralised\n\n"
-            + configuration_text(plan, seed, central_epochs) + "\n"
-            "Binary COVID-19 vs non-COVID-19, test-time average of 5 samplings per CT, thresholds "
-            "chosen on validation data (Youden's J). CT-level metrics; AUC with 95 % DeLong CI. "
+            header + "Binary COVID-19 vs non-COVID-19"
+            + (" (the four-class model's COVID-19 probability)" if plan.task == "four_class"
+               else "") + ", test-time average of 5 samplings per CT, thresholds chosen on "
+            "validation data (Youden's J). CT-level metrics; AUC with 95 % DeLong CI. "
             "Hold-out sites are COVID-only: specificity and AUC do not apply there.\n\n"
-            "## Federation rounds (encrypted FedAvg)\n\n" + _rounds_table(federation_summary)
-            + "\n## Sensitivity / specificity / AUC by test set\n\n"
+            + rounds + "\n## Sensitivity / specificity / AUC by test set\n\n"
             + markdown_table(results, set_names)
             + "\n## DeLong test on the pooled test set (federated vs each model)\n\n"
             + "| other model | federated AUC | other AUC | p |\n|---|---|---|---|\n"
-            + "".join(f"| {name} | {t['auc']:.3f} | {t['auc_other']:.3f} | {t['delong_p']:.3g} |\n"
-                      for name, t in tests.items())
+            + "".join(f"| {name} | {t['auc']:.3f} | {t['auc_other']:.3f} | "
+                      f"{t['delong_p']:.3g} |\n" for name, t in tests.items())
             + "\n![comparison](comparison.png)\n")
-        (reports_dir / "comparison.md").write_text(markdown)
-        (reports_dir / "comparison.json").write_text(json.dumps({
-            "seed": seed, "configuration": {
-                "sites": plan.sites, "rounds": plan.rounds, "local_epochs": plan.local_epochs,
-                "min_sites": plan.min_sites, "preset": plan.model_preset, "recipe": plan.recipe,
-                "optimizer": FederatedOptimization.from_dict(plan.optimizer).to_dict(),
-                "local_only_epochs": epochs, "centralised_epochs": central_epochs},
-            "federation": federation_summary,
-            "models": {r.name: {"threshold": r.threshold, "by_set": r.by_set} for r in results},
-            "delong_vs_federated": tests}, indent=2, default=float))
-        return {"markdown": markdown, "files": ["comparison.md", "comparison.png",
-                                                "comparison.json", "demo_summary.json"]}
+        if plan.task == "four_class":
+            markdown += _four_class_section(results, reports_dir)
+            if (reports_dir / "comparison_classes.png").exists():
+                files.append("comparison_classes.png")
+    (reports_dir / "comparison.md").write_text(markdown)
+    (reports_dir / "comparison.json").write_text(json.dumps({
+        "seed": seed, "task": plan.task, "configuration": {
+            "sites": plan.sites, "rounds": plan.rounds, "local_epochs": plan.local_epochs,
+            "min_sites": plan.min_sites, "preset": plan.model_preset, "recipe": plan.recipe,
+            "task": plan.task,
+            "optimizer": FederatedOptimization.from_dict(plan.optimizer).to_dict(),
+            "local_only_epochs": epochs, "centralised_epochs": central_epochs},
+        "federation": federation_summary,
+        "models": {r.name: {"threshold": r.threshold, "by_set": r.by_set,
+                            **({"four_class": r.classes} if r.classes else {})}
+                   for r in results},
+        "delong_vs_federated": tests}, indent=2, default=float))
+    return {"markdown": markdown,
+            "files": [*files, "comparison.json", "demo_summary.json"]}
+
+
+def _four_class_section(results: list[ModelResult], reports_dir: Path) -> str:
+    """The papers' four-class outputs on the pooled test set: a table per model and the
+    federated and centralised models' confusion matrices (comparison_classes.png)."""
+    from ucadi.learn.report import plot_confusions
+
+    shown = [r for r in results if r.name in ("federated", "centralised")
+             and r.classes and "confusion" in r.classes]
+    (reports_dir / "comparison_classes.png").unlink(missing_ok=True)
+    if shown:
+        plot_confusions(reports_dir / "comparison_classes.png", [
+            (f"{r.name}, pooled test", np.array(r.classes["confusion"]),
+             list(r.classes["class_names"])) for r in shown])
+    return ("\n## Four classes on the pooled test set\n\n"
+            "CTs with a four-class diagnosis (the UK-style site's binary-only labels left "
+            "out), each called its most probable class; macro AUC: mean one-vs-rest AUC, "
+            "95 % CI by stratified bootstrap.\n\n" + classes_table(results)
+            + "\n![four-class confusion matrices](comparison_classes.png)\n")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from ucadi.errors import CommandError
+from ucadi.learn.recipe import TASKS
 
 ARCH_CHOICES = ("densenet3d", "resnet3d18", "resnet3d50", "xception3d")
 PRESET_CHOICES = ("cpu-small", "cpu-medium", "paper")
@@ -22,7 +24,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     where.add_argument("--all-sites", action="store_true", help="pool every training site")
     train.add_argument("--arch", choices=ARCH_CHOICES, default="densenet3d")
     train.add_argument("--preset", choices=PRESET_CHOICES, default="cpu-small")
-    train.add_argument("--task", choices=("binary", "four_class"), default="binary")
+    train.add_argument("--task", choices=TASKS, default="binary",
+                       help="binary (COVID-19 vs not), four_class (healthy, COVID-19, other "
+                            "viral, bacterial) or severity (grade I/II/III of the COVID-19 "
+                            "cases that have one; other cases are left out)")
     train.add_argument("--epochs", type=int, default=100, help="total epochs (paper: 100)")
     train.add_argument("--warmup-epochs", type=int, default=None,
                        help="linear warm-up epochs (default 5 %% of --epochs, the paper's 5/100)")
@@ -45,10 +50,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--split", default="test", help="test, val or holdout")
     evaluate.add_argument("--site", action="append", help="only this site (repeatable)")
     evaluate.add_argument("--threshold", type=float, default=None,
-                          help="override the card's validation-chosen threshold")
+                          help="override the card's validation-chosen threshold (COVID-19 "
+                               "models; a severity model calls the most probable grade)")
     evaluate.add_argument("--samples", type=int, default=5, help="samplings per CT (paper: 5)")
     evaluate.add_argument("--bootstrap", type=int, default=0, metavar="N",
-                          help="also a bootstrap AUC CI with N resamples")
+                          help="also a bootstrap AUC CI with N resamples (also the resamples "
+                               "of the four-class and severity macro-AUC CI; default 2000)")
     evaluate.add_argument("--compare", type=Path, default=None,
                           help="second model folder: DeLong test between the two AUCs")
     evaluate.add_argument("--readers", type=Path, default=None,
@@ -112,7 +119,12 @@ def _train(args: argparse.Namespace) -> int:
               f"{', '.join(sites)}, validating on {len(val)}, device {device}")
         _, card = train_model(train, val, **common)  # type: ignore[arg-type]
     validation = card.metrics.get("validation")
-    if validation:
+    if validation and "macro_auc" in validation:
+        print(f"validation ({validation['cases']} graded CTs): macro AUC "
+              f"{validation['macro_auc']:.3f} (95 % CI {validation['macro_auc_ci_low']:.3f}-"
+              f"{validation['macro_auc_ci_high']:.3f}), quadratic-weighted kappa "
+              f"{validation['quadratic_kappa']:.3f}, accuracy {validation['accuracy']:.3f}")
+    elif validation:
         print(f"validation: AUC {validation['auc']:.3f} (95 % CI {validation['auc_ci_low']:.3f}-"
               f"{validation['auc_ci_high']:.3f}), sensitivity {validation['sensitivity']:.3f}, "
               f"specificity {validation['specificity']:.3f} at threshold "
@@ -126,7 +138,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from ucadi.ct import PreprocessConfig
     from ucadi.learn.cohort import load_records, select
-    from ucadi.learn.evaluate import clinical_report
+    from ucadi.learn.evaluate import ORDINAL_TASKS, card_task, clinical_report
     from ucadi.learn.predict import predict_probabilities
     from ucadi.learn.report import read_readers, write_report
     from ucadi.learn.workflow import resolve_device
@@ -134,8 +146,11 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     model, card = load_checkpoint(args.model, device=device)
+    task = card_task(card)
     config = PreprocessConfig.from_dict(card.preprocess)
     records = select(load_records(args.data), sites=args.site, splits=[args.split])
+    if task in ORDINAL_TASKS:
+        return _evaluate_grades(args, model, card, config, records, device)
     readers = read_readers(args.readers) if args.readers else []
     threshold = args.threshold if args.threshold is not None else card.metrics.get("threshold")
     if threshold is None:
@@ -149,15 +164,61 @@ def _evaluate(args: argparse.Namespace) -> int:
             other_card.preprocess), samples=args.samples, seed=args.seed, device=device)
     report = clinical_report(probs, records, card.class_names, float(threshold),
                              bootstrap=args.bootstrap, compare_probs=compare)
-    report["model"] = {"dir": str(args.model), "arch": card.arch, "preset": card.preset,
-                       "version": card.version, "samples_per_ct": args.samples}
+    report["model"] = _model_summary(args, card)
     labels = np.array([int(r.binary_label) for r in records])
     files = write_report(args.out, report, probs[:, 1], labels,
-                         f"{card.arch}/{card.preset} on {args.split}", readers)
+                         f"{card.arch}/{card.preset} on {args.split}", readers, probs=probs,
+                         records=records)
     ct = report["ct_level"]
     print(f"{len(records)} CTs: sensitivity {ct['sensitivity']:.3f}, specificity "
           f"{ct['specificity']:.3f}, AUC {ct['auc']:.3f} ({ct['auc_ci_low']:.3f}-"
           f"{ct['auc_ci_high']:.3f}) at threshold {ct['threshold']:.3f}")
+    four = report.get("four_class", {})
+    if "macro_auc" in four:
+        print(f"four classes ({four['cases']} CTs): accuracy {four['accuracy']:.3f}, macro AUC "
+              f"{four['macro_auc']:.3f} ({four['macro_auc_ci_low']:.3f}-"
+              f"{four['macro_auc_ci_high']:.3f})")
+    print("wrote " + ", ".join(str(f) for f in files))
+    return 0
+
+
+def _model_summary(args: argparse.Namespace, card: Any) -> dict[str, Any]:
+    return {"dir": str(args.model), "arch": card.arch, "preset": card.preset,
+            "task": card.task, "version": card.version, "samples_per_ct": args.samples}
+
+
+def _evaluate_grades(args: argparse.Namespace, model: Any, card: Any, config: Any,
+                     records: list[Any], device: str) -> int:
+    """`ucadi evaluate` of a severity model: its graded COVID-19 CTs only."""
+    import numpy as np
+
+    from ucadi.learn.data import usable_records
+    from ucadi.learn.evaluate import severity_report
+    from ucadi.learn.predict import predict_probabilities
+    from ucadi.learn.report import write_report
+
+    for option in ("threshold", "compare", "readers"):
+        if getattr(args, option) is not None:
+            raise CommandError(f"--{option} applies to COVID-19 models; {args.model} is a "
+                               "severity model (grade I/II/III, most probable grade called)")
+    graded = usable_records(records, "severity")
+    if not graded:
+        raise CommandError(f"no COVID-19 case with a severity grade (1-3) in split "
+                           f"{args.split!r} of site(s) {args.site or 'all'}: a severity model "
+                           "is evaluated on graded COVID-19 cases only")
+    probs = predict_probabilities(model, graded, config, samples=args.samples, seed=args.seed,
+                                  device=device, progress=True)
+    report = severity_report(probs, graded, card.class_names, bootstrap=args.bootstrap)
+    report["excluded_cases"] = len(records) - len(graded)
+    report["model"] = _model_summary(args, card)
+    files = write_report(args.out, report, np.zeros(0), np.zeros(0), f"{card.arch}/"
+                         f"{card.preset} severity on {args.split}", probs=probs,
+                         records=graded)
+    grades = report["severity"]
+    print(f"{len(graded)} graded COVID-19 CTs ({report['excluded_cases']} other CTs left out): "
+          f"accuracy {grades['accuracy']:.3f}, macro AUC {grades['macro_auc']:.3f} "
+          f"({grades['macro_auc_ci_low']:.3f}-{grades['macro_auc_ci_high']:.3f}), "
+          f"quadratic-weighted kappa {grades['quadratic_kappa']:.3f}")
     print("wrote " + ", ".join(str(f) for f in files))
     return 0
 

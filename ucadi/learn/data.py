@@ -12,7 +12,13 @@ import torch
 from torch.utils.data import Dataset
 
 from ucadi.ct import CTInputError, PreprocessConfig, load_stack, preprocess_study, sample_stack
-from ucadi.learn.recipe import BINARY_CLASS_NAMES, FOUR_CLASS_NAMES, TASKS, RecipeError
+from ucadi.learn.recipe import (
+    FOUR_CLASS_NAMES,
+    SEVERITY_CLASS_NAMES,
+    TASKS,
+    RecipeError,
+    task_class_names,
+)
 
 # Memory kept for cached stacks; beyond it studies are re-read each epoch. At the paper's
 # 128x128 input a 300-slice study is ~20 MB, so a full cohort would not fit in RAM.
@@ -23,19 +29,27 @@ BINARY_ONLY_LABEL = "non_covid"
 
 
 def task_label(record: Any, task: str) -> int | None:
-    """Class index of a CaseRecord in `task`, or None when the task cannot use it."""
+    """Class index of a CaseRecord in `task`, or None when the task cannot use it: the
+    four-class task needs the full diagnosis (not the UK-style site's binary label), the
+    severity task a COVID-19 case with a grade 1-3 (index grade - 1; non-COVID cases and
+    COVID-19 cases without a grade, severity 0, are left out)."""
     if task == "binary":
         return int(record.binary_label)
     if task == "four_class":
         if record.label == BINARY_ONLY_LABEL:
             return None
         return FOUR_CLASS_NAMES.index(record.label)
+    if task == "severity":
+        grade = int(record.severity or 0)
+        if not int(record.binary_label) or not 1 <= grade <= len(SEVERITY_CLASS_NAMES):
+            return None
+        return grade - 1
     raise RecipeError(f"task {task!r} is unknown; choose one of {TASKS}")
 
 
-def class_names(task: str) -> tuple[str, ...]:
-    """Output class names of a task."""
-    return BINARY_CLASS_NAMES if task == "binary" else FOUR_CLASS_NAMES
+def usable_records(records: Sequence[Any], task: str) -> list[Any]:
+    """The records `task` can use (see task_label)."""
+    return [r for r in records if task_label(r, task) is not None]
 
 
 def study_seed(seed: int, epoch: int, case_id: str) -> int:
@@ -61,9 +75,11 @@ class StudyDataset(Dataset):
                  train: bool, seed: int, *, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         usable = [(r, task_label(r, task)) for r in records]
         skipped = [r.case_id for r, label in usable if label is None]
-        if skipped:
+        if skipped and task == "four_class":
             warnings.warn(f"{len(skipped)} cases labelled {BINARY_ONLY_LABEL!r} skipped: the "
                           f"{task} task needs the full label (e.g. {skipped[:3]})", stacklevel=2)
+        # The severity task leaves out every non-COVID case (most of a cohort) by design:
+        # no warning; the summary's case count says how many were kept.
         self.config = config
         self.task = task
         self.train = train
@@ -126,7 +142,7 @@ class StudyDataset(Dataset):
 
     def summary(self) -> dict[str, Any]:
         """Cases per class and per site (for model cards)."""
-        names = class_names(self.task)
+        names = task_class_names(self.task)
         sites: dict[str, int] = {}
         for record in self.records:
             sites[record.site] = sites.get(record.site, 0) + 1

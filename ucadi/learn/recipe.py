@@ -15,8 +15,15 @@ from ucadi.errors import UcadiError
 
 FOUR_CLASS_NAMES = ("healthy", "covid", "other_viral", "bacterial")
 BINARY_CLASS_NAMES = ("non_covid", "covid")
-COVID_CLASS = 1  # index of COVID-19 in both tasks
-TASKS = ("binary", "four_class")
+# The first paper's COVID-19 severity grades I/II/III (involved lung fraction), in order.
+SEVERITY_CLASS_NAMES = ("severity_I", "severity_II", "severity_III")
+COVID_CLASS = 1  # index of COVID-19 in the binary and four-class tasks (severity has none)
+TASKS = ("binary", "four_class", "severity")
+# What a severity task's cases need, for messages about a site or set without any.
+SEVERITY_HINT = (" (severity uses COVID-19 cases with a grade 1-3 in the manifest's severity "
+                 "column)")
+TASK_CLASS_NAMES = {"binary": BINARY_CLASS_NAMES, "four_class": FOUR_CLASS_NAMES,
+                    "severity": SEVERITY_CLASS_NAMES}
 
 # Paper: weighted cross-entropy over healthy, COVID-19, other viral, bacterial.
 PAPER_FOUR_CLASS_WEIGHTS = (0.2, 0.2, 0.4, 0.2)
@@ -39,6 +46,13 @@ def binary_weights_from_paper() -> tuple[float, float]:
 
 class RecipeError(UcadiError):
     """A training recipe value is out of range or unknown."""
+
+
+def task_class_names(task: str) -> tuple[str, ...]:
+    """Output class names of a task; RecipeError for an unknown one."""
+    if task not in TASK_CLASS_NAMES:
+        raise RecipeError(f"task {task!r} is unknown; choose one of {TASKS}")
+    return TASK_CLASS_NAMES[task]
 
 
 @dataclass(frozen=True)
@@ -73,15 +87,20 @@ class TrainingRecipe:
 
     @property
     def class_names(self) -> tuple[str, ...]:
-        """Output classes of the task, COVID-19 at index 1."""
-        return BINARY_CLASS_NAMES if self.task == "binary" else FOUR_CLASS_NAMES
+        """Output classes of the task (COVID-19 at index 1 in the binary and four-class tasks)."""
+        return TASK_CLASS_NAMES[self.task]
 
     @property
     def loss_weights(self) -> tuple[float, ...]:
-        """Cross-entropy class weights: explicit, or the task default derived from the paper."""
+        """Cross-entropy class weights: explicit, or the task default derived from the paper
+        (the paper gives no severity weights: the grades weigh equally)."""
         if self.class_weights is not None:
             return self.class_weights
-        return binary_weights_from_paper() if self.task == "binary" else PAPER_FOUR_CLASS_WEIGHTS
+        if self.task == "binary":
+            return binary_weights_from_paper()
+        if self.task == "four_class":
+            return PAPER_FOUR_CLASS_WEIGHTS
+        return (1.0,) * len(SEVERITY_CLASS_NAMES)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly copy."""

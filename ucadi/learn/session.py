@@ -22,9 +22,9 @@ from torch import nn
 
 from ucadi.errors import UcadiError
 from ucadi.learn.data import StudyDataset
+from ucadi.learn.evaluate import validation_auc
 from ucadi.learn.predict import predict_probabilities
-from ucadi.learn.recipe import COVID_CLASS, TrainingRecipe
-from ucadi.learn.stats import StatisticsError, auc_ci_delong
+from ucadi.learn.recipe import TrainingRecipe
 from ucadi.learn.train import epoch_seed, make_optimizer, make_scaler, train_epoch
 
 STATE_FILE = "training-state.pt"
@@ -84,11 +84,7 @@ def _validation_auc(model: nn.Module, val_set: StudyDataset, seed: int, epoch: i
     probs = predict_probabilities(model, val_set.records, val_set.config, samples=1,
                                   seed=epoch_seed(seed, epoch), device=device,
                                   stack_of=val_set.stack)
-    labels = (val_set.labels == COVID_CLASS).astype(int)
-    try:
-        return auc_ci_delong(probs[:, COVID_CLASS], labels)[0]
-    except StatisticsError:
-        return float("nan")
+    return validation_auc(probs, val_set.labels, val_set.task)
 
 
 def _save_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,

@@ -196,3 +196,88 @@ def calibration(probabilities: np.ndarray, labels: np.ndarray,
         count.append(int(members.sum()))
         ece += members.mean() * abs(conf - freq)
     return Calibration(float(ece), confidence, frequency, count)
+
+
+def quadratic_weighted_kappa(true: np.ndarray, predicted: np.ndarray,
+                             num_classes: int) -> float:
+    """Cohen's kappa with quadratic weights (i - j)^2 / (k - 1)^2 for ordered classes 0..k-1:
+    1 - sum(W * observed) / sum(W * expected), expected from the two marginals. Agreement
+    beyond chance that counts a grade I called III as worse than one called II. NaN when
+    chance disagreement is zero (truth and calls all in one class)."""
+    true = np.asarray(true, dtype=int).ravel()
+    predicted = np.asarray(predicted, dtype=int).ravel()
+    if true.shape != predicted.shape:
+        raise StatisticsError(f"{true.size} true classes for {predicted.size} predictions")
+    if num_classes < 2:
+        raise StatisticsError(f"kappa needs at least 2 classes; got {num_classes}")
+    if true.size == 0:
+        return float("nan")
+    if min(true.min(), predicted.min()) < 0 or max(true.max(), predicted.max()) >= num_classes:
+        raise StatisticsError(f"classes must lie in 0..{num_classes - 1}")
+    observed = confusion_matrix(true, predicted, num_classes).astype(float)
+    expected = np.outer(observed.sum(axis=1), observed.sum(axis=0)) / observed.sum()
+    grades = np.arange(num_classes)
+    weights = (grades[:, None] - grades[None, :]) ** 2 / (num_classes - 1) ** 2
+    chance = float((weights * expected).sum())
+    if chance == 0:
+        return float("nan")
+    return 1.0 - float((weights * observed).sum()) / chance
+
+
+def per_class_rates(matrix: np.ndarray) -> list[tuple[float, float]]:
+    """(sensitivity, specificity) of each class, one-vs-rest, from a confusion matrix [true,
+    predicted]; NaN where the class (or the rest) has no cases."""
+    matrix = np.asarray(matrix, dtype=float)
+    total = matrix.sum()
+    rates = []
+    for k in range(matrix.shape[0]):
+        actual, called, hit = matrix[k].sum(), matrix[:, k].sum(), matrix[k, k]
+        others = total - actual
+        rates.append((float(hit / actual) if actual else float("nan"),
+                      float((others - (called - hit)) / others) if others else float("nan")))
+    return rates
+
+
+def _ovr_aucs(probs: np.ndarray, true: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Mann-Whitney one-vs-rest AUC of each class in `classes` (each has cases and non-cases)
+    for case rows `probs` (n, k), or for a batch of resamples (r, n, k) sharing `true`:
+    shape (len(classes),) or (r, len(classes))."""
+    from scipy.stats import rankdata
+
+    aucs = []
+    for k in classes:
+        positive = true == k
+        m = int(positive.sum())
+        ranks = rankdata(probs[..., k], axis=-1)
+        aucs.append((ranks[..., positive].sum(axis=-1) - m * (m + 1) / 2) / (m * (true.size - m)))
+    return np.stack(aucs, axis=-1)
+
+
+def macro_auc_ci(probs: np.ndarray, true: np.ndarray, confidence: float = CONFIDENCE,
+                 resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
+                 ) -> tuple[float, float, float, list[int]]:
+    """(macro one-vs-rest AUC, low, high, classes averaged): the mean over the classes present
+    in `true` (each against all others, scored by its own probability column) with a
+    percentile bootstrap interval that resamples cases within each true class, so every
+    resample keeps the class counts (resamples=0: no interval, NaN). Needs at least two
+    classes present."""
+    probs = np.asarray(probs, dtype=float)
+    true = np.asarray(true, dtype=int).ravel()
+    if probs.ndim != 2 or probs.shape[0] != true.size:
+        raise StatisticsError(f"probabilities of shape {probs.shape} for {true.size} cases")
+    classes = np.unique(true)
+    if len(classes) < 2:
+        raise StatisticsError("a macro AUC needs cases of at least two classes; got "
+                              f"{len(classes)}")
+    auc = float(_ovr_aucs(probs, true, classes).mean())
+    if resamples < 1:
+        return auc, float("nan"), float("nan"), [int(k) for k in classes]
+    rng = np.random.default_rng(seed)
+    # Each resample draws every class's cases from that class, so all share one truth vector.
+    members = [np.flatnonzero(true == k) for k in classes]
+    rows = np.concatenate([rng.choice(group, (resamples, len(group))) for group in members],
+                          axis=1)
+    values = _ovr_aucs(probs[rows], true[np.concatenate(members)], classes).mean(axis=1)
+    tail = (1 - confidence) / 2 * 100
+    return (auc, float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail)),
+            [int(k) for k in classes])

@@ -12,9 +12,14 @@ import torch
 
 from ucadi.ct import TEST_SAMPLINGS, PreprocessConfig
 from ucadi.learn.data import StudyDataset
-from ucadi.learn.evaluate import choose_threshold, evaluate_binary
+from ucadi.learn.evaluate import (
+    ORDINAL_TASKS,
+    choose_threshold,
+    evaluate_binary,
+    multiclass_report,
+)
 from ucadi.learn.predict import predict_probabilities
-from ucadi.learn.recipe import COVID_CLASS, TrainingRecipe
+from ucadi.learn.recipe import COVID_CLASS, SEVERITY_HINT, RecipeError, TrainingRecipe
 from ucadi.learn.session import fit, folds_by_patient
 from ucadi.learn.stats import StatisticsError
 from ucadi.model import ModelCard, build_model, get_preset, save_checkpoint
@@ -49,6 +54,9 @@ def train_model(train_records: list[Any], val_records: list[Any], *, arch: str, 
     """Train (resuming if out_dir holds a matching interrupted run) and save the checkpoint."""
     config = preprocess_for(preset)
     train_set = StudyDataset(train_records, config, recipe.task, train=True, seed=seed)
+    if not len(train_set):
+        raise RecipeError(f"none of the {len(train_records)} training cases is usable for task "
+                          f"{recipe.task!r}{SEVERITY_HINT if recipe.task == 'severity' else ''}")
     val_set = StudyDataset(val_records, config, recipe.task, train=False, seed=seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -58,7 +66,16 @@ def train_model(train_records: list[Any], val_records: list[Any], *, arch: str, 
     result = fit(model, train_set, recipe, state_dir=out_dir, fingerprint=fingerprint, seed=seed,
                  device=device, val_set=val_set, progress=progress, on_epoch_end=on_epoch_end)
     metrics: dict[str, Any] = {"threshold": DEFAULT_THRESHOLD, "threshold_rule": "default 0.5"}
-    if len(val_set):
+    if recipe.task in ORDINAL_TASKS:
+        # Grades are called by the most probable one: no threshold to choose.
+        metrics = {"threshold_rule": "most probable grade (no threshold)"}
+        if len(val_set):
+            probs = predict_probabilities(model, val_set.records, config,
+                                          samples=TEST_SAMPLINGS, seed=seed, device=device,
+                                          stack_of=val_set.stack)
+            metrics["validation"] = multiclass_report(probs, val_set.labels, recipe.class_names,
+                                                      ordinal=True, seed=seed)
+    elif len(val_set):
         probs = predict_probabilities(model, val_set.records, config, samples=TEST_SAMPLINGS,
                                       seed=seed, device=device, stack_of=val_set.stack)
         labels = (val_set.labels == COVID_CLASS).astype(int)
@@ -73,9 +90,16 @@ def train_model(train_records: list[Any], val_records: list[Any], *, arch: str, 
                 "recipe": recipe.to_dict(), "seed": seed, "device": device,
                 "resumed_from_epoch": result.resumed_from_epoch, "history": result.history}
     card = ModelCard.for_model(model, list(recipe.class_names), config.to_dict(),
-                               training=training, metrics=metrics)
+                               task=recipe.task, training=training, metrics=metrics)
     save_checkpoint(out_dir, model, card)
     return model, card
+
+
+def validation_headline(metrics: dict[str, Any]) -> float:
+    """The validation AUC of a trained model's card metrics: COVID-19 AUC, or the macro AUC
+    of a severity model; NaN when there was none."""
+    validation = metrics.get("validation", {})
+    return float(validation.get("auc", validation.get("macro_auc", float("nan"))))
 
 
 def cross_validate(records: list[Any], folds: int, *, arch: str, preset: str,
@@ -92,7 +116,7 @@ def cross_validate(records: list[Any], folds: int, *, arch: str, preset: str,
                                   recipe=recipe, out_dir=Path(out_dir) / "folds" / f"fold-{k}",
                                   seed=seed, device=device, progress=progress,
                                   on_epoch_end=on_epoch_end)
-        auc = card.metrics.get("validation", {}).get("auc", float("nan"))
+        auc = validation_headline(card.metrics)
         results.append((k, auc, model, card))
     aucs = [auc for _, auc, _, _ in results]
     best_fold, _, best_model, best_card = max(results, key=lambda r: -1 if np.isnan(r[1]) else r[1])

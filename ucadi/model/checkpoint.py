@@ -45,6 +45,10 @@ class ModelCard:
     metrics: dict[str, Any] = field(default_factory=dict)
     # Global model version (federated round that produced it; 0 for a local model).
     version: int = 0
+    # What the outputs mean (binary, four_class or severity: ucadi.learn.recipe.TASKS), so
+    # `ucadi evaluate` reports the task's statistics; "" on cards older than the field (the
+    # task then follows from class_names).
+    task: str = ""
     parameters: int = 0
     weights_sha256: str = ""
     created_at: str = ""
