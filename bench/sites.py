@@ -222,7 +222,7 @@ def _collect(site: _Site, template: np.ndarray, delta: np.ndarray) -> None:
     while info.latest_version < 1:
         info = client.get_round(info.round, info.state, wait_s=5.0)
     site.marks["seal_seen"] = time.time()
-    status = client.status()  # the round's contributors, as the trainer asks for them
+    status = client.status(1)  # the round's contributors, as the trainer asks for them
     summary = next(r for r in status.rounds if r.round == 1)
     contributors = tuple(summary.uploaded_sites)
     known = {s.site for s in status.sites} | set(summary.expected_sites)
@@ -409,6 +409,9 @@ def _summary(sites: int, arch: str, preset: str, status: Any, marks: dict[str, d
         "central_cpu_s_per_site": cpu_round / sites,
         "central": central,
         "status_reply_bytes": status.ByteSize(),
+        # Resident memory (MB) over time (seconds from the round's open), one point a second.
+        "rss_timeline": [[round(t - opened, 1), *(round(rss[n][1] / 2**20) for n in central)]
+                         for t, rss in sampler.samples[::max(1, round(1 / SAMPLE_S))]],
     }
 
 

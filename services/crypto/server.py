@@ -224,9 +224,9 @@ class SumServicer(crypto_pb2_grpc.SumServiceServicer):
         try:
             # Only the aggregator vouches: a site's own contribution never replaces another.
             vouched = meta.sha256 if caller.role != "site" else ""
-            others = [k.site for k in self.keys.site_keys()] if self.keys is not None else []
-            state, digest = self.store.add_contribution(meta.federation, meta.round, meta.site,
-                                                        chunks(), vouched, others)
+            others = self.keys.site_names() if self.keys is not None else []
+            held, digest = self.store.add_contribution(meta.federation, meta.round, meta.site,
+                                                       chunks(), vouched, others)
         except UcadiError as exc:
             metrics.SUM_CONTRIBUTIONS.labels(outcome=type(exc).__name__).inc()
             raise
@@ -234,7 +234,7 @@ class SumServicer(crypto_pb2_grpc.SumServiceServicer):
         metrics.SUM_BYTES.inc(received)
         metrics.SUM_SECONDS.observe(time.perf_counter() - last_byte)
         return crypto_pb2.ContributionReceipt(federation=meta.federation, round=meta.round,
-                                              site=meta.site, contributions=len(state.sites),
+                                              site=meta.site, contributions=held,
                                               sha256=digest)
 
     @grpc_errors
