@@ -248,7 +248,8 @@ class _Sampler:
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids
-        self.samples: list[tuple[float, dict[str, tuple[float, int]]]] = []
+        # (time, {process: (CPU seconds, resident bytes, of which anonymous: heap)})
+        self.samples: list[tuple[float, dict[str, tuple[float, int, int]]]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -260,8 +261,9 @@ class _Sampler:
 
     def take(self) -> None:
         """One sample now."""
-        self.samples.append((time.time(), {name: (_cpu_seconds(pid), _rss_bytes(pid))
-                                           for name, pid in self.pids.items()}))
+        self.samples.append((time.time(), {
+            name: (_cpu_seconds(pid), _rss_bytes(pid), _status_bytes(pid, "RssAnon"))
+            for name, pid in self.pids.items()}))
 
     def stop(self) -> None:
         """Stop sampling (after a last sample)."""
@@ -275,9 +277,10 @@ class _Sampler:
             return min(self.samples, key=lambda s: abs(s[0] - when))[1][name][0]
         return at(stop) - at(start)
 
-    def peak_rss(self, name: str, start: float = 0.0) -> int:
-        """Largest sampled resident memory of `name` from `start` on."""
-        return max(s[1][name][1] for s in self.samples if s[0] >= start)
+    def peak_rss(self, name: str, start: float = 0.0, anonymous: bool = False) -> int:
+        """Largest sampled resident memory of `name` from `start` on (`anonymous`: only its
+        heap, not mapped files)."""
+        return max(s[1][name][2 if anonymous else 1] for s in self.samples if s[0] >= start)
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -285,18 +288,20 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _rss_bytes(pid: int) -> int:
+def _status_bytes(pid: int, field: str) -> int:
+    """A memory figure of /proc/PID/status (VmRSS, VmHWM, RssFile...) in bytes."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def _rss_bytes(pid: int) -> int:
+    return _status_bytes(pid, "VmRSS")
 
 
 def _peak_rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return 0
+    return _status_bytes(pid, "VmHWM")
 
 
 def state_counts(folder: Path) -> dict[str, int]:
@@ -369,17 +374,20 @@ def run_point(sites: int, values: str, processes: int = 4, concurrency: int = 8,
         status = federation.status()
         sampler.stop()
         peaks = {name: _peak_rss_bytes(pid) for name, pid in pids.items()}
+        # Of the resident memory at the end, how much is mapped files (not heap).
+        files_mapped = {name: _status_bytes(pid, "RssFile") for name, pid in pids.items()}
         counts = {name: state_counts(root / name) for name in ("aggregator", "crypto")}
     finally:
         if sampler is not None and not sampler._stop.is_set():
             sampler.stop()
         federation.stop()
-    return _summary(sites, arch, preset, status, marks, sampler, peaks, counts, idle)
+    return _summary(sites, arch, preset, status, marks, sampler, peaks, counts, idle,
+                    files_mapped)
 
 
 def _summary(sites: int, arch: str, preset: str, status: Any, marks: dict[str, dict[str, float]],
              sampler: _Sampler, peaks: dict[str, int], counts: dict[str, Any],
-             idle: float) -> dict[str, Any]:
+             idle: float, files_mapped: dict[str, int]) -> dict[str, Any]:
     summary = next(r for r in status.rounds if r.round == 1)
     opened, sealed = summary.opened_unix, summary.sealed_unix
     last_upload_start = max(m["encrypted"] for m in marks.values())
@@ -390,7 +398,9 @@ def _summary(sites: int, arch: str, preset: str, status: Any, marks: dict[str, d
         "cpu_s_total": sampler.cpu_between(name, idle, last_download),
         "peak_rss_mb": peaks[name] / 2**20,
         "peak_rss_round_mb": sampler.peak_rss(name, opened) / 2**20,
+        "peak_rss_anon_round_mb": sampler.peak_rss(name, opened, anonymous=True) / 2**20,
         "idle_rss_mb": sampler.samples[0][1][name][1] / 2**20,
+        "end_rss_file_mb": files_mapped[name] / 2**20,
         **counts[name]} for name in ("aggregator", "crypto")}
     per_site = {phase: float(np.median([m[b] - m[a] for m in marks.values()]))
                 for phase, a, b in (("encrypt", "opened_seen", "encrypted"),
@@ -409,10 +419,96 @@ def _summary(sites: int, arch: str, preset: str, status: Any, marks: dict[str, d
         "central_cpu_s_per_site": cpu_round / sites,
         "central": central,
         "status_reply_bytes": status.ByteSize(),
+        "exact_fedavg_sites": len(marks),  # each raised unless it held the exact FedAvg
         # Resident memory (MB) over time (seconds from the round's open), one point a second.
         "rss_timeline": [[round(t - opened, 1), *(round(rss[n][1] / 2**20) for n in central)]
                          for t, rss in sampler.samples[::max(1, round(1 / SAMPLE_S))]],
     }
+
+
+# Goals of issue 25, on the 2-core machine (docs/experiments/scale/README.md).
+GOAL_SEAL_S = 60.0  # last upload's start -> seal, at 1,000 sites
+GOAL_MEMORY_RATIO = 2.0  # central peak memory, 1,000 sites / 10 sites
+GOAL_PER_SITE_RATIO = 1.5  # central CPU per site, 1,000 sites / 10 sites
+
+
+def central_peak_mb(result: dict[str, Any]) -> float:
+    """Peak resident memory of the central processes together (MB)."""
+    return sum(c["peak_rss_mb"] for c in result["central"].values())
+
+
+def verdicts(results: list[dict[str, Any]]) -> list[str]:
+    """The goals checked on the smallest and largest runs (medians where run twice)."""
+    def median_of(sites: int, measure: Any) -> float:
+        return float(np.median([measure(r) for r in results if r["sites"] == sites]))
+
+    small, large = min(r["sites"] for r in results), max(r["sites"] for r in results)
+    seal = median_of(large, lambda r: r["last_upload_start_to_seal_s"])
+    memory = median_of(large, central_peak_mb) / median_of(small, central_peak_mb)
+    per_site = (median_of(large, lambda r: r["central_cpu_s_per_site"])
+                / median_of(small, lambda r: r["central_cpu_s_per_site"]))
+    exact = all(r.get("exact_fedavg_sites") == r["sites"] for r in results)
+
+    def met(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+    return [f"{large} sites: last upload start -> seal {seal:.1f} s (goal <= {GOAL_SEAL_S:.0f} "
+            f"s: {met(seal <= GOAL_SEAL_S)})",
+            f"central peak memory {large} / {small} sites {memory:.2f}x (goal <= "
+            f"{GOAL_MEMORY_RATIO}x: {met(memory <= GOAL_MEMORY_RATIO)})",
+            f"central CPU per site {large} / {small} sites {per_site:.2f}x (goal <= "
+            f"{GOAL_PER_SITE_RATIO}x: {met(per_site <= GOAL_PER_SITE_RATIO)})",
+            f"every site decrypted the exact FedAvg in every run: {met(exact)}"]
+
+
+def plot(results: list[dict[str, Any]], path: Path) -> None:
+    """Round times and central memory and CPU per site against the number of sites (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = sorted({r["sites"] for r in results})
+    figure, (times, memory, cpu) = plt.subplots(1, 3, figsize=(15, 4.2))
+    for key, label in (("open_to_seal_s", "round open -> seal"),
+                       ("last_upload_start_to_seal_s", "last upload start -> seal"),
+                       ("seal_to_last_download_s", "seal -> last site decrypted")):
+        times.plot([r["sites"] for r in results], [r[key] for r in results], "o", alpha=0.5)
+        times.plot(counts, [np.median([r[key] for r in results if r["sites"] == n])
+                            for n in counts], "-", label=label, color=times.lines[-1].get_color())
+    times.axhline(GOAL_SEAL_S, ls=":", color="grey", label="goal (last upload -> seal)")
+    for name in ("aggregator", "crypto"):
+        memory.plot(counts, [np.median([r["central"][name]["peak_rss_mb"] for r in results
+                                        if r["sites"] == n]) for n in counts], "o-",
+                    label=f"{name} peak RSS")
+    cpu.plot(counts, [np.median([r["central_cpu_s_per_site"] for r in results
+                                 if r["sites"] == n]) * 1000 for n in counts], "o-",
+             label="aggregator + crypto")
+    for axis, ylabel in ((times, "seconds"), (memory, "MB"), (cpu, "central CPU ms per site")):
+        axis.set_xscale("log")
+        axis.set_xlabel("sites")
+        axis.set_ylabel(ylabel)
+        axis.legend(fontsize=8)
+        axis.grid(alpha=0.3)
+    times.set_title("round times (0.73 M values)")
+    memory.set_title("central memory")
+    cpu.set_title("central CPU per site")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def run(quick: bool) -> list[str]:
+    """`make bench` entry: 10, 100 and 1,000 sites with 0.73 M values (quick: 3 and 10 sites
+    with the small model), each once; the goals' verdicts."""
+    points = [(3, "small"), (10, "small")] if quick else [(10, "0.73M"), (100, "0.73M"),
+                                                          (1000, "0.73M")]
+    results = []
+    for sites, values in points:
+        results.append(run_point(sites, values))
+        print(json.dumps({k: v for k, v in results[-1].items() if k != "rss_timeline"}),
+              flush=True)
+    return verdicts(results)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -425,7 +521,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=8,
                         help="sites one process runs at a time")
     parser.add_argument("--json", type=Path, help="append the measurements to this JSON list")
+    parser.add_argument("--plot", type=Path, help="only redraw this PNG from --json's runs "
+                        "and print the goals' verdicts (no run)")
     args = parser.parse_args(argv)
+    if args.plot:
+        if args.json is None or not args.json.exists():
+            parser.error("--plot needs --json naming an existing results file")
+        results = json.loads(args.json.read_text())
+        plot(results, args.plot)
+        print("\n".join(verdicts(results)))
+        return 0
     result = run_point(args.sites, args.values, args.processes, args.concurrency)
     print(json.dumps(result, indent=2))
     if args.json:
