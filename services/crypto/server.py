@@ -154,10 +154,12 @@ def _chunk_bytes(requested: int) -> int:
     return chunk_bytes
 
 
-def round_status(state: RoundState) -> crypto_pb2.RoundStatus:
-    """Protobuf view of a round's state."""
+def round_status(state: RoundState, contributors: int | None = None) -> crypto_pb2.RoundStatus:
+    """Protobuf view of a round's state (`contributors`: the round's count where `state`
+    lists only some of them)."""
     spec = state.spec
-    size = serialized_size(replace(spec.expected_header(), contributors=len(state.sites))) \
+    held = len(state.sites) if contributors is None else contributors
+    size = serialized_size(replace(spec.expected_header(), contributors=held)) \
         if state.state == SumRoundState.SEALED else 0
     return crypto_pb2.RoundStatus(
         federation=spec.federation, round=spec.round, state=state.state, sites=state.sites,
@@ -274,18 +276,15 @@ class SumServicer(crypto_pb2_grpc.SumServiceServicer):
     @grpc_errors
     def GetRoundStatus(self, request: crypto_pb2.GetRoundStatusRequest,
                        context: grpc.ServicerContext) -> crypto_pb2.RoundStatus:
-        """Where a round stands; a site sees its own contribution only."""
+        """Where a round stands; a site sees its own contribution only, and anyone who names
+        a site (`site`) that site's only: one row read, whatever the number of sites."""
         caller = peer_identity(context)
         if caller.role != "site":
             _check_aggregator(caller)
-        status = round_status(self.store.status(request.federation, request.round))
-        if caller.role == "site":
-            own = dict(zip(status.sites, status.sha256, strict=True)).get(caller.name)
-            del status.sites[:], status.sha256[:]
-            if own is not None:
-                status.sites.append(caller.name)
-                status.sha256.append(own)
-        return status
+        only = caller.name if caller.role == "site" else request.site
+        if only:
+            return round_status(*self.store.status_of(request.federation, request.round, only))
+        return round_status(self.store.status(request.federation, request.round))
 
 
 # Every setting of `ucadi serve crypto --config FILE`; UCADI_SERVER__<KEY> overrides.

@@ -242,6 +242,24 @@ class SumStore:
         with self._lock:
             return self._row(federation, round_number)
 
+    def status_of(self, federation: str, round_number: int, site: str
+                  ) -> tuple[RoundState, int]:
+        """A round's state listing only `site`'s contribution (if it holds one), and how many
+        contributions it holds: a few rows read, however many sites contributed."""
+        with self._lock:
+            spec = self._spec(federation, round_number)
+            state, accumulator = self._db.execute(
+                "SELECT state, accumulator FROM rounds WHERE federation = ? AND round = ?",
+                (federation, round_number)).fetchone()
+            held = self._db.execute("SELECT path, sha256 FROM contributions WHERE federation = ? "
+                                    "AND round = ? AND site = ?",
+                                    (federation, round_number, site)).fetchone()
+            count = self._count(federation, round_number)
+        return RoundState(spec, state, (site,) if held else (),
+                          self.root / accumulator if accumulator else None,
+                          (self.root / held[0],) if held else (),
+                          (held[1],) if held else ()), count
+
     def open_round(self, spec: RoundSpec) -> RoundState:
         """Open a round; reopening with the same spec is a no-op, with another an error."""
         spec = validate_spec(spec)
