@@ -411,6 +411,7 @@ def _summary(sites: int, arch: str, preset: str, status: Any, marks: dict[str, d
     cpu_round = sum(c["cpu_s_round"] for c in central.values())
     return {
         "sites": sites, "model": f"{arch}/{preset}", "load_average": os.getloadavg(),
+        "code": _code_version(),
         "open_to_seal_s": sealed - opened,
         "last_upload_start_to_seal_s": sealed - last_upload_start,
         "seal_to_last_download_s": last_download - sealed,
@@ -498,6 +499,28 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     plt.close(figure)
 
 
+def report(results: list[dict[str, Any]]) -> str:
+    """Markdown: one row per run, then the goals' verdicts."""
+    lines = ["| sites | values | open -> seal (s) | last upload start -> seal (s) | seal -> "
+             "last decrypted (s) | central CPU per site (ms) | aggregator CPU (s) | crypto "
+             "CPU (s) | aggregator peak RSS (MB) | crypto peak RSS (MB) | crypto peak heap "
+             "in round (MB) | state files (agg / crypto) | SQLite rows (agg / crypto) | "
+             "status reply (B) | load average (1 min) |", "|" + "---|" * 15]
+    for r in sorted(results, key=lambda r: r["sites"]):
+        agg, crypto = r["central"]["aggregator"], r["central"]["crypto"]
+        heap = crypto.get("peak_rss_anon_round_mb")
+        lines.append(
+            f"| {r['sites']} | {r['model']} | {r['open_to_seal_s']:.1f} | "
+            f"{r['last_upload_start_to_seal_s']:.1f} | {r['seal_to_last_download_s']:.1f} | "
+            f"{r['central_cpu_s_per_site'] * 1000:.0f} | {agg['cpu_s_round']:.1f} | "
+            f"{crypto['cpu_s_round']:.1f} | {agg['peak_rss_mb']:.0f} | "
+            f"{crypto['peak_rss_mb']:.0f} | {'-' if heap is None else f'{heap:.0f}'} | "
+            f"{agg['files']} / {crypto['files']} | {agg['sqlite_rows']} / "
+            f"{crypto['sqlite_rows']} | {r['status_reply_bytes']} | "
+            f"{r['load_average'][0]:.1f} |")
+    return "\n".join([*lines, "", *(f"- {line}" for line in verdicts(results)), ""])
+
+
 def run(quick: bool) -> list[str]:
     """`make bench` entry: 10, 100 and 1,000 sites with 0.73 M values (quick: 3 and 10 sites
     with the small model), each once; the goals' verdicts."""
@@ -511,26 +534,48 @@ def run(quick: bool) -> list[str]:
     return verdicts(results)
 
 
+def _code_version() -> str:
+    """The commit measured ("-dirty" with uncommitted changes; "" outside a git checkout)."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "-C", str(here), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--",
+                                "services", "ucadi", "bench"], capture_output=True, text=True,
+                               check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+    return commit + ("-dirty" if dirty else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the arguments, run one point, print (and optionally write) the measurements."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sites", type=int, required=True, help="simulated sites (>= 2)")
+    parser.add_argument("--sites", type=int, help="simulated sites (>= 2)")
     parser.add_argument("--values", default="0.73M",
                         help=f"update size: {', '.join(VALUE_SIZES)} or an exact value count")
     parser.add_argument("--processes", type=int, default=4, help="site processes")
     parser.add_argument("--concurrency", type=int, default=8,
                         help="sites one process runs at a time")
     parser.add_argument("--json", type=Path, help="append the measurements to this JSON list")
-    parser.add_argument("--plot", type=Path, help="only redraw this PNG from --json's runs "
-                        "and print the goals' verdicts (no run)")
+    parser.add_argument("--report", type=Path, metavar="DIR",
+                        help="no run: from DIR/results.json write DIR/scale.png and "
+                             "DIR/results.md (table and the goals' verdicts)")
     args = parser.parse_args(argv)
-    if args.plot:
-        if args.json is None or not args.json.exists():
-            parser.error("--plot needs --json naming an existing results file")
-        results = json.loads(args.json.read_text())
-        plot(results, args.plot)
-        print("\n".join(verdicts(results)))
+    if args.report:
+        source = args.report / "results.json"
+        if not source.exists():
+            parser.error(f"--report {args.report}: no results.json there (run with --json "
+                         f"{source} first)")
+        results = json.loads(source.read_text())
+        plot(results, args.report / "scale.png")
+        (args.report / "results.md").write_text(report(results))
+        print(report(results))
         return 0
+    if args.sites is None:
+        parser.error("--sites is required (unless --report)")
     result = run_point(args.sites, args.values, args.processes, args.concurrency)
     print(json.dumps(result, indent=2))
     if args.json:

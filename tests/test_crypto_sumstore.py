@@ -225,7 +225,15 @@ def test_work_per_contribution_does_not_grow_with_the_round(tmp_path: Path, monk
         store.add_contribution("fed", 1, "idle5", iter_file_chunks(tmp_path / "foreign.ct"),
                                other_sites=others)
     sealed = store.seal("fed", 1)
-    (tmp_path / "sum.ct").write_bytes(sealed.data)
+    # Every site fetches the sum: answered without reading the round's contributions.
+    statements.clear()
+    store._db.set_trace_callback(statements.append)
+    fetched = store.fetch("fed", 1)
+    store._db.set_trace_callback(None)
+    assert statements and not [s for s in statements if "FROM contributions" in s], statements
+    chunks = b"".join(c.data for c in fetched.chunks(1 << 20))
+    assert fetched.size_and_digest() == sealed.size_and_digest()
+    (tmp_path / "sum.ct").write_bytes(chunks)
     assert np.array_equal(decrypt_file(SECRET, tmp_path / "sum.ct"),
                           np.full(SLOTS, sum(range(6))))
     store.close()

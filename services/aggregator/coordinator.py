@@ -174,4 +174,4 @@ class RoundCoordinator:
         it accepted."""
         rounds = self.store.rounds() if not only else [
             r for r in [self.store.round(only)] if r is not None]
-        return [(r, [u.site for u in self.store.uploads(r.round)]) for r in rounds]
+        return [(r, self.store.uploaded_sites(r.round)) for r in rounds]

@@ -45,7 +45,7 @@ class RoundCore:
             if current is None:
                 return RoundView(0, "", 0, latest, 0.0, 0, self.config.local_epochs,
                                  min_sites=self.config.min_sites)
-            uploaded = [u.site for u in self.store.uploads(current.round)]
+            uploaded = self.store.uploaded_sites(current.round)
             view = RoundView(current.round, current.state, current.base_version, latest,
                              current.deadline, (current.round - 1) * self.config.local_epochs,
                              self.config.local_epochs, list(current.expected), uploaded,

@@ -85,7 +85,7 @@ class Membership:
             self.require_member(site)
             store.upsert_site(site, "left", 0, self.core.clock())
             current = self.core.current()
-            uploaded = {u.site for u in store.uploads(current.round)} if current else set()
+            uploaded = set(store.uploaded_sites(current.round)) if current else set()
             if current is not None and current.state == COLLECTING and site in current.expected \
                     and site not in uploaded:
                 current.expected.remove(site)

@@ -301,6 +301,12 @@ class AggregatorStore:
         found = self._upload_records("WHERE round=? AND site=?", (round_number, site))
         return found[0] if found else None
 
+    def uploaded_sites(self, round_number: int) -> list[str]:
+        """The sites whose uploads the round accepted, in the order received (names only:
+        every poll's answer lists them)."""
+        return [r[0] for r in self._rows("SELECT site FROM uploads WHERE round=? "
+                                         "ORDER BY received", (round_number,))]
+
     def uploads(self, round_number: int) -> list[UploadRecord]:
         """Accepted uploads of a round."""
         return self._upload_records("WHERE round=? ORDER BY received", (round_number,))

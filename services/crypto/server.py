@@ -255,6 +255,7 @@ class SumServicer(crypto_pb2_grpc.SumServiceServicer):
         _require_aggregator(context)
         sealed = self.store.seal(request.federation, request.round, list(request.sites))
         size, digest = sealed.size_and_digest()
+        assert sealed.state is not None  # seal() answers with the round's state
         return crypto_pb2.SealedRound(federation=request.federation, round=request.round,
                                       sites=sealed.state.sites, sum_bytes=size, sha256=digest)
 

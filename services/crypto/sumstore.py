@@ -126,7 +126,7 @@ class SealedSum:
     """A sealed round and its sum: the stored file, or (until the background writer has stored
     it) the serialized bytes and their SHA-256."""
 
-    state: RoundState
+    state: RoundState | None  # None where only the sum was asked for (`fetch`)
     path: Path | None = None
     data: memoryview | None = None
     sha256: str | None = None
@@ -446,10 +446,24 @@ class SumStore:
             return SealedSum(state, data=data, sha256=digest)
 
     def fetch(self, federation: str, round_number: int) -> SealedSum:
-        """A sealed round's sum, for FetchSum (the stored file, or the bytes being stored)."""
-        if self.status(federation, round_number).state != SumRoundState.SEALED:
-            raise RoundStateError(f"round {round_number} of {federation!r} is still open: its "
-                                  "sum exists once the aggregator seals it")
+        """A sealed round's sum, for FetchSum (the stored file, or the bytes being stored).
+        Every site fetches it: answered from the round's row and memory, without reading the
+        round's contributions (issue 25), except to rebuild a sum after a restart."""
+        key = (federation, round_number)
+        with self._lock:
+            row = self._db.execute(
+                "SELECT state, accumulator FROM rounds WHERE federation = ? AND round = ?",
+                key).fetchone()
+            if row is None:
+                self._row(federation, round_number)  # raises RoundNotFoundError
+            if row[0] != SumRoundState.SEALED:
+                raise RoundStateError(f"round {round_number} of {federation!r} is still open: "
+                                      "its sum exists once the aggregator seals it")
+            if row[1]:
+                return SealedSum(None, path=self.root / row[1])
+            if key in self._serialized:
+                data, digest = self._serialized[key]
+                return SealedSum(None, data=data, sha256=digest)
         return self.seal(federation, round_number)
 
     def _close(self, state: RoundState, keep: set[str]) -> RoundState:
@@ -503,11 +517,10 @@ class _RoundSeeds:
         """Refuse a ciphertext of `site` that uses another site's public round seed."""
         spec = self.spec
         with self._lock:
-            for other in other_sites:
-                if other not in self._known:
-                    self._known.add(other)
-                    self._owners[round_seed(self._key_id, spec.federation, spec.round,
-                                            other)] = other
+            for other in set(other_sites) - self._known:
+                self._known.add(other)
+                self._owners[round_seed(self._key_id, spec.federation, spec.round,
+                                        other)] = other
             for seed in seeds:
                 owner = self._owners.get(seed)
                 if owner is not None and owner != site:
