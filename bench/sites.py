@@ -518,6 +518,12 @@ def report(results: list[dict[str, Any]]) -> str:
             f"{agg['files']} / {crypto['files']} | {agg['sqlite_rows']} / "
             f"{crypto['sqlite_rows']} | {r['status_reply_bytes']} | "
             f"{r['load_average'][0]:.1f} |")
+    phases = ["encrypt", "upload", "status", "download", "decrypt"]
+    lines += ["", "Per site, median seconds of each step (the site's own view, queueing included):",
+              "", "| sites | code | " + " | ".join(phases) + " |", "|" + "---|" * (len(phases) + 2)]
+    for r in sorted(results, key=lambda r: r["sites"]):
+        lines.append(f"| {r['sites']} | {r.get('code', '')} | " + " | ".join(
+            f"{r['per_site_median_s'][phase]:.2f}" for phase in phases) + " |")
     return "\n".join([*lines, "", *(f"- {line}" for line in verdicts(results)), ""])
 
 
@@ -560,18 +566,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=8,
                         help="sites one process runs at a time")
     parser.add_argument("--json", type=Path, help="append the measurements to this JSON list")
-    parser.add_argument("--report", type=Path, metavar="DIR",
-                        help="no run: from DIR/results.json write DIR/scale.png and "
-                             "DIR/results.md (table and the goals' verdicts)")
+    parser.add_argument("--report", type=Path, metavar="RESULTS.json",
+                        help="no run: from a --json file write the plot (.png) and the table "
+                             "with the goals' verdicts (.md) beside it")
     args = parser.parse_args(argv)
     if args.report:
-        source = args.report / "results.json"
-        if not source.exists():
-            parser.error(f"--report {args.report}: no results.json there (run with --json "
-                         f"{source} first)")
-        results = json.loads(source.read_text())
-        plot(results, args.report / "scale.png")
-        (args.report / "results.md").write_text(report(results))
+        if not args.report.is_file():
+            parser.error(f"--report {args.report}: no such results file (write one with "
+                         "--json)")
+        results = json.loads(args.report.read_text())
+        plot(results, args.report.with_suffix(".png"))
+        args.report.with_suffix(".md").write_text(report(results))
         print(report(results))
         return 0
     if args.sites is None:
