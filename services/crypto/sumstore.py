@@ -219,10 +219,14 @@ class SumStore:
             if path.is_file() and str(path.relative_to(self.root)) not in committed:
                 path.unlink()  # written before a crash, never committed (or already summed)
 
-    def _row(self, federation: str, round_number: int) -> RoundState:
+    @staticmethod
+    def _storable(round_number: int) -> None:
         if not 0 <= round_number <= MAX_STORED_INTEGER:  # no such round can have been opened
             raise RoundNotFoundError(f"round {round_number} does not exist: rounds are numbered "
                                      "0 to 2^63-1")
+
+    def _row(self, federation: str, round_number: int) -> RoundState:
+        self._storable(round_number)
         row = self._db.execute("SELECT * FROM rounds WHERE federation = ? AND round = ?",
                                (federation, round_number)).fetchone()
         if row is None:
@@ -318,6 +322,7 @@ class SumStore:
 
     def _spec(self, federation: str, round_number: int) -> RoundSpec:
         """The round's spec (its row only)."""
+        self._storable(round_number)
         row = self._db.execute("SELECT * FROM rounds WHERE federation = ? AND round = ?",
                                (federation, round_number)).fetchone()
         if row is None:
@@ -333,6 +338,7 @@ class SumStore:
                          vouched_sha256: str = "") -> bool:
         """Raise unless the round takes `site`'s contribution now; True when it holds one the
         new one replaces (vouched for by the aggregator)."""
+        self._storable(round_number)
         row = self._db.execute("SELECT state FROM rounds WHERE federation = ? AND round = ?",
                                (federation, round_number)).fetchone()
         if row is None:
@@ -449,6 +455,7 @@ class SumStore:
         """A sealed round's sum, for FetchSum (the stored file, or the bytes being stored).
         Every site fetches it: answered from the round's row and memory, without reading the
         round's contributions (issue 25), except to rebuild a sum after a restart."""
+        self._storable(round_number)
         key = (federation, round_number)
         with self._lock:
             row = self._db.execute(
