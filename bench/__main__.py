@@ -18,6 +18,7 @@ BENCHMARKS = {
     "masks": "bench.secure_aggregation",
     "round": "bench.round_overhead",
     "inference": "bench.inference_service",
+    "scale": "bench.sites",
 }
 
 

@@ -89,8 +89,7 @@ def _site_rounds(site: str, pki: str, aggregator: str, crypto: str, work: str, e
     from services.trainer.keys import obtain_secret, site_identity
     from services.trainer.masking import SiteCredentials, SiteMasks, unmasker
     from ucadi.learn.server_opt import announced_optimization
-    from ucadi.lwe.custodian import PUBLIC_KEY_FILE as CUSTODIAN_PUBLIC_FILE
-    from ucadi.lwe.custodian import custodian_public_key
+    from ucadi.lwe.custodian import read_custodian_public_key
     from ucadi.lwe.integrity import update_slot_count
     from ucadi.ops.tls import TLSFiles
     from ucadi.v1 import federation_pb2
@@ -99,8 +98,7 @@ def _site_rounds(site: str, pki: str, aggregator: str, crypto: str, work: str, e
     torch.set_num_threads(1)
     tls = TLSFiles.from_dir(Path(pki) / site)
     client = FederationClient(aggregator, tls, sum_target=crypto if encrypted else "")
-    custodian = custodian_public_key(
-        (Path(pki).parent / "custodian" / CUSTODIAN_PUBLIC_FILE).read_text())
+    custodian = read_custodian_public_key(Path(pki).parent / "custodian")
     cipher = SiteCipher(obtain_secret(crypto, tls, Path(work), wait_s=300, custodian=custodian),
                         Path(work) / "lwe") if encrypted else None
     if masked:

@@ -226,6 +226,15 @@ def test_round_sums_accepted_contributions_and_refuses_duplicates_mismatches_and
     assert list(own.sha256) == [hashlib.sha256((tmp_path / "sino-french.ct").read_bytes())
                                 .hexdigest()]
     assert list(_sums(crypto_server, federation_pki, "nccid-uk").status("fed", 1).sites) == []
+    # The aggregator checking one site's contribution asks for that site's only (issue 25:
+    # one row, not every site's, per recorded upload); a site cannot ask for another's.
+    one = client.status("fed", 1, "sino-french")
+    assert (list(one.sites), list(one.sha256)) == (list(own.sites), list(own.sha256))
+    assert client.contribution_digest("fed", 1, "main-campus") == hashlib.sha256(
+        (tmp_path / "main-campus.ct").read_bytes()).hexdigest()
+    assert client.contribution_digest("fed", 1, "nccid-uk") is None
+    assert list(_sums(crypto_server, federation_pki, "nccid-uk").status(
+        "fed", 1, "sino-french").sites) == []
     late = tmp_path / "nccid-uk.ct"
     encrypt_to_file(late, secret, encode_site_update(vectors["main-campus"], 1, codec, secret, 1,
                                                      "nccid-uk"),

@@ -186,3 +186,54 @@ def test_a_contribution_using_another_sites_public_round_seed_is_refused(tmp_pat
     store.add_contribution("fed", 1, "victim", iter_file_chunks(own),
                            other_sites=["attacker", "victim"])
     assert store.status("fed", 1).sites == ("victim",)
+
+
+def test_work_per_contribution_does_not_grow_with_the_round(tmp_path: Path, monkeypatch):
+    """Issue 25: adding a contribution reads the round's row and the site's, not every
+    contribution so far, and derives the other sites' round seeds once per round, not once per
+    contribution (1,000 sites made both O(N^2) per round)."""
+    import services.crypto.sumstore as sumstore
+
+    derived: list[str] = []
+    real_round_seed = sumstore.round_seed
+    monkeypatch.setattr(sumstore, "round_seed", lambda key, fed, rnd, site: (
+        derived.append(site), real_round_seed(key, fed, rnd, site))[1])
+    store = SumStore(tmp_path / "state")
+    store.open_round(_spec())
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+    sites = [f"site{k}" for k in range(6)]
+    others = [*sites, *(f"idle{k}" for k in range(40))]
+    receipts = []
+    for k, site in enumerate(sites):
+        statements.clear()
+        receipts.append(store.add_contribution("fed", 1, site, iter_file_chunks(
+            _contribution(tmp_path, site, np.full(SLOTS, k))), other_sites=others)[0])
+        reads = [s for s in statements if "FROM contributions" in s and "AND site = '" not in s
+                 and "COUNT(*)" not in s]
+        assert reads == [], f"contribution {k} read every contribution of the round: {reads}"
+    assert receipts == [1, 2, 3, 4, 5, 6]
+    assert sorted(derived) == sorted(others)  # each site's seed once, for all six
+    store._db.set_trace_callback(None)
+    # The cache still refuses another site's round seed.
+    from ucadi.lwe.prepared import prepare_mask
+
+    encrypt_to_file(tmp_path / "foreign.ct", SECRET, PlainSlots(np.zeros(SLOTS, dtype=np.int64)),
+                    layout_hash=LAYOUT, round_number=1, mask=prepare_mask(
+                        SECRET, SLOTS, real_round_seed(SECRET.key_id, "fed", 1, "idle3")))
+    with pytest.raises(UcadiError, match="idle3's round seed"):
+        store.add_contribution("fed", 1, "idle5", iter_file_chunks(tmp_path / "foreign.ct"),
+                               other_sites=others)
+    sealed = store.seal("fed", 1)
+    # Every site fetches the sum: answered without reading the round's contributions.
+    statements.clear()
+    store._db.set_trace_callback(statements.append)
+    fetched = store.fetch("fed", 1)
+    store._db.set_trace_callback(None)
+    assert statements and not [s for s in statements if "FROM contributions" in s], statements
+    chunks = b"".join(c.data for c in fetched.chunks(1 << 20))
+    assert fetched.size_and_digest() == sealed.size_and_digest()
+    (tmp_path / "sum.ct").write_bytes(chunks)
+    assert np.array_equal(decrypt_file(SECRET, tmp_path / "sum.ct"),
+                          np.full(SLOTS, sum(range(6))))
+    store.close()

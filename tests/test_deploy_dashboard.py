@@ -99,3 +99,14 @@ def test_committed_dashboard_is_what_the_generator_builds() -> None:
     builder = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(builder)
     assert builder.main(["--check"]) == 0, "run deploy/grafana/build_dashboard.py and commit"
+
+
+def test_per_site_panels_draw_a_bounded_number_of_sites() -> None:
+    """Issue 25: with 1,000 sites a per-site panel must not draw 1,000 bars or lines: every
+    query drawn per site (legend {{site}}) keeps the furthest behind or lowest few."""
+    board = json.loads(DASHBOARD.read_text())
+    per_site = [target for panel in board["panels"] for target in panel.get("targets", [])
+                if "{{site}}" in target.get("legendFormat", "")]
+    assert len(per_site) >= 4
+    for target in per_site:
+        assert re.match(r"(topk|bottomk)\(\d+, ", target["expr"]), target["expr"]

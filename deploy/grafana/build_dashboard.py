@@ -141,22 +141,37 @@ def traffic_panels() -> list:
     ]
 
 
+# Per-site panels draw at most this many sites (the furthest behind, the lowest validation
+# figures): a federation of 1,000 sites would otherwise draw 1,000 bars or lines per panel
+# (issue 25). The per-site series stay in Prometheus for the alert and for queries.
+SITE_PANEL_LIMIT = 20
+
+
 def site_panels() -> list:
-    """Per-site participation and the validation metrics sites choose to share."""
-    behind = (bargauge.Panel().title("Rounds behind, per site")
-              .description("Current round minus the last round the site uploaded to.")
+    """Per-site participation and the validation metrics sites choose to share: the
+    SITE_PANEL_LIMIT sites furthest behind or lowest, and how many sites are behind."""
+    rounds_behind = (f"max by (federation) (ucadi_round_number{{{FED}}}) - on (federation) "
+                     f"group_right () max by (federation, site) (ucadi_site_last_round{{{SITE}}})")
+    behind = (bargauge.Panel().title(f"Rounds behind, the {SITE_PANEL_LIMIT} sites furthest "
+                                     "behind")
+              .description("Current round minus the last round the site uploaded to; the "
+                           f"{SITE_PANEL_LIMIT} largest (pick sites with the Site variable).")
               .datasource(DATASOURCE).span(HALF).height(8).unit("none")
-              .with_target(query(f"max by (federation) (ucadi_round_number{{{FED}}}) - on "
-                                 f"(federation) group_right () max by (federation, site) "
-                                 f"(ucadi_site_last_round{{{SITE}}})", "{{site}}")))
+              .with_target(query(f"topk({SITE_PANEL_LIMIT}, {rounds_behind})", "{{site}}")))
+    missing = single("Sites 3+ rounds behind", "Sites whose last upload is 3 or more rounds "
+                     "old (the UcadiSiteMissingRounds alert's condition).", "none",
+                     query(f"count (({rounds_behind}) >= 3) or vector(0)", "sites"),
+                     width=HALF)
     validation = [
-        series(f"Validation {name} per site", f"Site-reported {name} on its own validation "
-               "split, when the site shares it.", "percentunit",
-               [query(f"max by (site) (ucadi_site_validation_{metric}{{{SITE}}})", "{{site}}")],
+        series(f"Validation {name}, the {SITE_PANEL_LIMIT} lowest sites",
+               f"Site-reported {name} on its own validation split, when the site shares it: "
+               f"the {SITE_PANEL_LIMIT} lowest.", "percentunit",
+               [query(f"bottomk({SITE_PANEL_LIMIT}, max by (site) "
+                      f"(ucadi_site_validation_{metric}{{{SITE}}}))", "{{site}}")],
                width=THIRD)
         for name, metric in (("AUC", "auc"), ("sensitivity", "sensitivity"),
                              ("specificity", "specificity"))]
-    return [behind, *validation]
+    return [behind, missing, *validation]
 
 
 def inference_panels() -> list:

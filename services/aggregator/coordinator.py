@@ -155,6 +155,10 @@ class RoundCoordinator:
         """The uploads a round accepted."""
         return self.store.uploads(round_number)
 
+    def upload_count(self, round_number: int) -> int:
+        """How many uploads a round accepted (a receipt's count: no per-site rows read)."""
+        return self.store.upload_count(round_number)
+
     def upload_offset(self, round_number: int, site: str) -> int:
         """Bytes of `site`'s upload to the round received so far (where a resume starts)."""
         partial = self.store.partial_upload_path(round_number, site)
@@ -165,6 +169,9 @@ class RoundCoordinator:
         return [(site, self.membership.last_seen(site.name, site.last_seen))
                 for site in self.store.sites()]
 
-    def round_summaries(self) -> list[tuple[RoundRecord, list[str]]]:
-        """Every round as stored, with the sites whose uploads it accepted."""
-        return [(r, [u.site for u in self.store.uploads(r.round)]) for r in self.store.rounds()]
+    def round_summaries(self, only: int = 0) -> list[tuple[RoundRecord, list[str]]]:
+        """Every round as stored (only round `only`, if not 0), with the sites whose uploads
+        it accepted."""
+        rounds = self.store.rounds() if not only else [
+            r for r in [self.store.round(only)] if r is not None]
+        return [(r, self.store.uploaded_sites(r.round)) for r in rounds]

@@ -45,7 +45,7 @@ class RoundCore:
             if current is None:
                 return RoundView(0, "", 0, latest, 0.0, 0, self.config.local_epochs,
                                  min_sites=self.config.min_sites)
-            uploaded = [u.site for u in self.store.uploads(current.round)]
+            uploaded = self.store.uploaded_sites(current.round)
             view = RoundView(current.round, current.state, current.base_version, latest,
                              current.deadline, (current.round - 1) * self.config.local_epochs,
                              self.config.local_epochs, list(current.expected), uploaded,
@@ -60,10 +60,12 @@ class RoundCore:
         deadline = time.monotonic() + max(0.0, min(timeout, 60.0))
         with self.changed:
             while True:
-                current = self.view()
+                # Every upload wakes every waiting poll: each compares the round and state only,
+                # and builds the view (the round's site lists) once, to answer (issue 25).
                 remaining = deadline - time.monotonic()
-                if (current.round, current.state) != (known_round, known_state) or remaining <= 0:
-                    return current
+                if self.store.latest_round_state() != (known_round, known_state) \
+                        or remaining <= 0:
+                    return self.view()
                 self.changed.wait(timeout=remaining)
 
     def publish_metrics(self) -> None:
@@ -75,6 +77,6 @@ class RoundCore:
         metrics.ROUND_NUMBER.labels(fed).set(current.round)
         metrics.set_round_state(fed, current.state)
         metrics.ROUND_EXPECTED.labels(fed).set(len(current.expected))
-        metrics.ROUND_PARTICIPANTS.labels(fed).set(len(self.store.uploads(current.round)))
+        metrics.ROUND_PARTICIPANTS.labels(fed).set(self.store.upload_count(current.round))
         metrics.ROUND_DEADLINE.labels(fed).set(current.deadline)
         metrics.ROUND_SEALED.labels(fed).set(current.sealed)

@@ -69,7 +69,8 @@ class SumFeeder:
 
     def _sum(self, upload: UploadRecord, streamed: Any,
              trace: otel_context.Context | None) -> None:
-        if any(u.site == upload.site and u.summed for u in self.store.uploads(upload.round)):
+        held = self.store.upload(upload.round, upload.site)
+        if held is not None and held.summed:
             if streamed is not None:
                 streamed.abort()
             return  # a feed that finished just before this one was started

@@ -85,7 +85,7 @@ class Membership:
             self.require_member(site)
             store.upsert_site(site, "left", 0, self.core.clock())
             current = self.core.current()
-            uploaded = {u.site for u in store.uploads(current.round)} if current else set()
+            uploaded = set(store.uploaded_sites(current.round)) if current else set()
             if current is not None and current.state == COLLECTING and site in current.expected \
                     and site not in uploaded:
                 current.expected.remove(site)
@@ -111,11 +111,14 @@ class Membership:
         return max(self._last_seen.get(site, stored), stored)
 
     def _record(self, site: str) -> SiteRecord:
-        return next(s for s in self.core.store.sites() if s.name == site)
+        record = self.core.store.site(site)
+        assert record is not None, f"{site} was just stored"
+        return record
 
     def require_member(self, site: str) -> None:
         """Raise FederationStateError unless `site` joined and has not left."""
-        if not any(s.name == site and s.state == "active" for s in self.core.store.sites()):
+        record = self.core.store.site(site)
+        if record is None or record.state != "active":
             raise FederationStateError(f"site {site!r} has not joined this federation (call Join)")
 
     def live_sites(self) -> list[str]:

@@ -197,7 +197,7 @@ class RoundMachine:
                 if self.masks.enabled:  # from here on no upload is accepted
                     current.state = UNMASKING
                     self.masks.begin_unmasking(
-                        current, [u.site for u in self.store.uploads(current.round)])
+                        current, self.store.uploaded_sites(current.round))
                 else:
                     current.state = SEALING
                 self.store.update_round(current)
@@ -218,7 +218,7 @@ class RoundMachine:
 
     def _ready_to_seal(self, current: RoundRecord) -> bool:
         clock = self.core.clock
-        uploaded = {u.site for u in self.store.uploads(current.round)}
+        uploaded = set(self.store.uploaded_sites(current.round))
         needed = self.config.min_sites
         if self.masks.enabled:
             if self.store.mask_round(current.round).participants is None:
@@ -249,7 +249,7 @@ class RoundMachine:
         """Seal round `current` (SEALING) into global version `current.round`, record it and
         open the next round or complete the federation."""
         started = time.perf_counter()
-        sites = [u.site for u in self.store.uploads(current.round)]
+        sites = self.store.uploaded_sites(current.round)
         with tracer(__name__).start_as_current_span("seal") as span:
             span.set_attribute("ucadi.round", current.round)
             sealed = self._sum(current.round, sites)

@@ -162,7 +162,7 @@ class FederationServicer(federation_pb2_grpc.FederationServiceServicer):
         faults.crash_point("after_record_before_reply")
         return federation_pb2.UploadReceipt(
             round=record.round, site=site, stored_bytes=record.size, sha256=record.sha256,
-            uploads_in_round=len(self.rounds.uploads(record.round)))
+            uploads_in_round=self.rounds.upload_count(record.round))
 
     @grpc_errors
     def GetUploadOffset(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -191,7 +191,7 @@ class FederationServicer(federation_pb2_grpc.FederationServiceServicer):
             round=r.round, state=_STATES.get(r.state, 0), expected_sites=r.expected,
             uploaded_sites=uploaded, opened_unix=r.opened, sealed_unix=r.sealed,
             bytes_in=r.bytes_in, global_bytes=r.global_bytes, sum_seconds=r.sum_seconds)
-            for r, uploaded in self.rounds.round_summaries()]
+            for r, uploaded in self.rounds.round_summaries(request.round)]
         return federation_pb2.FederationStatus(
             federation_id=self.config.federation_id, current=self._round_info(self.rounds.view(),
                                                                                 None),

@@ -184,10 +184,19 @@ class AggregatorStore:
 
     def sites(self) -> list[SiteRecord]:
         """All known sites."""
+        return self._site_records("ORDER BY name")
+
+    def site(self, name: str) -> SiteRecord | None:
+        """One site, or None if it never joined (one row: a check per call must not read
+        every site's, issue 25)."""
+        found = self._site_records("WHERE name = ?", (name,))
+        return found[0] if found else None
+
+    def _site_records(self, where: str, params: tuple[Any, ...] = ()) -> list[SiteRecord]:
         return [SiteRecord(name=r[0], state=r[1], joined=r[2], last_seen=r[3], train_cases=r[4],
                            last_round=r[5], metrics=json.loads(r[6]) if r[6] else {})
                 for r in self._rows("SELECT name, state, joined, last_seen, train_cases, "
-                                    "last_round, metrics_json FROM sites ORDER BY name")]
+                                    f"last_round, metrics_json FROM sites {where}", params)]
 
     # rounds -----------------------------------------------------------------------------
     def open_round(self, record: RoundRecord) -> None:
@@ -217,6 +226,17 @@ class AggregatorStore:
         """The newest round (one row read, however long the federation has run)."""
         found = self._round_records("ORDER BY round DESC LIMIT 1")
         return found[0] if found else None
+
+    def round(self, round_number: int) -> RoundRecord | None:
+        """One round, or None if it was never opened."""
+        found = self._round_records(f"WHERE round = {int(round_number)}")
+        return found[0] if found else None
+
+    def latest_round_state(self) -> tuple[int, str]:
+        """(round, state) of the newest round, (0, "") before the first: what a long poll
+        compares on each wake-up, without decoding the round's site list."""
+        rows = self._rows("SELECT round, state FROM rounds ORDER BY round DESC LIMIT 1")
+        return (int(rows[0][0]), str(rows[0][1])) if rows else (0, "")
 
     def _round_records(self, order: str) -> list[RoundRecord]:
         return [RoundRecord(round=r[0], state=RoundState(r[1]), base_version=r[2], opened=r[3],
@@ -275,14 +295,33 @@ class AggregatorStore:
         """Record that the crypto service has added this upload."""
         self._tx([("UPDATE uploads SET summed=1 WHERE round=? AND site=?", (round_number, site))])
 
+    def upload_count(self, round_number: int) -> int:
+        """Accepted uploads of a round, counted."""
+        return int(self._rows("SELECT COUNT(*) FROM uploads WHERE round=?",
+                              (round_number,))[0][0])
+
+    def upload(self, round_number: int, site: str) -> UploadRecord | None:
+        """`site`'s accepted upload to the round, or None (one row)."""
+        found = self._upload_records("WHERE round=? AND site=?", (round_number, site))
+        return found[0] if found else None
+
+    def uploaded_sites(self, round_number: int) -> list[str]:
+        """The sites whose uploads the round accepted, in the order received (names only:
+        every poll's answer lists them)."""
+        return [r[0] for r in self._rows("SELECT site FROM uploads WHERE round=? "
+                                         "ORDER BY received", (round_number,))]
+
     def uploads(self, round_number: int) -> list[UploadRecord]:
         """Accepted uploads of a round."""
+        return self._upload_records("WHERE round=? ORDER BY received", (round_number,))
+
+    def _upload_records(self, where: str, params: tuple[Any, ...]) -> list[UploadRecord]:
         return [UploadRecord(round=r[0], site=r[1], path=Path(r[2]) if r[2] else None,
                              size=r[3], sha256=r[4],
                              num_samples=r[5], local_epochs=r[6], received=r[7], summed=bool(r[8]))
                 for r in self._rows("SELECT round, site, path, size, sha256, num_samples, "
-                                    "local_epochs, received, summed FROM uploads WHERE round=? "
-                                    "ORDER BY received", (round_number,))]
+                                    f"local_epochs, received, summed FROM uploads {where}",
+                                    params)]
 
     def digest_seen(self, sha256: str) -> bool:
         """Whether an upload with this digest was ever accepted (replay detection)."""

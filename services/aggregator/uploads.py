@@ -64,7 +64,7 @@ class UploadIntake:
             raise RejectedUpload(f"round {current.round} is masked and {site!r} is not one of "
                                  "its participants (it shares its keys first)",
                                  "not_participant", "FAILED_PRECONDITION")
-        if any(u.site == site for u in self.store.uploads(current.round)):
+        if self.store.upload(current.round, site) is not None:
             raise RejectedUpload(f"site {site!r} already uploaded to round {current.round}",
                                  "duplicate", "ALREADY_EXISTS")
         for name, got, want in (("parameter set", header.parameter_set, enc["parameter_set"]),

@@ -126,6 +126,11 @@ class KeyStore:
             rows = self._db.execute("SELECT * FROM site_keys ORDER BY site").fetchall()
         return [SiteKeyRecord(r[0], bytes(r[1]), r[2], r[3]) for r in rows]
 
+    def site_names(self) -> list[str]:
+        """Names of the registered sites, sorted (their keys left unread)."""
+        with self._lock:
+            return [r[0] for r in self._db.execute("SELECT site FROM site_keys ORDER BY site")]
+
     def put_wrapped(self, key_id: str, parameter_set: str, blobs: dict[str, bytes],
                     activate: bool) -> int:
         """Store wrapped blobs for registered sites under key_id; optionally activate it."""

@@ -154,10 +154,12 @@ def _chunk_bytes(requested: int) -> int:
     return chunk_bytes
 
 
-def round_status(state: RoundState) -> crypto_pb2.RoundStatus:
-    """Protobuf view of a round's state."""
+def round_status(state: RoundState, contributors: int | None = None) -> crypto_pb2.RoundStatus:
+    """Protobuf view of a round's state (`contributors`: the round's count where `state`
+    lists only some of them)."""
     spec = state.spec
-    size = serialized_size(replace(spec.expected_header(), contributors=len(state.sites))) \
+    held = len(state.sites) if contributors is None else contributors
+    size = serialized_size(replace(spec.expected_header(), contributors=held)) \
         if state.state == SumRoundState.SEALED else 0
     return crypto_pb2.RoundStatus(
         federation=spec.federation, round=spec.round, state=state.state, sites=state.sites,
@@ -224,9 +226,9 @@ class SumServicer(crypto_pb2_grpc.SumServiceServicer):
         try:
             # Only the aggregator vouches: a site's own contribution never replaces another.
             vouched = meta.sha256 if caller.role != "site" else ""
-            others = [k.site for k in self.keys.site_keys()] if self.keys is not None else []
-            state, digest = self.store.add_contribution(meta.federation, meta.round, meta.site,
-                                                        chunks(), vouched, others)
+            others = self.keys.site_names() if self.keys is not None else []
+            held, digest = self.store.add_contribution(meta.federation, meta.round, meta.site,
+                                                       chunks(), vouched, others)
         except UcadiError as exc:
             metrics.SUM_CONTRIBUTIONS.labels(outcome=type(exc).__name__).inc()
             raise
@@ -234,7 +236,7 @@ class SumServicer(crypto_pb2_grpc.SumServiceServicer):
         metrics.SUM_BYTES.inc(received)
         metrics.SUM_SECONDS.observe(time.perf_counter() - last_byte)
         return crypto_pb2.ContributionReceipt(federation=meta.federation, round=meta.round,
-                                              site=meta.site, contributions=len(state.sites),
+                                              site=meta.site, contributions=held,
                                               sha256=digest)
 
     @grpc_errors
@@ -253,6 +255,7 @@ class SumServicer(crypto_pb2_grpc.SumServiceServicer):
         _require_aggregator(context)
         sealed = self.store.seal(request.federation, request.round, list(request.sites))
         size, digest = sealed.size_and_digest()
+        assert sealed.state is not None  # seal() answers with the round's state
         return crypto_pb2.SealedRound(federation=request.federation, round=request.round,
                                       sites=sealed.state.sites, sum_bytes=size, sha256=digest)
 
@@ -274,18 +277,15 @@ class SumServicer(crypto_pb2_grpc.SumServiceServicer):
     @grpc_errors
     def GetRoundStatus(self, request: crypto_pb2.GetRoundStatusRequest,
                        context: grpc.ServicerContext) -> crypto_pb2.RoundStatus:
-        """Where a round stands; a site sees its own contribution only."""
+        """Where a round stands; a site sees its own contribution only, and anyone who names
+        a site (`site`) that site's only: one row read, whatever the number of sites."""
         caller = peer_identity(context)
         if caller.role != "site":
             _check_aggregator(caller)
-        status = round_status(self.store.status(request.federation, request.round))
-        if caller.role == "site":
-            own = dict(zip(status.sites, status.sha256, strict=True)).get(caller.name)
-            del status.sites[:], status.sha256[:]
-            if own is not None:
-                status.sites.append(caller.name)
-                status.sha256.append(own)
-        return status
+        only = caller.name if caller.role == "site" else request.site
+        if only:
+            return round_status(*self.store.status_of(request.federation, request.round, only))
+        return round_status(self.store.status(request.federation, request.round))
 
 
 # Every setting of `ucadi serve crypto --config FILE`; UCADI_SERVER__<KEY> overrides.

@@ -126,7 +126,7 @@ class SealedSum:
     """A sealed round and its sum: the stored file, or (until the background writer has stored
     it) the serialized bytes and their SHA-256."""
 
-    state: RoundState
+    state: RoundState | None  # None where only the sum was asked for (`fetch`)
     path: Path | None = None
     data: memoryview | None = None
     sha256: str | None = None
@@ -197,6 +197,8 @@ class SumStore:
         self._sums: dict[tuple[str, int], Ciphertext] = {}
         # Sealed sums (serialized, and their SHA-256) until the background writer stored them.
         self._serialized: dict[tuple[str, int], tuple[memoryview, str]] = {}
+        # Round seeds of the sites each open round has heard of (dropped once it is stored).
+        self._seeds: dict[tuple[str, int], _RoundSeeds] = {}
         # Storing a sealed sum waits on nothing: it yields the CPU to the fetches of that sum.
         self._writer = background_pool("sum-writer")
         self._recover()
@@ -217,10 +219,14 @@ class SumStore:
             if path.is_file() and str(path.relative_to(self.root)) not in committed:
                 path.unlink()  # written before a crash, never committed (or already summed)
 
-    def _row(self, federation: str, round_number: int) -> RoundState:
+    @staticmethod
+    def _storable(round_number: int) -> None:
         if not 0 <= round_number <= MAX_STORED_INTEGER:  # no such round can have been opened
             raise RoundNotFoundError(f"round {round_number} does not exist: rounds are numbered "
                                      "0 to 2^63-1")
+
+    def _row(self, federation: str, round_number: int) -> RoundState:
+        self._storable(round_number)
         row = self._db.execute("SELECT * FROM rounds WHERE federation = ? AND round = ?",
                                (federation, round_number)).fetchone()
         if row is None:
@@ -239,6 +245,24 @@ class SumStore:
         """Current state of a round."""
         with self._lock:
             return self._row(federation, round_number)
+
+    def status_of(self, federation: str, round_number: int, site: str
+                  ) -> tuple[RoundState, int]:
+        """A round's state listing only `site`'s contribution (if it holds one), and how many
+        contributions it holds: a few rows read, however many sites contributed."""
+        with self._lock:
+            spec = self._spec(federation, round_number)
+            state, accumulator = self._db.execute(
+                "SELECT state, accumulator FROM rounds WHERE federation = ? AND round = ?",
+                (federation, round_number)).fetchone()
+            held = self._db.execute("SELECT path, sha256 FROM contributions WHERE federation = ? "
+                                    "AND round = ? AND site = ?",
+                                    (federation, round_number, site)).fetchone()
+            count = self._count(federation, round_number)
+        return RoundState(spec, state, (site,) if held else (),
+                          self.root / accumulator if accumulator else None,
+                          (self.root / held[0],) if held else (),
+                          (held[1],) if held else ()), count
 
     def open_round(self, spec: RoundSpec) -> RoundState:
         """Open a round; reopening with the same spec is a no-op, with another an error."""
@@ -261,22 +285,27 @@ class SumStore:
 
     def add_contribution(self, federation: str, round_number: int, site: str,
                          chunks: Iterable[common_pb2.Chunk], vouched_sha256: str = "",
-                         other_sites: Sequence[str] = ()) -> tuple[RoundState, str]:
-        """Receive, verify and durably add one site's ciphertext; (new state, its sha256).
-        `vouched_sha256`: the aggregator sends the upload it accepted from the site, with this
-        digest; it replaces another contribution held for the site (one the site sent itself
-        and the aggregator refused). `other_sites`: the federation's other sites, whose
-        public round seeds this ciphertext may not use (it would knock that site out of the
-        round: its own ciphertext would then repeat a summed seed)."""
-        state = self.status(federation, round_number)
-        self._check_accepting(state, site, vouched_sha256)
-        expected = state.spec.expected_header()
+                         other_sites: Iterable[str] = ()) -> tuple[int, str]:
+        """Receive, verify and durably add one site's ciphertext; (contributions the round now
+        holds, its sha256). `vouched_sha256`: the aggregator sends the upload it accepted from
+        the site, with this digest; it replaces another contribution held for the site (one
+        the site sent itself and the aggregator refused). `other_sites`: the federation's
+        other sites, whose public round seeds this ciphertext may not use (it would knock that
+        site out of the round: its own ciphertext would then repeat a summed seed).
+
+        The work per contribution does not grow with the round's contributors (issue 25): the
+        checks read the round's row and this site's, the seeds of the other sites are derived
+        once per round (`_RoundSeeds`), and the running sum stays in memory."""
+        with self._lock:
+            self._check_accepting(federation, round_number, site, vouched_sha256)
+            spec = self._spec(federation, round_number)
+        expected = spec.expected_header()
         upload = self.incoming / f"{uuid.uuid4().hex}.ct"
         try:
             receiver = receive(chunks, upload, max_bytes=serialized_size(expected))
             received = open_verified(upload, verify_digest=not receiver.trailer_ok)
             check_contribution(received.header)
-            _refuse_foreign_round_seed(state.spec, site, received.seeds, other_sites)
+            self._round_seeds(spec).refuse_foreign(site, received.seeds, other_sites)
             # frac_bits is checked against the running sum when the two are added.
             expected.check_compatible(replace(received.header, frac_bits=0))
             digest = file_digest(upload)
@@ -284,23 +313,50 @@ class SumStore:
                 raise UcadiError(f"the ciphertext's SHA-256 {digest[:12]}… is not the "
                                  f"{vouched_sha256[:12]}… it was sent as")
             with self._lock:
-                state = self._row(federation, round_number)
-                self._check_accepting(state, site, vouched_sha256)
-                if site in state.sites:
-                    state = self._discard(state, {site})
-                return self._commit(state, site, upload, received, digest), digest
+                if self._check_accepting(federation, round_number, site, vouched_sha256):
+                    self._discard(self._row(federation, round_number), {site})
+                self._commit(spec, site, upload, received, digest)
+                return self._count(federation, round_number), digest
         finally:
             upload.unlink(missing_ok=True)
 
-    def _check_accepting(self, state: RoundState, site: str, vouched_sha256: str = ""
-                         ) -> None:
-        if state.state != SumRoundState.OPEN:
-            raise RoundStateError(f"round {state.spec.round} of {state.spec.federation!r} is "
-                                  f"{state.state}; late contributions are refused")
-        held = dict(zip(state.sites, state.digests, strict=True)).get(site)
-        if held is not None and (not vouched_sha256 or held == vouched_sha256):
+    def _spec(self, federation: str, round_number: int) -> RoundSpec:
+        """The round's spec (its row only)."""
+        self._storable(round_number)
+        row = self._db.execute("SELECT * FROM rounds WHERE federation = ? AND round = ?",
+                               (federation, round_number)).fetchone()
+        if row is None:
+            return self._row(federation, round_number).spec  # raises RoundNotFoundError
+        return RoundSpec(row[0], row[1], row[2], row[3], bytes(row[4]), row[5], row[6], row[7])
+
+    def _count(self, federation: str, round_number: int) -> int:
+        """Contributions the round holds."""
+        return self._db.execute("SELECT COUNT(*) FROM contributions WHERE federation = ? AND "
+                                "round = ?", (federation, round_number)).fetchone()[0]
+
+    def _check_accepting(self, federation: str, round_number: int, site: str,
+                         vouched_sha256: str = "") -> bool:
+        """Raise unless the round takes `site`'s contribution now; True when it holds one the
+        new one replaces (vouched for by the aggregator)."""
+        self._storable(round_number)
+        row = self._db.execute("SELECT state FROM rounds WHERE federation = ? AND round = ?",
+                               (federation, round_number)).fetchone()
+        if row is None:
+            self._row(federation, round_number)  # raises RoundNotFoundError
+        if row[0] != SumRoundState.OPEN:
+            raise RoundStateError(f"round {round_number} of {federation!r} is {row[0]}; late "
+                                  "contributions are refused")
+        held = self._db.execute("SELECT sha256 FROM contributions WHERE federation = ? AND "
+                                "round = ? AND site = ?",
+                                (federation, round_number, site)).fetchone()
+        if held is not None and (not vouched_sha256 or held[0] == vouched_sha256):
             raise DuplicateSiteError(f"site {site!r} already contributed to round "
-                                     f"{state.spec.round} of {state.spec.federation!r}")
+                                     f"{round_number} of {federation!r}")
+        return held is not None
+
+    def _round_seeds(self, spec: RoundSpec) -> _RoundSeeds:
+        with self._lock:
+            return self._seeds.setdefault((spec.federation, spec.round), _RoundSeeds(spec))
 
     def _discard(self, state: RoundState, sites: set[str], sealing: bool = False) -> RoundState:
         """Delete the contributions of `sites` (and mark the round sealed, if `sealing`) in one
@@ -336,11 +392,13 @@ class SumStore:
             self._sums[key] = Ciphertext(header, seeds, body)
         return self._sums.get(key)
 
-    def _commit(self, state: RoundState, site: str, upload: Path, received: CiphertextFile,
-                digest: str) -> RoundState:
-        spec = state.spec
+    def _commit(self, spec: RoundSpec, site: str, upload: Path, received: CiphertextFile,
+                digest: str) -> None:
         key = (spec.federation, spec.round)
-        running = self._running_sum(state)
+        running = self._sums.get(key)
+        if running is None and self._count(spec.federation, spec.round):
+            # After a restart or a dropped contribution: rebuilt from the files.
+            running = self._running_sum(self._row(spec.federation, spec.round))
         # Checks frac_bits and repeated seeds against what is already summed, before any change.
         header, seeds = merged_seeds([(received.header, received.seeds)] + (
             [(running.header, running.seeds)] if running is not None else []))
@@ -369,7 +427,6 @@ class SumStore:
             # files when it is next needed.
             self._sums.pop(key, None)
             raise
-        return self._row(spec.federation, spec.round)
 
     def seal(self, federation: str, round_number: int,
              sites: Sequence[str] = ()) -> SealedSum:
@@ -395,10 +452,25 @@ class SumStore:
             return SealedSum(state, data=data, sha256=digest)
 
     def fetch(self, federation: str, round_number: int) -> SealedSum:
-        """A sealed round's sum, for FetchSum (the stored file, or the bytes being stored)."""
-        if self.status(federation, round_number).state != SumRoundState.SEALED:
-            raise RoundStateError(f"round {round_number} of {federation!r} is still open: its "
-                                  "sum exists once the aggregator seals it")
+        """A sealed round's sum, for FetchSum (the stored file, or the bytes being stored).
+        Every site fetches it: answered from the round's row and memory, without reading the
+        round's contributions (issue 25), except to rebuild a sum after a restart."""
+        self._storable(round_number)
+        key = (federation, round_number)
+        with self._lock:
+            row = self._db.execute(
+                "SELECT state, accumulator FROM rounds WHERE federation = ? AND round = ?",
+                key).fetchone()
+            if row is None:
+                self._row(federation, round_number)  # raises RoundNotFoundError
+            if row[0] != SumRoundState.SEALED:
+                raise RoundStateError(f"round {round_number} of {federation!r} is still open: "
+                                      "its sum exists once the aggregator seals it")
+            if row[1]:
+                return SealedSum(None, path=self.root / row[1])
+            if key in self._serialized:
+                data, digest = self._serialized[key]
+                return SealedSum(None, data=data, sha256=digest)
         return self.seal(federation, round_number)
 
     def _close(self, state: RoundState, keep: set[str]) -> RoundState:
@@ -423,6 +495,7 @@ class SumStore:
                 self._db.execute("UPDATE rounds SET accumulator = ? WHERE federation = ? AND "
                                  "round = ?", (str(path.relative_to(self.root)), *key))
                 self._sums.pop(key, None)
+                self._seeds.pop(key, None)
                 for contribution in state.contributions:
                     contribution.unlink(missing_ok=True)  # the sum holds them now
         except Exception:  # the contributions stay; the next seal of the round retries
@@ -434,14 +507,30 @@ class SumStore:
                 self._serialized.pop(key, None)
 
 
-def _refuse_foreign_round_seed(spec: RoundSpec, site: str, seeds: Sequence[bytes],
-                               other_sites: Sequence[str]) -> None:
-    """Refuse a ciphertext that uses another site's public round seed for this round."""
-    key_id = bytes.fromhex(spec.key_id)
-    theirs = {round_seed(key_id, spec.federation, spec.round, other): other
-              for other in other_sites if other != site}
-    for seed in seeds:
-        if seed in theirs:
-            raise UcadiError(f"{site}'s ciphertext for round {spec.round} uses "
-                             f"{theirs[seed]}'s round seed; a site encrypts with its own round "
-                             "seed or a fresh random one")
+class _RoundSeeds:
+    """The public round seeds of the sites a round has heard of, by seed: each contribution's
+    check that it does not use another site's round seed derives only the seeds of sites new
+    since the last contribution (one SHA-256 each), not one per site every time."""
+
+    def __init__(self, spec: RoundSpec) -> None:
+        self.spec = spec
+        self._key_id = bytes.fromhex(spec.key_id)
+        self._owners: dict[bytes, str] = {}
+        self._known: set[str] = set()
+        self._lock = threading.Lock()
+
+    def refuse_foreign(self, site: str, seeds: Sequence[bytes], other_sites: Iterable[str]
+                       ) -> None:
+        """Refuse a ciphertext of `site` that uses another site's public round seed."""
+        spec = self.spec
+        with self._lock:
+            for other in set(other_sites) - self._known:
+                self._known.add(other)
+                self._owners[round_seed(self._key_id, spec.federation, spec.round,
+                                        other)] = other
+            for seed in seeds:
+                owner = self._owners.get(seed)
+                if owner is not None and owner != site:
+                    raise UcadiError(f"{site}'s ciphertext for round {spec.round} uses "
+                                     f"{owner}'s round seed; a site encrypts with its own round "
+                                     "seed or a fresh random one")

@@ -265,7 +265,7 @@ class SiteAgent:
 
     def _announced_sum(self, version: int) -> AnnouncedSum:
         """The central side's account of global version `version` (round `version`'s sum)."""
-        status = self.federation.status()
+        status = self.federation.status(version)
         summary = next((r for r in status.rounds if r.round == version), None)
         contributors = tuple(summary.uploaded_sites) if summary is not None else ()
         known = {s.site for s in status.sites} | set(summary.expected_sites if summary else ())
@@ -423,7 +423,7 @@ class SiteAgent:
         restarted after recording it but before replying). Either way the site goes on with
         the next global version."""
         recorded = any(r.round == round_number and self.settings.site in r.uploaded_sites
-                       for r in self.federation.status().rounds)
+                       for r in self.federation.status(round_number).rounds)
         if recorded:
             log.info("%s: round %d: the aggregator had recorded this update before its reply "
                      "was lost (%s)", self.settings.site, round_number, refusal)

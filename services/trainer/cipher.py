@@ -122,6 +122,13 @@ class SiteCipher:
             self._product = self._worker.submit(prepare_product, self.secret, slots,
                                                 context.round_number, seeds)
 
+    def use_product(self, product: DecryptionProduct) -> None:
+        """Decrypt the round's sum with a decryption product made elsewhere under the same
+        secret (bench.sites: one per process of simulated sites); used only where it fits."""
+        made: Future[DecryptionProduct] = Future()
+        made.set_result(product)
+        self._product = made
+
     def wait_prepared(self) -> None:
         """Block until the work started by `prepare` is done (benchmarks: training stand-ins)."""
         for pending in (self._mask, self._product):

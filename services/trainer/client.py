@@ -135,10 +135,10 @@ class FederationClient:
         return self._retry("get round", lambda: self.stub.GetRound(
             request, timeout=wait_s + self.rpc_timeout_s))
 
-    def status(self) -> Any:
-        """FederationStatus overview."""
+    def status(self, round_number: int = 0) -> Any:
+        """FederationStatus overview: every round's summary, or only `round_number`'s."""
         return self._retry("status", lambda: self.stub.GetStatus(
-            federation_pb2.GetStatusRequest(), timeout=self.rpc_timeout_s))
+            federation_pb2.GetStatusRequest(round=round_number), timeout=self.rpc_timeout_s))
 
     def report_metrics(self, metrics: dict[str, Any]) -> None:
         """Share aggregate validation metrics of a global version."""
@@ -265,7 +265,7 @@ class FederationClient:
                 federation_pb2.GetUploadOffsetRequest(round=round_number),
                 timeout=self.rpc_timeout_s).offset
             recorded = any(r.round == round_number and site in r.uploaded_sites
-                           for r in self.status().rounds)
+                           for r in self.status(round_number).rounds)
             held = self._exchanges_with_sum() and SumClient(self.sum_channel).contribution_digest(
                 self.joined.federation_id, round_number, site) is not None
         except (grpc.RpcError, CryptoServiceError, FederationRejected) as exc:

@@ -95,6 +95,15 @@ def custodian_public_key(text: str) -> Ed25519PublicKey:
     return Ed25519PublicKey.from_public_bytes(bytes.fromhex(value))
 
 
+def read_custodian_public_key(directory: Path) -> Ed25519PublicKey:
+    """The public key `CustodianKey.save` wrote into `directory` (what a site configures)."""
+    path = Path(directory) / PUBLIC_KEY_FILE
+    if not path.is_file():
+        raise KeyWrapError(f"no custodian public key at {path}; `ucadi keys create` or "
+                           "`ucadi keys custodian-init` writes it")
+    return custodian_public_key(path.read_text())
+
+
 def verify(public: Ed25519PublicKey, signature: bytes, message: bytes) -> bool:
     try:
         public.verify(signature, message)

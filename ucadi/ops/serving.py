@@ -133,6 +133,12 @@ def set_on_stop_signal(event: threading.Event) -> list[int]:
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# A server closes a connection no call has used for this long (HTTP/2 GOAWAY; the client
+# reconnects at its next call). Sites exchange ciphertexts with the sum service once a round,
+# and an open connection keeps about 1.5 MB of transport buffers after a 4.7 MB upload: with
+# 1,000 sites connected the crypto service held 1.8 GB (issue 25, docs/experiments/scale). A
+# long poll in flight keeps its connection busy, so polling sites stay connected.
+CONNECTION_IDLE_S = 15.0
 _SIGNAL_SOCKETS: list[socket.socket] = []
 
 
@@ -144,7 +150,8 @@ def serve(register: Callable[[grpc.Server], None], *, service_names: list[str],
           health_address: str | None = None,
           require_client_auth: bool = True,
           maximum_concurrent_rpcs: int | None = None,
-          client_ca: bytes | None = None) -> RunningServer:
+          client_ca: bytes | None = None,
+          connection_idle_s: float = CONNECTION_IDLE_S) -> RunningServer:
     """Start a gRPC server with our servicers, health checking, reflection and /metrics.
 
     `tls=None` serves plaintext (only for explicit local debugging); otherwise clients must
@@ -154,10 +161,13 @@ def serve(register: Callable[[grpc.Server], None], *, service_names: list[str],
     client certificate (Kubernetes' gRPC probes); it reports the same status.
     `maximum_concurrent_rpcs` makes gRPC itself refuse excess calls with RESOURCE_EXHAUSTED.
     `client_ca` (PEM) replaces the federation CA as what client certificates are checked against.
+    `connection_idle_s`: connections unused this long are closed (CONNECTION_IDLE_S).
     """
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers),
                          interceptors=server_interceptors(),
-                         options=grpc_options(max_message_bytes),
+                         options=[*grpc_options(max_message_bytes),
+                                  ("grpc.max_connection_idle_ms",
+                                   max(1, round(connection_idle_s * 1000)))],
                          maximum_concurrent_rpcs=maximum_concurrent_rpcs)
     register(server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)

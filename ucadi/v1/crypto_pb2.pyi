@@ -224,12 +224,14 @@ class FetchSumRequest(_message.Message):
     def __init__(self, federation: _Optional[str] = ..., round: _Optional[int] = ..., offset: _Optional[int] = ..., chunk_bytes: _Optional[int] = ...) -> None: ...
 
 class GetRoundStatusRequest(_message.Message):
-    __slots__ = ("federation", "round")
+    __slots__ = ("federation", "round", "site")
     FEDERATION_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
+    SITE_FIELD_NUMBER: _ClassVar[int]
     federation: str
     round: int
-    def __init__(self, federation: _Optional[str] = ..., round: _Optional[int] = ...) -> None: ...
+    site: str
+    def __init__(self, federation: _Optional[str] = ..., round: _Optional[int] = ..., site: _Optional[str] = ...) -> None: ...
 
 class RoundStatus(_message.Message):
     __slots__ = ("federation", "round", "state", "sites", "key_id", "parameter_set", "layout_hash", "slot_count", "block_start", "block_stop", "sum_bytes", "sha256")

@@ -336,8 +336,10 @@ class ReportMetricsResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class GetStatusRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("round",)
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    def __init__(self, round: _Optional[int] = ...) -> None: ...
 
 class SiteStatus(_message.Message):
     __slots__ = ("site", "state", "last_round", "last_seen_unix", "train_cases", "metrics")

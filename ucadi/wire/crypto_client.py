@@ -212,14 +212,16 @@ class SumClient:
         """Start passing a ciphertext on while it arrives (see StreamedContribution)."""
         return StreamedContribution(self.stub, federation, round_number, site, sha256)
 
-    def status(self, federation: str, round_number: int) -> crypto_pb2.RoundStatus:
-        """Where the round stands on this replica."""
+    def status(self, federation: str, round_number: int, site: str = ""
+               ) -> crypto_pb2.RoundStatus:
+        """Where the round stands on this replica (`site`: listing that site's contribution
+        only)."""
         return _call(lambda: self.stub.GetRoundStatus(crypto_pb2.GetRoundStatusRequest(
-            federation=federation, round=round_number), timeout=UNARY_TIMEOUT_S))
+            federation=federation, round=round_number, site=site), timeout=UNARY_TIMEOUT_S))
 
     def contribution_digest(self, federation: str, round_number: int, site: str) -> str | None:
         """Hex SHA-256 of the site's contribution this replica holds for the round, or None."""
-        status = self.status(federation, round_number)
+        status = self.status(federation, round_number, site)
         return dict(zip(status.sites, status.sha256, strict=False)).get(site)
 
     def seal(self, federation: str, round_number: int, out_path: Path,
