@@ -68,6 +68,8 @@ class AgentSettings:
     # This site's own floor on a global sum's contributors, whatever the federation announces
     # (a sum of one other site's update would expose that update to every key holder).
     min_sum_sites: int = 2
+    # ucadi.augment.ContrastAugmentation of the training set (site.augment_contrast), or None.
+    contrast_augment: Any = None
 
 
 @dataclass
@@ -129,7 +131,8 @@ class SiteAgent:
         joined = self.federation.join(len(self.train_records), AGENT_VERSION)
         self.session = SiteSession.from_join(joined, self.train_records, self.val_records,
                                              device=self.settings.device,
-                                             seed=self.settings.seed)
+                                             seed=self.settings.seed,
+                                             contrast_augment=self.settings.contrast_augment)
         self.version = self._resume_local_version()
         if joined.pairwise_masks:
             self.masks = SiteMasks(self.settings.work_dir / "masking", self.settings.site,
