@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -34,6 +35,16 @@ from ucadi.model.errors import CheckpointError
 TINY = replace(PRESETS["cpu-small"], name="test", size=16, generator_width=4,
                residual_blocks=1, discriminator_width=4, discriminator_layers=2, batch_size=4,
                epochs=8, constant_epochs=4, lr=2e-3, pool_size=4, slices_per_study=4)
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """One torch thread, as the trainers and experiments run (small 2D convolutions crawl
+    when several threads spin on a busy machine)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def two_domains(count: int = 16, size: int = 16, seed: int = 0) -> SliceDomains:

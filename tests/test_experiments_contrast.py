@@ -36,19 +36,19 @@ def test_noncontrast_test_keeps_the_training_sites_test_cts_without_contrast() -
 
 
 def run(arm: str, seed: int, scores: list[float], auc: float) -> dict:
-    return {"arm": arm, "seed": seed, "scores": scores, "threshold": 0.5, "test_cases": 6,
+    return {"arm": arm, "seed": seed, "scores": scores, "labels": [0, 0, 0, 1, 1, 1],
+            "threshold": 0.5, "test_cases": 6,
             "test_covid": 3, "metrics": {"auc": auc, "auc_ci_low": auc - 0.1,
                                          "auc_ci_high": min(1.0, auc + 0.1), "sensitivity": 0.6,
                                          "specificity": 2 / 3, "seconds": 10.0}}
 
 
 def test_report_pairs_each_augmented_arm_with_its_baseline(tmp_path: Path) -> None:
-    labels = np.array([0, 0, 0, 1, 1, 1])
     runs = []
     for seed in (0, 1):
         seed_runs = [run("local", seed, [0.1, 0.4, 0.6, 0.35, 0.7, 0.9], 7 / 9),
                      run("local + CycleGAN", seed, [0.1, 0.2, 0.6, 0.5, 0.7, 0.9], 8 / 9)]
-        _pair(seed_runs, labels)
+        _pair(seed_runs)
         runs += seed_runs
     paired = runs[1]["paired"]
     assert paired["auc_difference"] == pytest.approx(1 / 9)

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from test_augment_cyclegan import one_thread  # noqa: F401 - autouse fixture
 
 from services.trainer.server import DEFAULTS, contrast_augmentation
 from services.trainer.session import SiteSession
@@ -28,6 +29,8 @@ from ucadi.ops.config import load_config
 from ucadi.v1 import federation_pb2
 
 SMALL = replace(PRESETS["cpu-small"], generator_width=4, residual_blocks=1)
+
+
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,6 @@ from typing import Any
 
 from ucadi.errors import CommandError
 
-FIGURE_NAME = "before-after.png"
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `ucadi augment`."""
@@ -51,12 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _train(args: argparse.Namespace) -> int:
     import torch
 
-    from ucadi.augment.checkpoint import save_translator
-    from ucadi.augment.figure import before_after_figure, hu_summary
     from ucadi.augment.presets import get_preset
-    from ucadi.augment.training import collect_slices, train_cyclegan
-    from ucadi.augment.translate import ContrastTranslator
-    from ucadi.ct import LUNG_WINDOW_HU
+    from ucadi.augment.workflow import FIGURE_NAME, train_site_translator
     from ucadi.learn.cohort import load_records
 
     if args.threads:
@@ -66,41 +60,18 @@ def _train(args: argparse.Namespace) -> int:
     site = _one_site(records, args.site)
     train = [r for r in records if r.site == site and r.split == "train"]
     print(f"CycleGAN {preset.name}: reading {len(train)} training studies of {site}", flush=True)
-    domains = collect_slices(train, preset, LUNG_WINDOW_HU,
-                             progress=lambda line: print(line, flush=True))
-    for skipped in domains.skipped:
-        print(f"skipped {skipped}")
     epochs = args.epochs or preset.epochs
-    print(f"{len(domains.contrast)} contrast and {len(domains.noncontrast)} non-contrast "
-          f"slices ({domains.studies['contrast']} and {domains.studies['non_contrast']} "
-          f"studies); {epochs} epochs, batch {preset.batch_size}", flush=True)
 
     def report(epoch: int, row: dict[str, float]) -> None:
         print(f"epoch {epoch + 1}/{epochs}: lr {row['lr']:.2e}, generator {row['generator']:.3f}"
               f", cycle {row['cycle']:.4f}, identity {row['identity']:.4f}, discriminator "
               f"{row['discriminator']:.3f}", flush=True)
 
-    result = train_cyclegan(domains, preset, LUNG_WINDOW_HU, seed=args.seed, epochs=args.epochs,
-                            on_epoch_end=report)
-    translator = ContrastTranslator(result.to_noncontrast, preset.size, LUNG_WINDOW_HU)
-    before = domains.contrast[:: max(1, len(domains.contrast) // 64)]
-    after = translator.translate(before)
-    summary = hu_summary(before, after, domains.noncontrast)
-    training = {"site": site, "split": "train", "studies": domains.studies,
-                "slices": {"contrast": len(domains.contrast),
-                           "non_contrast": len(domains.noncontrast)},
-                "skipped": domains.skipped, "epochs": epochs, "seed": args.seed,
-                "seconds": result.seconds, "history": result.history,
-                "hu_check": summary}
-    card = save_translator(args.out, result.to_noncontrast, preset, LUNG_WINDOW_HU, training)
-    figure = before_after_figure(args.out / FIGURE_NAME, before, after, LUNG_WINDOW_HU,
-                                 f"{site} training slices: contrast -> non-contrast "
-                                 f"({preset.name})", domains.noncontrast)
-    print(f"soft-tissue mean HU {summary['soft_tissue_mean_hu_before']:.0f} -> "
-          f"{summary['soft_tissue_mean_hu_after']:.0f} (real non-contrast "
-          f"{summary['soft_tissue_mean_hu_noncontrast']:.0f}); {result.seconds:.0f} s")
+    card = train_site_translator(train, site, preset, args.out, epochs=args.epochs,
+                                 seed=args.seed, log=lambda line: print(line, flush=True),
+                                 on_epoch_end=report)
     print(f"model written to {args.out} ({card['parameters']} generator parameters), "
-          f"figure {figure}")
+          f"figure {args.out / FIGURE_NAME}")
     return 0
 
 
@@ -122,6 +93,7 @@ def _apply(args: argparse.Namespace) -> int:
 
     from ucadi.augment.checkpoint import load_translator
     from ucadi.augment.figure import before_after_figure, hu_summary
+    from ucadi.augment.workflow import FIGURE_NAME
     from ucadi.ct import PreprocessConfig, load_stack
     from ucadi.learn.cohort import load_records, select
 

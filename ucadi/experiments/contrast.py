@@ -17,6 +17,7 @@ import argparse
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -50,41 +51,21 @@ def noncontrast_test(records: list[Any], sites: tuple[str, ...]) -> list[Any]:
 def train_translator(cohort: Any, site: str, preset_name: str, epochs: int | None, seed: int,
                      folder: Path) -> Path:
     """The seed's CycleGAN of `site` (trained once into `folder`, then reused)."""
-    from ucadi.augment.checkpoint import save_translator
-    from ucadi.augment.figure import before_after_figure, hu_summary
     from ucadi.augment.presets import get_preset
-    from ucadi.augment.training import collect_slices, train_cyclegan
-    from ucadi.augment.translate import ContrastTranslator
-    from ucadi.ct import LUNG_WINDOW_HU
+    from ucadi.augment.workflow import train_site_translator
 
-    if (folder / "card.json").exists():
-        return folder
-    preset = get_preset(preset_name)
-    domains = collect_slices(cohort.split([site], "train"), preset, LUNG_WINDOW_HU)
-    print(f"seed {seed} | CycleGAN {preset.name} on {site}: {len(domains.contrast)} contrast, "
-          f"{len(domains.noncontrast)} non-contrast slices", flush=True)
-    result = train_cyclegan(domains, preset, LUNG_WINDOW_HU, seed=seed, epochs=epochs)
-    translator = ContrastTranslator(result.to_noncontrast, preset.size, LUNG_WINDOW_HU)
-    before = domains.contrast[:: max(1, len(domains.contrast) // 64)]
-    after = translator.translate(before)
-    summary = hu_summary(before, after, domains.noncontrast)
-    save_translator(folder, result.to_noncontrast, preset, LUNG_WINDOW_HU,
-                    {"site": site, "split": "train", "studies": domains.studies,
-                     "epochs": epochs or preset.epochs, "seed": seed,
-                     "seconds": result.seconds, "history": result.history,
-                     "hu_check": summary})
-    before_after_figure(folder / "before-after.png", before, after, LUNG_WINDOW_HU,
-                        f"{site}, seed {seed}: contrast -> non-contrast", domains.noncontrast)
-    print(f"seed {seed} | CycleGAN trained in {result.seconds:.0f} s: cycle loss "
-          f"{result.history[0]['cycle']:.3f} -> {result.history[-1]['cycle']:.3f}, soft-tissue "
-          f"mean HU {summary['soft_tissue_mean_hu_before']:.0f} -> "
-          f"{summary['soft_tissue_mean_hu_after']:.0f} (non-contrast "
-          f"{summary['soft_tissue_mean_hu_noncontrast']:.0f})", flush=True)
+    if not (folder / "card.json").exists():
+        train_site_translator(cohort.split([site], "train"), site, get_preset(preset_name),
+                              folder, epochs=epochs, seed=seed,
+                              log=lambda line: print(f"seed {seed} | CycleGAN: {line}",
+                                                     flush=True))
     return folder
 
 
-def run_seed(args: argparse.Namespace, seed: int) -> list[dict[str, Any]]:
-    """The four arms on one seed: scores, metrics and the paired comparisons."""
+def run_seed(args: argparse.Namespace, seed: int, finished: set[str],
+             save: Callable[[dict[str, Any]], None]) -> None:
+    """The arms of one seed not in `finished`: each run (scores, metrics, labels) goes to
+    `save` as soon as it is done."""
     from ucadi.augment import ContrastAugmentation, load_translator
     from ucadi.demo.compare import StackCache, score_model, train_baseline
     from ucadi.experiments.arms import Cohort
@@ -111,8 +92,9 @@ def run_seed(args: argparse.Namespace, seed: int) -> list[dict[str, Any]]:
     cohort.cache = StackCache(setup.preprocess)
     test = noncontrast_test(cohort.records, TRAINING_SITES)
     labels = np.array([r.binary_label for r in test])
-    runs = []
     for arm in args.arms:
+        if arm in finished:
+            continue
         started = time.perf_counter()
         augmented = arm.endswith("CycleGAN")
         if arm.startswith("local"):
@@ -137,21 +119,18 @@ def run_seed(args: argparse.Namespace, seed: int) -> list[dict[str, Any]]:
         test_scores = np.array([scores.test[r.case_id] for r in test])
         metrics = evaluate_binary(test_scores, labels, threshold)
         metrics["seconds"] = time.perf_counter() - started
-        runs.append({"arm": arm, "seed": seed, "metrics": metrics,
-                     "scores": test_scores.tolist(), "threshold": threshold})
+        save({"arm": arm, "seed": seed, "metrics": metrics, "scores": test_scores.tolist(),
+              "labels": labels.tolist(), "threshold": threshold, "test_cases": len(test),
+              "test_covid": int(labels.sum())})
         print(f"seed {seed} | {arm:<20} | non-contrast test AUC {metrics['auc']:.3f} "
               f"({metrics['auc_ci_low']:.2f}-{metrics['auc_ci_high']:.2f}) | sensitivity "
               f"{metrics['sensitivity']:.3f} specificity {metrics['specificity']:.3f} | "
               f"{metrics['seconds']:.0f} s", flush=True)
-    _pair(runs, labels)
-    for run in runs:
-        run["test_cases"] = len(test)
-        run["test_covid"] = int(labels.sum())
-    return runs
 
 
-def _pair(runs: list[dict[str, Any]], labels: np.ndarray) -> None:
-    """Add, to each augmented run, the paired comparison with its unaugmented arm."""
+def _pair(runs: list[dict[str, Any]]) -> None:
+    """Add, to each augmented run of one seed, the paired comparison with its unaugmented
+    arm (same test CTs)."""
     from ucadi.learn.stats import delong_test
 
     by_arm = {r["arm"]: r for r in runs}
@@ -160,6 +139,7 @@ def _pair(runs: list[dict[str, Any]], labels: np.ndarray) -> None:
         if base is None or base is run:
             continue
         with_scores, without = np.array(run["scores"]), np.array(base["scores"])
+        labels = np.array(run["labels"])
         specificity = base["metrics"]["specificity"]
         run["paired"] = {
             "auc_difference": run["metrics"]["auc"] - base["metrics"]["auc"],
@@ -170,7 +150,7 @@ def _pair(runs: list[dict[str, Any]], labels: np.ndarray) -> None:
 
 
 def contrast_augment(args: argparse.Namespace) -> int:
-    """Run every seed (resumable per seed), then write the report."""
+    """Run every seed's arms (resumable per arm), then write the report."""
     import torch
 
     if not args.plaintext_simulation:
@@ -188,15 +168,17 @@ def contrast_augment(args: argparse.Namespace) -> int:
         partial.unlink(missing_ok=True)
     done = [json.loads(line) for line in partial.read_text().splitlines()] \
         if partial.exists() else []
-    runs = [r for r in done if r["seed"] in args.seeds]
-    for seed in args.seeds:
-        if any(r["seed"] == seed for r in runs):
-            continue
-        seed_runs = run_seed(args, seed)
+    runs = [r for r in done if r["seed"] in args.seeds and r["arm"] in args.arms]
+
+    def save(run: dict[str, Any]) -> None:
         with partial.open("a") as handle:
-            for run in seed_runs:
-                handle.write(json.dumps(run, default=float) + "\n")
-        runs += seed_runs
+            handle.write(json.dumps(run, default=float) + "\n")
+        runs.append(run)
+
+    for seed in args.seeds:
+        run_seed(args, seed, {r["arm"] for r in runs if r["seed"] == seed}, save)
+    for seed in args.seeds:
+        _pair([r for r in runs if r["seed"] == seed])
     files = write_contrast_report(out, runs, {k: v for k, v in vars(args).items()
                                               if k != "func"})
     partial.unlink(missing_ok=True)
