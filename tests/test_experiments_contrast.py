@@ -62,7 +62,8 @@ def test_report_pairs_each_augmented_arm_with_its_baseline(tmp_path: Path) -> No
     text = files[0].read_text()
     assert "| local + CycleGAN vs local | +0.111 ± 0.000" in text
     assert "0.667 -> 1.000" in text
-    assert "--seeds 0 1 --budget 12 --cyclegan-preset cpu-small" in text
+    assert "--seeds 0 1 --budget 12 --cyclegan-preset cpu-small --arms 'local' " \
+        "'local + CycleGAN'`" in text
     assert files[1].stat().st_size > 10_000
     summary = json.loads(files[2].read_text())["summary"]
     assert summary["local"]["auc"]["values"] == [7 / 9, 7 / 9]

@@ -75,6 +75,8 @@ def run_seed(args: argparse.Namespace, seed: int, finished: set[str],
     from ucadi.learn.server_opt import FederatedOptimization
     from ucadi.model.layout import initial_model
 
+    if set(args.arms) <= finished:
+        return
     work = Path(args.work)
     manifest = cohort_for(args.cohort, seed, work / "cohorts")
     cohort = Cohort.load(manifest, TRAINING_SITES)
@@ -227,8 +229,9 @@ def markdown(summary: dict[str, Any], runs: list[dict[str, Any]],
     cases = {r["seed"]: (r["test_cases"], r["test_covid"]) for r in runs}
     lines = [f"# `ucadi experiment {REPORT_NAME}`", "",
              f"Cohort `{settings['cohort']}`, model `densenet3d/{settings['preset']}`, seeds "
-             f"{seeds}, budget {settings['budget']} epochs per arm (federated: {settings['budget']}"
-             f" rounds of 1 local epoch, FedAvg, plaintext simulation), lr {settings['lr']}, "
+             f"{seeds}, budget {settings['budget']} epochs per arm (federated arms: "
+             f"{settings['budget']} rounds of 1 local epoch, FedAvg, plaintext simulation), "
+             f"arms {', '.join(summary)}, lr {settings['lr']}, "
              f"batch {settings['batch_size']}. CycleGAN `{settings['cyclegan_preset']}`"
              f"{'' if gan_epochs is None else f', {gan_epochs} epochs'}"
              f" trained on {settings['contrast_site']}'s own training studies; translation "
@@ -270,7 +273,9 @@ def markdown(summary: dict[str, Any], runs: list[dict[str, Any]],
                f"{settings['cohort']} --seeds {' '.join(str(s) for s in seeds)} --budget "
                f"{settings['budget']} --cyclegan-preset {settings['cyclegan_preset']}"
                + ("" if settings["cyclegan_epochs"] is None
-                  else f" --cyclegan-epochs {settings['cyclegan_epochs']}"))
+                  else f" --cyclegan-epochs {settings['cyclegan_epochs']}")
+               + ("" if list(summary) == list(ARMS)
+                  else " --arms " + " ".join(f"'{arm}'" for arm in summary)))
     lines += ["", f"Rerun: `{command}`", ""]
     return "\n".join(lines)
 
