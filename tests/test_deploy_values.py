@@ -281,3 +281,17 @@ def test_schema_rejects_bad_values_before_rendering(chart: Any, values: dict[str
             loaded.validate_schema(values)
         with pytest.raises(helm.HelmValuesError, match=where):
             loaded.render(values, name=RELEASE, namespace=NAMESPACE)
+
+
+def test_contrast_augmentation_values_reach_the_trainer_config() -> None:
+    default = config_file(render(SITE, with_site({}))[0], "trainer")["site"]
+    assert (default["augment_contrast"], default["augment_contrast_probability"]) == ("", 0.5)
+    values = with_site({"trainer": {"augmentContrast": "/data/augment/cyclegan",
+                                    "augmentContrastProbability": 0.3}})
+    site = config_file(render(SITE, values)[0], "trainer")["site"]
+    assert site["augment_contrast"] == "/data/augment/cyclegan"
+    assert site["augment_contrast_probability"] == 0.3
+    for bad, where in (({"augmentContrastProbability": 1.5}, "augmentContrastProbability"),
+                       ({"augmentContrast": "relative/dir"}, "augmentContrast")):
+        with helm.Chart.load(SITE) as loaded, pytest.raises(helm.HelmValuesError, match=where):
+            loaded.render(with_site({"trainer": bad}), name=RELEASE, namespace=NAMESPACE)

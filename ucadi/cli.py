@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("ucadi.demo.cli", "run the whole federation locally on synthetic data"),
     "experiment": ("ucadi.experiments.cli", "federated-learning studies: sync interval, "
                                             "optimisers"),
+    "augment": ("ucadi.augment.cli", "contrast CT -> non-contrast CycleGAN (train, apply)"),
     "site": ("ucadi.ops.k8s", "site deployment status from Kubernetes"),
     "health": ("ucadi.ops.health_cli", "check services' gRPC health (the charts' helm test)"),
     "status": ("ucadi.ops.status_cli", "a federation's rounds, sites and stuck states"),

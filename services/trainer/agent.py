@@ -73,6 +73,8 @@ class AgentSettings:
     min_sum_sites: int = 2
     # The key custodian's public key: checks the other sites' identities when masking.
     custodian: Ed25519PublicKey | None = None
+    # ucadi.augment.ContrastAugmentation of the training set (site.augment_contrast), or None.
+    contrast_augment: Any = None
 
 
 @dataclass
@@ -134,7 +136,8 @@ class SiteAgent:
         joined = self.federation.join(len(self.train_records), AGENT_VERSION)
         self.session = SiteSession.from_join(joined, self.train_records, self.val_records,
                                              device=self.settings.device,
-                                             seed=self.settings.seed)
+                                             seed=self.settings.seed,
+                                             contrast_augment=self.settings.contrast_augment)
         usable = self.session.train_cases
         if not usable:
             # E.g. a severity federation and a site without graded COVID-19 cases: it has

@@ -53,6 +53,11 @@ DEFAULTS: dict[str, Any] = {
         # band: `ucadi keys create` prints it). Required: the site accepts only a wrapped LWE
         # key signed with it, so the central side cannot hand the site a key of its own.
         "custodian_key": "",
+        # CycleGAN folder (`ucadi augment cyclegan train`, trained on this site's own studies):
+        # contrast-enhanced training studies are translated to non-contrast at random; "" = off.
+        "augment_contrast": "",
+        # Chance that a contrast study's sampling is translated in an epoch.
+        "augment_contrast_probability": 0.5,
     },
     "server": {
         "address": "127.0.0.1:7445",
@@ -174,6 +179,27 @@ def _custodian_key(value: str, sources: dict[str, str]) -> Ed25519PublicKey:
     except KeyWrapError as exc:
         where = sources.get("site.custodian_key", DEFAULT_SOURCE)
         raise ConfigError(f"setting site.custodian_key ({where}): {exc}") from None
+def contrast_augmentation(site_cfg: dict[str, Any]) -> Any:
+    """The training augmentation site.augment_contrast names (None when ""); UcadiError naming
+    the setting when its folder or probability is unusable."""
+    from ucadi.augment import ContrastAugmentation, load_translator
+
+    folder = str(site_cfg.get("augment_contrast") or "")
+    raw = site_cfg.get("augment_contrast_probability", 0.5)
+    try:
+        probability = float(raw)
+    except (TypeError, ValueError):
+        probability = float("nan")
+    if not 0.0 <= probability <= 1.0:
+        raise UcadiError(f"site.augment_contrast_probability must be a number in [0, 1]; got "
+                         f"{raw!r}")
+    if not folder:
+        return None
+    try:
+        translator = load_translator(Path(folder))
+    except UcadiError as exc:
+        raise UcadiError(f"site.augment_contrast: {exc}") from None
+    return ContrastAugmentation(translator, probability, folder)
 
 
 def resolve_device(name: str) -> str:
@@ -191,6 +217,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     complete_config(config, sources)
     site_cfg, server_cfg = config["site"], config["server"]
     custodian = _custodian_key(site_cfg["custodian_key"], sources)
+    augment = contrast_augmentation(site_cfg)
     tls = TLSFiles.from_dir(Path(server_cfg["tls_dir"]))
     site = identity_from_pem(tls.cert.read_bytes()).name
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s trainer[{site}] %(message)s")
@@ -226,7 +253,8 @@ def run_from_args(args: argparse.Namespace) -> int:
                                  device=device, seed=int(site_cfg["seed"]),
                                  share_metrics=bool(site_cfg["share_metrics"]),
                                  min_sum_sites=int(site_cfg["min_sum_sites"]),
-                                 custodian=custodian)
+                                 custodian=custodian,
+                                 contrast_augment=augment)
         SiteAgent(settings, federation, SiteCipher(secret, work_dir / "lwe"), status).run()
         if status.phase == "completed":
             # Stay up (status and metrics stay readable, no restart loop under Kubernetes)

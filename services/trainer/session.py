@@ -68,7 +68,7 @@ class SiteSession:
 
     @classmethod
     def from_join(cls, joined: Any, train_records: list[Any], val_records: list[Any], *,
-                  device: str, seed: int) -> SiteSession:
+                  device: str, seed: int, contrast_augment: Any = None) -> SiteSession:
         """Build the session from a federation_pb2.JoinResponse and the site's own studies;
         refuses a model layout other than the federation's."""
         spec = joined.model
@@ -77,7 +77,8 @@ class SiteSession:
         preprocess = PreprocessConfig(slices=preset.slices, size=(preset.height, preset.width))
         model = initial_model(spec.arch, spec.preset, len(recipe.class_names), spec.init_seed)
         optimization = announced_optimization(spec.optimizer_json)
-        dataset = StudyDataset(train_records, preprocess, recipe.task, train=True, seed=seed)
+        dataset = StudyDataset(train_records, preprocess, recipe.task, train=True, seed=seed,
+                               contrast_augment=contrast_augment)
         # One learner for the site's whole run: the global model and the server optimiser's
         # state (identical at every site), and SGD momentum that carries over between rounds
         # (site-local; on the small synthetic cohort, pooled-test AUC 0.78 instead of 0.55

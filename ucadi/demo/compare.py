@@ -71,9 +71,12 @@ class StackCache:
 
 
 def train_baseline(model: torch.nn.Module, records: Sequence[Any], config: PreprocessConfig,
-                   recipe: TrainingRecipe, epochs: int, seed: int) -> torch.nn.Module:
-    """Train `model` in place for `epochs` epochs from epoch 0 (the recipe's full schedule)."""
-    dataset = StudyDataset(list(records), config, recipe.task, train=True, seed=seed)
+                   recipe: TrainingRecipe, epochs: int, seed: int,
+                   contrast_augment: Any = None) -> torch.nn.Module:
+    """Train `model` in place for `epochs` epochs from epoch 0 (the recipe's full schedule);
+    `contrast_augment`: a ucadi.augment.ContrastAugmentation of the training set."""
+    dataset = StudyDataset(list(records), config, recipe.task, train=True, seed=seed,
+                           contrast_augment=contrast_augment)
     train_local(model, dataset, recipe, start_epoch=0, epochs=epochs, seed=seed, progress=False)
     return model
 

@@ -3,6 +3,8 @@
 - `sync-interval`: the papers' Fig. 5 trade-off: E local epochs per round at a fixed budget of
   local epochs, beside local-only models (and the pooled model for reference).
 - `optimizers`: FedAvg, FedAvgM, FedAdam, FedProx and FedBN side by side at one budget.
+- `contrast-augment`: the contrast site's local model and the federation, without and with
+  the CycleGAN contrast -> non-contrast augmentation, on non-contrast test CTs.
 - `goal`: the demo's federation against every local-only model and the pooled model, with
   issue 17's goal checked seed by seed (`ucadi experiment goal --seeds ...` on seeds anyone
   picks).
@@ -219,3 +221,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="arms to run (default %(default)s)")
     opt.add_argument("--local-epochs", type=int, default=1, help="local epochs per round")
     opt.set_defaults(func=optimizers)
+    from ucadi.experiments.contrast import register as register_contrast
+
+    register_contrast(studies, _common)

@@ -43,6 +43,10 @@ class FederationSetup:
     parameter_set: str = DEFAULT_PARAMETER_SET
     # Training samples per FedAvg weight unit (the aggregator's JoinResponse.weight_unit).
     weight_unit: int = 1
+    # (site, CycleGAN folder) of sites that translate their contrast studies in training
+    # (a trainer's site.augment_contrast), and the chance of a translation per sampling.
+    augment_contrast: tuple[tuple[str, str], ...] = ()
+    augment_contrast_probability: float = 0.5
 
     @property
     def training_recipe(self) -> TrainingRecipe:
@@ -74,11 +78,19 @@ def make_learners(setup: FederationSetup, device: str = "cpu") -> dict[str, Site
     """One learner per site, each from the federation's version 0."""
     records = read_manifest(setup.manifest)
     recipe = setup.training_recipe
+    augmenting = dict(setup.augment_contrast)
     learners = {}
     for site in setup.sites:
         train = [r for r in records if r.site == site and r.split == "train"]
+        augment = None
+        if site in augmenting:
+            from ucadi.augment import ContrastAugmentation, load_translator
+
+            augment = ContrastAugmentation(load_translator(Path(augmenting[site])),
+                                           setup.augment_contrast_probability,
+                                           augmenting[site])
         dataset = StudyDataset(train, setup.preprocess, recipe.task, train=True,
-                               seed=setup.site_seed)
+                               seed=setup.site_seed, contrast_augment=augment)
         model = initial_model(setup.arch, setup.preset, len(recipe.class_names),
                               setup.init_seed)
         learners[site] = SiteLearner(model, dataset, recipe, setup.optimization, device=device,

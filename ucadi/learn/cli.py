@@ -40,6 +40,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--cv", type=int, default=0, metavar="K",
                        help="K-fold cross-validation by patient on train+val; keeps the best fold")
     train.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    train.add_argument("--augment-contrast", type=Path, default=None, metavar="MODEL_DIR",
+                       help="CycleGAN folder (`ucadi augment cyclegan train`): contrast-enhanced "
+                            "training studies are translated to non-contrast at random")
+    train.add_argument("--augment-contrast-probability", type=float, default=0.5,
+                       help="chance a contrast study's sampling is translated each epoch "
+                            "(default %(default)s)")
     train.add_argument("--no-progress", action="store_true")
     train.add_argument("--out", type=Path, required=True, help="model folder to write")
     train.set_defaults(func=_train)
@@ -101,6 +107,17 @@ def _train(args: argparse.Namespace) -> int:
     common = dict(arch=args.arch, preset=args.preset, recipe=recipe, out_dir=args.out,
                   seed=args.seed, device=device, progress=not args.no_progress,
                   on_epoch_end=report_epoch)
+    if args.augment_contrast is not None:
+        from ucadi.augment import ContrastAugmentation, load_translator
+
+        augment = ContrastAugmentation(load_translator(args.augment_contrast),
+                                       args.augment_contrast_probability,
+                                       str(args.augment_contrast))
+        if args.cv:
+            raise CommandError("--augment-contrast applies to a single training run; drop --cv")
+        common["contrast_augment"] = augment
+        print(f"contrast augmentation: {args.augment_contrast}, probability "
+              f"{augment.probability}")
     if args.cv:
         pool = select(records, sites=sites, splits=["train", "val"])
         print(f"{args.cv}-fold cross-validation on {len(pool)} CTs of {', '.join(sites)}")

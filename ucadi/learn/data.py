@@ -5,13 +5,21 @@ from __future__ import annotations
 import warnings
 import zlib
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ucadi.ct import CTInputError, PreprocessConfig, load_stack, preprocess_study, sample_stack
+from ucadi.ct import (
+    CTInputError,
+    PreprocessConfig,
+    load_stack,
+    preprocess_study,
+    sample_stack,
+    sampling_plan,
+    zscore,
+)
 from ucadi.learn.recipe import (
     FOUR_CLASS_NAMES,
     SEVERITY_CLASS_NAMES,
@@ -20,9 +28,15 @@ from ucadi.learn.recipe import (
     task_class_names,
 )
 
+if TYPE_CHECKING:
+    from ucadi.augment import ContrastAugmentation
+
 # Memory kept for cached stacks; beyond it studies are re-read each epoch. At the paper's
 # 128x128 input a 300-slice study is ~20 MB, so a full cohort would not fit in RAM.
 DEFAULT_CACHE_BYTES = 2 << 30
+
+# Random stream of the contrast augmentation's draw (apart from sampling and flipping).
+AUGMENT_STREAM = 0xC0A7
 
 # Label of the UK-like site, whose cases are only known as COVID-19 or not.
 BINARY_ONLY_LABEL = "non_covid"
@@ -68,11 +82,14 @@ class StudyDataset(Dataset):
     the cache holds less than `cache_bytes`; studies beyond it are preprocessed from disk each
     time, decoding only the sampled slices (same values). `set_epoch` changes which 16 slices
     every study contributes (seed + epoch). Training sets also flip studies left-right at
-    random, a symmetry chest CT findings keep.
+    random, a symmetry chest CT findings keep. With `contrast_augment` (ucadi.augment), a
+    contrast-enhanced study's sampled slices are, at the augmentation's probability, replaced
+    by their CycleGAN translation to non-contrast before standardisation.
     """
 
     def __init__(self, records: Sequence[Any], config: PreprocessConfig, task: str,
-                 train: bool, seed: int, *, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+                 train: bool, seed: int, *, cache_bytes: int = DEFAULT_CACHE_BYTES,
+                 contrast_augment: ContrastAugmentation | None = None) -> None:
         usable = [(r, task_label(r, task)) for r in records]
         skipped = [r.case_id for r, label in usable if label is None]
         if skipped and task == "four_class":
@@ -80,6 +97,13 @@ class StudyDataset(Dataset):
                           f"{task} task needs the full label (e.g. {skipped[:3]})", stacklevel=2)
         # The severity task leaves out every non-COVID case (most of a cohort) by design:
         # no warning; the summary's case count says how many were kept.
+        if contrast_augment is not None:
+            if not train:
+                raise RecipeError("contrast augmentation is for training sets only")
+            contrast_augment.translator.check_matches(config)
+        self.contrast_augment = contrast_augment
+        # Samplings of contrast-enhanced studies replaced by their translation (all epochs).
+        self.translated_samples = 0
         self.config = config
         self.task = task
         self.train = train
@@ -131,7 +155,15 @@ class StudyDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         seed = study_seed(self.seed, self.epoch, self.records[index].case_id)
-        if index in self._stacks or not self._cache_full:
+        augment = self.contrast_augment
+        if augment is not None and augment.applies(self.records[index],
+                                                   np.random.default_rng([seed, AUGMENT_STREAM])):
+            # The same slices as without augmentation, translated before standardisation.
+            stack = self.stack(index)
+            plan = sampling_plan(stack.shape[0], self.config, 1, seed)
+            sample = zscore(augment.translator.translate(stack[plan]))
+            self.translated_samples += 1
+        elif index in self._stacks or not self._cache_full:
             sample = sample_stack(self.stack(index), self.config, samples=1, seed=seed)
         else:
             sample = preprocess_study(self.records[index].series_dir, self.config, samples=1,
@@ -146,6 +178,9 @@ class StudyDataset(Dataset):
         sites: dict[str, int] = {}
         for record in self.records:
             sites[record.site] = sites.get(record.site, 0) + 1
-        return {"cases": len(self), "task": self.task, "sites": sites,
+        augment = {} if self.contrast_augment is None else \
+            {"contrast_augmentation": {**self.contrast_augment.describe(),
+                                       "translated_samples": self.translated_samples}}
+        return {"cases": len(self), "task": self.task, "sites": sites, **augment,
                 "unreadable_cases": len(self.unreadable),
                 "per_class": {names[k]: int((self.labels == k).sum()) for k in range(len(names))}}

@@ -50,10 +50,13 @@ def train_model(train_records: list[Any], val_records: list[Any], *, arch: str, 
                 recipe: TrainingRecipe, out_dir: Path, seed: int = 0, device: str = "cpu",
                 progress: bool = True,
                 on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+                contrast_augment: Any = None,
                 ) -> tuple[CTClassifier, ModelCard]:
-    """Train (resuming if out_dir holds a matching interrupted run) and save the checkpoint."""
+    """Train (resuming if out_dir holds a matching interrupted run) and save the checkpoint.
+    `contrast_augment`: a ucadi.augment.ContrastAugmentation for the training set."""
     config = preprocess_for(preset)
-    train_set = StudyDataset(train_records, config, recipe.task, train=True, seed=seed)
+    train_set = StudyDataset(train_records, config, recipe.task, train=True, seed=seed,
+                             contrast_augment=contrast_augment)
     if not len(train_set):
         raise RecipeError(f"none of the {len(train_records)} training cases is usable for task "
                           f"{recipe.task!r}{SEVERITY_HINT if recipe.task == 'severity' else ''}")
@@ -63,6 +66,8 @@ def train_model(train_records: list[Any], val_records: list[Any], *, arch: str, 
         model = build_model(arch, preset, len(recipe.class_names))
     fingerprint = {"arch": arch, "preset": preset, "recipe": recipe.to_dict(), "seed": seed,
                    "train": _cases_digest(train_set.records), "val": _cases_digest(val_set.records)}
+    if contrast_augment is not None:
+        fingerprint["contrast_augmentation"] = contrast_augment.describe()
     result = fit(model, train_set, recipe, state_dir=out_dir, fingerprint=fingerprint, seed=seed,
                  device=device, val_set=val_set, progress=progress, on_epoch_end=on_epoch_end)
     metrics: dict[str, Any] = {"threshold": DEFAULT_THRESHOLD, "threshold_rule": "default 0.5"}

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -91,19 +92,17 @@ class ModelCard:
 def save_checkpoint(model_dir: Path, model: CTClassifier, card: ModelCard) -> ModelCard:
     """Write model.safetensors and card.json to model_dir (each replaced atomically)."""
     _check_card_matches_model(card, model)
-    model_dir = Path(model_dir)
-    model_dir.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.detach().to("cpu").contiguous()
              for name, tensor in model.state_dict().items()}
-    weights_tmp = model_dir / (WEIGHTS_FILE + ".tmp")
-    save_weights(state, weights_tmp, metadata={"arch": card.arch, "preset": card.preset})
-    card.weights_sha256 = _sha256(weights_tmp)
-    card.parameters = sum(p.numel() for p in model.parameters())
-    card.created_at = card.created_at or datetime.now(UTC).isoformat(timespec="seconds")
-    card_tmp = model_dir / (CARD_FILE + ".tmp")
-    card_tmp.write_text(json.dumps(card.to_dict(), indent=2) + "\n")
-    os.replace(weights_tmp, model_dir / WEIGHTS_FILE)
-    os.replace(card_tmp, model_dir / CARD_FILE)
+
+    def card_of(digest: str) -> dict[str, Any]:
+        card.weights_sha256 = digest
+        card.parameters = sum(p.numel() for p in model.parameters())
+        card.created_at = card.created_at or datetime.now(UTC).isoformat(timespec="seconds")
+        return card.to_dict()
+
+    write_weights_and_card(model_dir, state, {"arch": card.arch, "preset": card.preset},
+                           card_of)
     return card
 
 
@@ -132,17 +131,53 @@ def save_weights(state: dict[str, torch.Tensor], path: Path,
 
 def read_card(model_dir: Path) -> ModelCard:
     """The card of a model folder, without loading weights."""
+    return ModelCard.from_dict(read_card_json(model_dir, "`ucadi train` or save_checkpoint"))
+
+
+def read_card_json(model_dir: Path, written_by: str) -> dict[str, Any]:
+    """The JSON object in a model folder's card.json (CheckpointError when absent or not an
+    object); `written_by` names what makes such folders, for the error message."""
     path = Path(model_dir) / CARD_FILE
     if not path.is_file():
         raise CheckpointError(f"{path} not found; a model folder holds {CARD_FILE} and "
-                              f"{WEIGHTS_FILE} (written by `ucadi train` or save_checkpoint)")
+                              f"{WEIGHTS_FILE} (written by {written_by})")
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path} must hold a JSON object")
-    return ModelCard.from_dict(data)
+    return data
+
+
+def write_weights_and_card(model_dir: Path, state: dict[str, torch.Tensor],
+                           metadata: dict[str, str],
+                           card_of: Callable[[str], dict[str, Any]]) -> None:
+    """Write model.safetensors and card.json, each replaced atomically; `card_of(digest)` gives
+    the card's JSON object once the weights' SHA-256 is known."""
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    weights_tmp = model_dir / (WEIGHTS_FILE + ".tmp")
+    save_weights(state, weights_tmp, metadata=metadata)
+    card_tmp = model_dir / (CARD_FILE + ".tmp")
+    card_tmp.write_text(json.dumps(card_of(file_sha256(weights_tmp)), indent=2) + "\n")
+    os.replace(weights_tmp, model_dir / WEIGHTS_FILE)
+    os.replace(card_tmp, model_dir / CARD_FILE)
+
+
+def load_weights(model_dir: Path, weights_sha256: str) -> dict[str, torch.Tensor]:
+    """The tensors of a model folder's model.safetensors, after checking its digest against
+    the card's (CheckpointError when missing, replaced or unreadable)."""
+    weights = Path(model_dir) / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"{weights} not found next to {CARD_FILE}")
+    if weights_sha256 and file_sha256(weights) != weights_sha256:
+        raise CheckpointError(f"{weights} does not match its card (SHA-256 differs from "
+                              f"card.weights_sha256): the weights were replaced or corrupted")
+    try:
+        return load_file(str(weights))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{weights} is not a readable safetensors file: {exc}") from None
 
 
 def load_checkpoint(model_dir: Path, device: str = "cpu") -> tuple[CTClassifier, ModelCard]:
@@ -152,18 +187,12 @@ def load_checkpoint(model_dir: Path, device: str = "cpu") -> tuple[CTClassifier,
     weights = model_dir / WEIGHTS_FILE
     if not weights.is_file():
         raise CheckpointError(f"{weights} not found next to {CARD_FILE}")
-    if card.weights_sha256 and _sha256(weights) != card.weights_sha256:
-        raise CheckpointError(f"{weights} does not match its card (SHA-256 differs from "
-                              f"card.weights_sha256): the weights were replaced or corrupted")
     try:
         model = build_model(card.arch, card.preset, card.num_classes)
     except ModelError as exc:
         raise CheckpointError(f"model card in {model_dir} cannot be built: {exc}") from None
     _check_card_matches_model(card, model)
-    try:
-        state = load_file(str(weights))
-    except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"{weights} is not a readable safetensors file: {exc}") from None
+    state = load_weights(model_dir, card.weights_sha256)
     check_state_matches(model, state, source=str(weights))
     model.load_state_dict(state)
     return model.to(device).eval(), card
@@ -202,7 +231,8 @@ def _check_card_matches_model(card: ModelCard, model: CTClassifier) -> None:
                               f"{model.preset.name!r} input {list(model.preset.input_shape)}")
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
