@@ -74,3 +74,26 @@ def test_the_study_needs_the_plaintext_simulation() -> None:
 
     with pytest.raises(SystemExit, match="plaintext simulation only"):
         main(["experiment", "contrast-augment", "--seeds", "0"])
+
+
+def test_arms_are_scored_on_the_covid_class_of_the_models_class_rows() -> None:
+    """score_model answers one row of class probabilities per CT: the study must threshold
+    and compare the COVID-19 column, not the flattened rows."""
+
+    from ucadi.demo.compare import ModelScores
+    from ucadi.experiments.contrast import covid_scores
+    from ucadi.learn import COVID_CLASS
+
+    def rows(covid: list[float]) -> np.ndarray:
+        out = np.zeros((len(covid), 2))
+        out[:, COVID_CLASS] = covid
+        out[:, 1 - COVID_CLASS] = 1 - np.asarray(covid)
+        return out
+
+    val = [SimpleNamespace(binary_label=label) for label in (0, 0, 1, 1)]
+    test = [SimpleNamespace(case_id=f"t{i}") for i in range(3)]
+    scores = ModelScores(rows([0.1, 0.3, 0.7, 0.9]),
+                         {f"t{i}": row for i, row in enumerate(rows([0.2, 0.6, 0.95]))})
+    threshold, test_scores = covid_scores(scores, val, test)
+    assert 0.3 < threshold <= 0.7
+    assert test_scores.tolist() == [0.2, 0.6, 0.95]

@@ -17,7 +17,7 @@ import argparse
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,19 @@ def train_translator(cohort: Any, site: str, preset_name: str, epochs: int | Non
     return folder
 
 
+def covid_scores(scores: Any, val: Sequence[Any], test: Sequence[Any]
+                 ) -> tuple[float, np.ndarray]:
+    """The COVID-19 probability of each test CT (the COVID class of the model's class rows)
+    and the threshold validation gives it (Youden's J; 0.5 when validation has one class)."""
+    from ucadi.learn import COVID_CLASS
+    from ucadi.learn.evaluate import choose_threshold
+
+    val_labels = np.array([r.binary_label for r in val])
+    threshold = (choose_threshold(np.asarray(scores.val)[:, COVID_CLASS], val_labels)
+                 if len(scores.val) else 0.5)
+    return threshold, np.array([scores.test[r.case_id][COVID_CLASS] for r in test])
+
+
 def run_seed(args: argparse.Namespace, seed: int, finished: set[str],
              save: Callable[[dict[str, Any]], None]) -> None:
     """The arms of one seed not in `finished`: each run (scores, metrics, labels) goes to
@@ -71,7 +84,7 @@ def run_seed(args: argparse.Namespace, seed: int, finished: set[str],
     from ucadi.experiments.arms import Cohort
     from ucadi.experiments.cli import TRAINING_SITES, cohort_for
     from ucadi.experiments.simulate import FederationSetup, simulate
-    from ucadi.learn.evaluate import choose_threshold, evaluate_binary
+    from ucadi.learn.evaluate import evaluate_binary
     from ucadi.learn.server_opt import FederatedOptimization
     from ucadi.model.layout import initial_model
 
@@ -116,9 +129,7 @@ def run_seed(args: argparse.Namespace, seed: int, finished: set[str],
             val = cohort.split(TRAINING_SITES, "val")
         scores = score_model(model, val, {NONCONTRAST_TEST: test}, setup.preprocess,
                              cohort.cache, samples=5, seed=seed)
-        val_labels = np.array([r.binary_label for r in val])
-        threshold = choose_threshold(scores.val, val_labels) if len(scores.val) else 0.5
-        test_scores = np.array([scores.test[r.case_id] for r in test])
+        threshold, test_scores = covid_scores(scores, val, test)
         metrics = evaluate_binary(test_scores, labels, threshold)
         metrics["seconds"] = time.perf_counter() - started
         save({"arm": arm, "seed": seed, "metrics": metrics, "scores": test_scores.tolist(),
