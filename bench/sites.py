@@ -34,7 +34,6 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import sqlite3
 import sys
 import tempfile
 import threading
@@ -47,13 +46,15 @@ from typing import Any
 
 import numpy as np
 
+from bench.process_sampling import SAMPLE_S, Sampler, peak_rss_bytes, state_counts, status_bytes
+from bench.sites_report import plot, report, verdicts
+
 # --values: a named size, or the exact value count of one of these models.
 VALUE_SIZES = {"small": ("densenet3d", "cpu-small"), "0.73M": ("densenet3d", "paper"),
                "46M": ("resnet3d50", "paper")}
 PARAMETER_SET = "rlwe-n4096-q56"  # the default set: exact sums for up to 1,000 sites
 FEDERATION = "scale"
 FRAC_BITS = 16  # the default set's codec (ucadi.lwe.codec.DEFAULT_CODECS)
-SAMPLE_S = 0.25  # how often the central processes' CPU and memory are read
 
 
 def site_names(count: int) -> list[str]:
@@ -245,80 +246,6 @@ def _collect(site: _Site, template: np.ndarray, delta: np.ndarray) -> None:
 
 
 # -- the central side: processes, sampling, counts ---------------------------------------------
-class _Sampler:
-    """Reads the central processes' CPU seconds and resident memory every SAMPLE_S."""
-
-    def __init__(self, pids: dict[str, int]) -> None:
-        self.pids = pids
-        # (time, {process: (CPU seconds, resident bytes, of which anonymous: heap)})
-        self.samples: list[tuple[float, dict[str, tuple[float, int, int]]]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.take()
-            self._stop.wait(SAMPLE_S)
-
-    def take(self) -> None:
-        """One sample now."""
-        self.samples.append((time.time(), {
-            name: (_cpu_seconds(pid), _rss_bytes(pid), _status_bytes(pid, "RssAnon"))
-            for name, pid in self.pids.items()}))
-
-    def stop(self) -> None:
-        """Stop sampling (after a last sample)."""
-        self._stop.set()
-        self._thread.join()
-        self.take()
-
-    def cpu_between(self, name: str, start: float, stop: float) -> float:
-        """CPU seconds `name` used between two wall-clock times (nearest samples)."""
-        def at(when: float) -> float:
-            return min(self.samples, key=lambda s: abs(s[0] - when))[1][name][0]
-        return at(stop) - at(start)
-
-    def peak_rss(self, name: str, start: float = 0.0, anonymous: bool = False) -> int:
-        """Largest sampled resident memory of `name` from `start` on (`anonymous`: only its
-        heap, not mapped files)."""
-        return max(s[1][name][2 if anonymous else 1] for s in self.samples if s[0] >= start)
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _status_bytes(pid: int, field: str) -> int:
-    """A memory figure of /proc/PID/status (VmRSS, VmHWM, RssFile...) in bytes."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-def _rss_bytes(pid: int) -> int:
-    return _status_bytes(pid, "VmRSS")
-
-
-def _peak_rss_bytes(pid: int) -> int:
-    return _status_bytes(pid, "VmHWM")
-
-
-def state_counts(folder: Path) -> dict[str, int]:
-    """Files under a service's state folder and the rows of its SQLite databases."""
-    files = [p for p in folder.rglob("*") if p.is_file()]
-    rows = 0
-    for db in (p for p in files if p.suffix in (".db", ".sqlite", ".sqlite3")):
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
-            tables = [r[0] for r in connection.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table'")]
-            rows += sum(connection.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0]
-                        for t in tables)
-    return {"files": len(files), "sqlite_rows": rows}
-
-
 def run_point(sites: int, values: str, processes: int = 4, concurrency: int = 8,
               root: Path | None = None) -> dict[str, Any]:
     """One round with `sites` simulated sites; the measurements (raises if any site fails)."""
@@ -352,7 +279,7 @@ def run_point(sites: int, values: str, processes: int = 4, concurrency: int = 8,
         federation.start_crypto()
         federation.start_aggregator()
         pids = {name: federation.processes[name].process.pid for name in ("aggregator", "crypto")}
-        sampler = _Sampler(pids)
+        sampler = Sampler(pids)
         idle = time.time()
         shares = [names[i::processes] for i in range(min(processes, sites))]
         workers = [context.Process(target=_worker, args=(
@@ -375,9 +302,9 @@ def run_point(sites: int, values: str, processes: int = 4, concurrency: int = 8,
             worker.join(60)
         status = federation.status()
         sampler.stop()
-        peaks = {name: _peak_rss_bytes(pid) for name, pid in pids.items()}
+        peaks = {name: peak_rss_bytes(pid) for name, pid in pids.items()}
         # Of the resident memory at the end, how much is mapped files (not heap).
-        files_mapped = {name: _status_bytes(pid, "RssFile") for name, pid in pids.items()}
+        files_mapped = {name: status_bytes(pid, "RssFile") for name, pid in pids.items()}
         counts = {name: state_counts(root / name) for name in ("aggregator", "crypto")}
     finally:
         if sampler is not None and not sampler._stop.is_set():
@@ -388,7 +315,7 @@ def run_point(sites: int, values: str, processes: int = 4, concurrency: int = 8,
 
 
 def _summary(sites: int, arch: str, preset: str, status: Any, marks: dict[str, dict[str, float]],
-             sampler: _Sampler, peaks: dict[str, int], counts: dict[str, Any],
+             sampler: Sampler, peaks: dict[str, int], counts: dict[str, Any],
              idle: float, files_mapped: dict[str, int]) -> dict[str, Any]:
     summary = next(r for r in status.rounds if r.round == 1)
     opened, sealed = summary.opened_unix, summary.sealed_unix
@@ -430,103 +357,6 @@ def _summary(sites: int, arch: str, preset: str, status: Any, marks: dict[str, d
 
 
 # Goals of issue 25, on the 2-core machine (docs/experiments/scale/README.md).
-GOAL_SEAL_S = 60.0  # last upload's start -> seal, at 1,000 sites
-GOAL_MEMORY_RATIO = 2.0  # central peak memory, 1,000 sites / 10 sites
-GOAL_PER_SITE_RATIO = 1.5  # central CPU per site, 1,000 sites / 10 sites
-
-
-def central_peak_mb(result: dict[str, Any]) -> float:
-    """Peak resident memory of the central processes together (MB)."""
-    return sum(c["peak_rss_mb"] for c in result["central"].values())
-
-
-def verdicts(results: list[dict[str, Any]]) -> list[str]:
-    """The goals checked on the smallest and largest runs (medians where run twice)."""
-    def median_of(sites: int, measure: Any) -> float:
-        return float(np.median([measure(r) for r in results if r["sites"] == sites]))
-
-    small, large = min(r["sites"] for r in results), max(r["sites"] for r in results)
-    seal = median_of(large, lambda r: r["last_upload_start_to_seal_s"])
-    memory = median_of(large, central_peak_mb) / median_of(small, central_peak_mb)
-    per_site = (median_of(large, lambda r: r["central_cpu_s_per_site"])
-                / median_of(small, lambda r: r["central_cpu_s_per_site"]))
-    exact = all(r.get("exact_fedavg_sites") == r["sites"] for r in results)
-
-    def met(ok: bool) -> str:
-        return "met" if ok else "NOT met"
-    return [f"{large} sites: last upload start -> seal {seal:.1f} s (goal <= {GOAL_SEAL_S:.0f} "
-            f"s: {met(seal <= GOAL_SEAL_S)})",
-            f"central peak memory {large} / {small} sites {memory:.2f}x (goal <= "
-            f"{GOAL_MEMORY_RATIO}x: {met(memory <= GOAL_MEMORY_RATIO)})",
-            f"central CPU per site {large} / {small} sites {per_site:.2f}x (goal <= "
-            f"{GOAL_PER_SITE_RATIO}x: {met(per_site <= GOAL_PER_SITE_RATIO)})",
-            f"every site decrypted the exact FedAvg in every run: {met(exact)}"]
-
-
-def plot(results: list[dict[str, Any]], path: Path) -> None:
-    """Round times and central memory and CPU per site against the number of sites (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    counts = sorted({r["sites"] for r in results})
-    figure, (times, memory, cpu) = plt.subplots(1, 3, figsize=(15, 4.2))
-    for key, label in (("open_to_seal_s", "round open -> seal"),
-                       ("last_upload_start_to_seal_s", "last upload start -> seal"),
-                       ("seal_to_last_download_s", "seal -> last site decrypted")):
-        times.plot([r["sites"] for r in results], [r[key] for r in results], "o", alpha=0.5)
-        times.plot(counts, [np.median([r[key] for r in results if r["sites"] == n])
-                            for n in counts], "-", label=label, color=times.lines[-1].get_color())
-    times.axhline(GOAL_SEAL_S, ls=":", color="grey", label="goal (last upload -> seal)")
-    for name in ("aggregator", "crypto"):
-        memory.plot(counts, [np.median([r["central"][name]["peak_rss_mb"] for r in results
-                                        if r["sites"] == n]) for n in counts], "o-",
-                    label=f"{name} peak RSS")
-    cpu.plot(counts, [np.median([r["central_cpu_s_per_site"] for r in results
-                                 if r["sites"] == n]) * 1000 for n in counts], "o-",
-             label="aggregator + crypto")
-    for axis, ylabel in ((times, "seconds"), (memory, "MB"), (cpu, "central CPU ms per site")):
-        axis.set_xscale("log")
-        axis.set_xlabel("sites")
-        axis.set_ylabel(ylabel)
-        axis.legend(fontsize=8)
-        axis.grid(alpha=0.3)
-    times.set_title("round times (0.73 M values)")
-    memory.set_title("central memory")
-    cpu.set_title("central CPU per site")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-
-
-def report(results: list[dict[str, Any]]) -> str:
-    """Markdown: one row per run, then the goals' verdicts."""
-    lines = ["| sites | values | open -> seal (s) | last upload start -> seal (s) | seal -> "
-             "last decrypted (s) | central CPU per site (ms) | aggregator CPU (s) | crypto "
-             "CPU (s) | aggregator peak RSS (MB) | crypto peak RSS (MB) | crypto peak heap "
-             "in round (MB) | state files (agg / crypto) | SQLite rows (agg / crypto) | "
-             "status reply (B) | load average (1 min) |", "|" + "---|" * 15]
-    for r in sorted(results, key=lambda r: r["sites"]):
-        agg, crypto = r["central"]["aggregator"], r["central"]["crypto"]
-        heap = crypto.get("peak_rss_anon_round_mb")
-        lines.append(
-            f"| {r['sites']} | {r['model']} | {r['open_to_seal_s']:.1f} | "
-            f"{r['last_upload_start_to_seal_s']:.1f} | {r['seal_to_last_download_s']:.1f} | "
-            f"{r['central_cpu_s_per_site'] * 1000:.0f} | {agg['cpu_s_round']:.1f} | "
-            f"{crypto['cpu_s_round']:.1f} | {agg['peak_rss_mb']:.0f} | "
-            f"{crypto['peak_rss_mb']:.0f} | {'-' if heap is None else f'{heap:.0f}'} | "
-            f"{agg['files']} / {crypto['files']} | {agg['sqlite_rows']} / "
-            f"{crypto['sqlite_rows']} | {r['status_reply_bytes']} | "
-            f"{r['load_average'][0]:.1f} |")
-    phases = ["encrypt", "upload", "status", "download", "decrypt"]
-    lines += ["", "Per site, median seconds of each step (the site's own view, queueing included):",
-              "", "| sites | code | " + " | ".join(phases) + " |", "|" + "---|" * (len(phases) + 2)]
-    for r in sorted(results, key=lambda r: r["sites"]):
-        lines.append(f"| {r['sites']} | {r.get('code', '')} | " + " | ".join(
-            f"{r['per_site_median_s'][phase]:.2f}" for phase in phases) + " |")
-    return "\n".join([*lines, "", *(f"- {line}" for line in verdicts(results)), ""])
 
 
 def run(quick: bool) -> list[str]:
