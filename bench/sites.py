@@ -225,10 +225,8 @@ def _collect(site: _Site, template: np.ndarray, delta: np.ndarray) -> None:
     while info.latest_version < 1:
         info = client.get_round(info.round, info.state, wait_s=5.0)
     site.marks["seal_seen"] = time.time()
-    status = client.status(1)  # the round's contributors, as the trainer asks for them
-    summary = next(r for r in status.rounds if r.round == 1)
-    contributors = tuple(summary.uploaded_sites)
-    known = {s.site for s in status.sites} | set(summary.expected_sites)
+    sites = client.round_sites(1)  # the round's contributors, as the trainer asks for them
+    contributors, known = sites.uploaded, set(sites.known)
     announced = AnnouncedSum(FEDERATION, 1, site.name, contributors,
                              tuple(sorted(known - set(contributors))), len(contributors))
     site.marks["status"] = time.time()
@@ -301,6 +299,18 @@ def run_point(sites: int, values: str, processes: int = 4, concurrency: int = 8,
         for worker in workers:
             worker.join(60)
         status = federation.status()
+        # What a site asks for each global version (round 1, compact site sets): the first
+        # time, carrying the roster, and then with its digest current.
+        from ucadi.v1 import federation_pb2
+
+        first = federation.status(federation_pb2.GetStatusRequest(
+            round=1, site_sets=federation_pb2.SiteSetsWanted(compact=True)))
+        again = federation.status(federation_pb2.GetStatusRequest(
+            round=1, site_sets=federation_pb2.SiteSetsWanted(compact=True,
+                                                             roster_digest=first.roster.digest)))
+        reply_bytes = {"status_reply_bytes": status.ByteSize(),  # the operator's: every site
+                       "site_status_reply_bytes": again.ByteSize(),
+                       "site_status_first_reply_bytes": first.ByteSize()}
         sampler.stop()
         peaks = {name: peak_rss_bytes(pid) for name, pid in pids.items()}
         # Of the resident memory at the end, how much is mapped files (not heap).
@@ -310,8 +320,8 @@ def run_point(sites: int, values: str, processes: int = 4, concurrency: int = 8,
         if sampler is not None and not sampler._stop.is_set():
             sampler.stop()
         federation.stop()
-    return _summary(sites, arch, preset, status, marks, sampler, peaks, counts, idle,
-                    files_mapped)
+    return {**_summary(sites, arch, preset, status, marks, sampler, peaks, counts, idle,
+                       files_mapped), **reply_bytes}
 
 
 def _summary(sites: int, arch: str, preset: str, status: Any, marks: dict[str, dict[str, float]],
@@ -348,7 +358,6 @@ def _summary(sites: int, arch: str, preset: str, status: Any, marks: dict[str, d
         "per_site_median_s": per_site,
         "central_cpu_s_per_site": cpu_round / sites,
         "central": central,
-        "status_reply_bytes": status.ByteSize(),
         "exact_fedavg_sites": len(marks),  # each raised unless it held the exact FedAvg
         # Resident memory (MB) over time (seconds from the round's open), one point a second.
         "rss_timeline": [[round(t - opened, 1), *(round(rss[n][1] / 2**20) for n in central)]

@@ -9,7 +9,7 @@ thing the servicers call:
   run by one background loop;
 - `MaskExchange` (masking.py): keys, shares and unmasking answers of pairwise-masked rounds.
 
-Commands go to the part that owns them; queries (`view`, `global_chunks`, `sites`,
+Commands go to the part that owns them; queries (`view`, `global_chunks`, `sites`, `roster`,
 `round_summaries`, ...) answer from the store, so no servicer touches the store or the sum
 backend.
 """
@@ -38,6 +38,7 @@ from services.aggregator.store import AggregatorStore, RoundRecord, SiteRecord, 
 from services.aggregator.uploads import UploadIntake
 from ucadi.errors import UcadiError
 from ucadi.wire import iter_file_chunks
+from ucadi.wire.roster import Roster
 
 
 class RoundCoordinator:
@@ -168,6 +169,10 @@ class RoundCoordinator:
         """Every site as stored, with when it last called."""
         return [(site, self.membership.last_seen(site.name, site.last_seen))
                 for site in self.store.sites()]
+
+    def roster(self) -> Roster:
+        """Every site that ever joined, sorted: what compact site sets index."""
+        return self.membership.roster()
 
     def round_summaries(self, only: int = 0) -> list[tuple[RoundRecord, list[str]]]:
         """Every round as stored (only round `only`, if not 0), with the sites whose uploads

@@ -15,6 +15,7 @@ from services.aggregator.contracts import COLLECTING, MAX_COUNT, FederationState
 from services.aggregator.core import RoundCore
 from services.aggregator.store import SiteRecord
 from ucadi.errors import UcadiError
+from ucadi.wire.roster import Roster
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ class Membership:
         self.is_site_approved = is_site_approved
         self._last_seen = {site.name: site.last_seen for site in core.store.sites()}
         self._seen_flushed: dict[str, float] = {}
+        self._roster: Roster | None = None
         for site in core.store.sites():
             if site.state == "active":
                 self._publish_last_round(site)
@@ -63,6 +65,8 @@ class Membership:
         with self.core.changed:
             store.upsert_site(site, "active", train_cases, now)
             self._last_seen[site] = now
+            if self._roster is not None and site not in self._roster.index:
+                self._roster = None
             current = self.core.current()
             if current is not None and current.state == COLLECTING and site not in \
                     current.expected and not self._masking_under_way(current.round):
@@ -95,6 +99,14 @@ class Membership:
         with contextlib.suppress(KeyError):
             metrics.SITE_LAST_ROUND.remove(self.core.config.federation_id, site)
         log.info("site %s left", site)
+
+    def roster(self) -> Roster:
+        """Every site that ever joined, sorted (kept until a new site joins): the names
+        compact site sets index (ucadi/wire/roster.py). Take it after anything it must cover."""
+        with self.core.changed:
+            if self._roster is None:
+                self._roster = Roster.of(self.core.store.site_names())
+            return self._roster
 
     def seen(self, site: str) -> None:
         """Liveness: the site called us. Kept in memory at once (deadlines, quorum) and written

@@ -38,6 +38,7 @@ from ucadi.ops.tls import Identity, TLSFiles, peer_identity
 from ucadi.ops.tracing import setup_tracing, tracer
 from ucadi.v1 import federation_pb2, federation_pb2_grpc
 from ucadi.wire import ChunkReceiver, TransferError
+from ucadi.wire.roster import Roster
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = "ucadi.v1.FederationService"
@@ -62,16 +63,24 @@ class FederationServicer(federation_pb2_grpc.FederationServiceServicer):
         self.rounds = coordinator
         self.config = coordinator.config
 
-    def _round_info(self, view: RoundView, site: str | None) -> federation_pb2.RoundInfo:
-        return federation_pb2.RoundInfo(
+    def _round_info(self, view: RoundView, site: str | None,
+                    roster: Roster | None = None) -> federation_pb2.RoundInfo:
+        """The round as RoundInfo: its sites as name lists, or as SiteSets over `roster`."""
+        info = federation_pb2.RoundInfo(
             round=view.round, state=_STATES.get(view.state, 0), base_version=view.base_version,
             latest_version=view.latest_version, deadline_unix=view.deadline,
             start_epoch=view.start_epoch, local_epochs=view.local_epochs,
-            expected_sites=view.expected, uploaded_sites=view.uploaded,
             awaiting_caller=bool(site and view.state == COLLECTING and site in view.expected
                                  and site not in view.uploaded),
             min_sites=view.min_sites, optimizer_digest=self.config.model["optimizer_digest"],
             unmasking_survivors=view.survivors, unmasking_dropped=view.dropped)
+        if roster is not None:
+            info.expected.CopyFrom(_site_set(roster, view.expected))
+            info.uploaded.CopyFrom(_site_set(roster, view.uploaded))
+        else:
+            info.expected_sites.extend(view.expected)
+            info.uploaded_sites.extend(view.uploaded)
+        return info
 
     @grpc_errors
     def Join(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -103,7 +112,12 @@ class FederationServicer(federation_pb2_grpc.FederationServiceServicer):
         view = self.rounds.wait_for_change(request.known_round,
                                            _STATE_NAMES.get(request.known_state, ""),
                                            float(request.wait_seconds))
-        return self._round_info(view, site)
+        if not request.site_sets.compact:
+            return self._round_info(view, site)
+        roster = self.rounds.roster()  # taken after the view: it covers every site it names
+        info = self._round_info(view, site, roster)
+        _carry_roster(info.roster, roster, request.site_sets)
+        return info
 
     @grpc_errors
     def DownloadGlobal(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
@@ -182,20 +196,37 @@ class FederationServicer(federation_pb2_grpc.FederationServiceServicer):
     @grpc_errors
     def GetStatus(self, request: Any, context: grpc.ServicerContext) -> Any:
         peer_identity(context)
-        sites = [federation_pb2.SiteStatus(
+        compact = request.site_sets.compact
+        # A site's view (compact) leaves out the per-site rows: their size grows with the sites
+        # and every site asks once per global version (issue 25).
+        sites = [] if compact else [federation_pb2.SiteStatus(
             site=s.name, state=s.state, last_round=s.last_round, last_seen_unix=last_seen,
             train_cases=s.train_cases,
             metrics=federation_pb2.SiteMetrics(**s.metrics) if s.metrics else None)
             for s, last_seen in self.rounds.sites()]
-        rounds = [federation_pb2.RoundSummary(
-            round=r.round, state=_STATES.get(r.state, 0), expected_sites=r.expected,
-            uploaded_sites=uploaded, opened_unix=r.opened, sealed_unix=r.sealed,
-            bytes_in=r.bytes_in, global_bytes=r.global_bytes, sum_seconds=r.sum_seconds)
-            for r, uploaded in self.rounds.round_summaries(request.round)]
-        return federation_pb2.FederationStatus(
-            federation_id=self.config.federation_id, current=self._round_info(self.rounds.view(),
-                                                                                None),
-            sites=sites, rounds=rounds, total_rounds=self.config.total_rounds)
+        summaries = self.rounds.round_summaries(request.round)
+        view = self.rounds.view()
+        roster = self.rounds.roster() if compact else None  # after what it must cover
+        current = self._round_info(view, None, roster)
+        rounds = []
+        for r, uploaded in summaries:
+            summary = federation_pb2.RoundSummary(
+                round=r.round, state=_STATES.get(r.state, 0), opened_unix=r.opened,
+                sealed_unix=r.sealed, bytes_in=r.bytes_in, global_bytes=r.global_bytes,
+                sum_seconds=r.sum_seconds)
+            if roster is not None:
+                summary.expected.CopyFrom(_site_set(roster, r.expected))
+                summary.uploaded.CopyFrom(_site_set(roster, uploaded))
+            else:
+                summary.expected_sites.extend(r.expected)
+                summary.uploaded_sites.extend(uploaded)
+            rounds.append(summary)
+        status = federation_pb2.FederationStatus(
+            federation_id=self.config.federation_id, current=current, sites=sites,
+            rounds=rounds, total_rounds=self.config.total_rounds)
+        if roster is not None:
+            _carry_roster(status.roster, roster, request.site_sets)
+        return status
 
     # -- pairwise masks: validate, delegate to MaskExchange -----------------------------------
     def _wait(self, done: Any, wait_seconds: float) -> None:
@@ -261,6 +292,17 @@ class FederationServicer(federation_pb2_grpc.FederationServiceServicer):
         terms = self.rounds.masks.terms(request.round)
         return federation_pb2.Unmasking(round=request.round, terms=[
             federation_pb2.MaskTerm(seed=seed, sign=sign) for seed, sign in terms])
+
+
+def _site_set(roster: Roster, names: list[str]) -> federation_pb2.SiteSet:
+    return federation_pb2.SiteSet(roster_digest=roster.digest, members=roster.encode(names))
+
+
+def _carry_roster(into: Any, roster: Roster, wanted: Any) -> None:
+    """Put the roster into a reply when the caller's copy (its digest) is not this one."""
+    if wanted.roster_digest != roster.digest:
+        into.digest = roster.digest
+        into.sites.extend(roster.names)
 
 
 def _receive_upload(messages: Iterator[Any], receiver: ChunkReceiver, header: Any,

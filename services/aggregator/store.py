@@ -186,6 +186,10 @@ class AggregatorStore:
         """All known sites."""
         return self._site_records("ORDER BY name")
 
+    def site_names(self) -> list[str]:
+        """Every site's name, active or left (the roster: no metrics parsed)."""
+        return [r[0] for r in self._rows("SELECT name FROM sites ORDER BY name")]
+
     def site(self, name: str) -> SiteRecord | None:
         """One site, or None if it never joined (one row: a check per call must not read
         every site's, issue 25)."""

@@ -268,10 +268,8 @@ class SiteAgent:
 
     def _announced_sum(self, version: int) -> AnnouncedSum:
         """The central side's account of global version `version` (round `version`'s sum)."""
-        status = self.federation.status(version)
-        summary = next((r for r in status.rounds if r.round == version), None)
-        contributors = tuple(summary.uploaded_sites) if summary is not None else ()
-        known = {s.site for s in status.sites} | set(summary.expected_sites if summary else ())
+        sites = self.federation.round_sites(version)
+        contributors, known = sites.uploaded, set(sites.known)
         return AnnouncedSum(
             federation=self.joined.federation_id, round_number=version, site=self.settings.site,
             contributors=contributors, other_sites=tuple(sorted(known - set(contributors))),
@@ -425,8 +423,7 @@ class SiteAgent:
         round's state (FAILED_PRECONDITION: the round closed, say, while the aggregator
         restarted after recording it but before replying). Either way the site goes on with
         the next global version."""
-        recorded = any(r.round == round_number and self.settings.site in r.uploaded_sites
-                       for r in self.federation.status(round_number).rounds)
+        recorded = self.settings.site in self.federation.round_sites(round_number).uploaded
         if recorded:
             log.info("%s: round %d: the aggregator had recorded this update before its reply "
                      "was lost (%s)", self.settings.site, round_number, refusal)

@@ -20,6 +20,7 @@ from ucadi.ops.tls import TLSFiles, secure_channel
 from ucadi.v1 import federation_pb2, federation_pb2_grpc
 from ucadi.wire import ChunkReceiver, file_digest, iter_file_chunks
 from ucadi.wire.crypto_client import CryptoServiceError, SumClient
+from ucadi.wire.roster import RosterCache
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -44,6 +45,14 @@ class Downloaded(NamedTuple):
 
     path: Path
     trailer_ok: bool
+
+
+class RoundSites(NamedTuple):
+    """A round's expected and uploaded sites, and every site that ever joined (sorted)."""
+
+    expected: tuple[str, ...]
+    uploaded: tuple[str, ...]
+    known: tuple[str, ...]
 
 
 class FederationRejected(UcadiError):
@@ -75,6 +84,8 @@ class FederationClient:
         self.sum_channel = (secure_channel(sum_target, tls, options=tuple(grpc_options()))
                             if sum_target else None)
         self.joined: Any = None
+        # The federation's roster, for the compact site sets of GetRound and GetStatus.
+        self.roster = RosterCache()
         self.retry_budget_s = retry_budget_s
         self.rpc_timeout_s = rpc_timeout_s
         # Set on shutdown: stops retrying at once instead of waiting out the budget.
@@ -129,16 +140,54 @@ class FederationClient:
                                                      timeout=self.rpc_timeout_s))
 
     def get_round(self, known_round: int = 0, known_state: int = 0, wait_s: float = 0.0) -> Any:
-        """Current RoundInfo, long-polling up to wait_s for a change."""
-        request = federation_pb2.GetRoundRequest(known_round=known_round, known_state=known_state,
-                                                 wait_seconds=wait_s)
-        return self._retry("get round", lambda: self.stub.GetRound(
-            request, timeout=wait_s + self.rpc_timeout_s))
+        """Current RoundInfo, long-polling up to wait_s for a change. Its sites come as
+        compact sets over the roster (issue 25) and are filled into the name lists here."""
+        def ask() -> Any:
+            request = federation_pb2.GetRoundRequest(
+                known_round=known_round, known_state=known_state, wait_seconds=wait_s,
+                site_sets=self._site_sets_wanted())
+            return self.stub.GetRound(request, timeout=wait_s + self.rpc_timeout_s)
+
+        info = self._retry("get round", ask)
+        self._fill_names(info, info.roster)
+        return info
 
     def status(self, round_number: int = 0) -> Any:
         """FederationStatus overview: every round's summary, or only `round_number`'s."""
         return self._retry("status", lambda: self.stub.GetStatus(
             federation_pb2.GetStatusRequest(round=round_number), timeout=self.rpc_timeout_s))
+
+    def round_sites(self, round_number: int) -> RoundSites:
+        """Round `round_number`'s expected and uploaded sites, and every site that ever joined,
+        from the site's compact view of the status (no per-site rows; issue 25)."""
+        status = self._retry("status", lambda: self.stub.GetStatus(
+            federation_pb2.GetStatusRequest(round=round_number,
+                                            site_sets=self._site_sets_wanted()),
+            timeout=self.rpc_timeout_s))
+        summary = next((r for r in status.rounds if r.round == round_number), None)
+        if summary is not None:
+            self._fill_names(summary, status.roster)
+        compact = status.HasField("roster") or any(r.HasField("expected") for r in status.rounds)
+        known = (self.roster.roster.names if compact or not status.sites
+                 else tuple(s.site for s in status.sites))
+        if summary is None:
+            return RoundSites((), (), tuple(known))
+        return RoundSites(tuple(summary.expected_sites), tuple(summary.uploaded_sites),
+                          tuple(sorted(set(known) | set(summary.expected_sites))))
+
+    def _site_sets_wanted(self) -> Any:
+        return federation_pb2.SiteSetsWanted(compact=True, roster_digest=self.roster.digest)
+
+    def _fill_names(self, reply: Any, carried: Any) -> None:
+        """Decode a RoundInfo's or RoundSummary's SiteSets into its name lists (an aggregator
+        that predates them answers with the lists and no sets)."""
+        carried = carried if carried.digest else None
+        for site_set, names in ((reply.expected, reply.expected_sites),
+                                (reply.uploaded, reply.uploaded_sites)):
+            if site_set.roster_digest:
+                decoded = self.roster.names(site_set, carried)
+                del names[:]
+                names.extend(decoded)
 
     def report_metrics(self, metrics: dict[str, Any]) -> None:
         """Share aggregate validation metrics of a global version."""
@@ -264,8 +313,7 @@ class FederationClient:
             offset = self.stub.GetUploadOffset(
                 federation_pb2.GetUploadOffsetRequest(round=round_number),
                 timeout=self.rpc_timeout_s).offset
-            recorded = any(r.round == round_number and site in r.uploaded_sites
-                           for r in self.status(round_number).rounds)
+            recorded = site in self.round_sites(round_number).uploaded
             held = self._exchanges_with_sum() and SumClient(self.sum_channel).contribution_digest(
                 self.joined.federation_id, round_number, site) is not None
         except (grpc.RpcError, CryptoServiceError, FederationRejected) as exc:

@@ -243,12 +243,13 @@ class LocalFederation:
                              f"{version} under {self.root}")
         return sealed[-1]
 
-    def status(self) -> Any:
-        """The aggregator's FederationStatus, as the operator sees it."""
+    def status(self, request: Any = None) -> Any:
+        """The aggregator's FederationStatus, as the operator sees it (or as `request`, a
+        GetStatusRequest, asks)."""
         channel = secure_channel(self.processes["aggregator"].target, self.tls(OPERATOR))
         try:
             return federation_pb2_grpc.FederationServiceStub(channel).GetStatus(
-                federation_pb2.GetStatusRequest(), timeout=30)
+                request or federation_pb2.GetStatusRequest(), timeout=30)
         finally:
             channel.close()
 

@@ -138,7 +138,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # and an open connection keeps about 1.5 MB of transport buffers after a 4.7 MB upload: with
 # 1,000 sites connected the crypto service held 1.8 GB (issue 25, docs/experiments/scale). A
 # long poll in flight keeps its connection busy, so polling sites stay connected.
-CONNECTION_IDLE_S = 15.0
+CONNECTION_IDLE_S = 5.0
 _SIGNAL_SOCKETS: list[socket.socket] = []
 
 

@@ -206,17 +206,43 @@ class LeaveResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class GetRoundRequest(_message.Message):
-    __slots__ = ("known_round", "known_state", "wait_seconds")
+    __slots__ = ("known_round", "known_state", "wait_seconds", "site_sets")
     KNOWN_ROUND_FIELD_NUMBER: _ClassVar[int]
     KNOWN_STATE_FIELD_NUMBER: _ClassVar[int]
     WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SITE_SETS_FIELD_NUMBER: _ClassVar[int]
     known_round: int
     known_state: RoundState
     wait_seconds: float
-    def __init__(self, known_round: _Optional[int] = ..., known_state: _Optional[_Union[RoundState, str]] = ..., wait_seconds: _Optional[float] = ...) -> None: ...
+    site_sets: SiteSetsWanted
+    def __init__(self, known_round: _Optional[int] = ..., known_state: _Optional[_Union[RoundState, str]] = ..., wait_seconds: _Optional[float] = ..., site_sets: _Optional[_Union[SiteSetsWanted, _Mapping]] = ...) -> None: ...
+
+class SiteSetsWanted(_message.Message):
+    __slots__ = ("compact", "roster_digest")
+    COMPACT_FIELD_NUMBER: _ClassVar[int]
+    ROSTER_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    compact: bool
+    roster_digest: bytes
+    def __init__(self, compact: _Optional[bool] = ..., roster_digest: _Optional[bytes] = ...) -> None: ...
+
+class SiteSet(_message.Message):
+    __slots__ = ("roster_digest", "members")
+    ROSTER_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    roster_digest: bytes
+    members: bytes
+    def __init__(self, roster_digest: _Optional[bytes] = ..., members: _Optional[bytes] = ...) -> None: ...
+
+class Roster(_message.Message):
+    __slots__ = ("digest", "sites")
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    SITES_FIELD_NUMBER: _ClassVar[int]
+    digest: bytes
+    sites: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, digest: _Optional[bytes] = ..., sites: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RoundInfo(_message.Message):
-    __slots__ = ("round", "state", "base_version", "latest_version", "deadline_unix", "start_epoch", "local_epochs", "expected_sites", "uploaded_sites", "awaiting_caller", "min_sites", "optimizer_digest", "unmasking_survivors", "unmasking_dropped")
+    __slots__ = ("round", "state", "base_version", "latest_version", "deadline_unix", "start_epoch", "local_epochs", "expected_sites", "uploaded_sites", "awaiting_caller", "min_sites", "optimizer_digest", "unmasking_survivors", "unmasking_dropped", "expected", "uploaded", "roster")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     BASE_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -231,6 +257,9 @@ class RoundInfo(_message.Message):
     OPTIMIZER_DIGEST_FIELD_NUMBER: _ClassVar[int]
     UNMASKING_SURVIVORS_FIELD_NUMBER: _ClassVar[int]
     UNMASKING_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_FIELD_NUMBER: _ClassVar[int]
+    UPLOADED_FIELD_NUMBER: _ClassVar[int]
+    ROSTER_FIELD_NUMBER: _ClassVar[int]
     round: int
     state: RoundState
     base_version: int
@@ -245,7 +274,10 @@ class RoundInfo(_message.Message):
     optimizer_digest: str
     unmasking_survivors: _containers.RepeatedScalarFieldContainer[str]
     unmasking_dropped: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, round: _Optional[int] = ..., state: _Optional[_Union[RoundState, str]] = ..., base_version: _Optional[int] = ..., latest_version: _Optional[int] = ..., deadline_unix: _Optional[float] = ..., start_epoch: _Optional[int] = ..., local_epochs: _Optional[int] = ..., expected_sites: _Optional[_Iterable[str]] = ..., uploaded_sites: _Optional[_Iterable[str]] = ..., awaiting_caller: _Optional[bool] = ..., min_sites: _Optional[int] = ..., optimizer_digest: _Optional[str] = ..., unmasking_survivors: _Optional[_Iterable[str]] = ..., unmasking_dropped: _Optional[_Iterable[str]] = ...) -> None: ...
+    expected: SiteSet
+    uploaded: SiteSet
+    roster: Roster
+    def __init__(self, round: _Optional[int] = ..., state: _Optional[_Union[RoundState, str]] = ..., base_version: _Optional[int] = ..., latest_version: _Optional[int] = ..., deadline_unix: _Optional[float] = ..., start_epoch: _Optional[int] = ..., local_epochs: _Optional[int] = ..., expected_sites: _Optional[_Iterable[str]] = ..., uploaded_sites: _Optional[_Iterable[str]] = ..., awaiting_caller: _Optional[bool] = ..., min_sites: _Optional[int] = ..., optimizer_digest: _Optional[str] = ..., unmasking_survivors: _Optional[_Iterable[str]] = ..., unmasking_dropped: _Optional[_Iterable[str]] = ..., expected: _Optional[_Union[SiteSet, _Mapping]] = ..., uploaded: _Optional[_Union[SiteSet, _Mapping]] = ..., roster: _Optional[_Union[Roster, _Mapping]] = ...) -> None: ...
 
 class DownloadGlobalRequest(_message.Message):
     __slots__ = ("version", "offset")
@@ -336,10 +368,12 @@ class ReportMetricsResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class GetStatusRequest(_message.Message):
-    __slots__ = ("round",)
+    __slots__ = ("round", "site_sets")
     ROUND_FIELD_NUMBER: _ClassVar[int]
+    SITE_SETS_FIELD_NUMBER: _ClassVar[int]
     round: int
-    def __init__(self, round: _Optional[int] = ...) -> None: ...
+    site_sets: SiteSetsWanted
+    def __init__(self, round: _Optional[int] = ..., site_sets: _Optional[_Union[SiteSetsWanted, _Mapping]] = ...) -> None: ...
 
 class SiteStatus(_message.Message):
     __slots__ = ("site", "state", "last_round", "last_seen_unix", "train_cases", "metrics")
@@ -358,7 +392,7 @@ class SiteStatus(_message.Message):
     def __init__(self, site: _Optional[str] = ..., state: _Optional[str] = ..., last_round: _Optional[int] = ..., last_seen_unix: _Optional[float] = ..., train_cases: _Optional[int] = ..., metrics: _Optional[_Union[SiteMetrics, _Mapping]] = ...) -> None: ...
 
 class RoundSummary(_message.Message):
-    __slots__ = ("round", "state", "expected_sites", "uploaded_sites", "opened_unix", "sealed_unix", "bytes_in", "global_bytes", "sum_seconds")
+    __slots__ = ("round", "state", "expected_sites", "uploaded_sites", "opened_unix", "sealed_unix", "bytes_in", "global_bytes", "sum_seconds", "expected", "uploaded")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_SITES_FIELD_NUMBER: _ClassVar[int]
@@ -368,6 +402,8 @@ class RoundSummary(_message.Message):
     BYTES_IN_FIELD_NUMBER: _ClassVar[int]
     GLOBAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     SUM_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_FIELD_NUMBER: _ClassVar[int]
+    UPLOADED_FIELD_NUMBER: _ClassVar[int]
     round: int
     state: RoundState
     expected_sites: _containers.RepeatedScalarFieldContainer[str]
@@ -377,18 +413,22 @@ class RoundSummary(_message.Message):
     bytes_in: int
     global_bytes: int
     sum_seconds: float
-    def __init__(self, round: _Optional[int] = ..., state: _Optional[_Union[RoundState, str]] = ..., expected_sites: _Optional[_Iterable[str]] = ..., uploaded_sites: _Optional[_Iterable[str]] = ..., opened_unix: _Optional[float] = ..., sealed_unix: _Optional[float] = ..., bytes_in: _Optional[int] = ..., global_bytes: _Optional[int] = ..., sum_seconds: _Optional[float] = ...) -> None: ...
+    expected: SiteSet
+    uploaded: SiteSet
+    def __init__(self, round: _Optional[int] = ..., state: _Optional[_Union[RoundState, str]] = ..., expected_sites: _Optional[_Iterable[str]] = ..., uploaded_sites: _Optional[_Iterable[str]] = ..., opened_unix: _Optional[float] = ..., sealed_unix: _Optional[float] = ..., bytes_in: _Optional[int] = ..., global_bytes: _Optional[int] = ..., sum_seconds: _Optional[float] = ..., expected: _Optional[_Union[SiteSet, _Mapping]] = ..., uploaded: _Optional[_Union[SiteSet, _Mapping]] = ...) -> None: ...
 
 class FederationStatus(_message.Message):
-    __slots__ = ("federation_id", "current", "sites", "rounds", "total_rounds")
+    __slots__ = ("federation_id", "current", "sites", "rounds", "total_rounds", "roster")
     FEDERATION_ID_FIELD_NUMBER: _ClassVar[int]
     CURRENT_FIELD_NUMBER: _ClassVar[int]
     SITES_FIELD_NUMBER: _ClassVar[int]
     ROUNDS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    ROSTER_FIELD_NUMBER: _ClassVar[int]
     federation_id: str
     current: RoundInfo
     sites: _containers.RepeatedCompositeFieldContainer[SiteStatus]
     rounds: _containers.RepeatedCompositeFieldContainer[RoundSummary]
     total_rounds: int
-    def __init__(self, federation_id: _Optional[str] = ..., current: _Optional[_Union[RoundInfo, _Mapping]] = ..., sites: _Optional[_Iterable[_Union[SiteStatus, _Mapping]]] = ..., rounds: _Optional[_Iterable[_Union[RoundSummary, _Mapping]]] = ..., total_rounds: _Optional[int] = ...) -> None: ...
+    roster: Roster
+    def __init__(self, federation_id: _Optional[str] = ..., current: _Optional[_Union[RoundInfo, _Mapping]] = ..., sites: _Optional[_Iterable[_Union[SiteStatus, _Mapping]]] = ..., rounds: _Optional[_Iterable[_Union[RoundSummary, _Mapping]]] = ..., total_rounds: _Optional[int] = ..., roster: _Optional[_Union[Roster, _Mapping]] = ...) -> None: ...
