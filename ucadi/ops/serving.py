@@ -134,10 +134,11 @@ def set_on_stop_signal(event: threading.Event) -> list[int]:
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # A server closes a connection no call has used for this long (HTTP/2 GOAWAY; the client
-# reconnects at its next call). Sites exchange ciphertexts with the sum service once a round,
-# and an open connection keeps about 1.5 MB of transport buffers after a 4.7 MB upload: with
-# 1,000 sites connected the crypto service held 1.8 GB (issue 25, docs/experiments/scale). A
-# long poll in flight keeps its connection busy, so polling sites stay connected.
+# reconnects at its next call, one TLS handshake). Sites exchange ciphertexts with the sum
+# service once a round, and an open connection keeps about 1.5 MB of transport buffers after a
+# 4.7 MB upload: with 1,000 sites connected the crypto service held 1.8 GB; closing after 15 s
+# it peaked at 1.1 GB, after 5 s at 0.7 GB (issue 25, docs/experiments/scale). A long poll in
+# flight keeps its connection busy, so polling sites stay connected.
 CONNECTION_IDLE_S = 5.0
 _SIGNAL_SOCKETS: list[socket.socket] = []
 
