@@ -245,16 +245,20 @@ def _collect(site: _Site, template: np.ndarray, delta: np.ndarray) -> None:
 
 # -- the central side: processes, sampling, counts ---------------------------------------------
 def run_point(sites: int, values: str, processes: int = 4, concurrency: int = 8,
-              root: Path | None = None) -> dict[str, Any]:
-    """One round with `sites` simulated sites; the measurements (raises if any site fails)."""
+              root: Path | None = None, replicas: int = 1) -> dict[str, Any]:
+    """One round with `sites` simulated sites; the measurements (raises if any site fails).
+    `replicas` > 1: sharded sum-service replicas (the sites then upload and download through
+    the aggregator, which cuts each ciphertext into the replicas' block ranges)."""
     if sites < 2:
         raise SystemExit(f"--sites {sites}: at least 2 sites make a federation")
     if processes < 1 or concurrency < 1:
         raise SystemExit("--processes and --concurrency must be at least 1")
+    if replicas < 1:
+        raise SystemExit(f"--replicas {replicas}: at least 1 sum service")
     arch, preset = resolve_values(values)
     if root is None:
         with tempfile.TemporaryDirectory(prefix="ucadi-scale-") as tmp:
-            return run_point(sites, values, processes, concurrency, Path(tmp))
+            return run_point(sites, values, processes, concurrency, Path(tmp), replicas)
     from ucadi.demo.federation import FederationPlan, LocalFederation
 
     names = site_names(sites)
@@ -262,7 +266,8 @@ def run_point(sites: int, values: str, processes: int = 4, concurrency: int = 8,
                           min_sites=sites, arch=arch, model_preset=preset,
                           parameter_set=PARAMETER_SET, federation_id=FEDERATION,
                           round_timeout_s=7200.0, liveness_timeout_s=7200.0,
-                          recipe={"total_epochs": 1, "warmup_epochs": 0})
+                          recipe={"total_epochs": 1, "warmup_epochs": 0},
+                          sum_replicas=replicas)
     federation = LocalFederation(plan)
     started = time.time()
     federation.provision()
@@ -275,8 +280,10 @@ def run_point(sites: int, values: str, processes: int = 4, concurrency: int = 8,
     sampler = None
     try:
         federation.start_crypto()
+        federation.start_sum_replicas()
         federation.start_aggregator()
-        pids = {name: federation.processes[name].process.pid for name in ("aggregator", "crypto")}
+        central = ["aggregator", "crypto", *(f"crypto-{i}" for i in range(2, replicas + 1))]
+        pids = {name: federation.processes[name].process.pid for name in central}
         sampler = Sampler(pids)
         idle = time.time()
         shares = [names[i::processes] for i in range(min(processes, sites))]
@@ -315,13 +322,13 @@ def run_point(sites: int, values: str, processes: int = 4, concurrency: int = 8,
         peaks = {name: peak_rss_bytes(pid) for name, pid in pids.items()}
         # Of the resident memory at the end, how much is mapped files (not heap).
         files_mapped = {name: status_bytes(pid, "RssFile") for name, pid in pids.items()}
-        counts = {name: state_counts(root / name) for name in ("aggregator", "crypto")}
+        counts = {name: state_counts(root / name) for name in central}
     finally:
         if sampler is not None and not sampler._stop.is_set():
             sampler.stop()
         federation.stop()
     return {**_summary(sites, arch, preset, status, marks, sampler, peaks, counts, idle,
-                       files_mapped), **reply_bytes}
+                       files_mapped), **reply_bytes, "replicas": replicas}
 
 
 def _summary(sites: int, arch: str, preset: str, status: Any, marks: dict[str, dict[str, float]],
@@ -340,7 +347,7 @@ def _summary(sites: int, arch: str, preset: str, status: Any, marks: dict[str, d
         "peak_rss_anon_round_mb": sampler.peak_rss(name, opened, anonymous=True) / 2**20,
         "idle_rss_mb": sampler.samples[0][1][name][1] / 2**20,
         "end_rss_file_mb": files_mapped[name] / 2**20,
-        **counts[name]} for name in ("aggregator", "crypto")}
+        **counts[name]} for name in peaks}
     per_site = {phase: float(np.median([m[b] - m[a] for m in marks.values()]))
                 for phase, a, b in (("encrypt", "opened_seen", "encrypted"),
                                     ("upload", "encrypted", "uploaded"),
@@ -406,6 +413,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processes", type=int, default=4, help="site processes")
     parser.add_argument("--concurrency", type=int, default=8,
                         help="sites one process runs at a time")
+    parser.add_argument("--replicas", type=int, default=1,
+                        help="sum-service replicas, each summing a block range (default 1; "
+                             "more: sites upload through the aggregator)")
     parser.add_argument("--json", type=Path, help="append the measurements to this JSON list")
     parser.add_argument("--report", type=Path, metavar="RESULTS.json",
                         help="no run: from a --json file write the plot (.png) and the table "
@@ -422,7 +432,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.sites is None:
         parser.error("--sites is required (unless --report)")
-    result = run_point(args.sites, args.values, args.processes, args.concurrency)
+    result = run_point(args.sites, args.values, args.processes, args.concurrency,
+                       replicas=args.replicas)
     print(json.dumps(result, indent=2))
     if args.json:
         previous = json.loads(args.json.read_text()) if args.json.exists() else []

@@ -49,6 +49,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    results = single_sum_service(results)
     counts = sorted({r["sites"] for r in results})
     figure, (times, memory, cpu) = plt.subplots(1, 3, figsize=(15, 4.2))
     for key, label in (("open_to_seal_s", "round open -> seal"),
@@ -80,8 +81,41 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     plt.close(figure)
 
 
+def single_sum_service(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runs with one sum service (the goals' runs; runs with replicas are compared apart)."""
+    return [r for r in results if r.get("replicas", 1) == 1]
+
+
+def replicas_report(results: list[dict[str, Any]]) -> list[str]:
+    """Markdown: runs with sharded sum replicas beside the single-service runs of the same size,
+    each central process's CPU in the round and peak memory."""
+    sizes = sorted({r["sites"] for r in results if r.get("replicas", 1) > 1})
+    if not sizes:
+        return []
+    lines = ["", "Sharded sum replicas (sites upload through the aggregator, which cuts each "
+             "ciphertext into the replicas' block ranges) beside one sum service (sites "
+             "exchange ciphertexts with it directly):", "",
+             "| sites | sum services | open -> seal (s) | last upload start -> seal (s) | "
+             "central CPU per site (ms) | CPU in the round (s), each process | peak RSS (MB), "
+             "each process | load average (1 min) |", "|" + "---|" * 8]
+    for r in sorted((r for r in results if r["sites"] in sizes),
+                    key=lambda r: (r["sites"], r.get("replicas", 1))):
+        processes = r["central"]
+        lines.append(
+            f"| {r['sites']} | {r.get('replicas', 1)} | {r['open_to_seal_s']:.1f} | "
+            f"{r['last_upload_start_to_seal_s']:.1f} | "
+            f"{r['central_cpu_s_per_site'] * 1000:.0f} | "
+            + ", ".join(f"{n} {c['cpu_s_round']:.1f}" for n, c in processes.items()) + " | "
+            + ", ".join(f"{n} {c['peak_rss_mb']:.0f}" for n, c in processes.items())
+            + f" | {r['load_average'][0]:.1f} |")
+    return lines
+
+
 def report(results: list[dict[str, Any]]) -> str:
-    """Markdown: one row per run, then the goals' verdicts."""
+    """Markdown: one row per run, then the goals' verdicts (runs with one sum service), then
+    the runs with sharded sum replicas."""
+    replicated = replicas_report(results)
+    results = single_sum_service(results)
     lines = ["| sites | values | open -> seal (s) | last upload start -> seal (s) | seal -> "
              "last decrypted (s) | central CPU per site (ms) | aggregator CPU (s) | crypto "
              "CPU (s) | aggregator peak RSS (MB) | crypto peak RSS (MB) | crypto peak heap "
@@ -105,7 +139,8 @@ def report(results: list[dict[str, Any]]) -> str:
     for r in sorted(results, key=lambda r: r["sites"]):
         lines.append(f"| {r['sites']} | {r.get('code', '')} | " + " | ".join(
             f"{r['per_site_median_s'][phase]:.2f}" for phase in phases) + " |")
-    return "\n".join([*lines, "", *(f"- {line}" for line in verdicts(results)), ""])
+    return "\n".join([*lines, "", *(f"- {line}" for line in verdicts(results)), *replicated,
+                      ""])
 
 
 def _site_status_bytes(result: dict) -> str:

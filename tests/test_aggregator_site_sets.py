@@ -9,17 +9,26 @@ import copy
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from test_aggregator_rounds import VALUES, Clock, coordinator, upload
 
 from services.aggregator.config import DEFAULTS
+from services.aggregator.contracts import COLLECTING
 from services.aggregator.server import start_aggregator
 from services.trainer.client import FederationClient
 from ucadi.errors import UcadiError
+from ucadi.lwe import generate_secret_key
 from ucadi.ops.tls import TLSFiles, secure_channel
 from ucadi.v1 import federation_pb2, federation_pb2_grpc
 from ucadi.wire.roster import Roster, RosterCache, roster_digest
 
 SITES = ("main-campus", "optical-valley", "sino-french")
+
+
+@pytest.fixture(scope="module")
+def secret():
+    return generate_secret_key()
 
 
 def test_a_site_set_round_trips_over_its_roster_and_refuses_another() -> None:
@@ -108,3 +117,26 @@ def test_a_site_gets_its_rounds_sites_as_sets_and_the_roster_only_when_it_change
             client.close()
         coordinator.stop()
         running.stop(0)
+
+
+def test_the_rounds_view_is_built_once_per_change_however_many_sites_ask(
+        tmp_path: Path, secret, monkeypatch) -> None:
+    """Every site's poll answers from one view per change of the round (its site lists are
+    O(sites) to build: 1,000 sites polling made it O(sites^2) per round)."""
+    coord = coordinator(tmp_path / "agg", secret, Clock(), min_sites=3)
+    for site in ("a", "b", "c"):
+        coord.join(site, 5)
+    coord.step()
+    built: list[int] = []
+    real = coord.core._build_view
+    monkeypatch.setattr(coord.core, "_build_view", lambda: (built.append(1), real())[1])
+    views = [coord.view() for _ in range(50)]
+    assert len(built) == 1 and all(v is views[0] for v in views)
+    upload(coord, secret, tmp_path, "a", np.zeros(VALUES), 5)
+    assert coord.view().uploaded == ["a"] and len(built) == 2
+    # A change stored without notify() still shows: the round and state are read each time.
+    current = coord.core.current()
+    current.state = "sealing"
+    coord.store.update_round(current)
+    assert coord.view().state == "sealing" and len(built) == 3
+    assert views[0].state == COLLECTING  # a view handed out is never changed

@@ -21,8 +21,22 @@ def test_three_sites_in_two_processes_each_decrypt_the_exact_fedavg(tmp_path: Pa
         assert central["peak_rss_mb"] > 0 and central["cpu_s_round"] >= 0
         assert central["files"] >= 1 and central["sqlite_rows"] >= 3
     assert result["rss_timeline"] and result["status_reply_bytes"] > 0
+    # A site's status view: the roster once, then site sets of a few bytes.
+    assert 0 < result["site_status_reply_bytes"] < result["site_status_first_reply_bytes"]
     sites.plot([result, result], tmp_path / "scale.png")
     assert (tmp_path / "scale.png").stat().st_size > 10_000
+
+
+def test_two_sum_replicas_each_hold_a_block_range_and_the_sites_decrypt_the_exact_fedavg(
+        tmp_path: Path):
+    result = sites.run_point(3, "small", processes=1, concurrency=3, root=tmp_path / "fed",
+                             replicas=2)
+    assert result["replicas"] == 2 and result["exact_fedavg_sites"] == 3
+    assert set(result["central"]) == {"aggregator", "crypto", "crypto-2"}
+    assert result["central"]["crypto-2"]["files"] >= 1
+    single = {**result, "replicas": 1}
+    text = sites.report([single, result])
+    assert "Sharded sum replicas" in text and "| 3 | 2 |" in text
 
 
 def test_the_expected_fedavg_depends_on_every_site():
@@ -44,6 +58,8 @@ def test_bad_arguments_say_what_is_accepted():
         sites.run_point(1, "small")
     with pytest.raises(SystemExit, match="at least 1"):
         sites.run_point(3, "small", processes=0)
+    with pytest.raises(SystemExit, match="--replicas 0: at least 1 sum service"):
+        sites.run_point(3, "small", replicas=0)
 
 
 def test_verdicts_compare_the_largest_run_with_the_smallest():

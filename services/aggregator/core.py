@@ -27,10 +27,15 @@ class RoundCore:
         # Set by notify(); the round machine's loop clears it before a step, so a change made
         # while the step ran does not wait for the next poll interval.
         self.changed_since_step = False
+        # Counts notify() calls: the current round's view is built once per change and shared
+        # by every answer until the next (1,000 sites polling made it O(sites^2) per round).
+        self._generation = 0
+        self._view: tuple[tuple[int, tuple[int, str]], RoundView] | None = None
 
     def notify(self) -> None:
         """Wake long-polls and the round machine (call holding `changed`)."""
         self.changed_since_step = True
+        self._generation += 1
         self.changed.notify_all()
 
     def current(self) -> RoundRecord | None:
@@ -38,7 +43,17 @@ class RoundCore:
         return self.store.latest_round()
 
     def view(self) -> RoundView:
-        """The current round as a snapshot."""
+        """The current round as a snapshot, shared by the answers made until the next change:
+        read it, never modify it."""
+        with self.changed:
+            # The round and state are read each time (one small row), in case a change was
+            # stored without notify().
+            key = (self._generation, self.store.latest_round_state())
+            if self._view is None or self._view[0] != key:
+                self._view = (key, self._build_view())
+            return self._view[1]
+
+    def _build_view(self) -> RoundView:
         with self.changed:
             current = self.current()
             latest = self.store.latest_version()

@@ -62,6 +62,8 @@ class FederationServicer(federation_pb2_grpc.FederationServiceServicer):
     def __init__(self, coordinator: RoundCoordinator) -> None:
         self.rounds = coordinator
         self.config = coordinator.config
+        # The current view's site sets, encoded once per view and roster (every site polls).
+        self._view_sets: tuple[RoundView, bytes, Any, Any] | None = None
 
     def _round_info(self, view: RoundView, site: str | None,
                     roster: Roster | None = None) -> federation_pb2.RoundInfo:
@@ -75,8 +77,13 @@ class FederationServicer(federation_pb2_grpc.FederationServiceServicer):
             min_sites=view.min_sites, optimizer_digest=self.config.model["optimizer_digest"],
             unmasking_survivors=view.survivors, unmasking_dropped=view.dropped)
         if roster is not None:
-            info.expected.CopyFrom(_site_set(roster, view.expected))
-            info.uploaded.CopyFrom(_site_set(roster, view.uploaded))
+            cached = self._view_sets
+            if cached is None or cached[0] is not view or cached[1] != roster.digest:
+                cached = (view, roster.digest, _site_set(roster, view.expected),
+                          _site_set(roster, view.uploaded))
+                self._view_sets = cached
+            info.expected.CopyFrom(cached[2])
+            info.uploaded.CopyFrom(cached[3])
         else:
             info.expected_sites.extend(view.expected)
             info.uploaded_sites.extend(view.uploaded)

@@ -66,6 +66,9 @@ class FederationPlan:
     site_contributions: bool = True
     # True: the aggregator also keeps a copy of each global version the sum service holds.
     copy_global_versions: bool = False
+    # Sum-service replicas, each summing a block range (server.crypto_address lists them):
+    # the crypto service is the first; the others run the same service with no keys (bench).
+    sum_replicas: int = 1
 
 
 class LocalFederation:
@@ -127,6 +130,22 @@ class LocalFederation:
         self.processes["crypto"] = process
         return process
 
+    def start_sum_replicas(self) -> list[ServiceProcess]:
+        """The plan's further sum-service replicas (`crypto-2`, ...), each with its own state
+        folder, on OS-assigned ports; start them before the aggregator."""
+        for index in range(2, self.plan.sum_replicas + 1):
+            name = f"crypto-{index}"
+            self.processes[name] = start_service(name, "crypto", [
+                "--state-dir", str(self.root / name), "--address", "127.0.0.1:0",
+                "--tls-dir", str(self.pki / "crypto"), "--metrics-address", "127.0.0.1:0"],
+                self.logs)
+        return [self.processes[f"crypto-{i}"] for i in range(2, self.plan.sum_replicas + 1)]
+
+    def sum_targets(self) -> str:
+        """server.crypto_address: the crypto service, then the further sum replicas."""
+        names = ["crypto", *(f"crypto-{i}" for i in range(2, self.plan.sum_replicas + 1))]
+        return ",".join(self.processes[name].target for name in names)
+
     def aggregator_config(self) -> Path:
         """Write the aggregator's config file (federation settings)."""
         assert self.secret is not None, "create_key() first"
@@ -158,7 +177,7 @@ class LocalFederation:
 
     def start_aggregator_on(self, port: int) -> ServiceProcess:
         """The aggregator on `port` (a restart keeps its address and its state folder)."""
-        sums = [] if self.plan.sum_in_aggregator else ["--crypto", self.processes["crypto"].target]
+        sums = [] if self.plan.sum_in_aggregator else ["--crypto", self.sum_targets()]
         process = start_service("aggregator", "aggregator", [
             "--config", str(self.aggregator_config()),
             "--state-dir", str(self.root / "aggregator"), "--address", f"127.0.0.1:{port}",
