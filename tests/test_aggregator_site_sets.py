@@ -5,17 +5,15 @@ said."""
 
 from __future__ import annotations
 
-import copy
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from test_aggregator_rounds import VALUES, Clock, coordinator, upload
+from test_status_cli import start_unencrypted_aggregator
 
-from services.aggregator.config import DEFAULTS
 from services.aggregator.contracts import COLLECTING
-from services.aggregator.server import start_aggregator
 from services.trainer.client import FederationClient
 from ucadi.errors import UcadiError
 from ucadi.lwe import generate_secret_key
@@ -55,19 +53,9 @@ def test_a_site_set_round_trips_over_its_roster_and_refuses_another() -> None:
         cache.names(site_set, forged)
 
 
-def _start(tmp_path: Path, federation_pki: Path):
-    config = copy.deepcopy(DEFAULTS)
-    config["federation"].update(id="covid-ct", min_sites=2, total_rounds=3)
-    config["encryption"]["enabled"] = False
-    config["server"].update(state_dir=str(tmp_path / "state"), address="127.0.0.1:0",
-                            metrics_address="", tls_dir=str(federation_pki / "aggregator"),
-                            crypto_address="")
-    return start_aggregator(config)
-
-
 def test_a_site_gets_its_rounds_sites_as_sets_and_the_roster_only_when_it_changed(
         tmp_path: Path, federation_pki: Path) -> None:
-    running, coordinator = _start(tmp_path, federation_pki)
+    running, coordinator = start_unencrypted_aggregator(tmp_path / "state", federation_pki)
     clients = {site: FederationClient(running.target, TLSFiles.from_dir(federation_pki / site),
                                       retry_budget_s=30, rpc_timeout_s=30)
                for site in SITES}

@@ -17,15 +17,21 @@ from ucadi.ops.tls import TLSFiles, secure_channel
 from ucadi.v1 import federation_pb2, federation_pb2_grpc
 
 
-def test_status_shows_the_round_and_the_sites_of_a_running_aggregator(
-        tmp_path: Path, federation_pki: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def start_unencrypted_aggregator(state_dir: Path, pki: Path):
+    """A real aggregator (mutual TLS, SQLite) of federation covid-ct, 2 of 3 rounds' sites
+    needed, encryption off, on an OS-assigned port; returns (server, coordinator)."""
     config = copy.deepcopy(DEFAULTS)
     config["federation"].update(id="covid-ct", min_sites=2, total_rounds=3)
     config["encryption"]["enabled"] = False
-    config["server"].update(state_dir=str(tmp_path / "state"), address="127.0.0.1:0",
-                            metrics_address="", tls_dir=str(federation_pki / "aggregator"),
+    config["server"].update(state_dir=str(state_dir), address="127.0.0.1:0",
+                            metrics_address="", tls_dir=str(pki / "aggregator"),
                             crypto_address="")
-    running, coordinator = start_aggregator(config)
+    return start_aggregator(config)
+
+
+def test_status_shows_the_round_and_the_sites_of_a_running_aggregator(
+        tmp_path: Path, federation_pki: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    running, coordinator = start_unencrypted_aggregator(tmp_path / "state", federation_pki)
     try:
         for site, cases in (("main-campus", 40), ("optical-valley", 25)):
             with secure_channel(running.target, TLSFiles.from_dir(federation_pki / site)) as ch:
