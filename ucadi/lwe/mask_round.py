@@ -45,21 +45,30 @@ def default_threshold(site_count: int) -> int:
 
 @dataclass(frozen=True)
 class MaskingRound:
-    """What binds a round's masks: the federation, the LWE key, the round and its share
-    holders U1 (the sites that advertised keys), and the threshold t."""
+    """What binds a round's masks: the federation, the LWE key, the round and its key set U1
+    (the sites that advertised keys), the threshold t, and the neighbour graph's degree k
+    (ucadi/lwe/neighbours.py; 0 = the complete graph, t then out of all n sites, else out of
+    a site's k neighbours and itself)."""
 
     federation: str
     key_id: bytes
     round_number: int
     sites: tuple[str, ...]
     threshold: int
+    neighbours: int = 0
 
     def __post_init__(self) -> None:
         if list(self.sites) != sorted(set(self.sites)):
             raise MaskingError("a masking round's sites must be distinct and sorted by name")
-        if not 2 <= self.threshold <= len(self.sites):
-            raise MaskingError(f"threshold {self.threshold} must be in 2..{len(self.sites)} "
-                               "(the sites that advertised keys)")
+        n = len(self.sites)
+        if self.neighbours and not (self.neighbours % 2 == 0 and 2 <= self.neighbours <= n - 2):
+            raise MaskingError(f"a sparse neighbour graph over {n} sites needs an even degree "
+                               f"in 2..{n - 2}, got {self.neighbours} (0 = the complete graph)")
+        holders = self.neighbours + 1 if self.neighbours else n
+        if not 2 <= self.threshold <= holders:
+            raise MaskingError(f"threshold {self.threshold} must be in 2..{holders} (the "
+                               + ("sites that advertised keys)" if not self.neighbours else
+                                  "holders of a site's shares: its neighbours and itself)"))
 
     def holder(self, site: str) -> int:
         """The Shamir x coordinate of `site` (1..n, by name)."""
@@ -88,11 +97,15 @@ class PublicRoundKeys:
 
 
 def key_set_digest(context: MaskingRound, advertised: Mapping[str, PublicRoundKeys]) -> bytes:
-    """SHA-256 of the round's binding and every site's advertised keys and identity, by name:
-    what each share pair is bound to, so two sites shown different key sets cannot open each
-    other's share pairs."""
+    """SHA-256 of the round's binding (with k and t for a sparse graph) and every site's
+    advertised keys and identity, by name: what each share pair is bound to, so two sites
+    shown different key sets cannot open each other's share pairs; and what the neighbour
+    graph is drawn from (ucadi/lwe/neighbours.py)."""
     digest = hashes.Hash(hashes.SHA256())
     digest.update(context.binding(KEY_SET_DOMAIN, *context.sites))
+    if context.neighbours:  # a sparse round binds its graph's degree and t too
+        digest.update(b"neighbours" + context.neighbours.to_bytes(4, "big")
+                      + context.threshold.to_bytes(4, "big"))
     for site in context.sites:
         keys = advertised[site]
         for part in (site.encode(), keys.share_public, keys.mask_public, keys.identity):
