@@ -40,10 +40,11 @@ DEFAULTS: dict[str, Any] = {
         # mask_neighbours: SecAgg+'s sparse graph (Bell et al. 2020; ucadi/lwe/neighbours.py):
         # 0 = every site pairs with every other (the complete graph); an even k >= 2 = each
         # site pairs with and shares among k neighbours, t then out of those and itself (0 =
-        # a majority); "auto" = Bell et al.'s k and t for the key set's size.
+        # a majority); "auto" = Bell et al.'s k and t for the key set's size. (A text setting,
+        # so that it takes "auto"; a number is read as its text.)
         "pairwise_masks": False,
         "mask_threshold": 0,
-        "mask_neighbours": 0,
+        "mask_neighbours": "0",
         "mask_phase_timeout_s": 60.0,
         "optimizer": {"server": "fedavg", "server_lr": 1.0, "beta1": 0.9, "beta2": 0.99,
                       "tau": 1e-3, "proximal_mu": 0.0, "local_batchnorm": False},
@@ -138,7 +139,7 @@ def build_federation_config(config: dict[str, Any]) -> FederationConfig:
         max_site_cases=_positive_int(fed, "max_site_cases"),
         pairwise_masks=bool(fed["pairwise_masks"]) and enabled,
         mask_threshold=int(fed["mask_threshold"]),
-        mask_neighbours=_mask_neighbours(fed.get("mask_neighbours", 0)),
+        mask_neighbours=_mask_neighbours(fed.get("mask_neighbours", "0")),
         mask_phase_timeout_s=float(fed["mask_phase_timeout_s"]))
 
 
