@@ -37,8 +37,9 @@ def secret():
     return generate_secret_key()
 
 
-def _sparse_round(tmp_path, secret, clock):
-    """Six sites, mask_neighbours 2: a ring, each site's shares held by 3, t = 2."""
+def _sparse_round(tmp_path, secret, clock, silent_on_ring=()):
+    """Six sites, mask_neighbours 2: a ring, each site's shares held by 3, t = 2; the sites at
+    the ring positions `silent_on_ring` give no shares."""
     coord = coordinator(tmp_path / "agg", secret, clock, pairwise_masks=True,
                         mask_phase_timeout_s=PHASE_S, mask_neighbours=2, min_sites=2)
     for site in SITES:
@@ -57,11 +58,14 @@ def _sparse_round(tmp_path, secret, clock):
     assert graph == coord.masks.graph(record)  # the aggregator draws the sites' graph
     with pytest.raises(MaskPhaseError, match="a's holders, its neighbours in the round's graph"):
         coord.masks.give_shares("a", 1, {s: b"x" for s in SITES})  # the complete graph's
+    silent = {graph.order[i] for i in silent_on_ring}
     for site, pairing in pairings.items():
         messages = pairing.share_messages()
         assert set(messages) == graph.holders(site) and len(messages) == 3
-        coord.masks.give_shares(site, 1, messages)
-    assert coord.view().expected == list(SITES)
+        if site not in silent:
+            coord.masks.give_shares(site, 1, messages)
+    if not silent:
+        assert coord.view().expected == list(SITES)
     return coord, context, pairings, graph
 
 
@@ -148,6 +152,20 @@ def test_uploads_stay_open_while_a_neighbourhood_would_lack_t_survivors(tmp_path
         coord.step()
     assert coord.view().state == COLLECTING
     assert f"unmasking would lack the shares of {stranded} (1 of t = 2)" in caplog.text
+
+
+def test_a_site_whose_neighbours_gave_no_shares_sits_the_round_out(tmp_path, secret, caplog):
+    clock = Clock()
+    coord, _, _, graph = _sparse_round(tmp_path, secret, clock, silent_on_ring=(0, 2))
+    ring = graph.order
+    coord.step()
+    assert coord.masks.shares_for(ring[3], 1)[0] is None  # waits for the two until the deadline
+    clock.now += PHASE_S
+    with caplog.at_level(logging.WARNING):
+        coord.step()
+    # ring[1]'s shares would be held by itself alone among the sharers: 1 of t = 2.
+    assert f"{ring[1]} sit the round out" in caplog.text and "(1 of t = 2)" in caplog.text
+    assert coord.view().expected == sorted(ring[3:])
 
 
 def test_mask_neighbours_reaches_the_aggregator_from_the_chart_and_bad_values_are_refused(
