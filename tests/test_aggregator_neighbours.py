@@ -10,22 +10,19 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from masking_identities import Identities
-from test_aggregator_rounds import LAYOUT, VALUES, Clock, coordinator
+from test_aggregator_masking import _upload, assert_sealed_fedavg
+from test_aggregator_rounds import VALUES, Clock, coordinator
 
 from services.aggregator.contracts import COLLECTING, SEALED, UNMASKING
 from services.aggregator.masking import MaskPhaseError
 from ucadi.errors import UcadiError
-from ucadi.lwe import FixedPointCodec, fedavg, generate_secret_key
-from ucadi.lwe.integrity import encode_site_update
-from ucadi.lwe.masking import MaskingRound, answer_unmasking, apply_mask_terms, generate_round_keys
+from ucadi.lwe import generate_secret_key
+from ucadi.lwe.masking import MaskingRound, answer_unmasking, generate_round_keys
 from ucadi.lwe.shamir import share_to_bytes
-from ucadi.lwe.stream import decrypt_fedavg_file, encrypt_to_file
-from ucadi.wire import file_digest
 
 PHASE_S = 30.0
 SITES = ("a", "b", "c", "d", "e", "f")
@@ -69,26 +66,6 @@ def _sparse_round(tmp_path, secret, clock, silent_on_ring=()):
     return coord, context, pairings, graph
 
 
-def _upload(coord, secret, tmp_path, site, values, pairing):
-    codec = FixedPointCodec.for_parameters(secret.params)
-    path = tmp_path / "sites" / f"{site}.lwe"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    terms = pairing.mask_terms(SITES)
-    assert len(terms) == 3  # its self-mask and its two neighbours'
-    encrypt_to_file(path, secret, encode_site_update(values, 5, codec, secret, 1, site),
-                    layout_hash=bytes.fromhex(LAYOUT), round_number=1,
-                    pairwise=lambda batch, first: apply_mask_terms(batch, first, terms,
-                                                                   secret.params))
-    header = SimpleNamespace(round=1, base_version=0, parameter_set=secret.params.name,
-                             key_id=secret.key_id_hex, layout_hash=LAYOUT,
-                             total_size=path.stat().st_size, sha256=file_digest(path),
-                             num_samples=5, local_epochs=1, optimizer_digest="")
-    partial = coord.check_upload(site, header)
-    partial.parent.mkdir(parents=True, exist_ok=True)
-    partial.write_bytes(path.read_bytes())
-    coord.accept_upload(site, header, partial)
-
-
 def test_a_sparse_round_with_dropouts_before_and_after_uploading_seals_to_the_fedavg(
         tmp_path, secret):
     clock = Clock()
@@ -99,7 +76,8 @@ def test_a_sparse_round_with_dropouts_before_and_after_uploading_seals_to_the_fe
     models = {s: rng.normal(0, 0.5, VALUES) for s in SITES}
     survivors = sorted(set(SITES) - {gone})
     for site in survivors:
-        _upload(coord, secret, tmp_path, site, models[site], pairings[site])
+        assert len(pairings[site].mask_terms(SITES)) == 3  # its self-mask, its 2 neighbours'
+        _upload(coord, secret, tmp_path, site, models[site], pairings[site], SITES)
     coord.step()
     assert coord.view().state == COLLECTING  # waits for `gone` until the deadline
     clock.now = coord.view().deadline
@@ -126,16 +104,7 @@ def test_a_sparse_round_with_dropouts_before_and_after_uploading_seals_to_the_fe
 
     terms = coord.masks.terms(1)
     assert len(terms) == len(survivors) + 2  # self-masks and gone's two neighbours' masks
-    codec = FixedPointCodec.for_parameters(secret.params)
-    path, _, _ = coord.store.version(1)
-    negated = [(seed, -sign) for seed, sign in terms]
-    average, total = decrypt_fedavg_file(
-        secret, path, codec, unmask=lambda b, first: apply_mask_terms(b, first, negated,
-                                                                      secret.params))
-    plain = [encode_site_update(models[s], 5, codec, secret, 1, s).slots(0, VALUES + 1)
-             for s in survivors]
-    assert total == 5 * len(survivors)
-    assert np.array_equal(average, fedavg(np.sum(plain, axis=0), codec).astype(np.float32))
+    assert_sealed_fedavg(coord, secret, models, survivors)
 
 
 def test_uploads_stay_open_while_a_neighbourhood_would_lack_t_survivors(tmp_path, secret,
@@ -146,7 +115,8 @@ def test_uploads_stay_open_while_a_neighbourhood_would_lack_t_survivors(tmp_path
     stranded = ring[1]  # both its neighbours drop: its self-mask seed has 1 holder of t = 2
     rng = np.random.default_rng(4)
     for site in set(SITES) - {ring[0], ring[2]}:
-        _upload(coord, secret, tmp_path, site, rng.normal(0, 0.5, VALUES), pairings[site])
+        _upload(coord, secret, tmp_path, site, rng.normal(0, 0.5, VALUES), pairings[site],
+                SITES)
     clock.now = coord.view().deadline
     with caplog.at_level(logging.WARNING):
         coord.step()

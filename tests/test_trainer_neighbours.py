@@ -9,10 +9,9 @@ import json
 from types import SimpleNamespace
 
 import numpy as np
-from masking_identities import Identities
+from test_trainer_masking import SECRET, _masks
 
-from services.trainer.masking import SiteCredentials, SiteMasks, unmasker
-from ucadi.lwe import generate_secret_key
+from services.trainer.masking import unmasker
 from ucadi.lwe.masking import (
     MaskingRound,
     PublicRoundKeys,
@@ -23,10 +22,8 @@ from ucadi.lwe.masking import (
 from ucadi.lwe.neighbours import round_graph
 from ucadi.lwe.shamir import share_from_bytes
 
-SECRET = generate_secret_key()
 SITES = ["a", "b", "c", "d", "e", "f"]
 K, T = 2, 2
-IDENTITIES = Identities()
 
 
 class SparseRelay:
@@ -58,11 +55,6 @@ class SparseRelay:
         return SimpleNamespace(exchange_mask_keys=exchange_mask_keys,
                                exchange_mask_shares=exchange_mask_shares,
                                send_unmasking=send_unmasking)
-
-
-def _masks(tmp_path, site: str) -> SiteMasks:
-    return SiteMasks(tmp_path / site / "masking", site, "fed", SECRET.key_id, SiteCredentials(
-        IDENTITIES.key(site), IDENTITIES.identity(site), IDENTITIES.custodian.public_key))
 
 
 def test_a_sparse_site_masks_shares_and_answers_within_its_neighbourhood(tmp_path):
