@@ -292,9 +292,10 @@ class MaskExchange:
         if len(answers) < record.threshold or short:
             current.deadline = now + self.config.mask_phase_timeout_s
             self.store.update_round(current)
-            log.warning("round %d: %d of %d unmasking answers needed%s; waiting until %s",
-                        current.round, len(answers), record.threshold,
-                        f", and more from the neighbourhoods of {short}" if short else "",
+            needed = (f"{len(answers)} of {record.threshold} unmasking answers needed"
+                      if len(answers) < record.threshold else
+                      f"too few unmasking answers from the holders of the shares of {short}")
+            log.warning("round %d: %s; waiting until %s", current.round, needed,
                         time.strftime("%H:%M:%S", time.gmtime(current.deadline)))
             return False
         secrets = self._recover(record, answers)
