@@ -275,6 +275,12 @@ def test_a_sparse_round_with_bad_k_or_t_is_refused_with_what_is_accepted(k, t, m
         _context(k=k, t=t)
 
 
+def test_a_sparse_answer_without_its_graph_is_refused():
+    sim = _share(_context())
+    with pytest.raises(MaskingError, match="sparse neighbour graph: an answer needs it"):
+        answer_unmasking(sim.context, SITES[0], sim.received[SITES[0]], set(SITES), set())
+
+
 def test_a_site_outside_the_key_set_has_no_neighbours():
     graph = NeighbourGraph.complete(SITES)
     with pytest.raises(MaskingError, match="not in the round's key set"):

@@ -268,6 +268,9 @@ def answer_unmasking(context: MaskingRound, site: str, received: Mapping[str, Sh
         raise MaskingError(f"round {context.round_number} was already answered for other "
                            "survivors and dropped sites; answering again could reveal both "
                            "secrets of one site")
+    if graph is None and context.neighbours:
+        raise MaskingError(f"round {context.round_number} has a sparse neighbour graph: an "
+                           "answer needs it (SitePairing.graph)")
     graph = graph or NeighbourGraph.complete(context.sites)
     survivors, dropped = survivors & graph.holders(site), dropped & graph.neighbours(site)
     missing = sorted((survivors | dropped) - set(received))
