@@ -33,7 +33,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from ucadi.lwe.custodian import certify_site, generate_custodian_key
-from ucadi.lwe.mask_round import seal_share_pair
+from ucadi.lwe.mask_round import key_set_digest, seal_share_pair
 from ucadi.lwe.masking import (
     MaskingRound,
     SharePair,
@@ -83,8 +83,9 @@ def measure(n: int, graph: str, values: int, repeats: int) -> dict[str, Any]:
     neighbours = sorted(pairing.graph.neighbours(me))
     sealed, shares_s = _best(pairing.share_messages, repeats)
     dummy = SharePair(1, 2)
-    incoming = {h: seal_share_pair(context, keys[h], identity_keys[h], h, me, advertised, dummy)
-                for h in holders}
+    digest = key_set_digest(context, advertised)
+    incoming = {h: seal_share_pair(context, keys[h], identity_keys[h], h, me, advertised, dummy,
+                                   digest) for h in holders}
     _, open_s = _best(lambda: pairing.open_all(incoming), repeats)
 
     def expand() -> np.ndarray:

@@ -179,11 +179,13 @@ class SharePair:
 
 def _share_key(context: MaskingRound, keys: RoundKeys, identity_key: X25519PrivateKey,
                peer: PublicRoundKeys, sender: str, recipient: str,
-               advertised: Mapping[str, PublicRoundKeys]) -> tuple[bytes, bytes]:
+               advertised: Mapping[str, PublicRoundKeys], digest: bytes | None
+               ) -> tuple[bytes, bytes]:
     """AES key and associated data of the share pair sender -> recipient: both the round share
-    keys' and the identity keys' agreement, bound to the round, both names and the key set."""
-    binding = context.binding(SHARE_DOMAIN, sender, recipient) + key_set_digest(context,
-                                                                                advertised)
+    keys' and the identity keys' agreement, bound to the round, both names and the key set
+    (`digest`: its key_set_digest, if the caller already made it)."""
+    binding = context.binding(SHARE_DOMAIN, sender, recipient) + (
+        digest or key_set_digest(context, advertised))
     peer_identity = X25519PublicKey.from_public_bytes(SiteIdentity.from_bytes(
         peer.identity).public_raw)
     shared = (keys.share_key.exchange(X25519PublicKey.from_public_bytes(peer.share_public))
@@ -194,22 +196,26 @@ def _share_key(context: MaskingRound, keys: RoundKeys, identity_key: X25519Priva
 
 def seal_share_pair(context: MaskingRound, sender_keys: RoundKeys,
                     sender_identity_key: X25519PrivateKey, sender: str, recipient: str,
-                    advertised: Mapping[str, PublicRoundKeys], pair: SharePair) -> bytes:
+                    advertised: Mapping[str, PublicRoundKeys], pair: SharePair,
+                    digest: bytes | None = None) -> bytes:
     """A share pair from `sender` readable by `recipient` only (nonce + AES-256-GCM), under the
-    key set `advertised` as the sender sees it."""
+    key set `advertised` as the sender sees it (`digest`: its key_set_digest, made once per
+    key set by a caller that seals many)."""
     key, binding = _share_key(context, sender_keys, sender_identity_key, advertised[recipient],
-                              sender, recipient, advertised)
+                              sender, recipient, advertised, digest)
     nonce = os.urandom(_NONCE_BYTES)
     return nonce + AESGCM(key).encrypt(nonce, pair.to_bytes(), binding)
 
 
 def open_share_pair(context: MaskingRound, recipient_keys: RoundKeys,
                     recipient_identity_key: X25519PrivateKey, recipient: str, sender: str,
-                    advertised: Mapping[str, PublicRoundKeys], sealed: bytes) -> SharePair:
+                    advertised: Mapping[str, PublicRoundKeys], sealed: bytes,
+                    digest: bytes | None = None) -> SharePair:
     """Open a share pair sealed for `recipient`; MaskingError if it was made for another
-    round, pair of sites, key or key set, by anyone but `sender`, or altered on the way."""
+    round, pair of sites, key or key set, by anyone but `sender`, or altered on the way
+    (`digest` as in seal_share_pair)."""
     key, binding = _share_key(context, recipient_keys, recipient_identity_key,
-                              advertised[sender], sender, recipient, advertised)
+                              advertised[sender], sender, recipient, advertised, digest)
     try:
         plain = AESGCM(key).decrypt(sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], binding)
     except (InvalidTag, ValueError):

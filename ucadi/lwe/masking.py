@@ -170,9 +170,15 @@ class SitePairing:
     custodian: Ed25519PublicKey
 
     @cached_property
+    def digest(self) -> bytes:
+        """The key set's digest as this site was shown it (made once: every share pair is
+        bound to it, and the graph drawn from it)."""
+        return key_set_digest(self.context, self.advertised)
+
+    @cached_property
     def graph(self) -> NeighbourGraph:
         """The round's neighbour graph, from the key set this site was shown."""
-        return round_graph(self.context, self.advertised)
+        return round_graph(self.context, self.advertised, self.digest)
 
     def __post_init__(self) -> None:
         for site in self.context.sites:
@@ -189,12 +195,12 @@ class SitePairing:
     def seal_for(self, recipient: str, pair: SharePair) -> bytes:
         """A share pair for `recipient` alone (see seal_share_pair)."""
         return seal_share_pair(self.context, self.keys, self.identity_key, self.site, recipient,
-                               self.advertised, pair)
+                               self.advertised, pair, self.digest)
 
     def open_from(self, sender: str, sealed: bytes) -> SharePair:
         """The share pair `sender` sealed for this site (see open_share_pair)."""
         return open_share_pair(self.context, self.keys, self.identity_key, self.site, sender,
-                               self.advertised, sealed)
+                               self.advertised, sealed, self.digest)
 
     def open_all(self, received: Mapping[str, bytes]) -> dict[str, SharePair]:
         """Open every share pair received: MaskingError (naming the sender) if one does not

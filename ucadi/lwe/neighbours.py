@@ -78,14 +78,16 @@ class NeighbourGraph:
         return self.neighbours(site) | {site}
 
 
-def round_graph(context: MaskingRound, advertised: Mapping[str, PublicRoundKeys]
-                ) -> NeighbourGraph:
+def round_graph(context: MaskingRound, advertised: Mapping[str, PublicRoundKeys],
+                digest: bytes | None = None) -> NeighbourGraph:
     """The round's graph: complete when context.neighbours is 0, else H(k, n) over the order
-    drawn from the key-set digest (identical at every party that holds the same key set)."""
+    drawn from the key-set digest (identical at every party that holds the same key set;
+    `digest`: key_set_digest(context, advertised), if the caller already made it)."""
     if context.neighbours == 0:
         return NeighbourGraph.complete(context.sites)
     seed = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
-                info=context.binding(GRAPH_DOMAIN)).derive(key_set_digest(context, advertised))
+                info=context.binding(GRAPH_DOMAIN)).derive(
+        digest or key_set_digest(context, advertised))
     return NeighbourGraph(_shuffled(context.sites, seed), context.neighbours)
 
 
