@@ -16,6 +16,7 @@ BENCHMARKS = {
     "model": "bench.model_speed",
     "lwe": "bench.lwe_scheme",
     "masks": "bench.secure_aggregation",
+    "neighbours": "bench.mask_neighbours",
     "round": "bench.round_overhead",
     "inference": "bench.inference_service",
     "scale": "bench.sites",

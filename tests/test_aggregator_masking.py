@@ -72,7 +72,6 @@ def test_masked_round_fixes_its_sets_by_deadline_and_seals_to_the_participants_f
     participants, sealed = masks.shares_for("a", 1)
     assert participants == ["a", "b"] and set(sealed) == {"a", "b"}
 
-    codec = FixedPointCodec.for_parameters(secret.params)
     rng = np.random.default_rng(1)
     models = {"a": rng.normal(0, 0.5, VALUES), "b": rng.normal(0, 0.5, VALUES)}
     with pytest.raises(RejectedUpload, match="not one of its participants"):
@@ -93,25 +92,30 @@ def test_masked_round_fixes_its_sets_by_deadline_and_seals_to_the_participants_f
     coord.step()
     assert coord.view().latest_version == 1
     assert coord.store.rounds()[0].state == SEALED
+    assert_sealed_fedavg(coord, secret, models, ("a", "b"))
 
-    terms = masks.terms(1)
+
+def assert_sealed_fedavg(coord, secret, models: dict, sites) -> None:
+    """Global version 1, less the masks the aggregator serves, decrypts to the FedAvg of the
+    `sites`' updates (weight 5 each)."""
+    codec = FixedPointCodec.for_parameters(secret.params)
     path, _, _ = coord.store.version(1)
-    negated = [(seed, -sign) for seed, sign in terms]
+    negated = [(seed, -sign) for seed, sign in coord.masks.terms(1)]
     average, total = decrypt_fedavg_file(
         secret, path, codec, unmask=lambda b, first: apply_mask_terms(b, first, negated,
                                                                       secret.params))
     plain = [encode_site_update(models[s], 5, codec, secret, 1, s).slots(0, VALUES + 1)
-             for s in ("a", "b")]
-    assert total == 10
+             for s in sites]
+    assert total == 5 * len(sites)
     assert np.array_equal(average, fedavg(np.sum(plain, axis=0), codec).astype(np.float32))
 
 
 def _upload(coord, secret, tmp_path, site: str, values: np.ndarray,
-            pairing: SitePairing | None):
+            pairing: SitePairing | None, participants=("a", "b")):
     codec = FixedPointCodec.for_parameters(secret.params)
     path = tmp_path / "sites" / f"{site}.lwe"
     path.parent.mkdir(parents=True, exist_ok=True)
-    terms = pairing.mask_terms(["a", "b"]) if pairing is not None else []
+    terms = pairing.mask_terms(participants) if pairing is not None else []
     encrypt_to_file(path, secret, encode_site_update(values, 5, codec, secret, 1, site),
                     layout_hash=bytes.fromhex(LAYOUT), round_number=1,
                     pairwise=lambda batch, first: apply_mask_terms(batch, first, terms,

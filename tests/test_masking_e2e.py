@@ -96,7 +96,8 @@ class MaskedProbe:
         self.advertised = {k.site: PublicRoundKeys(k.share_public, k.mask_public, k.identity)
                            for k in reply.keys}
         self.context = MaskingRound("ucadi-demo", self.probe.federation.secret.key_id, 1,
-                                    tuple(sorted(self.advertised)), reply.threshold)
+                                    tuple(sorted(self.advertised)), reply.threshold,
+                                    reply.neighbours)
 
     @property
     def pairing(self) -> SitePairing:
@@ -134,7 +135,8 @@ class MaskedProbe:
 
     def answer(self, survivors: list[str], dropped: list[str]) -> None:
         assert self.context is not None
-        answer = answer_unmasking(self.context, self.name, self.received(), survivors, dropped)
+        answer = answer_unmasking(self.context, self.name, self.received(), survivors, dropped,
+                                  graph=self.pairing.graph)
         self.probe.stub.SendUnmaskingShares(federation_pb2.UnmaskingShares(
             round=1, self_seeds=[federation_pb2.RevealedShare(owner=o, share=share_to_bytes(v))
                                  for o, v in answer.self_seeds.items()],

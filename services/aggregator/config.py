@@ -37,8 +37,14 @@ DEFAULTS: dict[str, Any] = {
         # default until it is the default mode. mask_threshold: t, the sites whose shares
         # unmask a round (0 = a majority of the round's sites); mask_phase_timeout_s: how long
         # each masking phase waits for a straggler before going on without it.
+        # mask_neighbours: SecAgg+'s sparse graph (Bell et al. 2020; ucadi/lwe/neighbours.py):
+        # 0 = every site pairs with every other (the complete graph); an even k >= 2 = each
+        # site pairs with and shares among k neighbours, t then out of those and itself (0 =
+        # a majority); "auto" = Bell et al.'s k and t for the key set's size. (A text setting,
+        # so that it takes "auto"; a number is read as its text.)
         "pairwise_masks": False,
         "mask_threshold": 0,
+        "mask_neighbours": "0",
         "mask_phase_timeout_s": 60.0,
         "optimizer": {"server": "fedavg", "server_lr": 1.0, "beta1": 0.9, "beta2": 0.99,
                       "tau": 1e-3, "proximal_mu": 0.0, "local_batchnorm": False},
@@ -133,7 +139,23 @@ def build_federation_config(config: dict[str, Any]) -> FederationConfig:
         max_site_cases=_positive_int(fed, "max_site_cases"),
         pairwise_masks=bool(fed["pairwise_masks"]) and enabled,
         mask_threshold=int(fed["mask_threshold"]),
+        mask_neighbours=_mask_neighbours(fed.get("mask_neighbours", "0")),
         mask_phase_timeout_s=float(fed["mask_phase_timeout_s"]))
+
+
+def _mask_neighbours(value: Any) -> int:
+    """federation.mask_neighbours as FederationConfig keeps it: 0, an even k >= 2, or -1
+    for "auto"."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return -1
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value == 1 \
+            or value % 2:
+        raise UcadiError(f"federation.mask_neighbours is {value!r}; it must be 0 (every site "
+                         "pairs with every other), an even whole number k >= 2 (neighbours "
+                         "per site), or \"auto\" (Bell et al.'s k for the round's size)")
+    return value
 
 
 def _positive_int(section: dict[str, Any], key: str) -> int:

@@ -112,9 +112,12 @@ class FederationConfig:
     max_upload_bytes: int = 1 << 30
     max_site_cases: int = 1000
     # Pairwise masks (docs/design/multiparty.md): on, t (0 = a majority of the round's key
-    # set) and the seconds each masking phase waits for stragglers.
+    # set), the neighbour graph's degree k (0 = complete, -1 = "auto": Bell et al.'s choice
+    # for the key set's size; ucadi/lwe/neighbours.py) and the seconds each masking phase
+    # waits for stragglers.
     pairwise_masks: bool = False
     mask_threshold: int = 0
+    mask_neighbours: int = 0
     mask_phase_timeout_s: float = 60.0
 
     @property

@@ -9,10 +9,13 @@ A masked round, beside the round machine's states (rounds.py):
 ```
  COLLECTING  keys:    expected sites advertise round keys; the key set U1 is fixed when all
                       did, or phase_timeout after the round opened with at least t of them
-             shares:  U1 sites give one sealed share pair per U1 site; the participants U2
-                      are fixed when all did, or phase_timeout after U1 with at least t;
+             shares:  U1 sites give one sealed share pair per holder (its neighbours in
+                      the round's graph and itself; every U1 site with the complete graph);
+                      the participants U2 are fixed when all did, or phase_timeout after U1
+                      with at least t (less any site left with fewer than t holders in U2);
                       the round then expects U2 only (only U2 may upload)
-             uploads: as in any round
+             uploads: as in any round, and uploads close only once every survivor's and
+                      dropped participant's neighbourhood keeps t survivors
  UNMASKING            survivors = the sites the sum holds, dropped = U2 less them; survivors
                       answer until all did, or the (extended) deadline passed with at least t;
                       the masks left in the sum are rebuilt, stored, and the round seals
@@ -40,6 +43,13 @@ from ucadi.lwe.masking import (
     recover_round_secrets,
     unmasking_terms,
 )
+from ucadi.lwe.neighbours import (
+    NeighbourGraph,
+    choose_neighbours,
+    describe_short,
+    round_graph,
+    short_neighbourhoods,
+)
 from ucadi.lwe.shamir import share_from_bytes
 
 log = logging.getLogger(__name__)
@@ -63,9 +73,18 @@ class MaskExchange:
         """Whether the federation masks its rounds."""
         return self.config.pairwise_masks
 
-    def _threshold(self, key_set_size: int) -> int:
-        wanted = self.config.mask_threshold or default_threshold(key_set_size)
-        return max(2, min(wanted, key_set_size))
+    def _graph_size(self, key_set_size: int) -> tuple[int, int]:
+        """(k, t) for a key set of this size: k = 0 (the complete graph) unless
+        federation.mask_neighbours names a k below n - 1, or "auto" finds one; t out of a
+        site's holders (its neighbours and itself)."""
+        n, wanted = key_set_size, self.config.mask_neighbours
+        if wanted == -1:
+            k, t = choose_neighbours(n) if n >= 2 else (0, 2)
+        else:
+            k = wanted if 0 < wanted <= n - 2 else 0
+            t = default_threshold(k + 1 if k else n)
+        holders = k + 1 if k else n
+        return k, max(2, min(self.config.mask_threshold or t, holders))
 
     def _round(self, round_number: int, site: str, state: str = COLLECTING) -> RoundRecord:
         current = self.core.current()
@@ -83,7 +102,11 @@ class MaskExchange:
         assert record.key_set is not None
         return MaskingRound(self.config.federation_id, bytes.fromhex(
             self.config.encryption["key_id"]), record.round, tuple(record.key_set),
-            record.threshold)
+            record.threshold, record.neighbours)
+
+    def graph(self, record: MaskRoundRecord) -> NeighbourGraph:
+        """The neighbour graph of a round whose key set is fixed (the sites draw the same)."""
+        return round_graph(self.context(record), self.keys(record.round)[1])
 
     # -- keys ------------------------------------------------------------------------------
     def advertise(self, site: str, round_number: int, share_public: bytes,
@@ -132,9 +155,12 @@ class MaskExchange:
             if record.participants is not None and site not in record.participants:
                 raise MaskPhaseError(f"round {round_number}'s participants were fixed without "
                                      f"{site}; it sits this round out")
-            if sorted(sealed) != record.key_set:
-                raise MaskPhaseError("shares go to exactly the key set ("
-                                     f"{', '.join(record.key_set)}); got "
+            graph = self.graph(record)
+            holders = sorted(graph.holders(site))
+            if sorted(sealed) != holders:
+                to = "the key set" if graph.is_complete else (
+                    f"{site}'s holders, its neighbours in the round's graph and itself")
+                raise MaskPhaseError(f"shares go to exactly {to} ({', '.join(holders)}); got "
                                      f"{', '.join(sorted(sealed)) or 'none'}")
             self.store.put_mask_shares(round_number, site, sealed)
             self.advance(current)
@@ -161,25 +187,54 @@ class MaskExchange:
         if record.key_set is None:
             advertised = sorted(set(self.store.mask_keys(current.round)) & set(current.expected))
             everyone = len(advertised) == len(current.expected)
-            threshold = self._threshold(len(advertised))
+            neighbours, threshold = self._graph_size(len(advertised))
             if len(advertised) >= 2 and (everyone or now >= current.opened + timeout) \
                     and len(advertised) >= threshold:
                 record.key_set, record.threshold, record.key_set_fixed = (
                     advertised, threshold, now)
+                record.neighbours = neighbours
                 self.store.save_mask_round(record)
-                log.info("round %d: key set %s, threshold %d", current.round,
-                         ", ".join(advertised), threshold)
+                log.info("round %d: key set %s, threshold %d%s", current.round,
+                         ", ".join(advertised), threshold,
+                         f", {neighbours} neighbours per site" if neighbours else "")
             return
         if record.participants is None:
             shared = sorted(set(self.store.mask_share_senders(current.round)) & set(record.key_set))
             everyone = len(shared) == len(record.key_set)
             if len(shared) >= record.threshold and (
                     everyone or now >= record.key_set_fixed + timeout):
+                shared = self._recoverable(record, shared)
+                if len(shared) < record.threshold:
+                    return
                 record.participants = shared
                 self.store.save_mask_round(record)
                 current.expected = shared  # only participants can upload a masked update
                 self.store.update_round(current)
                 log.info("round %d: participants %s", current.round, ", ".join(shared))
+
+    def _recoverable(self, record: MaskRoundRecord, shared: list[str]) -> list[str]:
+        """`shared` less every site that has fewer than t holders of its shares in it (its
+        secrets could not be rebuilt; dropping one can leave a neighbour short: repeated)."""
+        graph, kept = self.graph(record), set(shared)
+        while True:
+            short = short_neighbourhoods(graph, record.threshold, kept, (), kept)
+            if not short:
+                return sorted(kept)
+            log.warning("round %d: %s sit the round out: too few of their neighbours shared "
+                        "keys (%s)", record.round, ", ".join(short),
+                        describe_short(short, record.threshold))
+            kept -= set(short)
+
+    def short_of_survivors(self, round_number: int, uploaded: list[str]) -> str:
+        """Why uploads cannot close yet with these survivors ('' if they can): a survivor's
+        or dropped participant's neighbourhood that would keep fewer than t survivors."""
+        record = self.store.mask_round(round_number)
+        if not record.neighbours or record.participants is None:
+            return ""  # the complete graph: the quorum t says it all
+        survivors = set(uploaded) & set(record.participants)
+        short = short_neighbourhoods(self.graph(record), record.threshold, survivors,
+                                     set(record.participants) - survivors, survivors)
+        return describe_short(short, record.threshold)
 
     def quorum(self, round_number: int) -> int:
         """Uploads a masked round needs beyond min_sites: its threshold t."""
@@ -205,10 +260,13 @@ class MaskExchange:
             assert record.survivors is not None and record.dropped is not None
             if site not in record.survivors:
                 raise MaskPhaseError(f"{site} is not a survivor of round {round_number}")
-            if sorted(self_seeds) != record.survivors or sorted(mask_keys) != record.dropped:
+            graph = self.graph(record)
+            if sorted(self_seeds) != sorted(graph.holders(site) & set(record.survivors)) or \
+                    sorted(mask_keys) != sorted(graph.neighbours(site) & set(record.dropped)):
                 raise MaskPhaseError("an unmasking answer holds self-mask shares of exactly the "
                                      "survivors and mask-key shares of exactly the dropped "
-                                     "participants")
+                                     "participants whose shares the site holds (its "
+                                     "neighbours and itself)")
             for share in (*self_seeds.values(), *mask_keys.values()):
                 share_from_bytes(share)
             self.store.put_mask_answer(round_number, site, {
@@ -228,11 +286,16 @@ class MaskExchange:
         now = self.core.clock()
         if set(answers) != set(record.survivors) and now < current.deadline:
             return False
-        if len(answers) < record.threshold:
+        short = describe_short(short_neighbourhoods(
+            self.graph(record), record.threshold, record.survivors, record.dropped, answers),
+            record.threshold) if record.neighbours else ""
+        if len(answers) < record.threshold or short:
             current.deadline = now + self.config.mask_phase_timeout_s
             self.store.update_round(current)
-            log.warning("round %d: %d of %d unmasking answers needed; waiting until %s",
-                        current.round, len(answers), record.threshold,
+            needed = (f"{len(answers)} of {record.threshold} unmasking answers needed"
+                      if len(answers) < record.threshold else
+                      f"too few unmasking answers from the holders of the shares of {short}")
+            log.warning("round %d: %s; waiting until %s", current.round, needed,
                         time.strftime("%H:%M:%S", time.gmtime(current.deadline)))
             return False
         secrets = self._recover(record, answers)

@@ -219,7 +219,7 @@ class RoundMachine:
     def _ready_to_seal(self, current: RoundRecord) -> bool:
         clock = self.core.clock
         uploaded = set(self.store.uploaded_sites(current.round))
-        needed = self.config.min_sites
+        needed, short = self.config.min_sites, ""
         if self.masks.enabled:
             if self.store.mask_round(current.round).participants is None:
                 if clock() >= current.deadline:  # fewer than t shared keys: wait on
@@ -227,7 +227,9 @@ class RoundMachine:
                     self.store.update_round(current)
                 return False
             needed = max(needed, self.masks.quorum(current.round))
-        quorum = len(uploaded) >= needed
+            # A sparse graph: each neighbourhood must keep t survivors to be unmasked.
+            short = self.masks.short_of_survivors(current.round, sorted(uploaded))
+        quorum = len(uploaded) >= needed and not short
         if quorum and set(current.expected) <= uploaded:
             return True
         if clock() < current.deadline:
@@ -240,8 +242,9 @@ class RoundMachine:
             return True
         current.deadline = clock() + self.config.round_timeout_s
         self.store.update_round(current)
-        log.warning("round %d: deadline passed with %d of %d required uploads; extended by "
+        log.warning("round %d: deadline passed with %d of %d required uploads%s; extended by "
                     "%.0f s to %s", current.round, len(uploaded), needed,
+                    f" (unmasking would lack the shares of {short})" if short else "",
                     self.config.round_timeout_s, utc_time(current.deadline))
         return False
 

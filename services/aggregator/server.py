@@ -261,7 +261,7 @@ class FederationServicer(federation_pb2_grpc.FederationServiceServicer):
         record, keys = masks.keys(request.round)
         return federation_pb2.MaskKeys(
             round=request.round, complete=record.key_set is not None,
-            threshold=record.threshold,
+            threshold=record.threshold, neighbours=record.neighbours,
             keys=[federation_pb2.RoundKeys(site=s, share_public=k.share_public,
                                            mask_public=k.mask_public, identity=k.identity)
                   for s, k in keys.items()])

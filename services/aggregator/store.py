@@ -41,7 +41,7 @@ CREATE INDEX IF NOT EXISTS uploads_digest ON uploads (sha256);
 CREATE TABLE IF NOT EXISTS mask_rounds (
   round INTEGER PRIMARY KEY, key_set_json TEXT, threshold INTEGER NOT NULL DEFAULT 0,
   key_set_fixed REAL NOT NULL DEFAULT 0, participants_json TEXT, survivors_json TEXT,
-  dropped_json TEXT, terms BLOB);
+  dropped_json TEXT, terms BLOB, neighbours INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS mask_keys (
   round INTEGER NOT NULL, site TEXT NOT NULL, share_public BLOB NOT NULL,
   mask_public BLOB NOT NULL, identity BLOB NOT NULL DEFAULT x'', PRIMARY KEY (round, site));
@@ -101,6 +101,7 @@ class MaskRoundRecord:
     survivors: list[str] | None = None
     dropped: list[str] | None = None
     terms: bytes | None = None  # (32-byte seed + 1 sign byte) per mask left in the sum
+    neighbours: int = 0  # k of the round's neighbour graph (0 = complete), fixed with t
 
 
 @dataclass
@@ -135,6 +136,10 @@ class AggregatorStore:
         if "identity" not in columns:  # a state folder from before round-key identities
             self._db.execute("ALTER TABLE mask_keys ADD COLUMN identity BLOB NOT NULL "
                              "DEFAULT x''")
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(mask_rounds)")}
+        if "neighbours" not in columns:  # a state folder from before sparse neighbour graphs
+            self._db.execute("ALTER TABLE mask_rounds ADD COLUMN neighbours INTEGER NOT NULL "
+                             "DEFAULT 0")
 
     def close(self) -> None:
         """Close the database."""
@@ -335,20 +340,23 @@ class AggregatorStore:
     def mask_round(self, round_number: int) -> MaskRoundRecord:
         """A masked round's sets as stored (all None before the first is fixed)."""
         rows = self._rows("SELECT key_set_json, threshold, key_set_fixed, participants_json, "
-                          "survivors_json, dropped_json, terms FROM mask_rounds WHERE round=?",
+                          "survivors_json, dropped_json, terms, neighbours FROM mask_rounds "
+                          "WHERE round=?",
                           (round_number,))
         if not rows:
             return MaskRoundRecord(round_number)
         r = rows[0]
         return MaskRoundRecord(round_number, _load(r[0]), r[1], r[2], _load(r[3]), _load(r[4]),
-                               _load(r[5]), r[6])
+                               _load(r[5]), r[6], r[7])
 
     def save_mask_round(self, record: MaskRoundRecord) -> None:
         """Persist a masked round's sets (each written once, when fixed)."""
-        self._tx([("INSERT OR REPLACE INTO mask_rounds VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        self._tx([("INSERT OR REPLACE INTO mask_rounds (round, key_set_json, threshold, "
+                   "key_set_fixed, participants_json, survivors_json, dropped_json, terms, "
+                   "neighbours) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                    (record.round, _dump(record.key_set), record.threshold, record.key_set_fixed,
                     _dump(record.participants), _dump(record.survivors), _dump(record.dropped),
-                    record.terms))])
+                    record.terms, record.neighbours))])
 
     def put_mask_keys(self, round_number: int, site: str, share_public: bytes,
                       mask_public: bytes, identity: bytes) -> tuple[bytes, bytes, bytes]:

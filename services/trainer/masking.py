@@ -1,6 +1,7 @@
 """A site's side of pairwise masks (ucadi.lwe.masking; docs/design/multiparty.md): before it
-uploads, it advertises its round keys and shares its secrets with the round's other sites
-(relayed, sealed, by the aggregator); it masks its ciphertext; while the round is UNMASKING
+uploads, it advertises its round keys and shares its secrets with its neighbours in the
+round's graph (every other site, or k of them: ucadi/lwe/neighbours.py; relayed, sealed, by
+the aggregator); it masks its ciphertext; while the round is UNMASKING
 it answers once; before it decrypts a global version it removes the masks left in the sum.
 
 Round keys go out with the site's custodian-certified identity, and the key set that comes
@@ -127,7 +128,8 @@ class SiteMasks:
 
     def _context(self, state: dict[str, Any], round_number: int) -> MaskingRound:
         return MaskingRound(self.federation, self.key_id, round_number,
-                            tuple(state["key_set"]), state["threshold"])
+                            tuple(state["key_set"]), state["threshold"],
+                            state.get("neighbours", 0))
 
     def _pairing(self, state: dict[str, Any], round_number: int) -> SitePairing:
         keys = RoundKeys.from_bytes(bytes.fromhex(state["keys"]))
@@ -165,6 +167,8 @@ class SiteMasks:
                 return None
             state["key_set"] = [k.site for k in reply.keys]
             state["threshold"] = reply.threshold
+            # k, as the aggregator fixed it for every site (a reply without it: complete).
+            state["neighbours"] = getattr(reply, "neighbours", 0)
             state["advertised"] = {k.site: [k.share_public.hex(), k.mask_public.hex(),
                                             k.identity.hex()] for k in reply.keys}
             self._save(round_number, state)
@@ -226,7 +230,7 @@ class SiteMasks:
                            if before is not None else None)
         try:
             answer = answer_unmasking(context, self.site, received, survivors, dropped,
-                                      answered_before)
+                                      answered_before, pairing.graph)
         except UcadiError as exc:
             log.error("%s: refusing to unmask round %d: %s", self.site, round_number, exc)
             return False

@@ -45,21 +45,30 @@ def default_threshold(site_count: int) -> int:
 
 @dataclass(frozen=True)
 class MaskingRound:
-    """What binds a round's masks: the federation, the LWE key, the round and its share
-    holders U1 (the sites that advertised keys), and the threshold t."""
+    """What binds a round's masks: the federation, the LWE key, the round and its key set U1
+    (the sites that advertised keys), the threshold t, and the neighbour graph's degree k
+    (ucadi/lwe/neighbours.py; 0 = the complete graph, t then out of all n sites, else out of
+    a site's k neighbours and itself)."""
 
     federation: str
     key_id: bytes
     round_number: int
     sites: tuple[str, ...]
     threshold: int
+    neighbours: int = 0
 
     def __post_init__(self) -> None:
         if list(self.sites) != sorted(set(self.sites)):
             raise MaskingError("a masking round's sites must be distinct and sorted by name")
-        if not 2 <= self.threshold <= len(self.sites):
-            raise MaskingError(f"threshold {self.threshold} must be in 2..{len(self.sites)} "
-                               "(the sites that advertised keys)")
+        n = len(self.sites)
+        if self.neighbours and not (self.neighbours % 2 == 0 and 2 <= self.neighbours <= n - 2):
+            raise MaskingError(f"a sparse neighbour graph over {n} sites needs an even degree "
+                               f"in 2..{n - 2}, got {self.neighbours} (0 = the complete graph)")
+        holders = self.neighbours + 1 if self.neighbours else n
+        if not 2 <= self.threshold <= holders:
+            raise MaskingError(f"threshold {self.threshold} must be in 2..{holders} (the "
+                               + ("sites that advertised keys)" if not self.neighbours else
+                                  "holders of a site's shares: its neighbours and itself)"))
 
     def holder(self, site: str) -> int:
         """The Shamir x coordinate of `site` (1..n, by name)."""
@@ -88,11 +97,15 @@ class PublicRoundKeys:
 
 
 def key_set_digest(context: MaskingRound, advertised: Mapping[str, PublicRoundKeys]) -> bytes:
-    """SHA-256 of the round's binding and every site's advertised keys and identity, by name:
-    what each share pair is bound to, so two sites shown different key sets cannot open each
-    other's share pairs."""
+    """SHA-256 of the round's binding (with k and t for a sparse graph) and every site's
+    advertised keys and identity, by name: what each share pair is bound to, so two sites
+    shown different key sets cannot open each other's share pairs; and what the neighbour
+    graph is drawn from (ucadi/lwe/neighbours.py)."""
     digest = hashes.Hash(hashes.SHA256())
     digest.update(context.binding(KEY_SET_DOMAIN, *context.sites))
+    if context.neighbours:  # a sparse round binds its graph's degree and t too
+        digest.update(b"neighbours" + context.neighbours.to_bytes(4, "big")
+                      + context.threshold.to_bytes(4, "big"))
     for site in context.sites:
         keys = advertised[site]
         for part in (site.encode(), keys.share_public, keys.mask_public, keys.identity):
@@ -166,11 +179,13 @@ class SharePair:
 
 def _share_key(context: MaskingRound, keys: RoundKeys, identity_key: X25519PrivateKey,
                peer: PublicRoundKeys, sender: str, recipient: str,
-               advertised: Mapping[str, PublicRoundKeys]) -> tuple[bytes, bytes]:
+               advertised: Mapping[str, PublicRoundKeys], digest: bytes | None
+               ) -> tuple[bytes, bytes]:
     """AES key and associated data of the share pair sender -> recipient: both the round share
-    keys' and the identity keys' agreement, bound to the round, both names and the key set."""
-    binding = context.binding(SHARE_DOMAIN, sender, recipient) + key_set_digest(context,
-                                                                                advertised)
+    keys' and the identity keys' agreement, bound to the round, both names and the key set
+    (`digest`: its key_set_digest, if the caller already made it)."""
+    binding = context.binding(SHARE_DOMAIN, sender, recipient) + (
+        digest or key_set_digest(context, advertised))
     peer_identity = X25519PublicKey.from_public_bytes(SiteIdentity.from_bytes(
         peer.identity).public_raw)
     shared = (keys.share_key.exchange(X25519PublicKey.from_public_bytes(peer.share_public))
@@ -181,22 +196,26 @@ def _share_key(context: MaskingRound, keys: RoundKeys, identity_key: X25519Priva
 
 def seal_share_pair(context: MaskingRound, sender_keys: RoundKeys,
                     sender_identity_key: X25519PrivateKey, sender: str, recipient: str,
-                    advertised: Mapping[str, PublicRoundKeys], pair: SharePair) -> bytes:
+                    advertised: Mapping[str, PublicRoundKeys], pair: SharePair,
+                    digest: bytes | None = None) -> bytes:
     """A share pair from `sender` readable by `recipient` only (nonce + AES-256-GCM), under the
-    key set `advertised` as the sender sees it."""
+    key set `advertised` as the sender sees it (`digest`: its key_set_digest, made once per
+    key set by a caller that seals many)."""
     key, binding = _share_key(context, sender_keys, sender_identity_key, advertised[recipient],
-                              sender, recipient, advertised)
+                              sender, recipient, advertised, digest)
     nonce = os.urandom(_NONCE_BYTES)
     return nonce + AESGCM(key).encrypt(nonce, pair.to_bytes(), binding)
 
 
 def open_share_pair(context: MaskingRound, recipient_keys: RoundKeys,
                     recipient_identity_key: X25519PrivateKey, recipient: str, sender: str,
-                    advertised: Mapping[str, PublicRoundKeys], sealed: bytes) -> SharePair:
+                    advertised: Mapping[str, PublicRoundKeys], sealed: bytes,
+                    digest: bytes | None = None) -> SharePair:
     """Open a share pair sealed for `recipient`; MaskingError if it was made for another
-    round, pair of sites, key or key set, by anyone but `sender`, or altered on the way."""
+    round, pair of sites, key or key set, by anyone but `sender`, or altered on the way
+    (`digest` as in seal_share_pair)."""
     key, binding = _share_key(context, recipient_keys, recipient_identity_key,
-                              advertised[sender], sender, recipient, advertised)
+                              advertised[sender], sender, recipient, advertised, digest)
     try:
         plain = AESGCM(key).decrypt(sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], binding)
     except (InvalidTag, ValueError):

@@ -4,7 +4,7 @@
 Every site still encrypts under the shared LWE secret, but before its ciphertext leaves, it
 adds to the body, coefficient by coefficient modulo q,
 
-    PRG(self_seed_u) + sum_{v in U2, v != u} sign(u, v) PRG(s_uv),   sign = +1 if u < v else -1,
+    PRG(self_seed_u) + sum_{v in U2 and N(u)} sign(u, v) PRG(s_uv),   sign = +1 if u < v else -1,
 
 where s_uv = HKDF(X25519(mask key of u, mask key of v)) bound to (federation, LWE key id,
 round, both names). The pairwise terms cancel in the sum over U2, so the summed body differs
@@ -17,6 +17,11 @@ body hides the update even from a holder of the LWE secret; and, being a multipl
 2^sum_drop_bits, it commutes with the rounding of contributions and sums, so the unmasked sum
 is byte for byte the ordinary sum: its exactness bound (params.py) and its integrity tags are
 unchanged.
+
+N(u), u's neighbours, are every other site of the key set, or with a sparse graph (SecAgg+,
+ucadi/lwe/neighbours.py) k of them drawn from the key-set digest; u's shares go to N(u) and
+itself, t of them recover its secrets, and unmasking rebuilds each site's secrets from its
+own neighbourhood's answers.
 
 Per round each site makes two X25519 key pairs: the share key encrypts the Shamir shares it
 sends to each other site (AES-256-GCM, relayed by the aggregator), the mask key agrees the
@@ -39,6 +44,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from cryptography.hazmat.primitives import hashes
@@ -64,6 +70,7 @@ from ucadi.lwe.mask_round import (
     raw_public,
     seal_share_pair,
 )
+from ucadi.lwe.neighbours import NeighbourGraph, describe_short, round_graph, short_neighbourhoods
 from ucadi.lwe.params import LweParameters
 from ucadi.lwe.shamir import recover_secret, split_secret
 
@@ -162,6 +169,17 @@ class SitePairing:
     identity_key: X25519PrivateKey
     custodian: Ed25519PublicKey
 
+    @cached_property
+    def digest(self) -> bytes:
+        """The key set's digest as this site was shown it (made once: every share pair is
+        bound to it, and the graph drawn from it)."""
+        return key_set_digest(self.context, self.advertised)
+
+    @cached_property
+    def graph(self) -> NeighbourGraph:
+        """The round's neighbour graph, from the key set this site was shown."""
+        return round_graph(self.context, self.advertised, self.digest)
+
     def __post_init__(self) -> None:
         for site in self.context.sites:
             if site not in self.advertised:
@@ -177,12 +195,12 @@ class SitePairing:
     def seal_for(self, recipient: str, pair: SharePair) -> bytes:
         """A share pair for `recipient` alone (see seal_share_pair)."""
         return seal_share_pair(self.context, self.keys, self.identity_key, self.site, recipient,
-                               self.advertised, pair)
+                               self.advertised, pair, self.digest)
 
     def open_from(self, sender: str, sealed: bytes) -> SharePair:
         """The share pair `sender` sealed for this site (see open_share_pair)."""
         return open_share_pair(self.context, self.keys, self.identity_key, self.site, sender,
-                               self.advertised, sealed)
+                               self.advertised, sealed, self.digest)
 
     def open_all(self, received: Mapping[str, bytes]) -> dict[str, SharePair]:
         """Open every share pair received: MaskingError (naming the sender) if one does not
@@ -195,9 +213,11 @@ class SitePairing:
                              self.advertised[peer].mask_public, self.site, peer)
 
     def share_messages(self) -> dict[str, bytes]:
-        """For every site of the round (itself included), its Shamir shares of this site's
-        self-mask seed and mask key, sealed for that site alone."""
-        holders = {site: self.context.holder(site) for site in self.context.sites}
+        """For every holder of this site's shares (its neighbours and itself: every site of
+        the round with the complete graph), its Shamir shares of this site's self-mask seed
+        and mask key, sealed for that site alone."""
+        holders = {site: self.context.holder(site)
+                   for site in sorted(self.graph.holders(self.site))}
         t = self.context.threshold
         seed_shares = split_secret(self.keys.self_seed, t, list(holders.values()))
         key_shares = split_secret(raw_private(self.keys.mask_key), t, list(holders.values()))
@@ -205,10 +225,10 @@ class SitePairing:
                 for site, x in holders.items()}
 
     def mask_terms(self, participants: Iterable[str]) -> list[tuple[bytes, int]]:
-        """(seed, sign) of every mask this site adds: its self-mask and one per other
-        participant of U2 (the sites whose shares were relayed)."""
+        """(seed, sign) of every mask this site adds: its self-mask and one per neighbour
+        in U2 (the sites whose shares were relayed)."""
         terms = [(self.keys.self_seed, 1)]
-        for peer in sorted(set(participants) - {self.site}):
+        for peer in sorted(set(participants) & self.graph.neighbours(self.site)):
             terms.append((self.seed_with(peer), mask_sign(self.site, peer)))
         return terms
 
@@ -232,12 +252,13 @@ class UnmaskingAnswer:
 
 def answer_unmasking(context: MaskingRound, site: str, received: Mapping[str, SharePair],
                      survivors: Iterable[str], dropped: Iterable[str],
-                     answered_before: tuple[frozenset[str], frozenset[str]] | None = None
-                     ) -> UnmaskingAnswer:
-    """The honest rule: reveal self-mask shares of `survivors`, mask-key shares of `dropped`;
-    refuse sets that overlap, leave out this site, fall below t, or differ from the sets
-    this site already answered for the round (`answered_before`, which the caller keeps
-    durably and writes before sending the answer)."""
+                     answered_before: tuple[frozenset[str], frozenset[str]] | None = None,
+                     graph: NeighbourGraph | None = None) -> UnmaskingAnswer:
+    """The honest rule: reveal self-mask shares of `survivors`, mask-key shares of `dropped`
+    (of those whose shares this site holds: its neighbours and itself in `graph`, default
+    the complete graph); refuse sets that overlap, leave out this site, fall below t, or
+    differ from the sets this site already answered for the round (`answered_before`, which
+    the caller keeps durably and writes before sending the answer)."""
     survivors, dropped = frozenset(survivors), frozenset(dropped)
     if survivors & dropped:
         raise MaskingError("a site cannot be both a survivor and dropped: "
@@ -253,6 +274,11 @@ def answer_unmasking(context: MaskingRound, site: str, received: Mapping[str, Sh
         raise MaskingError(f"round {context.round_number} was already answered for other "
                            "survivors and dropped sites; answering again could reveal both "
                            "secrets of one site")
+    if graph is None and context.neighbours:
+        raise MaskingError(f"round {context.round_number} has a sparse neighbour graph: an "
+                           "answer needs it (SitePairing.graph)")
+    graph = graph or NeighbourGraph.complete(context.sites)
+    survivors, dropped = survivors & graph.holders(site), dropped & graph.neighbours(site)
     missing = sorted((survivors | dropped) - set(received))
     if missing:
         raise MaskingError(f"{site} holds no shares from {', '.join(missing)}")
@@ -272,16 +298,22 @@ class RecoveredSecrets:
 def recover_round_secrets(context: MaskingRound, answers: Mapping[str, UnmaskingAnswer],
                           survivors: Iterable[str], dropped: Iterable[str],
                           advertised: Mapping[str, PublicRoundKeys]) -> RecoveredSecrets:
-    """Rebuild the secrets unmasking needs from the survivors' answers (at least t); a
-    recovered mask key must match its site's advertised public key."""
+    """Rebuild the secrets unmasking needs from the survivors' answers (at least t, and at
+    least t from each site's neighbourhood); a recovered mask key must match its site's
+    advertised public key."""
     t = context.threshold
     if len(answers) < t:
         raise MaskingError(f"{len(answers)} answers, {t} needed to unmask round "
                            f"{context.round_number}")
+    short = short_neighbourhoods(round_graph(context, advertised), t, survivors, dropped,
+                                 answers)
+    if short:
+        raise MaskingError(f"round {context.round_number} cannot be unmasked: too few "
+                           f"answering holders of the shares of {describe_short(short, t)}")
 
     def gather(owner: str, pick: str) -> dict[int, int]:
         return {context.holder(holder): getattr(answer, pick)[owner]
-                for holder, answer in answers.items()}
+                for holder, answer in answers.items() if owner in getattr(answer, pick)}
 
     seeds = {u: recover_secret(gather(u, "self_seeds"), t) for u in sorted(survivors)}
     keys: dict[str, bytes] = {}
@@ -297,11 +329,12 @@ def unmasking_terms(context: MaskingRound, secrets: RecoveredSecrets,
                     advertised: Mapping[str, PublicRoundKeys], survivors: Iterable[str]
                     ) -> list[tuple[bytes, int]]:
     """(seed, sign) of every mask left in the sum of the survivors' bodies: their self-masks
-    and, per (survivor v, dropped d), the pairwise mask v added for d."""
+    and, per (survivor v, dropped neighbour d of v), the pairwise mask v added for d."""
+    graph = round_graph(context, advertised)
     terms = [(seed, 1) for seed in secrets.self_seeds.values()]
     for dropped, raw in secrets.mask_keys.items():
         key = X25519PrivateKey.from_private_bytes(raw)
-        for survivor in sorted(survivors):
+        for survivor in sorted(set(survivors) & graph.neighbours(dropped)):
             seed = pairwise_seed(context, key, advertised[survivor].mask_public, dropped,
                                  survivor)
             terms.append((seed, mask_sign(survivor, dropped)))

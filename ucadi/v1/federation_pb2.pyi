@@ -46,16 +46,18 @@ class ExchangeMaskKeysRequest(_message.Message):
     def __init__(self, round: _Optional[int] = ..., keys: _Optional[_Union[RoundKeys, _Mapping]] = ..., wait_seconds: _Optional[float] = ...) -> None: ...
 
 class MaskKeys(_message.Message):
-    __slots__ = ("round", "complete", "keys", "threshold")
+    __slots__ = ("round", "complete", "keys", "threshold", "neighbours")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     COMPLETE_FIELD_NUMBER: _ClassVar[int]
     KEYS_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    NEIGHBOURS_FIELD_NUMBER: _ClassVar[int]
     round: int
     complete: bool
     keys: _containers.RepeatedCompositeFieldContainer[RoundKeys]
     threshold: int
-    def __init__(self, round: _Optional[int] = ..., complete: _Optional[bool] = ..., keys: _Optional[_Iterable[_Union[RoundKeys, _Mapping]]] = ..., threshold: _Optional[int] = ...) -> None: ...
+    neighbours: int
+    def __init__(self, round: _Optional[int] = ..., complete: _Optional[bool] = ..., keys: _Optional[_Iterable[_Union[RoundKeys, _Mapping]]] = ..., threshold: _Optional[int] = ..., neighbours: _Optional[int] = ...) -> None: ...
 
 class SealedSharePair(_message.Message):
     __slots__ = ("site", "sealed")
