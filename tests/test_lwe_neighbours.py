@@ -142,6 +142,15 @@ def test_k_and_t_are_bound_into_the_key_set_digest_so_sites_cannot_be_shown_diff
                                        sim.advertised)
     with pytest.raises(MaskingError, match="do not open"):
         shown_other_k.open_from(SITES[0], sealed[recipient])
+    # The complete graph binds t too: a site shown a lower t cannot open the others' pairs.
+    complete = _share(_context(k=0, t=5))
+    assert key_set_digest(_context(k=0, t=4), complete.advertised) != key_set_digest(
+        complete.context, complete.advertised)
+    sealed = complete.pairing(SITES[0]).share_messages()
+    shown_lower_t = IDENTITIES.pairing(_context(k=0, t=4), SITES[1], complete.keys[SITES[1]],
+                                       complete.advertised)
+    with pytest.raises(MaskingError, match="do not open"):
+        shown_lower_t.open_from(SITES[0], sealed[SITES[1]])
 
 
 @pytest.mark.parametrize(("before_upload", "after_upload"), [

@@ -97,15 +97,16 @@ class PublicRoundKeys:
 
 
 def key_set_digest(context: MaskingRound, advertised: Mapping[str, PublicRoundKeys]) -> bytes:
-    """SHA-256 of the round's binding (with k and t for a sparse graph) and every site's
-    advertised keys and identity, by name: what each share pair is bound to, so two sites
+    """SHA-256 of the round's binding (with the graph's degree k and the threshold t) and every
+    site's advertised keys and identity, by name: what each share pair is bound to, so two sites
     shown different key sets cannot open each other's share pairs; and what the neighbour
     graph is drawn from (ucadi/lwe/neighbours.py)."""
     digest = hashes.Hash(hashes.SHA256())
     digest.update(context.binding(KEY_SET_DOMAIN, *context.sites))
-    if context.neighbours:  # a sparse round binds its graph's degree and t too
-        digest.update(b"neighbours" + context.neighbours.to_bytes(4, "big")
-                      + context.threshold.to_bytes(4, "big"))
+    # k (0: the complete graph) and t: a site shown a lower t than the others (fewer of its
+    # shares needed to rebuild its secrets) cannot open their share pairs, nor they its.
+    digest.update(b"neighbours" + context.neighbours.to_bytes(4, "big")
+                  + context.threshold.to_bytes(4, "big"))
     for site in context.sites:
         keys = advertised[site]
         for part in (site.encode(), keys.share_public, keys.mask_public, keys.identity):
