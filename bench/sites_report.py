@@ -72,6 +72,8 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
         axis.set_ylabel(ylabel)
         axis.legend(fontsize=8)
         axis.grid(alpha=0.3)
+    memory.set_ylim(bottom=0)
+    cpu.set_ylim(bottom=0)
     times.set_title("round times (0.73 M values)")
     memory.set_title("central memory")
     cpu.set_title("central CPU per site")
