@@ -74,7 +74,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
         axis.grid(alpha=0.3)
     memory.set_ylim(bottom=0)
     cpu.set_ylim(bottom=0)
-    times.set_title("round times (0.73 M values)")
+    times.set_title(f"round times ({results[0]['model']})")
     memory.set_title("central memory")
     cpu.set_title("central CPU per site")
     figure.tight_layout()
