@@ -89,3 +89,16 @@ def test_goal_study_checks_the_goal_seed_by_seed(tmp_path: Path, tiny_cohort: Pa
     markdown = (out / "goal.md").read_text()
     assert expected in markdown
     assert f"- pooled-test AUC: {fed_auc - central_auc:+.3f}" in markdown
+    # Every model's per-CT scores travel with the run, so another operating point can be
+    # applied later without retraining.
+    runs = {run["arm"]: run for run in data["runs"]}
+    for arm in ("federated (demo)", "centralised"):
+        scores = runs[arm]["extra"]["scores"]
+        assert set(scores["sets"]) == {"pooled test", "wuhan-union (hold-out)",
+                                       "wuhan-tianyou (hold-out)"}
+        for block in [scores["validation"], *scores["sets"].values()]:
+            assert len(block["case_ids"]) == len(block["labels"]) == len(block["covid"]) > 0
+            assert all(0 <= p <= 1 for p in block["covid"])
+        assert set(scores["sets"]["wuhan-union (hold-out)"]["labels"]) == {1}
+    assert set(runs["local-only"]["extra"]["per_site_scores"]) == {
+        "main-campus", "optical-valley", "sino-french", "nccid-uk"}
