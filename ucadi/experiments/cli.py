@@ -7,7 +7,8 @@
   the CycleGAN contrast -> non-contrast augmentation, on non-contrast test CTs.
 - `goal`: the demo's federation against every local-only model and the pooled model, with
   issue 17's goal checked seed by seed (`ucadi experiment goal --seeds ...` on seeds anyone
-  picks).
+  picks), at a chosen operating point (`--operating-point`); `--rescore` recomputes a finished
+  run's report at another operating point from the per-CT scores its JSON keeps.
 
 Each arm runs on every seed's own synthetic cohort (cohort, initial weights and the sites'
 randomness all follow the seed); federated arms run encrypted through the real services by
