@@ -89,6 +89,10 @@ def test_goal_study_checks_the_goal_seed_by_seed(tmp_path: Path, tiny_cohort: Pa
     markdown = (out / "goal.md").read_text()
     assert expected in markdown
     assert f"- pooled-test AUC: {fed_auc - central_auc:+.3f}" in markdown
+    assert "Youden's J on validation" in markdown and data["settings"]["operating_point"] == \
+        "youden"
+    fed_threshold = rows["federated (demo)"]["threshold"]["values"][0]
+    assert f"| 0 | {fed_threshold:.3f} | " in markdown  # the thresholds table
     # Every model's per-CT scores travel with the run, so another operating point can be
     # applied later without retraining.
     runs = {run["arm"]: run for run in data["runs"]}
