@@ -89,3 +89,48 @@ def test_goal_study_checks_the_goal_seed_by_seed(tmp_path: Path, tiny_cohort: Pa
     markdown = (out / "goal.md").read_text()
     assert expected in markdown
     assert f"- pooled-test AUC: {fed_auc - central_auc:+.3f}" in markdown
+    assert "Youden's J on validation" in markdown and data["settings"]["operating_point"] == \
+        "youden"
+    fed_threshold = rows["federated (demo)"]["threshold"]["values"][0]
+    assert f"| 0 | {fed_threshold:.3f} | " in markdown  # the thresholds table
+    # Every model's per-CT scores travel with the run, so another operating point can be
+    # applied later without retraining.
+    runs = {run["arm"]: run for run in data["runs"]}
+    for arm in ("federated (demo)", "centralised"):
+        scores = runs[arm]["extra"]["scores"]
+        assert set(scores["sets"]) == {"pooled test", "wuhan-union (hold-out)",
+                                       "wuhan-tianyou (hold-out)"}
+        for block in [scores["validation"], *scores["sets"].values()]:
+            assert len(block["case_ids"]) == len(block["labels"]) == len(block["covid"]) > 0
+            assert all(0 <= p <= 1 for p in block["covid"])
+        assert set(scores["sets"]["wuhan-union (hold-out)"]["labels"]) == {1}
+    assert set(runs["local-only"]["extra"]["per_site_scores"]) == {
+        "main-campus", "optical-valley", "sino-french", "nccid-uk"}
+
+
+def test_rescoring_at_youden_gives_each_arms_metrics_bit_for_bit(tmp_path: Path,
+                                                                 tiny_cohort: Path) -> None:
+    from ucadi.experiments.arms import CENTRALISED, FEDERATED, LOCAL_ONLY, Arm, Cohort, run_arm
+    from ucadi.experiments.cli import TRAINING_SITES
+    from ucadi.experiments.rescore import rescore_result
+    from ucadi.experiments.simulate import FederationSetup
+    from ucadi.learn.evaluate import YOUDEN, OperatingPoint
+    from ucadi.learn.server_opt import FederatedOptimization
+
+    cohort = Cohort.load(tiny_cohort, TRAINING_SITES)
+    base = FederationSetup(manifest=tiny_cohort, sites=TRAINING_SITES, rounds=1,
+                           recipe={"warmup_epochs": 0, "lr": 0.05, "batch_size": 8})
+    fedbn = FederatedOptimization.from_dict({"local_batchnorm": True})
+    for arm in (Arm("fed", FEDERATED, 1, fedbn), Arm(LOCAL_ONLY, LOCAL_ONLY),
+                Arm(CENTRALISED, CENTRALISED)):
+        result = run_arm(arm, cohort, base, 1, 0, encrypted=False, workdir=tmp_path)
+        # Through JSON, as a finished run's file carries them.
+        saved = json.loads(json.dumps({"metrics": result.metrics, "extra": result.extra}))
+        result.extra = saved["extra"]
+        again = rescore_result(result, YOUDEN)
+        assert json.dumps({k: again.metrics[k] for k in result.metrics}) == json.dumps(
+            saved["metrics"]), arm.name
+        strict = rescore_result(result, OperatingPoint.parse("specificity:1"))
+        assert strict.metrics["pooled_auc"] == result.metrics["pooled_auc"]
+        assert strict.metrics["pooled_specificity"] >= result.metrics["pooled_specificity"] \
+            or math.isnan(result.metrics["pooled_specificity"])

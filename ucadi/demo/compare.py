@@ -29,7 +29,13 @@ from ucadi.learn import (
     train_local,
 )
 from ucadi.learn.data import usable_records
-from ucadi.learn.evaluate import ORDINAL_TASKS, multiclass_report, task_truth
+from ucadi.learn.evaluate import (
+    ORDINAL_TASKS,
+    YOUDEN,
+    OperatingPoint,
+    multiclass_report,
+    task_truth,
+)
 from ucadi.learn.recipe import task_class_names
 from ucadi.learn.stats import roc_points
 
@@ -128,10 +134,8 @@ def result_from_scores(name: str, scores: ModelScores, val_records: Sequence[Any
     outputs on the pooled one). Severity: the grades on every set's graded CTs."""
     if task in ORDINAL_TASKS:
         return _grades_result(name, scores, test_sets, task)
-    threshold = 0.5
-    if len(scores.val):
-        threshold = choose_threshold(scores.val[:, COVID_CLASS],
-                                     np.array([r.binary_label for r in val_records]))
+    threshold = validation_threshold(scores.val[:, COVID_CLASS] if len(scores.val) else [],
+                                     [r.binary_label for r in val_records])
     result = ModelResult(name, threshold)
     for set_name, records in test_sets.items():
         if not records:
@@ -146,6 +150,15 @@ def result_from_scores(name: str, scores: ModelScores, val_records: Sequence[Any
                 rows, truth = task_truth(records, task)
                 result.classes = multiclass_report(probs[rows], truth, task_class_names(task))
     return result
+
+
+def validation_threshold(val_covid: Sequence[float] | np.ndarray, val_labels: Sequence[int],
+                         operating_point: OperatingPoint = YOUDEN) -> float:
+    """The threshold `operating_point` chooses on the validation CTs' COVID-19 probabilities;
+    0.5 when there are none (validation with one class is not scored)."""
+    if not len(val_covid):
+        return 0.5
+    return choose_threshold(np.asarray(val_covid), np.asarray(val_labels), operating_point)
 
 
 def _grades_result(name: str, scores: ModelScores, test_sets: dict[str, Sequence[Any]],

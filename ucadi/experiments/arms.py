@@ -20,11 +20,15 @@ from ucadi.demo.compare import (
     CENTRALISED_WEIGHT_DECAY,
     HOLDOUT_SITES,
     POOLED,
+    ModelScores,
     StackCache,
     evaluate_model,
+    result_from_scores,
+    score_model,
     train_baseline,
 )
 from ucadi.experiments.simulate import FederationSetup, SimulationResult, simulate
+from ucadi.learn.recipe import COVID_CLASS
 from ucadi.learn.server_opt import FederatedOptimization
 from ucadi.model.layout import initial_model
 
@@ -104,11 +108,45 @@ def summarise(by_set: dict[str, dict[str, float]]) -> dict[str, float]:
 def evaluate_global(name: str, model: Any, cohort: Cohort, setup: FederationSetup,
                     seed: int) -> dict[str, float]:
     """Threshold on the pooled validation split, metrics on the pooled test and hold-outs."""
+    return evaluate_global_scored(name, model, cohort, setup, seed)[0]
+
+
+def evaluate_global_scored(name: str, model: Any, cohort: Cohort, setup: FederationSetup,
+                           seed: int) -> tuple[dict[str, float], dict[str, Any]]:
+    """evaluate_global's metrics and the per-CT scores they come from (`per_ct_scores`)."""
+    return evaluate_scored(name, model, cohort, cohort.split(cohort.sites, "val"), setup, seed)
+
+
+def evaluate_scored(name: str, model: Any, cohort: Cohort, val_records: list[Any],
+                    setup: FederationSetup, seed: int) -> tuple[dict[str, float], dict[str, Any]]:
+    """Threshold on `val_records`, metrics on the pooled test and hold-outs (summarise), and
+    the per-CT scores behind them, so another operating point can be applied later."""
     if cohort.cache is None:
         cohort.cache = StackCache(setup.preprocess)
-    result = evaluate_model(name, model, cohort.split(cohort.sites, "val"), cohort.test_sets(),
-                            setup.preprocess, cohort.cache, seed=seed)
-    return summarise(result.by_set)
+    test_sets = cohort.test_sets()
+    scores = score_model(model, val_records, test_sets, setup.preprocess, cohort.cache,
+                         seed=seed)
+    result = result_from_scores(name, scores, val_records, test_sets)
+    return summarise(result.by_set), per_ct_scores(scores, val_records, test_sets)
+
+
+def per_ct_scores(scores: ModelScores, val_records: list[Any],
+                  test_sets: dict[str, list[Any]]) -> dict[str, Any]:
+    """The COVID-19 probability and binary label of every validation CT (one sampling, what
+    the threshold is chosen on) and of every CT of each test set (the 5-sampling average, as
+    float32 as the metrics use it), by set: {"validation": {...}, "sets": {name: {...}}}, each
+    {"case_ids", "labels", "covid"} in the records' order."""
+    def block(records: list[Any], covid: list[float]) -> dict[str, list[Any]]:
+        return {"case_ids": [r.case_id for r in records],
+                "labels": [int(r.binary_label) for r in records], "covid": covid}
+
+    def covid(records: list[Any]) -> list[float]:
+        return [float(np.float32(scores.test[r.case_id][COVID_CLASS])) for r in records]
+
+    val = [float(row[COVID_CLASS]) for row in scores.val]
+    return {"validation": block(val_records if val else [], val),
+            "sets": {name: block(records, covid(records))
+                     for name, records in test_sets.items() if records}}
 
 
 def _quick_auc(model: Any, cohort: Cohort, setup: FederationSetup, seed: int) -> float:
@@ -182,7 +220,8 @@ def run_arm(arm: Arm, cohort: Cohort, base: FederationSetup, epochs: int, seed: 
         train_baseline(model, cohort.split(cohort.sites, "train"), setup.preprocess,
                        replace(setup.training_recipe, weight_decay=CENTRALISED_WEIGHT_DECAY),
                        epochs, setup.site_seed)
-        result = ArmResult(arm.name, seed, evaluate_global(arm.name, model, cohort, setup, seed))
+        metrics, scores = evaluate_global_scored(arm.name, model, cohort, setup, seed)
+        result = ArmResult(arm.name, seed, metrics, extra={"scores": scores})
     else:
         result = _local_only(arm, cohort, setup, epochs, seed)
     result.metrics["seconds"] = time.perf_counter() - started
@@ -202,8 +241,8 @@ def _simulated(arm: Arm, cohort: Cohort, setup: FederationSetup, seed: int,
         return {"pooled_auc_1_sampling": _quick_auc(global_model(result), cohort, setup, seed)}
 
     result = simulate(setup, on_round=point)
-    metrics = evaluate_global(arm.name, global_model(result), cohort, setup, seed)
-    extra: dict[str, Any] = {}
+    metrics, scores = evaluate_global_scored(arm.name, global_model(result), cohort, setup, seed)
+    extra: dict[str, Any] = {"scores": scores}
     if setup.optimization.local_batchnorm:
         extra["site_models"] = _site_models(result, cohort, setup, seed)
         metrics["site_model_own_test_auc"] = float(np.nanmean(
@@ -231,15 +270,15 @@ def _site_models(result: SimulationResult, cohort: Cohort, setup: FederationSetu
 def _local_only(arm: Arm, cohort: Cohort, setup: FederationSetup, epochs: int,
                 seed: int) -> ArmResult:
     assert cohort.cache is not None
-    per_site = {}
+    per_site, per_site_scores = {}, {}
     for site in cohort.sites:
         model = initial_model(setup.arch, setup.preset, 2, setup.init_seed)
         train_baseline(model, cohort.split([site], "train"), setup.preprocess,
                        setup.training_recipe, epochs, setup.site_seed)
-        result = evaluate_model(f"local {site}", model, cohort.split([site], "val"),
-                                cohort.test_sets(), setup.preprocess, cohort.cache, seed=seed)
-        per_site[site] = summarise(result.by_set)
+        per_site[site], per_site_scores[site] = evaluate_scored(
+            f"local {site}", model, cohort, cohort.split([site], "val"), setup, seed)
     metrics = {key: float(np.mean([m[key] for m in per_site.values()]))
                for key in next(iter(per_site.values()))}
     metrics["best_local_pooled_auc"] = max(m["pooled_auc"] for m in per_site.values())
-    return ArmResult(arm.name, seed, metrics, extra={"per_site": per_site})
+    return ArmResult(arm.name, seed, metrics, extra={"per_site": per_site,
+                                                     "per_site_scores": per_site_scores})

@@ -7,7 +7,8 @@
   the CycleGAN contrast -> non-contrast augmentation, on non-contrast test CTs.
 - `goal`: the demo's federation against every local-only model and the pooled model, with
   issue 17's goal checked seed by seed (`ucadi experiment goal --seeds ...` on seeds anyone
-  picks).
+  picks), at a chosen operating point (`--operating-point`); `--rescore` recomputes a finished
+  run's report at another operating point from the per-CT scores its JSON keeps.
 
 Each arm runs on every seed's own synthetic cohort (cohort, initial weights and the sites'
 randomness all follow the seed); federated arms run encrypted through the real services by
@@ -32,8 +33,11 @@ from ucadi.experiments.arms import (
     run_arm,
 )
 from ucadi.experiments.report import write_report
+from ucadi.experiments.rescore import RescoreError, load_runs, rescore_result
 from ucadi.experiments.simulate import FederationSetup
+from ucadi.learn.evaluate import YOUDEN, OperatingPoint
 from ucadi.learn.server_opt import FederatedOptimization
+from ucadi.learn.stats import StatisticsError
 
 TRAINING_SITES = ("main-campus", "optical-valley", "sino-french", "nccid-uk")
 
@@ -104,7 +108,13 @@ def run_experiment(args: argparse.Namespace, name: str, arms: list[tuple[Arm, in
                   f"({m['pooled_auc_ci_low']:.2f}-{m['pooled_auc_ci_high']:.2f}) | hold-out "
                   f"sensitivity {m['holdout_sensitivity']:.3f} | {m['seconds']:.0f} s",
                   flush=True)
-    files = write_report(out, name, results, vars(args))
+    settings = vars(args)
+    if getattr(args, "operating_point", None) is not None:
+        # Thresholds by the chosen rule from each model's saved scores (Youden's J: the
+        # numbers above, bit for bit), with the thresholds added to the report.
+        results = [rescore_result(r, args.operating_point) for r in results]
+        settings = {**settings, "operating_point": str(args.operating_point)}
+    files = write_report(out, name, results, settings)
     partial.unlink(missing_ok=True)
     print(f"wrote {', '.join(str(f) for f in files)}")
     return 0
@@ -145,12 +155,46 @@ def optimizers(args: argparse.Namespace) -> int:
 
 def goal(args: argparse.Namespace) -> int:
     """Issue 17's goal, per seed: the demo's federation (FedBN, one local epoch a round) against
-    every local-only model and the pooled model, at the demo's budgets."""
+    every local-only model and the pooled model, at the demo's budgets; with `--rescore`, the
+    report of finished runs recomputed at `--operating-point` from their saved scores."""
+    if args.rescore:
+        return rescore_goal(args)
     demo = FederatedOptimization.from_dict({"local_batchnorm": True})
     arms = [(Arm(GOAL_FEDERATED, FEDERATED, 1, demo), args.budget),
             (Arm(LOCAL_ONLY, LOCAL_ONLY), args.budget),
             (Arm(CENTRALISED, CENTRALISED), central_budget(args))]
     return run_experiment(args, "goal", arms)
+
+
+def rescore_goal(args: argparse.Namespace) -> int:
+    """The goal report of finished goal runs (one or more goal.json, e.g. one per seed) at
+    another operating point, from their saved per-CT scores: nothing is retrained."""
+    out = Path(args.out)
+    sources = [Path(p) for p in args.rescore]
+    if any((out / "goal.json").resolve() == p.resolve() for p in sources):
+        raise SystemExit(f"--out {out} would overwrite the run being re-scored; choose another "
+                         "folder")
+    try:
+        settings, results = load_runs(sources)
+        if settings.get("study") != "goal":
+            raise RescoreError(f"{sources[0]} is a '{settings.get('study')}' experiment, not "
+                               "a goal run")
+        results = [rescore_result(r, args.operating_point) for r in results]
+    except RescoreError as error:
+        raise SystemExit(str(error)) from None
+    settings["operating_point"] = str(args.operating_point)
+    out.mkdir(parents=True, exist_ok=True)
+    files = write_report(out, "goal", results, settings)
+    print(f"re-scored {len(results)} runs (seeds {settings['seeds']}) at "
+          f"{args.operating_point}; wrote {', '.join(str(f) for f in files)}")
+    return 0
+
+
+def _operating_point(text: str) -> OperatingPoint:
+    try:
+        return OperatingPoint.parse(text)
+    except StatisticsError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def central_budget(args: argparse.Namespace) -> int:
@@ -213,6 +257,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     target = studies.add_parser("goal", help="the demo's federation against local-only and "
                                              "pooled models, with the goal checked per seed")
     _common(target, "goal")
+    target.add_argument("--operating-point", type=_operating_point, default=YOUDEN,
+                        metavar="RULE",
+                        help="how each model's threshold is chosen on its validation CTs: "
+                             "'youden' (Youden's J, default) or 'specificity:T' (the lowest "
+                             "cut whose validation specificity is >= T, e.g. specificity:0.90)")
+    target.add_argument("--rescore", nargs="+", metavar="GOAL_JSON", default=[],
+                        help="recompute the report of finished goal runs (goal.json files, "
+                             "e.g. one per seed) at --operating-point from their saved "
+                             "per-CT scores, without training; writes to --out")
     target.set_defaults(func=goal)
     opt = studies.add_parser("optimizers", help="FedAvg, FedAvgM, FedAdam, FedProx, FedBN")
     _common(opt, "optimizers")

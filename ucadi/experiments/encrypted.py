@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from ucadi.demo.federation import FederationPlan, LocalFederation
-from ucadi.experiments.arms import Arm, ArmResult, Cohort, evaluate_global
+from ucadi.experiments.arms import Arm, ArmResult, Cohort, evaluate_global_scored
 from ucadi.experiments.simulate import FederationSetup
 from ucadi.learn.site_learner import load_global_model
 
@@ -35,9 +35,9 @@ def run_encrypted(arm: Arm, cohort: Cohort, setup: FederationSetup, seed: int, r
     summary = federation.run(timeout)
     model = load_global_model(federation.global_state(setup.sites[0]), setup.arch, setup.preset,
                               len(setup.training_recipe.class_names), setup.init_seed)
-    metrics = evaluate_global(arm.name, model, cohort, setup, seed)
+    metrics, scores = evaluate_global_scored(arm.name, model, cohort, setup, seed)
     rounds = summary["rounds"]
     metrics["bytes_up"] = float(sum(r["bytes_in"] for r in rounds))
     metrics["bytes_down"] = float(sum(r["global_bytes"] for r in rounds) * len(setup.sites))
     metrics["seconds"] = time.perf_counter() - started
-    return ArmResult(arm.name, seed, metrics, extra={"rounds": rounds})
+    return ArmResult(arm.name, seed, metrics, extra={"rounds": rounds, "scores": scores})

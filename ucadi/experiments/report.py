@@ -46,7 +46,7 @@ def summary_rows(results: Sequence[ArmResult]) -> list[dict[str, Any]]:
                                "epochs": mine[0].extra.get("epochs"),
                                "seeds": [r.seed for r in mine]}
         for key in [k for k, _ in COLUMNS] + ["site_model_own_test_auc",
-                                               "best_local_pooled_auc"]:
+                                               "best_local_pooled_auc", "threshold"]:
             values = [_value(r, key) for r in mine]
             row[key] = {"values": values, **dict(zip(("mean", "sd", "ci95"),
                                                      mean_interval(values), strict=True))}
@@ -81,7 +81,7 @@ def markdown(name: str, rows: Sequence[dict[str, Any]], settings: dict[str, Any]
              f"federated arms {path}. "
              "Each cell: mean ± standard deviation over seeds (CI ±: half-width of the 95 % "
              "t-interval of the mean). Budget: local epochs each site (federated, local-only) "
-             "or the pooled model trains in all.", "",
+             "or the pooled model trains in all." + _operating_point_note(settings), "",
              "| arm | configuration | budget (epochs) | "
              + " | ".join(title for _, title in COLUMNS) + " |",
              "|---|---|---|" + "---|" * len(COLUMNS)]
@@ -109,6 +109,22 @@ def markdown(name: str, rows: Sequence[dict[str, Any]], settings: dict[str, Any]
                   for row in fedbn]
     lines += goal_lines(rows, settings["seeds"])
     return "\n".join(lines) + f"\n\n![{name}]({name}.png)\n"
+
+
+def _operating_point_note(settings: dict[str, Any]) -> str:
+    """The header's sentence on how thresholds were chosen (only when the run says)."""
+    if "operating_point" not in settings:
+        return ""
+    from ucadi.learn.evaluate import OperatingPoint
+
+    point = OperatingPoint.parse(settings["operating_point"])
+    note = (f" Thresholds (sensitivity, specificity, hold-out sensitivity): {point.describe()},"
+            " chosen for each model on validation CTs (the pooled validation split for the "
+            "federated and pooled models, a hospital's own for its local-only model).")
+    if settings.get("rescored_from"):
+        note += (" Re-scored from the saved per-CT scores of "
+                 + ", ".join(f"`{p}`" for p in settings["rescored_from"]) + ".")
+    return note
 
 
 # Issue 17's goal: federated pooled-test AUC >= pooled model's - 0.02 and > every local-only
@@ -142,6 +158,15 @@ def goal_lines(rows: Sequence[dict[str, Any]], seeds: Sequence[int]) -> list[str
         lines.append(f"| {seed} | {f_auc:.3f} vs {c_auc:.3f}: {met(f_auc >= c_auc - AUC_MARGIN)}"
                      f" | {f_auc:.3f} vs {best_local:.3f}: {met(f_auc > best_local)} | "
                      f"{f_hold:.3f} vs {c_hold:.3f}: {met(f_hold >= c_hold - HOLDOUT_MARGIN)} |")
+    if not all(math.isnan(t) for t in values(fed, "threshold") + values(central, "threshold")):
+        lines += ["", "Thresholds and pooled-test sensitivity / specificity at them:", "",
+                  "| seed | federated threshold | federated sens / spec | centralised threshold"
+                  " | centralised sens / spec |", "|---|---|---|---|---|"]
+        for i, seed in enumerate(seeds):
+            cells = [f"{values(row, 'threshold')[i]:.3f} | "
+                     f"{values(row, 'pooled_sensitivity')[i]:.3f} / "
+                     f"{values(row, 'pooled_specificity')[i]:.3f}" for row in (fed, central)]
+            lines.append(f"| {seed} | " + " | ".join(cells) + " |")
     lines += ["", "Paired differences over seeds (federated minus centralised; mean, 95 % "
               "t-interval of the mean):", ""]
     for key, title in (("pooled_auc", "pooled-test AUC"),

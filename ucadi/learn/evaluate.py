@@ -2,9 +2,9 @@
 
 Binary and four-class models: scores are the averaged COVID-19 probabilities (class index 1 in
 both tasks). A CT is called COVID-19 when its probability is >= the threshold chosen on
-validation data (Youden's J), so the test set never tunes the operating point. Four-class
-models add the papers' four-class outputs (confusion matrix, per-class sensitivity and
-specificity, one-vs-rest and macro AUC).
+validation data (Youden's J, or a fixed target specificity: OperatingPoint), so the test set
+never tunes the operating point. Four-class models add the papers' four-class outputs
+(confusion matrix, per-class sensitivity and specificity, one-vs-rest and macro AUC).
 
 Severity models (grades I/II/III of COVID-19 cases) have no COVID-19 class: a CT's grade is its
 most probable one, evaluated on the graded COVID-19 cases only (confusion matrix, per-grade
@@ -14,6 +14,7 @@ sensitivity and specificity, macro AUC, quadratic-weighted kappa).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,7 @@ from ucadi.learn.stats import (
     per_class_rates,
     quadratic_weighted_kappa,
     sensitivity_specificity,
+    specificity_threshold,
     youden_threshold,
 )
 
@@ -39,8 +41,52 @@ from ucadi.learn.stats import (
 ORDINAL_TASKS = ("severity",)
 
 
-def choose_threshold(probs_covid: np.ndarray, labels: np.ndarray) -> float:
-    """Operating point from validation data: the cut maximising Youden's J (see stats)."""
+@dataclass(frozen=True)
+class OperatingPoint:
+    """How a threshold is chosen on validation data: `youden` (the cut maximising Youden's J)
+    or `specificity` (the lowest cut whose validation specificity reaches `target`)."""
+
+    rule: str = "youden"
+    target: float = 0.0
+
+    @classmethod
+    def parse(cls, text: str) -> OperatingPoint:
+        """`youden` or `specificity:T` with T in (0, 1], e.g. `specificity:0.90`."""
+        accepted = "accepted: 'youden' or 'specificity:T' with 0 < T <= 1, e.g. specificity:0.90"
+        if text.strip() == "youden":
+            return cls()
+        rule, _, value = text.strip().partition(":")
+        if rule != "specificity" or not value:
+            raise StatisticsError(f"unknown operating point {text!r}; {accepted}")
+        try:
+            target = float(value)
+        except ValueError:
+            raise StatisticsError(f"operating point {text!r}: {value!r} is not a number; "
+                                  f"{accepted}") from None
+        if not 0 < target <= 1:
+            raise StatisticsError(f"operating point {text!r}: target specificity {target} is "
+                                  f"outside (0, 1]; {accepted}")
+        return cls("specificity", target)
+
+    def __str__(self) -> str:
+        return "youden" if self.rule == "youden" else f"specificity:{self.target:g}"
+
+    def describe(self) -> str:
+        """For reports."""
+        if self.rule == "youden":
+            return "Youden's J on validation"
+        return f"validation specificity >= {self.target:g} (lowest such cut)"
+
+
+YOUDEN = OperatingPoint()
+
+
+def choose_threshold(probs_covid: np.ndarray, labels: np.ndarray,
+                     operating_point: OperatingPoint = YOUDEN) -> float:
+    """Operating point from validation data: by default the cut maximising Youden's J, or the
+    lowest cut whose specificity reaches a target (see stats)."""
+    if operating_point.rule == "specificity":
+        return specificity_threshold(probs_covid, labels, operating_point.target)
     return youden_threshold(probs_covid, labels)
 
 

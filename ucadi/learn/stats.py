@@ -8,6 +8,7 @@ confidence intervals and the two-sided p-value of the difference between two cor
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -150,15 +151,44 @@ def youden_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
     """
     scores = np.asarray(scores, dtype=float).ravel()
     labels = _binary_labels(labels, len(scores))
-    distinct = np.unique(scores)
-    cuts = np.concatenate([[distinct[0] - 1e-6], (distinct[1:] + distinct[:-1]) / 2,
-                           [distinct[-1] + 1e-6]])
-    best_cut, best_j = float(cuts[0]), -np.inf
-    for cut in cuts:
+    best_cut, best_j = -np.inf, -np.inf
+    for cut in candidate_cuts(scores):
         sens, spec = sensitivity_specificity(scores, labels, float(cut))
         if sens + spec - 1 > best_j + 1e-12:
             best_cut, best_j = float(cut), sens + spec - 1
     return best_cut
+
+
+def candidate_cuts(scores: np.ndarray) -> np.ndarray:
+    """Every distinct way to split `scores`, ascending: just below the lowest score, the
+    midpoints between consecutive distinct scores, just above the highest. No cut sits on a
+    score, so tied scores always fall on the same side."""
+    distinct = np.unique(np.asarray(scores, dtype=float).ravel())
+    return np.concatenate([[distinct[0] - 1e-6], (distinct[1:] + distinct[:-1]) / 2,
+                           [distinct[-1] + 1e-6]])
+
+
+def specificity_threshold(scores: np.ndarray, labels: np.ndarray, target: float) -> float:
+    """The lowest cut (candidate_cuts) at which specificity first reaches `target`: the most
+    sensitive operating point whose specificity on these cases is >= target.
+
+    A fixed rule, the same for every model (unlike Youden's J, it does not trade sensitivity
+    against specificity on the validation cases). Specificity only grows with the cut, and the
+    cut above the highest score has specificity 1, so a target in (0, 1] is always reached;
+    ties in score move together, so the specificity reached may exceed the target (a tie
+    among negatives that straddles it). Needs at least one negative and one positive case,
+    as Youden's J does.
+    """
+    if not 0 < target <= 1:
+        raise StatisticsError(f"target specificity must be in (0, 1], got {target}")
+    scores = np.asarray(scores, dtype=float).ravel()
+    labels = _binary_labels(labels, len(scores))
+    negatives = np.sort(scores[labels == 0])
+    needed = math.ceil(target * len(negatives) - 1e-9)  # negatives that must fall below
+    for cut in candidate_cuts(scores):
+        if np.searchsorted(negatives, cut, side="left") >= needed:
+            return float(cut)
+    raise AssertionError("unreachable: the highest cut has specificity 1")
 
 
 def confusion_matrix(true: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
