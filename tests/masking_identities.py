@@ -10,7 +10,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from ucadi.lwe.custodian import CustodianKey, SiteIdentity, certify_site, generate_custodian_key
-from ucadi.lwe.masking import MaskingRound, PublicRoundKeys, RoundKeys, SitePairing
+from ucadi.lwe.masking import (
+    MaskingRound,
+    PublicRoundKeys,
+    RoundKeys,
+    SharePair,
+    SitePairing,
+    generate_round_keys,
+)
 
 
 @dataclass
@@ -35,3 +42,20 @@ class Identities:
                 advertised: Mapping[str, PublicRoundKeys]) -> SitePairing:
         return SitePairing(context, site, keys, advertised, self.key(site),
                            self.custodian.public_key)
+
+    def share_round(self, context: MaskingRound) -> tuple[
+            dict[str, RoundKeys], dict[str, PublicRoundKeys], dict[str, dict[str, bytes]],
+            dict[str, dict[str, SharePair]]]:
+        """Every site of the round advertises fresh round keys and seals its share pairs;
+        each opens what was sealed for it: (keys, advertised, sealed by sender and recipient,
+        received share pairs)."""
+        keys = {site: generate_round_keys() for site in context.sites}
+        advertised = {site: self.advertise(site, k) for site, k in keys.items()}
+        sealed = {site: self.pairing(context, site, keys[site], advertised).share_messages()
+                  for site in context.sites}
+        received = {recipient: self.pairing(context, recipient, keys[recipient], advertised
+                                            ).open_all({sender: messages[recipient]
+                                                        for sender, messages in sealed.items()
+                                                        if recipient in messages})
+                    for recipient in context.sites}
+        return keys, advertised, sealed, received

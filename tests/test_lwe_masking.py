@@ -79,14 +79,7 @@ class SimulatedRound:
 
 def _share_keys(context: MaskingRound) -> SimulatedRound:
     """Advertise keys and share keys: every site of the round takes part."""
-    keys = {site: generate_round_keys() for site in context.sites}
-    advertised = {site: IDENTITIES.advertise(site, k) for site, k in keys.items()}
-    sealed = {site: IDENTITIES.pairing(context, site, keys[site], advertised).share_messages()
-              for site in context.sites}
-    received = {recipient: IDENTITIES.pairing(context, recipient, keys[recipient], advertised
-                                              ).open_all({sender: sealed[sender][recipient]
-                                                          for sender in context.sites})
-                for recipient in context.sites}
+    keys, advertised, sealed, received = IDENTITIES.share_round(context)
     rng = np.random.default_rng(context.round_number)
     vectors = {site: rng.normal(0, 0.3, VALUES).astype(np.float32) for site in context.sites}
     plain = {site: encode_site_update(vectors[site], WEIGHTS[site], CODEC, SECRET,

@@ -25,7 +25,6 @@ from ucadi.lwe.masking import (
     SharePair,
     answer_unmasking,
     expand_mask,
-    generate_round_keys,
     key_set_digest,
     mask_bits,
     pairwise_seed,
@@ -81,14 +80,7 @@ class SparseRound:
 
 
 def _share(context: MaskingRound) -> SparseRound:
-    keys = {site: generate_round_keys() for site in context.sites}
-    advertised = {site: IDENTITIES.advertise(site, k) for site, k in keys.items()}
-    sealed = {site: IDENTITIES.pairing(context, site, keys[site], advertised).share_messages()
-              for site in context.sites}
-    received = {recipient: IDENTITIES.pairing(context, recipient, keys[recipient], advertised
-                                              ).open_all({s: m[recipient] for s, m in
-                                                          sealed.items() if recipient in m})
-                for recipient in context.sites}
+    keys, advertised, sealed, received = IDENTITIES.share_round(context)
     return SparseRound(context, keys, advertised, received,
                        {site: set(messages) for site, messages in sealed.items()})
 
