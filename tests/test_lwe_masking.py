@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from masking_identities import Identities
+from masking_identities import Identities, strip_known_masks
 
 from ucadi.lwe import FixedPointCodec, fedavg, generate_secret_key
 from ucadi.lwe.integrity import TAG_SLOTS, SumCheck, encode_site_update
@@ -37,8 +37,7 @@ from ucadi.lwe.masking import (
     unmask_sum,
     unmasking_terms,
 )
-from ucadi.lwe.ring import multiply_by_secret
-from ucadi.lwe.scheme import Ciphertext, add, decode_phase, decrypt, encrypt, sum_of_a
+from ucadi.lwe.scheme import Ciphertext, add, decrypt, encrypt
 from ucadi.lwe.serialization import from_bytes, to_bytes
 from ucadi.lwe.shamir import SharingError, recover_secret, split_secret
 
@@ -255,11 +254,17 @@ def test_a_late_upload_of_a_site_declared_dropped_stays_hidden():
 def _best_plausible(sim: SimulatedRound, target: str, known_seeds: list[bytes]) -> float:
     upload = from_bytes(sim.uploads[target])
     best = 0.0
-    for slots in _strip_known_masks(upload, list(dict.fromkeys(known_seeds))):
+    for slots in _strip(upload, list(dict.fromkeys(known_seeds))):
         if np.array_equal(slots, sim.plain_slots[target]):
             return 1.0
         best = max(best, _plausible(slots))
     return best
+
+
+def _strip(upload: Ciphertext, seeds: list[bytes]) -> Iterator[np.ndarray]:
+    """The upload decrypted with the LWE secret after removing every subset of up to three
+    known masks (a site's self-mask and two pairwise masks), each with either sign."""
+    return strip_known_masks(upload, SECRET, seeds, up_to=3)
 
 
 def sum_masks(count: int, terms: list[tuple[bytes, int]]) -> np.ndarray:
@@ -268,24 +273,6 @@ def sum_masks(count: int, terms: list[tuple[bytes, int]]) -> np.ndarray:
         mask = expand_mask(seed, 0, count, 64) & mask_bits(PARAMS)
         total = total + mask if sign > 0 else total - mask
     return total
-
-
-def _strip_known_masks(upload: Ciphertext, seeds: list[bytes]) -> Iterator[np.ndarray]:
-    """The upload decrypted with the LWE secret after removing every subset of up to three
-    known masks (a site's self-mask and two pairwise masks), each with either sign."""
-    n = upload.body.size
-    a_s = multiply_by_secret(sum_of_a(upload.seeds, 0, upload.header.block_stop, PARAMS),
-                             SECRET.spectrum, Q_BITS).reshape(-1)[:n]
-    phase = upload.body - a_s
-    expanded = [expand_mask(seed, 0, n, 64) & mask_bits(PARAMS) for seed in seeds]
-    for size in range(4):
-        for subset in itertools.combinations(range(len(seeds)), size):
-            for signs in itertools.product((1, -1), repeat=size):
-                candidate = phase.copy()
-                for index, sign in zip(subset, signs, strict=True):
-                    candidate = candidate - expanded[index] if sign > 0 else (
-                        candidate + expanded[index])
-                yield decode_phase(candidate & np.uint64(PARAMS.modulus_mask), PARAMS)
 
 
 def test_an_honest_site_refuses_answers_that_could_reveal_both_secrets_of_a_site():

@@ -8,12 +8,11 @@ holding the LWE secret, cannot read the victim's update; bad parameters are refu
 from __future__ import annotations
 
 import hashlib
-import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
-from masking_identities import Identities
+from masking_identities import Identities, strip_known_masks
 
 from ucadi.lwe import FixedPointCodec, generate_secret_key
 from ucadi.lwe.integrity import TAG_SLOTS, SumCheck, encode_site_update
@@ -24,9 +23,7 @@ from ucadi.lwe.masking import (
     RoundKeys,
     SharePair,
     answer_unmasking,
-    expand_mask,
     key_set_digest,
-    mask_bits,
     pairwise_seed,
     recover_round_secrets,
     unmask_sum,
@@ -38,8 +35,7 @@ from ucadi.lwe.neighbours import (
     round_graph,
     short_neighbourhoods,
 )
-from ucadi.lwe.ring import multiply_by_secret
-from ucadi.lwe.scheme import Ciphertext, add, decode_phase, decrypt, encrypt, sum_of_a
+from ucadi.lwe.scheme import Ciphertext, add, decrypt, encrypt
 from ucadi.lwe.serialization import from_bytes, to_bytes
 from ucadi.lwe.shamir import SharingError, recover_secret
 
@@ -229,25 +225,12 @@ def _best_plausible(sim: SparseRound, target: str, seeds: list[bytes], up_to: in
     """Best fraction of plausible value slots over the target's upload decrypted with the LWE
     secret after removing every subset of up to `up_to` known masks, each with either sign
     (1.0: the update itself)."""
-    upload = from_bytes(sim.uploads[target])
-    n = upload.body.size
-    a_s = multiply_by_secret(sum_of_a(upload.seeds, 0, upload.header.block_stop, PARAMS),
-                             SECRET.spectrum, PARAMS.modulus_bits).reshape(-1)[:n]
-    phase = upload.body - a_s
-    masks = [expand_mask(seed, 0, n, 64) & mask_bits(PARAMS) for seed in seeds]
     limit = 10 * CODEC.bound * 2 ** CODEC.frac_bits
     best = 0.0
-    for size in range(up_to + 1):
-        for subset in itertools.combinations(range(len(masks)), size):
-            for signs in itertools.product((1, -1), repeat=size):
-                candidate = phase.copy()
-                for index, sign in zip(subset, signs, strict=True):
-                    candidate = candidate - masks[index] if sign > 0 else (
-                        candidate + masks[index])
-                slots = decode_phase(candidate & np.uint64(PARAMS.modulus_mask), PARAMS)
-                if np.array_equal(slots, sim.plain[target]):
-                    return 1.0
-                best = max(best, float(np.mean(np.abs(slots[:VALUES]) <= limit)))
+    for slots in strip_known_masks(from_bytes(sim.uploads[target]), SECRET, seeds, up_to):
+        if np.array_equal(slots, sim.plain[target]):
+            return 1.0
+        best = max(best, float(np.mean(np.abs(slots[:VALUES]) <= limit)))
     return best
 
 
