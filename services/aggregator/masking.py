@@ -32,7 +32,8 @@ import time
 
 from services.aggregator.contracts import COLLECTING, UNMASKING, FederationStateError
 from services.aggregator.core import RoundCore
-from services.aggregator.store import MaskRoundRecord, RoundRecord
+from services.aggregator.mask_store import MaskRoundRecord
+from services.aggregator.store import RoundRecord
 from ucadi.lwe.custodian import IDENTITY_BYTES
 from ucadi.lwe.masking import (
     MaskingRound,
