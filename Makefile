@@ -43,7 +43,7 @@ demo: $(VENV)/.stamp-base
 # them in this one process (e.g. to debug with -x or pdb).
 TEST_WORKERS ?= 2
 test: $(VENV)/.stamp-dev protos-check
-	$(PY) -m pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS)) $(PYTEST_ARGS)
+	$(PY) -m pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist worksteal) $(PYTEST_ARGS)
 
 bench: $(VENV)/.stamp-bench
 	$(PY) -m bench $(BENCH_ARGS)

@@ -61,14 +61,22 @@ def test_optimizer_study_runs_from_the_command_line(tmp_path: Path, tiny_cohort:
     assert not (out / "optimizers.partial.jsonl").exists()
 
 
-def test_goal_study_checks_the_goal_seed_by_seed(tmp_path: Path, tiny_cohort: Path) -> None:
-    cohorts = tmp_path / "work" / "cohorts"
+@pytest.fixture(scope="module")
+def goal_run(tmp_path_factory: pytest.TempPathFactory, tiny_cohort: Path) -> Path:
+    """`ucadi experiment goal` on the tiny cohort, once for the tests that read its output."""
+    root = tmp_path_factory.mktemp("goal-run")
+    cohorts = root / "work" / "cohorts"
     cohorts.mkdir(parents=True)
     (cohorts / "tiny-seed0").symlink_to(tiny_cohort.parent)
-    out = tmp_path / "goal"
+    out = root / "goal"
     assert main(["experiment", "goal", "--cohort", "tiny", "--seeds", "0", "--budget", "2",
-                 "--plaintext-simulation", "--work", str(tmp_path / "work"),
+                 "--plaintext-simulation", "--work", str(root / "work"),
                  "--out", str(out)]) == 0
+    return out
+
+
+def test_goal_study_checks_the_goal_seed_by_seed(goal_run: Path) -> None:
+    out = goal_run
     data = json.loads((out / "goal.json").read_text())
     rows = {row["arm"]: row for row in data["summary"]}
     assert list(rows) == ["federated (demo)", "local-only", "centralised"]
@@ -108,28 +116,19 @@ def test_goal_study_checks_the_goal_seed_by_seed(tmp_path: Path, tiny_cohort: Pa
         "main-campus", "optical-valley", "sino-french", "nccid-uk"}
 
 
-def test_rescoring_at_youden_gives_each_arms_metrics_bit_for_bit(tmp_path: Path,
-                                                                 tiny_cohort: Path) -> None:
-    from ucadi.experiments.arms import CENTRALISED, FEDERATED, LOCAL_ONLY, Arm, Cohort, run_arm
-    from ucadi.experiments.cli import TRAINING_SITES
-    from ucadi.experiments.rescore import rescore_result
-    from ucadi.experiments.simulate import FederationSetup
+def test_rescoring_at_youden_gives_each_arms_metrics_bit_for_bit(goal_run: Path) -> None:
+    """Every arm of a finished run (as its JSON file carries it), re-scored at Youden's J,
+    has the run's own metrics bit for bit; a stricter operating point changes only the
+    threshold-dependent ones."""
+    from ucadi.experiments.rescore import load_runs, rescore_result
     from ucadi.learn.evaluate import YOUDEN, OperatingPoint
-    from ucadi.learn.server_opt import FederatedOptimization
 
-    cohort = Cohort.load(tiny_cohort, TRAINING_SITES)
-    base = FederationSetup(manifest=tiny_cohort, sites=TRAINING_SITES, rounds=1,
-                           recipe={"warmup_epochs": 0, "lr": 0.05, "batch_size": 8})
-    fedbn = FederatedOptimization.from_dict({"local_batchnorm": True})
-    for arm in (Arm("fed", FEDERATED, 1, fedbn), Arm(LOCAL_ONLY, LOCAL_ONLY),
-                Arm(CENTRALISED, CENTRALISED)):
-        result = run_arm(arm, cohort, base, 1, 0, encrypted=False, workdir=tmp_path)
-        # Through JSON, as a finished run's file carries them.
-        saved = json.loads(json.dumps({"metrics": result.metrics, "extra": result.extra}))
-        result.extra = saved["extra"]
+    _, results = load_runs([goal_run / "goal.json"])
+    assert {r.arm for r in results} == {"federated (demo)", "local-only", "centralised"}
+    for result in results:
         again = rescore_result(result, YOUDEN)
         assert json.dumps({k: again.metrics[k] for k in result.metrics}) == json.dumps(
-            saved["metrics"]), arm.name
+            result.metrics), result.arm
         strict = rescore_result(result, OperatingPoint.parse("specificity:1"))
         assert strict.metrics["pooled_auc"] == result.metrics["pooled_auc"]
         assert strict.metrics["pooled_specificity"] >= result.metrics["pooled_specificity"] \
