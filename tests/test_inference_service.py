@@ -188,8 +188,12 @@ def test_health_reflection_and_metrics_are_served(served):
     for name in ("inference.GRPCInferenceService", "ucadi.v1.DiagnosisService"):
         status = health.Check(health_pb2.HealthCheckRequest(service=name)).status
         assert status == health_pb2.HealthCheckResponse.SERVING
-    oip_grpc.GRPCInferenceServiceStub(channel).ModelInfer(
-        infer_request(np.zeros((2, *INPUT_SHAPE), np.float32)))
+    stub = oip_grpc.GRPCInferenceServiceStub(channel)
+    stub.ModelInfer(infer_request(np.zeros((2, *INPUT_SHAPE), np.float32)))
+    bad = infer_request(np.zeros((1, *INPUT_SHAPE), np.float32))
+    bad.inputs[0].datatype = "FP64"
+    with pytest.raises(grpc.RpcError):  # counted by its code (other tests may run elsewhere)
+        stub.ModelInfer(bad)
     url = f"http://127.0.0.1:{running.metrics_port}/metrics"
     text = urllib.request.urlopen(url, timeout=5).read().decode()
     assert 'ucadi_inference_requests_total{code="OK",rpc="ModelInfer"}' in text
