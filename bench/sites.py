@@ -267,7 +267,9 @@ def run_point(sites: int, values: str, processes: int = 4, concurrency: int = 8,
                           parameter_set=PARAMETER_SET, federation_id=FEDERATION,
                           round_timeout_s=7200.0, liveness_timeout_s=7200.0,
                           recipe={"total_epochs": 1, "warmup_epochs": 0},
-                          sum_replicas=replicas)
+                          sum_replicas=replicas,
+                          # Its sites upload without the masking phases: the shared-key mode.
+                          pairwise_masks=False)
     federation = LocalFederation(plan)
     started = time.time()
     federation.provision()

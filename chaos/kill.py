@@ -27,8 +27,6 @@ from ucadi.ct.synth import generate_cohort, read_manifest
 from ucadi.demo.federation import FederationPlan, LocalFederation
 from ucadi.demo.processes import ServiceStartError
 from ucadi.errors import UcadiError
-from ucadi.lwe import FixedPointCodec
-from ucadi.lwe.stream import decrypt_fedavg_file
 from ucadi.model import read_card
 from ucadi.ops.faults import CRASH_ENV, CRASH_EXIT_CODE
 from ucadi.v1 import federation_pb2
@@ -249,7 +247,6 @@ def judge_rounds(federation: LocalFederation, status: Any, rounds: int,
                  cases: dict[str, int]) -> Check:
     """Every planned round sealed, its version's weight the sum of its uploaded sites' cases."""
     check = Check(PART, "rounds sealed, each uploaded site counted exactly once")
-    codec = FixedPointCodec.for_parameters(federation.secret.params)
     sealed = {r.round: r for r in (status.rounds if status is not None else [])
               if r.sealed_unix}
     epochs = federation.plan.local_epochs
@@ -261,8 +258,7 @@ def judge_rounds(federation: LocalFederation, status: Any, rounds: int,
         uploaded = list(summary.uploaded_sites)
         want = sum(cases[s] for s in uploaded) * epochs
         try:
-            weight = decrypt_fedavg_file(federation.secret, federation.stored_global(number),
-                                         codec)[1]
+            weight = federation.decrypt_global(number)[1]
         except UcadiError as exc:
             check.record(f"round {number}: {exc}")
             continue

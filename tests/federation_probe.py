@@ -18,11 +18,12 @@ from ucadi.wire.crypto_client import KeyClient
 
 
 def central_side(root: Path, manifest: Path, sites: list[str]) -> LocalFederation:
-    """A federation of `sites` (2 rounds, min_sites 2, a 2-epoch recipe) with its PKI and key
-    made and its crypto service and aggregator running; no trainer yet."""
+    """A federation of `sites` (2 rounds, min_sites 2, a 2-epoch recipe, the shared-key mode:
+    probes upload without the masking phases) with its PKI and key made and its crypto service
+    and aggregator running; no trainer yet."""
     federation = LocalFederation(FederationPlan(
         root=root, manifest=manifest, sites=sites, rounds=2, min_sites=2,
-        recipe={"total_epochs": 2, "warmup_epochs": 1}))
+        recipe={"total_epochs": 2, "warmup_epochs": 1}, pairwise_masks=False))
     federation.provision()
     federation.create_key()
     federation.start_crypto()

@@ -14,6 +14,7 @@ import yaml
 from test_deploy_charts import CENTRAL, CENTRAL_CASES, SITE, SITE_CASES, render, workloads
 
 from ucadi.cli import build_parser
+from ucadi.errors import UcadiError
 from ucadi.ops.config import load_config
 
 # service -> (chart, values, module holding its DEFAULTS)
@@ -102,14 +103,22 @@ def test_masking_values_reach_the_aggregators_federation_settings(tmp_path: Path
 
     from services.aggregator.config import DEFAULTS, build_federation_config
 
-    values = with_central({"federation": {"masking": {"enabled": True, "threshold": 3,
+    values = with_central({"federation": {"masking": {"enabled": False, "threshold": 3,
                                                       "phaseTimeoutSeconds": 45}}})
     manifests, _ = render(CENTRAL, values)
     config_map = next(m for m in manifests if m["kind"] == "ConfigMap")
     path = tmp_path / "aggregator.yaml"
     path.write_text(config_map["data"]["aggregator.yaml"])
     federation = build_federation_config(load_config(DEFAULTS, path, environ={}))
-    assert federation.pairwise_masks is True
+    assert federation.pairwise_masks is False, "an operator can choose the shared-key mode"
     assert federation.mask_threshold == 3 and federation.mask_phase_timeout_s == 45.0
     _, default_config = rendered_service("aggregator")
-    assert default_config["federation"]["pairwise_masks"] is False  # off by default
+    assert default_config["federation"]["pairwise_masks"] is True  # on by default
+    # Masks need a second site to pair with: a one-site quorum is refused, naming the way out.
+    config = load_config(DEFAULTS, path, environ={})
+    config["federation"].update(min_sites=1, pairwise_masks=True)
+    with pytest.raises(UcadiError, match="min_sites is 1, but pairwise masks .* need at least "
+                                         "2 sites .* or pairwise_masks: false"):
+        build_federation_config(config)
+    config["federation"]["pairwise_masks"] = False
+    assert build_federation_config(config).min_sites == 1

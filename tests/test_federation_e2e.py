@@ -53,14 +53,17 @@ def local_update(federation: LocalFederation, site: str, round_number: int):
 
 
 def test_three_sites_two_rounds_global_model_equals_plaintext_fedavg(tmp_path, tiny_cohort):
+    # The default mode: pairwise masks, removed from each sealed sum as every site removes them.
     federation = make_federation(tmp_path, tiny_cohort)
     try:
+        assert federation.plan.pairwise_masks
         for site in SITES:
             federation.start_trainer(site)
         federation.approve_sites(SITES)
         status = federation.wait_for(
             lambda s: s.current.state == COMPLETED and all(
                 x.metrics.version == 2 for x in s.sites if x.site in SITES), timeout=600)
+        globals_ = {number: federation.decrypt_global(number) for number in (1, 2)}
     finally:
         federation.stop()
     assert [len(r.uploaded_sites) for r in status.rounds] == [3, 3]
@@ -71,8 +74,7 @@ def test_three_sites_two_rounds_global_model_equals_plaintext_fedavg(tmp_path, t
         layout = ParameterLayout.of(model.state_dict())  # safetensors files list keys sorted
         total = sum(w for _, w in updates)
         expected = sum(w * layout.flatten(state) for state, w in updates) / total
-        global_file = federation.stored_global(round_number)
-        decrypted, weight = decrypt_fedavg_file(federation.secret, global_file, codec)
+        decrypted, weight = globals_[round_number]
         assert weight == total
         assert np.max(np.abs(decrypted - expected)) <= codec.resolution + 1e-6
     for site in SITES:
@@ -150,9 +152,10 @@ def test_killed_site_is_dropped_at_the_deadline_then_rejoins_and_catches_up(tmp_
 
 def test_aggregator_killed_mid_collection_continues_the_same_round(tmp_path, tiny_cohort):
     # Also keeps the aggregator's own copy of each version (fetched after the restart).
+    # The shared-key mode: the probe uploads without the masking phases.
     federation = make_federation(tmp_path, tiny_cohort, rounds=1,
                                  recipe={"total_epochs": 1, "warmup_epochs": 0},
-                                 copy_global_versions=True)
+                                 copy_global_versions=True, pairwise_masks=False)
     probe = None
     try:
         # The probe is expected in the round but uploads only after the restart.

@@ -28,8 +28,10 @@ PROBE = "sino-french"
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory, tiny_cohort):
     root = tmp_path_factory.mktemp("secure-fed")
+    # The shared-key mode: the probe's bad uploads skip the masking phases.
     plan = FederationPlan(root=root, manifest=tiny_cohort, sites=[*SITES, PROBE], rounds=2,
-                          min_sites=2, recipe={"total_epochs": 2, "warmup_epochs": 1})
+                          min_sites=2, recipe={"total_epochs": 2, "warmup_epochs": 1},
+                          pairwise_masks=False)
     fed = LocalFederation(plan)
     fed.provision()
     fed.create_key()

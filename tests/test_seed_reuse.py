@@ -20,8 +20,9 @@ SITE, OTHER = "main-campus", "optical-valley"
 
 def test_a_site_whose_seed_ledger_was_lost_does_not_reuse_its_round_seed(tmp_path,
                                                                          tiny_cohort) -> None:
+    # The shared-key mode: the probe uploads without the masking phases.
     plan = FederationPlan(root=tmp_path, manifest=tiny_cohort, sites=[SITE, OTHER], rounds=2,
-                          min_sites=2)
+                          min_sites=2, pairwise_masks=False)
     federation = LocalFederation(plan)
     federation.provision()
     secret = federation.create_key()

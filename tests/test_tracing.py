@@ -49,7 +49,8 @@ def test_an_upload_is_one_trace_across_site_aggregator_and_crypto(tmp_path, fede
             secret, "main-campus", site_keys.public_key, generate_custodian_key()))]), timeout=10)
     channel.close()
     config = load_config(DEFAULTS)
-    config["federation"].update(min_sites=1, total_rounds=1)
+    # One hand-driven site: the shared-key mode (masks need two sites and their phases).
+    config["federation"].update(min_sites=1, total_rounds=1, pairwise_masks=False)
     config["encryption"]["key_id"] = secret.key_id_hex
     config["server"].update(address="127.0.0.1:0", metrics_address="", state_dir=str(
         tmp_path / "aggregator"), tls_dir=str(federation_pki / "aggregator"),

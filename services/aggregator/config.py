@@ -33,8 +33,9 @@ DEFAULTS: dict[str, Any] = {
         # decrypted average; server_lr, beta1 (momentum), beta2, tau; proximal_mu (FedProx,
         # 0 = off); local_batchnorm (FedBN: BatchNorm layers stay at each site).
         # Pairwise-cancelling masks on every ciphertext (docs/design/multiparty.md): no single
-        # party, not this central side and not one site, reads a site's update. Off by
-        # default until it is the default mode. mask_threshold: t, the sites whose shares
+        # party, not this central side and not one site, reads a site's update (on by
+        # default; false = the shared-key mode, where any site's key reads any upload it
+        # obtains; needs min_sites >= 2). mask_threshold: t, the sites whose shares
         # unmask a round (0 = a majority of the round's sites); mask_phase_timeout_s: how long
         # each masking phase waits for a straggler before going on without it.
         # mask_neighbours: SecAgg+'s sparse graph (Bell et al. 2020; ucadi/lwe/neighbours.py):
@@ -42,7 +43,7 @@ DEFAULTS: dict[str, Any] = {
         # site pairs with and shares among k neighbours, t then out of those and itself (0 =
         # a majority); "auto" = Bell et al.'s k and t for the key set's size. (A text setting,
         # so that it takes "auto"; a number is read as its text.)
-        "pairwise_masks": False,
+        "pairwise_masks": True,
         "mask_threshold": 0,
         "mask_neighbours": "0",
         "mask_phase_timeout_s": 60.0,
@@ -114,6 +115,11 @@ def build_federation_config(config: dict[str, Any]) -> FederationConfig:
                          "set the key id (config file or UCADI_ENCRYPTION__KEY_ID)")
     if int(fed["min_sites"]) < 1:
         raise UcadiError(f"federation.min_sites is {fed['min_sites']}; it must be at least 1")
+    if enabled and bool(fed["pairwise_masks"]) and int(fed["min_sites"]) < 2:
+        raise UcadiError("federation.min_sites is 1, but pairwise masks (federation."
+                         "pairwise_masks, on by default) need at least 2 sites in a round: set "
+                         "min_sites to 2 or more, or pairwise_masks: false for the shared-key "
+                         "mode")
     recipe = TrainingRecipe.from_dict({"task": model["task"], **_schedule(fed, model["recipe"]),
                                        **model["recipe"]})
     optimization = FederatedOptimization.from_dict(fed.get("optimizer"))

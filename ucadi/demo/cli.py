@@ -61,9 +61,11 @@ def run_demo(args: argparse.Namespace) -> int:
                  "local_batchnorm": args.fedbn}
     # Every site in every round (the quorum defaults to all sites): which sites train in a
     # round then never depends on process start-up order, so a seed reproduces the run.
+    min_sites = min(args.min_sites or len(args.sites), len(args.sites))
+    # Pairwise masks (the product's default) need a second site to pair with.
     plan = FederationPlan(root=out / "federation", manifest=manifest, sites=args.sites,
                           rounds=args.rounds, local_epochs=args.local_epochs,
-                          min_sites=min(args.min_sites or len(args.sites), len(args.sites)),
+                          min_sites=min_sites, pairwise_masks=min_sites >= 2,
                           model_preset=args.preset, task=args.task, recipe=recipe,
                           optimizer=optimizer,
                           init_seed=args.seed, site_seed=args.seed, trainer_threads=1)
@@ -84,7 +86,8 @@ def run_demo(args: argparse.Namespace) -> int:
               "for every site")
         print(f"[3/4] federated training: {args.rounds} rounds x {args.local_epochs} local "
               f"epoch(s) ({epochs} local epochs per site), {optimization.describe()}, model "
-              f"densenet3d/{args.preset}, task {args.task}, encryption on")
+              f"densenet3d/{args.preset}, task {args.task}, encryption on, "
+              + ("pairwise masks on" if plan.pairwise_masks else "shared-key mode (one site)"))
 
     def show(status: Any) -> None:
         auc_name = "val macro AUC (grades)" if args.task == "severity" else "val AUC"

@@ -13,15 +13,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from ucadi.demo.processes import ServiceProcess, start_service
 from ucadi.errors import UcadiError
-from ucadi.lwe import generate_secret_key
+from ucadi.lwe import FixedPointCodec, generate_secret_key
 from ucadi.lwe.custodian import CustodianKey, ensure_custodian_key
 from ucadi.lwe.keys import SecretKey
 from ucadi.lwe.keywrap import PUBLIC_KEY_FILE, fingerprint, load_public_key, wrap_secret
+from ucadi.lwe.masking import unmask_sum
 from ucadi.lwe.pins import PINS_FILE, SitePins
+from ucadi.lwe.stream import decrypt_fedavg_file
 from ucadi.ops.pki import create_ca, issue_certificate
 from ucadi.ops.serving import grpc_options
 from ucadi.ops.tls import TLSFiles, secure_channel
@@ -69,6 +72,11 @@ class FederationPlan:
     # Sum-service replicas, each summing a block range (server.crypto_address lists them):
     # the crypto service is the first; the others run the same service with no keys (bench).
     sum_replicas: int = 1
+    # Pairwise masks (federation.pairwise_masks, the product's default; docs/design/
+    # multiparty.md). False pins the shared-key mode: for harnesses whose sites upload by hand
+    # and do not run the masking phases (the probes of tests, the load generator, the chaos
+    # fuzzer), where what is tested is not the masks.
+    pairwise_masks: bool = True
 
 
 class LocalFederation:
@@ -155,6 +163,7 @@ class LocalFederation:
                            "total_rounds": plan.rounds, "local_epochs": plan.local_epochs,
                            "round_timeout_s": plan.round_timeout_s,
                            "liveness_timeout_s": plan.liveness_timeout_s,
+                           "pairwise_masks": plan.pairwise_masks,
                            "optimizer": plan.optimizer},
             "model": {"arch": plan.arch, "preset": plan.model_preset, "task": plan.task,
                       "init_seed": plan.init_seed, "recipe": plan.recipe},
@@ -261,6 +270,29 @@ class LocalFederation:
             raise UcadiError(f"neither the aggregator nor the sum service stores global version "
                              f"{version} under {self.root}")
         return sealed[-1]
+
+    def decrypt_global(self, version: int) -> tuple[np.ndarray, int]:
+        """(FedAvg vector, total weight) of stored global version `version`, decrypted as a site
+        decrypts it: under the federation's secret, less the masks a masked round leaves in its
+        sum (the terms any site fetches with GetUnmasking; none in the shared-key mode)."""
+        assert self.secret is not None, "create_key() first"
+        params = self.secret.params
+        terms: list[tuple[bytes, int]] = []
+        if self.plan.pairwise_masks and self.plan.encryption:
+            channel = secure_channel(self.processes["aggregator"].target,
+                                     self.tls(self.plan.sites[0]))
+            try:
+                reply = federation_pb2_grpc.FederationServiceStub(channel).GetUnmasking(
+                    federation_pb2.GetUnmaskingRequest(round=version), timeout=30)
+            finally:
+                channel.close()
+            terms = [(bytes(t.seed), int(t.sign)) for t in reply.terms]
+
+        def unmask(batch: np.ndarray, first: int) -> None:
+            unmask_sum(batch, terms, params, first)
+        return decrypt_fedavg_file(self.secret, self.stored_global(version),
+                                   FixedPointCodec.for_parameters(params),
+                                   unmask=unmask if terms else None)
 
     def status(self, request: Any = None) -> Any:
         """The aggregator's FederationStatus, as the operator sees it (or as `request`, a

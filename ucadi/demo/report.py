@@ -49,6 +49,8 @@ def configuration_text(plan: FederationPlan, seed: int, central_epochs: int) -> 
     recipe = TrainingRecipe.from_dict({"task": plan.task, **plan.recipe})
     optimization = FederatedOptimization.from_dict(plan.optimizer)
     fed_epochs = plan.rounds * plan.local_epochs
+    masking = ("with pairwise masks (no single party reads a site's update)"
+               if plan.pairwise_masks else "shared-key mode (pairwise masks off)")
     return (
         f"- Seed {seed} (cohort, initial weights, every site's sampling, shuffling and "
         f"DropBlock masks); {len(plan.sites)} training sites, quorum {plan.min_sites}.\n"
@@ -57,7 +59,7 @@ def configuration_text(plan: FederationPlan, seed: int, central_epochs: int) -> 
         f"{recipe.warmup_epochs} epoch(s), cosine to 0, weight decay {recipe.weight_decay} "
         f"(sites, local-only) / {CENTRALISED_WEIGHT_DECAY} (centralised).\n"
         f"- Federation: {optimization.describe()} (federation.optimizer "
-        f"`{optimization.to_json()}`).\n"
+        f"`{optimization.to_json()}`); encrypted, {masking}.\n"
         f"- Budgets: the federation trains {fed_epochs} local epochs per site ({plan.rounds} "
         f"rounds x {plan.local_epochs}); each local-only model trains as many "
         f"({fed_epochs}); the centralised model trains {central_epochs} epochs on the pooled "
