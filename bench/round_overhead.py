@@ -22,7 +22,6 @@ the ratios compare like with like on this machine.
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import statistics
 import tempfile
 import time
@@ -220,17 +219,8 @@ def measure_round_seconds(arch: str, preset: str, parameter_set: str | None, rou
                           masked: bool = False) -> tuple[list[float], dict[str, float]]:
     """Per-round overhead (seconds) of our federation for one model size, encrypted under
     `parameter_set` (None: plaintext), and the median seconds a site spends in each phase;
-    `topology`: DIRECT, RELAY or SINGLE (see MODES); `masked`: pairwise masks (issue 21)."""
-    if masked:  # the aggregator reads it from its environment (UCADI_<SECTION>__<KEY>)
-        os.environ["UCADI_FEDERATION__PAIRWISE_MASKS"] = "true"
-    try:
-        return _measure(arch, preset, parameter_set, rounds, topology, sites, masked)
-    finally:
-        os.environ.pop("UCADI_FEDERATION__PAIRWISE_MASKS", None)
-
-
-def _measure(arch: str, preset: str, parameter_set: str | None, rounds: int, topology: str,
-             sites: list[str], masked: bool) -> tuple[list[float], dict[str, float]]:
+    `topology`: DIRECT, RELAY or SINGLE (see MODES); `masked`: pairwise masks (issue 21; else
+    the shared-key mode)."""
     encrypted = parameter_set is not None
     from ucadi.demo.federation import FederationPlan, LocalFederation
 
@@ -241,7 +231,8 @@ def _measure(arch: str, preset: str, parameter_set: str | None, rounds: int, top
                               parameter_set=parameter_set or "",
                               federation_id="bench", sum_in_aggregator=topology == SINGLE,
                               site_contributions=topology == DIRECT,
-                              recipe={"total_epochs": rounds, "warmup_epochs": 0})
+                              recipe={"total_epochs": rounds, "warmup_epochs": 0},
+                              pairwise_masks=masked and encrypted)
         federation = LocalFederation(plan)
         federation.provision()
         federation.create_key()

@@ -23,6 +23,7 @@ from ucadi.lwe.masking import (
     RoundKeys,
     SharePair,
     answer_unmasking,
+    generate_round_keys,
     key_set_digest,
     pairwise_seed,
     recover_round_secrets,
@@ -72,7 +73,7 @@ class SparseRound:
 
     @property
     def graph(self) -> NeighbourGraph:
-        return round_graph(self.context, self.advertised)
+        return round_graph(self.context)
 
 
 def _share(context: MaskingRound) -> SparseRound:
@@ -110,8 +111,9 @@ def test_every_party_draws_the_same_k_regular_graph_from_the_key_set():
         assert all(site in graph.neighbours(peer) for peer in neighbours)  # symmetric
         assert graph.holders(site) == neighbours | {site}
         assert sim.sent[site] == graph.holders(site)  # shares only to its holders
-    # Another round's fresh keys give another ring (the order is drawn, not by name).
-    orders = {_share(_context()).graph.order for _ in range(4)} | {graph.order}
+    # Another round gives another ring (the order is drawn, not by name).
+    orders = {round_graph(MaskingRound("fed", SECRET.key_id, number, SITES, T, K)).order
+              for number in range(1, 5)} | {graph.order}
     assert len(orders) > 1
     # The complete graph: k = 0, every site the neighbour of every other, shares to all.
     complete = _share(_context(k=0, t=5))
@@ -139,6 +141,28 @@ def test_k_and_t_are_bound_into_the_key_set_digest_so_sites_cannot_be_shown_diff
                                        complete.advertised)
     with pytest.raises(MaskingError, match="do not open"):
         shown_lower_t.open_from(SITES[0], sealed[SITES[1]])
+
+
+def test_a_colluding_site_cannot_redraw_the_graph_by_choosing_its_round_keys():
+    # The attack a graph drawn from the advertised keys allowed: a site allied with the
+    # central side, shown the honest sites' keys first, tries fresh keys of its own until the
+    # graph puts its allies around a victim. Each try changes the key set (and its digest), as
+    # the victim sees it; none changes the victim's graph.
+    sim = _share(_context())
+    ally, victim = SITES[0], SITES[5]
+    digests, orders = set(), set()
+    for _ in range(32):
+        advertised = dict(sim.advertised)
+        advertised[ally] = IDENTITIES.advertise(ally, generate_round_keys())
+        digests.add(key_set_digest(sim.context, advertised))
+        orders.add(IDENTITIES.pairing(sim.context, victim, sim.keys[victim],
+                                      advertised).graph.order)
+    assert len(digests) == 32, "the share pairs stay bound to every key"
+    assert orders == {sim.graph.order}
+    # What does draw it: the names in the key set (the central side's only choice: which
+    # advertised sites enter), and the round.
+    assert round_graph(_context(sites=SITES[1:])).order != tuple(
+        site for site in sim.graph.order if site != SITES[0])
 
 
 @pytest.mark.parametrize(("before_upload", "after_upload"), [

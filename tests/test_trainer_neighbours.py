@@ -70,7 +70,7 @@ def test_a_sparse_site_masks_shares_and_answers_within_its_neighbourhood(tmp_pat
     assert state["neighbours"] == K and state["threshold"] == T
     context = MaskingRound("fed", SECRET.key_id, 4, tuple(SITES), T, K)
     advertised = {s: PublicRoundKeys(*k) for s, k in relay.keys.items()}
-    graph = round_graph(context, advertised)
+    graph = round_graph(context)
     for site in SITES:
         assert set(relay.sealed[site]) == graph.holders(site)
         assert len(joined[site].pairing.mask_terms(SITES)) == 1 + K

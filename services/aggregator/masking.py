@@ -107,7 +107,7 @@ class MaskExchange:
 
     def graph(self, record: MaskRoundRecord) -> NeighbourGraph:
         """The neighbour graph of a round whose key set is fixed (the sites draw the same)."""
-        return round_graph(self.context(record), self.keys(record.round)[1])
+        return round_graph(self.context(record))
 
     # -- keys ------------------------------------------------------------------------------
     def advertise(self, site: str, round_number: int, share_public: bytes,

@@ -99,8 +99,7 @@ class PublicRoundKeys:
 def key_set_digest(context: MaskingRound, advertised: Mapping[str, PublicRoundKeys]) -> bytes:
     """SHA-256 of the round's binding (with the graph's degree k and the threshold t) and every
     site's advertised keys and identity, by name: what each share pair is bound to, so two sites
-    shown different key sets cannot open each other's share pairs; and what the neighbour
-    graph is drawn from (ucadi/lwe/neighbours.py)."""
+    shown different key sets cannot open each other's share pairs."""
     digest = hashes.Hash(hashes.SHA256())
     digest.update(context.binding(KEY_SET_DOMAIN, *context.sites))
     # k (0: the complete graph) and t: a site shown a lower t than the others (fewer of its

@@ -19,7 +19,7 @@ is byte for byte the ordinary sum: its exactness bound (params.py) and its integ
 unchanged.
 
 N(u), u's neighbours, are every other site of the key set, or with a sparse graph (SecAgg+,
-ucadi/lwe/neighbours.py) k of them drawn from the key-set digest; u's shares go to N(u) and
+ucadi/lwe/neighbours.py) k of them drawn from the key set's names; u's shares go to N(u) and
 itself, t of them recover its secrets, and unmasking rebuilds each site's secrets from its
 own neighbourhood's answers.
 
@@ -172,13 +172,13 @@ class SitePairing:
     @cached_property
     def digest(self) -> bytes:
         """The key set's digest as this site was shown it (made once: every share pair is
-        bound to it, and the graph drawn from it)."""
+        bound to it)."""
         return key_set_digest(self.context, self.advertised)
 
     @cached_property
     def graph(self) -> NeighbourGraph:
         """The round's neighbour graph, from the key set this site was shown."""
-        return round_graph(self.context, self.advertised, self.digest)
+        return round_graph(self.context)
 
     def __post_init__(self) -> None:
         for site in self.context.sites:
@@ -305,8 +305,7 @@ def recover_round_secrets(context: MaskingRound, answers: Mapping[str, Unmasking
     if len(answers) < t:
         raise MaskingError(f"{len(answers)} answers, {t} needed to unmask round "
                            f"{context.round_number}")
-    short = short_neighbourhoods(round_graph(context, advertised), t, survivors, dropped,
-                                 answers)
+    short = short_neighbourhoods(round_graph(context), t, survivors, dropped, answers)
     if short:
         raise MaskingError(f"round {context.round_number} cannot be unmasked: too few "
                            f"answering holders of the shares of {describe_short(short, t)}")
@@ -330,7 +329,7 @@ def unmasking_terms(context: MaskingRound, secrets: RecoveredSecrets,
                     ) -> list[tuple[bytes, int]]:
     """(seed, sign) of every mask left in the sum of the survivors' bodies: their self-masks
     and, per (survivor v, dropped neighbour d of v), the pairwise mask v added for d."""
-    graph = round_graph(context, advertised)
+    graph = round_graph(context)
     terms = [(seed, 1) for seed in secrets.self_seeds.values()]
     for dropped, raw in secrets.mask_keys.items():
         key = X25519PrivateKey.from_private_bytes(raw)

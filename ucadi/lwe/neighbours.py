@@ -5,11 +5,13 @@ round secrets among, k neighbours of the round's key set instead of all n - 1 ot
 The graph is a Harary graph H(k, n) over a pseudo-random order of the key set, as in Bell et
 al.: the sites sit on a ring in that order and each is linked to the k/2 sites either side of
 it, so every site has exactly k neighbours and a site's neighbourhood is a uniformly random
-k-subset of the other sites. The order comes from an HKDF expansion of the key-set digest
-(`key_set_digest`), which covers every site's fresh round keys and, for a sparse graph, k and
-t: every site and the aggregator compute the same graph from what they already check, and no
-single party chooses it (a site cannot predict the other sites' fresh keys; the central side
-chooses at most which advertised sites enter the key set, docs/security.md).
+k-subset of the other sites. The order comes from an HKDF expansion of the round's binding
+(federation, LWE key id, round, the names in the key set, k and t), not from the sites' round
+keys: every site and the aggregator compute the same graph from what they already check, and
+no party can re-draw it by choosing its keys (a site colluding with the central side, shown
+the honest sites' keys first, could otherwise try fresh keys of its own until the graph put its
+allies around a victim). What the central side still chooses is which advertised sites enter
+the key set (docs/security.md, "Sparse neighbour graph").
 
 A site's shares go to its holders: its neighbours and itself (k + 1 holders, x coordinate by
 key-set position), any t of which recover its secrets. k = 0, or k >= n - 1, is the complete
@@ -32,9 +34,9 @@ from math import comb
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from ucadi.lwe.mask_round import MaskingError, MaskingRound, PublicRoundKeys, key_set_digest
+from ucadi.lwe.mask_round import MaskingError, MaskingRound
 
-GRAPH_DOMAIN = b"ucadi/lwe/mask-graph/v1"
+GRAPH_DOMAIN = b"ucadi/lwe/mask-graph/v2"
 # Bell et al.'s assumptions for "auto": the fraction of a key set that may collude with the
 # central side, and that may drop out of a round; the failure probabilities accepted.
 CORRUPT_FRACTION = 0.2
@@ -78,16 +80,16 @@ class NeighbourGraph:
         return self.neighbours(site) | {site}
 
 
-def round_graph(context: MaskingRound, advertised: Mapping[str, PublicRoundKeys],
-                digest: bytes | None = None) -> NeighbourGraph:
-    """The round's graph: complete when context.neighbours is 0, else H(k, n) over the order
-    drawn from the key-set digest (identical at every party that holds the same key set;
-    `digest`: key_set_digest(context, advertised), if the caller already made it)."""
+def round_graph(context: MaskingRound) -> NeighbourGraph:
+    """The round's graph: complete when context.neighbours is 0, else H(k, n) over an order
+    drawn from the round's binding, the key set's names, k and t (identical at every party
+    that holds the same key set; independent of the keys the sites advertised)."""
     if context.neighbours == 0:
         return NeighbourGraph.complete(context.sites)
     seed = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
                 info=context.binding(GRAPH_DOMAIN)).derive(
-        digest or key_set_digest(context, advertised))
+        context.binding(GRAPH_DOMAIN, *context.sites) + context.neighbours.to_bytes(4, "big")
+        + context.threshold.to_bytes(4, "big"))
     return NeighbourGraph(_shuffled(context.sites, seed), context.neighbours)
 
 
