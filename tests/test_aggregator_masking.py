@@ -130,6 +130,42 @@ def _upload(coord, secret, tmp_path, site: str, values: np.ndarray,
     return coord.accept_upload(site, header, partial)
 
 
+def test_a_phase_deadline_does_not_leave_the_round_below_its_quorum(tmp_path, secret):
+    # min_sites 3 of 3 (the demo's quorum: every site): a site slow to start advertises after
+    # the key phase's deadline, and shares after the share phase's. Leaving it out would leave
+    # two sites that may upload against a quorum of three: the round could never seal.
+    clock = Clock()
+    coord = coordinator(tmp_path / "agg", secret, clock, pairwise_masks=True,
+                        mask_phase_timeout_s=PHASE_S, min_sites=3)
+    masks, sites = coord.masks, ("a", "b", "c")
+    for site in sites:
+        coord.join(site, 5)
+    coord.step()
+    keys = {site: generate_round_keys() for site in sites}
+    public = {site: IDENTITIES.advertise(site, keys[site]) for site in sites}
+    for site in ("a", "b"):
+        masks.advertise(site, 1, public[site].share_public, public[site].mask_public,
+                        public[site].identity)
+    clock.now += 3 * PHASE_S
+    coord.step()
+    assert masks.keys(1)[0].key_set is None, "two of a quorum of three: waits for c"
+    masks.advertise("c", 1, public["c"].share_public, public["c"].mask_public,
+                    public["c"].identity)
+    record, advertised = masks.keys(1)
+    assert record.key_set == list(sites)
+    context = MaskingRound("test-fed", secret.key_id, 1, sites, record.threshold)
+    for site in ("a", "b"):
+        masks.give_shares(site, 1, IDENTITIES.pairing(context, site, keys[site], advertised)
+                          .share_messages())
+    clock.now += 3 * PHASE_S
+    coord.step()
+    assert masks.shares_for("a", 1)[0] is None, "participants wait for c too"
+    masks.give_shares("c", 1, IDENTITIES.pairing(context, "c", keys["c"], advertised)
+                      .share_messages())
+    assert masks.shares_for("a", 1)[0] == list(sites)
+    assert coord.view().expected == list(sites)
+
+
 def test_phases_refuse_sites_and_rounds_outside_them(tmp_path, secret):
     coord = coordinator(tmp_path / "agg", secret, Clock(), pairwise_masks=True)
     for site in ("a", "b"):

@@ -8,11 +8,13 @@ A masked round, beside the round machine's states (rounds.py):
 
 ```
  COLLECTING  keys:    expected sites advertise round keys; the key set U1 is fixed when all
-                      did, or phase_timeout after the round opened with at least t of them
+                      did, or phase_timeout after the round opened with at least t and
+                      min_sites of them (fewer could never seal: only they may upload)
              shares:  U1 sites give one sealed share pair per holder (its neighbours in
                       the round's graph and itself; every U1 site with the complete graph);
                       the participants U2 are fixed when all did, or phase_timeout after U1
-                      with at least t (less any site left with fewer than t holders in U2);
+                      with at least t and min_sites (less any site left with fewer than t
+                      holders in U2);
                       the round then expects U2 only (only U2 may upload)
              uploads: as in any round, and uploads close only once every survivor's and
                       dropped participant's neighbourhood keeps t survivors
@@ -185,12 +187,17 @@ class MaskExchange:
         record = self.store.mask_round(current.round)
         now = self.core.clock()
         timeout = self.config.mask_phase_timeout_s
+        # A phase's deadline leaves stragglers out only while the round can still seal without
+        # them: only the sites of these sets can upload, so a set smaller than the quorum
+        # (min_sites) would hold the round open for good. Until then it waits for them.
+        quorum = self.config.min_sites
         if record.key_set is None:
             advertised = sorted(set(self.store.mask_keys(current.round)) & set(current.expected))
             everyone = len(advertised) == len(current.expected)
             neighbours, threshold = self._graph_size(len(advertised))
-            if len(advertised) >= 2 and (everyone or now >= current.opened + timeout) \
-                    and len(advertised) >= threshold:
+            if len(advertised) >= 2 and len(advertised) >= threshold and (
+                    everyone or (now >= current.opened + timeout
+                                 and len(advertised) >= quorum)):
                 record.key_set, record.threshold, record.key_set_fixed = (
                     advertised, threshold, now)
                 record.neighbours = neighbours
@@ -203,7 +210,8 @@ class MaskExchange:
             shared = sorted(set(self.store.mask_share_senders(current.round)) & set(record.key_set))
             everyone = len(shared) == len(record.key_set)
             if len(shared) >= record.threshold and (
-                    everyone or now >= record.key_set_fixed + timeout):
+                    everyone or (now >= record.key_set_fixed + timeout
+                                 and len(shared) >= quorum)):
                 shared = self._recoverable(record, shared)
                 if len(shared) < record.threshold:
                     return
