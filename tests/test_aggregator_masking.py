@@ -6,6 +6,7 @@ the participants' FedAvg."""
 
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -164,6 +165,28 @@ def test_a_phase_deadline_does_not_leave_the_round_below_its_quorum(tmp_path, se
                       .share_messages())
     assert masks.shares_for("a", 1)[0] == list(sites)
     assert coord.view().expected == list(sites)
+
+
+def test_a_masked_round_waiting_for_keys_does_not_spin_the_round_loop(tmp_path, secret):
+    # The loop steps on a change or every 0.5 s. A masked round's step used to report a
+    # change every time, so while a round collected the aggregator stepped (and woke every
+    # long poll) without pause, a core's worth of CPU beside the sites' training.
+    coord = coordinator(tmp_path / "agg", secret, Clock(), pairwise_masks=True)
+    for site in ("a", "b", "c"):
+        coord.join(site, 5)
+    coord.step()
+    steps, step = [], coord.machine.step
+
+    def counted() -> None:
+        steps.append(time.monotonic())
+        step()
+    coord.machine.step = counted
+    coord.start()
+    try:
+        time.sleep(2.0)
+    finally:
+        coord.stop()
+    assert 2 <= len(steps) <= 8, f"{len(steps)} steps in 2 s"
 
 
 def test_phases_refuse_sites_and_rounds_outside_them(tmp_path, secret):

@@ -179,11 +179,12 @@ class MaskExchange:
         return record.participants, {s: sealed[s] for s in record.participants if s in sealed}
 
     # -- phases ----------------------------------------------------------------------------
-    def advance(self, current: RoundRecord) -> None:
+    def advance(self, current: RoundRecord) -> bool:
         """Fix the key set and the participants when their phase is over (call holding the
-        round lock; the round machine calls it every step, the RPCs after each message)."""
+        round lock; the round machine calls it every step, the RPCs after each message);
+        whether it fixed one (the caller then notifies)."""
         if not self.enabled or current.state != COLLECTING:
-            return
+            return False
         record = self.store.mask_round(current.round)
         now = self.core.clock()
         timeout = self.config.mask_phase_timeout_s
@@ -205,7 +206,8 @@ class MaskExchange:
                 log.info("round %d: key set %s, threshold %d%s", current.round,
                          ", ".join(advertised), threshold,
                          f", {neighbours} neighbours per site" if neighbours else "")
-            return
+                return True
+            return False
         if record.participants is None:
             shared = sorted(set(self.store.mask_share_senders(current.round)) & set(record.key_set))
             everyone = len(shared) == len(record.key_set)
@@ -214,12 +216,14 @@ class MaskExchange:
                                  and len(shared) >= quorum)):
                 shared = self._recoverable(record, shared)
                 if len(shared) < record.threshold:
-                    return
+                    return False
                 record.participants = shared
                 self.store.save_mask_round(record)
                 current.expected = shared  # only participants can upload a masked update
                 self.store.update_round(current)
                 log.info("round %d: participants %s", current.round, ", ".join(shared))
+                return True
+        return False
 
     def _recoverable(self, record: MaskRoundRecord, shared: list[str]) -> list[str]:
         """`shared` less every site that has fewer than t holders of its shares in it (its

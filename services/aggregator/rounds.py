@@ -190,8 +190,8 @@ class RoundMachine:
         self.feeder.feed_round(current.round)
         if current.state == COLLECTING and self.masks.enabled:
             with self.core.changed:
-                self.masks.advance(current)
-                self.core.notify()
+                if self.masks.advance(current):  # notifying always would spin this loop
+                    self.core.notify()
         if current.state == COLLECTING and self._ready_to_seal(current):
             with self.core.changed:
                 if self.masks.enabled:  # from here on no upload is accepted

@@ -243,8 +243,8 @@ class FederationServicer(federation_pb2_grpc.FederationServiceServicer):
         with core.changed:
             while not done() and time.monotonic() < deadline:
                 current = core.current()
-                if current is not None:
-                    self.rounds.masks.advance(current)
+                if current is not None and self.rounds.masks.advance(current):
+                    core.notify()
                 if done():
                     return
                 core.changed.wait(timeout=min(0.5, max(0.0, deadline - time.monotonic())))
