@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ucadi.cli import build_parser
 from ucadi.ct.synth import read_manifest
 from ucadi.demo.compare import POOLED, StackCache, evaluate_model
 from ucadi.learn.site_learner import load_global_model
@@ -33,6 +34,9 @@ def test_demo_reports_every_model_with_budgets_and_reproducible_numbers(
     printed = done.stdout
     assert "[2/4]" in printed and "background" in printed
     assert "round 2/2 sealed" in printed
+    assert "pairwise masks on" in printed, "the default mode"
+    aggregator_log = (out / "federation" / "logs" / "aggregator.log").read_text()
+    assert "round 2: unmasked from 4 answers" in aggregator_log
     assert "centralised model trained and scored" in printed
 
     data = json.loads((reports / "comparison.json").read_text())
@@ -42,6 +46,7 @@ def test_demo_reports_every_model_with_budgets_and_reproducible_numbers(
     assert set(data["models"]) == {f"local {s}" for s in SITES} | {"federated", "centralised"}
     markdown = (reports / "comparison.md").read_text()
     assert "Budgets: the federation trains 2 local epochs per site" in markdown
+    assert "encrypted, with pairwise masks" in markdown
     assert "DeLong" in markdown and (reports / "comparison.png").read_bytes()[:4] == b"\x89PNG"
 
     # The federated model's figures are reproducible from the global model the sites hold.
@@ -69,3 +74,8 @@ def test_demo_reports_every_model_with_budgets_and_reproducible_numbers(
         for key, value in metrics.items():
             got = reported["by_set"][set_name][key]
             assert (np.isnan(value) and np.isnan(got)) or got == value, (set_name, key)
+
+
+def test_demo_masks_by_default_and_no_masks_gives_the_shared_key_mode() -> None:
+    assert build_parser().parse_args(["demo"]).masks is True
+    assert build_parser().parse_args(["demo", "--no-masks"]).masks is False
