@@ -77,5 +77,5 @@ def test_demo_reports_every_model_with_budgets_and_reproducible_numbers(
 
 
 def test_demo_masks_by_default_and_no_masks_gives_the_shared_key_mode() -> None:
-    assert build_parser().parse_args(["demo"]).masks is True
-    assert build_parser().parse_args(["demo", "--no-masks"]).masks is False
+    assert build_parser("demo").parse_args(["demo"]).masks is True
+    assert build_parser("demo").parse_args(["demo", "--no-masks"]).masks is False
