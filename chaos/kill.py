@@ -44,6 +44,9 @@ POLL_S = 0.25
 MAX_KILL_DELAY_S = 8.0
 AGGREGATOR_WINDOWS = ("after_seal_before_open", "after_record_before_reply")
 TRAINER_WINDOW = "after_sum_took_before_record"
+# A masked round (the default): a trainer dies after advertising its round keys, before it
+# gives its shares; restarted, it must advertise the same keys (or sit the round out).
+MASK_WINDOW = "after_mask_keys_before_shares"
 COMPLETED = federation_pb2.ROUND_STATE_COMPLETED
 # Lines of a trainer log that say the federation holds the site's update of a round.
 ACKNOWLEDGED = re.compile(r"trainer\[(?P<site>[^\]]+)\] (?:[A-Z]+ )?\S+: round (?P<round>\d+)"
@@ -81,6 +84,7 @@ def plan_kills(rounds: int, sites: tuple[str, ...], rng: np.random.Generator,
         two_trainers = tuple(str(t) for t in rng.choice(trainers, 2, replace=False))
         events = [*((("aggregator",), window) for window in AGGREGATOR_WINDOWS * 2),
                   *(((trainer(),), TRAINER_WINDOW) for _ in range(2)),
+                  *(((trainer(),), MASK_WINDOW) for _ in range(2)),
                   *((("aggregator",), "") for _ in range(2)),
                   *((("crypto",), "") for _ in range(2)),
                   *(((trainer(),), "") for _ in range(2)),
