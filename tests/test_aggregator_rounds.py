@@ -417,3 +417,18 @@ def test_an_upload_whose_feed_finishes_at_once_is_accepted_without_a_deadlock(tm
     assert not worker.is_alive(), "accepting an upload deadlocked in the feeder"
     coord.step()
     assert coord.view().latest_version == 1
+
+
+def test_a_round_record_written_back_keeps_the_bytes_of_uploads_recorded_since_it_was_read(
+        tmp_path, secret):
+    # The round machine reads the round, an upload is recorded meanwhile (it adds its size in
+    # the database), then the machine writes its record back: the upload's bytes must stay
+    # (the demo's "up" column once showed 3 of 4 uploads).
+    coord = coordinator(tmp_path / "agg", secret, Clock())
+    for site in ("a", "b"):
+        coord.join(site, 5)
+    coord.step()
+    stale = coord.store.latest_round()
+    receipt = upload(coord, secret, tmp_path, "a", np.ones(VALUES), 5)
+    coord.store.update_round(stale)
+    assert coord.store.latest_round().bytes_in == receipt.size > 0

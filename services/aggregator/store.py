@@ -202,11 +202,13 @@ class AggregatorStore(MaskStore):
                     record.deadline, json.dumps(record.expected)))])
 
     def update_round(self, record: RoundRecord) -> None:
-        """Persist a round's state, deadline, expected sites and figures."""
+        """Persist a round's state, deadline, expected sites and figures. Not bytes_in: each
+        recorded upload adds to it in the database, and a record read before that upload
+        would write the older total back."""
         self._tx([("UPDATE rounds SET state=?, deadline=?, sealed=?, expected_json=?, "
-                   "bytes_in=?, global_bytes=?, sum_seconds=? WHERE round=?",
+                   "global_bytes=?, sum_seconds=? WHERE round=?",
                    (record.state, record.deadline, record.sealed, json.dumps(record.expected),
-                    record.bytes_in, record.global_bytes, record.sum_seconds, record.round))])
+                    record.global_bytes, record.sum_seconds, record.round))])
 
     def rounds(self) -> list[RoundRecord]:
         """All rounds, oldest first."""
