@@ -86,10 +86,11 @@ def _site_rounds(site: str, pki: str, aggregator: str, crypto: str, work: str, e
     from services.trainer.cipher import AnnouncedSum, RoundContext, SiteCipher
     from services.trainer.client import FederationClient
     from services.trainer.keys import obtain_secret, site_identity
-    from services.trainer.masking import SiteCredentials, SiteMasks, unmasker
+    from services.trainer.masking import SiteCredentials, SiteMasks
     from ucadi.learn.server_opt import announced_optimization
     from ucadi.lwe.custodian import read_custodian_public_key
     from ucadi.lwe.integrity import update_slot_count
+    from ucadi.lwe.masking import unmasker
     from ucadi.ops.tls import TLSFiles
     from ucadi.v1 import federation_pb2
     from ucadi.wire.plain_update import plain_average, write_plain

@@ -13,13 +13,14 @@ import numpy as np
 from masking_identities import Identities
 
 from services.trainer.client import FederationRejected
-from services.trainer.masking import SiteCredentials, SiteMasks, unmasker
+from services.trainer.masking import SiteCredentials, SiteMasks
 from ucadi.lwe import generate_secret_key
 from ucadi.lwe.masking import (
     MaskingRound,
     PublicRoundKeys,
     UnmaskingAnswer,
     recover_round_secrets,
+    unmasker,
     unmasking_terms,
 )
 from ucadi.lwe.shamir import share_from_bytes

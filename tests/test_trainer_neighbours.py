@@ -11,12 +11,12 @@ from types import SimpleNamespace
 import numpy as np
 from test_trainer_masking import SECRET, _masks
 
-from services.trainer.masking import unmasker
 from ucadi.lwe.masking import (
     MaskingRound,
     PublicRoundKeys,
     UnmaskingAnswer,
     recover_round_secrets,
+    unmasker,
     unmasking_terms,
 )
 from ucadi.lwe.neighbours import round_graph

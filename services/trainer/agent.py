@@ -33,7 +33,7 @@ from services.trainer import metrics
 from services.trainer.cipher import AnnouncedSum, RoundContext, SiteCipher
 from services.trainer.client import FederationClient, FederationRejected
 from services.trainer.keys import site_identity
-from services.trainer.masking import SiteCredentials, SiteMasks, unmasker
+from services.trainer.masking import SiteCredentials, SiteMasks
 from services.trainer.publish import ModelPublisher
 from services.trainer.session import RoundAnnouncement, SiteSession
 from ucadi.ct.synth import read_manifest
@@ -44,6 +44,7 @@ from ucadi.learn.evaluate import site_validation
 from ucadi.learn.recipe import SEVERITY_HINT
 from ucadi.lwe.codec import site_weight
 from ucadi.lwe.integrity import SumIntegrityError, update_slot_count
+from ucadi.lwe.masking import unmasker
 from ucadi.v1 import federation_pb2
 
 log = logging.getLogger(__name__)

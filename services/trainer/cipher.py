@@ -179,7 +179,7 @@ class SiteCipher:
         then the integrity tag while decrypting): SumIntegrityError if any check fails. The
         trailing digest is checked while the body is read, unless `digest_checked`: the
         download already checked it as the bytes arrived (`Downloaded.trailer_ok`).
-        `unmask`: removes the masks left in a pairwise-masked sum (masking.unmasker)."""
+        `unmask`: removes the masks left in a pairwise-masked sum (ucadi.lwe.masking.unmasker)."""
         opened = open_verified(path, verify_digest=False)
         header = opened.header
         found = header.layout_hash.hex()

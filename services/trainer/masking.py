@@ -81,13 +81,6 @@ class MaskedRound:
         return add
 
 
-def unmasker(terms: list[tuple[bytes, int]], params: LweParameters
-             ) -> Callable[[np.ndarray, int], None]:
-    """Removes the masks left in a sealed sum (GetUnmasking's terms) from a body batch."""
-    negated = [(seed, -sign) for seed, sign in terms]
-    return lambda batch, first: apply_mask_terms(batch, first, negated, params)
-
-
 @dataclass(frozen=True)
 class SiteCredentials:
     """What authenticates a site's round keys: its long-term X25519 key, the custodian's

@@ -22,7 +22,7 @@ from ucadi.lwe import FixedPointCodec, generate_secret_key
 from ucadi.lwe.custodian import CustodianKey, ensure_custodian_key
 from ucadi.lwe.keys import SecretKey
 from ucadi.lwe.keywrap import PUBLIC_KEY_FILE, fingerprint, load_public_key, wrap_secret
-from ucadi.lwe.masking import unmask_sum
+from ucadi.lwe.masking import unmasker
 from ucadi.lwe.pins import PINS_FILE, SitePins
 from ucadi.lwe.stream import decrypt_fedavg_file
 from ucadi.ops.pki import create_ca, issue_certificate
@@ -277,7 +277,7 @@ class LocalFederation:
         sum (the terms any site fetches with GetUnmasking; none in the shared-key mode)."""
         assert self.secret is not None, "create_key() first"
         params = self.secret.params
-        terms: list[tuple[bytes, int]] = []
+        unmask = None
         if self.plan.pairwise_masks and self.plan.encryption:
             channel = secure_channel(self.processes["aggregator"].target,
                                      self.tls(self.plan.sites[0]))
@@ -286,13 +286,9 @@ class LocalFederation:
                     federation_pb2.GetUnmaskingRequest(round=version), timeout=30)
             finally:
                 channel.close()
-            terms = [(bytes(t.seed), int(t.sign)) for t in reply.terms]
-
-        def unmask(batch: np.ndarray, first: int) -> None:
-            unmask_sum(batch, terms, params, first)
+            unmask = unmasker([(bytes(t.seed), int(t.sign)) for t in reply.terms], params)
         return decrypt_fedavg_file(self.secret, self.stored_global(version),
-                                   FixedPointCodec.for_parameters(params),
-                                   unmask=unmask if terms else None)
+                                   FixedPointCodec.for_parameters(params), unmask=unmask)
 
     def status(self, request: Any = None) -> Any:
         """The aggregator's FederationStatus, as the operator sees it (or as `request`, a

@@ -42,7 +42,7 @@ open, which the recipient checks before it masks anything (`SitePairing.open_all
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -80,7 +80,7 @@ __all__ = [
     "SitePairing", "RecoveredSecrets", "UnmaskingAnswer", "answer_unmasking", "apply_mask_terms",
     "default_threshold", "expand_mask", "generate_round_keys", "key_set_digest", "mask_bits",
     "mask_sign", "open_share_pair", "pairwise_seed", "recover_round_secrets", "seal_share_pair",
-    "unmask_sum", "unmasking_terms",
+    "unmask_sum", "unmasker", "unmasking_terms",
 ]
 
 PAIR_DOMAIN = b"ucadi/lwe/pairwise-mask/v1"
@@ -344,3 +344,12 @@ def unmask_sum(body: np.ndarray, terms: Iterable[tuple[bytes, int]], params: Lwe
                start: int = 0) -> None:
     """Subtract the leftover masks from a summed body (uint64 mod q) in place."""
     apply_mask_terms(body, start, ((seed, -sign) for seed, sign in terms), params)
+
+
+def unmasker(terms: Iterable[tuple[bytes, int]], params: LweParameters
+             ) -> Callable[[np.ndarray, int], None]:
+    """`unmask_sum` over body batches (the decryption's `unmask` callback): removes the masks
+    left in a sealed sum (GetUnmasking's terms) from a batch that starts at coefficient
+    `first`."""
+    terms = list(terms)
+    return lambda batch, first: unmask_sum(batch, terms, params, first)
