@@ -9,6 +9,9 @@
   issue 17's goal checked seed by seed (`ucadi experiment goal --seeds ...` on seeds anyone
   picks), at a chosen operating point (`--operating-point`); `--rescore` recomputes a finished
   run's report at another operating point from the per-CT scores its JSON keeps.
+- `goal-evidence`: every finished goal run's seeds together, without training: how often each
+  part of the goal holds, how the federated minus pooled AUC spreads over seeds and how much
+  of it the test set explains, and the federation's curves over rounds seed by seed.
 
 Each arm runs on every seed's own synthetic cohort (cohort, initial weights and the sites'
 randomness all follow the seed); federated arms run encrypted through the real services by
@@ -166,6 +169,18 @@ def goal(args: argparse.Namespace) -> int:
     return run_experiment(args, "goal", arms)
 
 
+def goal_evidence(args: argparse.Namespace) -> int:
+    """Issue 17's goal over every finished goal run (no training)."""
+    from ucadi.experiments.evidence import EvidenceError, write_evidence
+
+    try:
+        files = write_evidence(Path(args.out), args.goal_runs, args.beyond)
+    except EvidenceError as error:
+        raise SystemExit(str(error)) from None
+    print(f"wrote {', '.join(str(f) for f in files)}")
+    return 0
+
+
 def rescore_goal(args: argparse.Namespace) -> int:
     """The goal report of finished goal runs (one or more goal.json, e.g. one per seed) at
     another operating point, from their saved per-CT scores: nothing is retrained."""
@@ -267,6 +282,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                              "e.g. one per seed) at --operating-point from their saved "
                              "per-CT scores, without training; writes to --out")
     target.set_defaults(func=goal)
+    evidence = studies.add_parser(
+        "goal-evidence", help="every finished goal run's seeds together: pass rates, the "
+                              "AUC difference's spread, curves over rounds (no training)")
+    evidence.add_argument("goal_runs", nargs="+", type=Path, metavar="GOAL_JSON",
+                          help="goal.json files of `ucadi experiment goal` (one rule)")
+    evidence.add_argument("--beyond", nargs="+", type=Path, default=[], metavar="JSON",
+                          help="experiment JSONs with federated or pooled runs outside the "
+                               "goal's budgets on the same seeds (e.g. `optimizers --budget "
+                               "48`)")
+    evidence.add_argument("--out", default="reports/experiments/goal-evidence",
+                          help="where evidence.md, .png and .json go (default %(default)s)")
+    evidence.set_defaults(func=goal_evidence)
     opt = studies.add_parser("optimizers", help="FedAvg, FedAvgM, FedAdam, FedProx, FedBN")
     _common(opt, "optimizers")
     opt.add_argument("--arms", nargs="+", default=["fedavg", "fedavgm", "fedadam", "fedprox",
