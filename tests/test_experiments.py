@@ -32,6 +32,18 @@ def test_the_medium_cohort_has_over_150_pooled_test_cts() -> None:
     assert {p.binary_label for p in pooled_test} == {0, 1}
 
 
+def test_small_eval4x_trains_on_smalls_counts_and_evaluates_on_four_times_as_many() -> None:
+    def counts(preset: str) -> dict[str, int]:
+        plans = plan_cohort(preset, seed=0)
+        return {split: sum(p.split == split for p in plans)
+                for split in ("train", "val", "test", "holdout")}
+
+    small, wide = counts("small"), counts("small-eval4x")
+    assert wide["train"] == small["train"] == 4 * 32
+    assert (wide["val"], wide["test"], wide["holdout"]) == (4 * small["val"], 4 * small["test"],
+                                                            4 * small["holdout"]) == (160, 240, 120)
+
+
 def test_optimizer_study_runs_from_the_command_line(tmp_path: Path, tiny_cohort: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     cohorts = tmp_path / "work" / "cohorts"

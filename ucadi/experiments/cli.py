@@ -223,7 +223,8 @@ def _optimizer(args: argparse.Namespace) -> dict[str, object]:
 
 def _common(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--cohort", default="small",
-                        help="synthetic cohort preset: tiny, small (demo), medium, paper "
+                        help="synthetic cohort preset: tiny, small (demo), medium, "
+                             "small-eval4x (small's training, 4x its evaluation sets), paper "
                              "(default %(default)s)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                         help="seeds: cohort, initial weights and the sites' randomness "

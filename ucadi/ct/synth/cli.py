@@ -20,6 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "manifest.csv. Deterministic by seed.")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny",
                         help="cohort size: tiny (unit tests), small (demo), medium (experiments), "
+                             "small-eval4x (small's training, 4x its evaluation sets), "
                              "paper (papers' counts)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
