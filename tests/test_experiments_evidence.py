@@ -89,6 +89,7 @@ def test_each_seeds_parts_pass_rates_and_the_three_seed_chance(goal_runs: list[P
     diffs = [0.02, -0.05, 0.01, 0.02]
     assert summary["difference"]["values"] == pytest.approx(diffs)
     mean, sd = float(np.mean(diffs)), float(np.std(diffs, ddof=1))
+    assert summary["auc_sd"]["pooled"] == pytest.approx(np.std([0.88, 0.85, 0.89, 0.84], ddof=1))
     assert summary["part1_chance_now"] == pytest.approx(norm.cdf((mean + 0.02) / sd))
     # Part 1 alone on 3 seeds 9 times in 10 needs each seed at 0.9^(1/3).
     assert summary["sd_needed"] == pytest.approx((mean + 0.02) / norm.ppf(0.9 ** (1 / 3)))

@@ -209,7 +209,9 @@ def cohort_summary(goals: Sequence[SeedGoal]) -> dict[str, Any]:
     test_var = float(np.mean(np.square(ses))) if ses else math.nan
     train_sd = (math.sqrt(max(sd ** 2 - test_var, 0.0))
                 if not (math.isnan(sd) or math.isnan(test_var)) else math.nan)
-    return {"seeds": [g.seed for g in goals], "rates": rates,
+    spread = {name: mean_interval([getattr(g, key) for g in goals])[1]
+              for name, key in (("federated", "fed_auc"), ("pooled", "central_auc"))}
+    return {"seeds": [g.seed for g in goals], "rates": rates, "auc_sd": spread,
             "difference": {"mean": mean, "sd": sd, "ci95": ci, "values": diffs},
             "test_se": math.sqrt(test_var) if ses else math.nan, "test_se_seeds": len(ses),
             "training_sd": train_sd,
@@ -267,7 +269,9 @@ def markdown(goals: Sequence[SeedGoal], beyond: Sequence[BeyondRun],
         spread = "" if math.isnan(d["ci95"]) else (f" (95 % t-interval {d['mean'] - d['ci95']:+.3f}"
                                                     f" to {d['mean'] + d['ci95']:+.3f})")
         lines += ["", f"- Federated minus pooled AUC over seeds: mean {d['mean']:+.3f}{spread}, "
-                  f"standard deviation {d['sd']:.3f}."]
+                  f"standard deviation {d['sd']:.3f}; each model's own AUC over seeds: "
+                  f"standard deviation {s['auc_sd']['federated']:.3f} (federated), "
+                  f"{s['auc_sd']['pooled']:.3f} (pooled)."]
         if s["test_se_seeds"]:
             lines.append(
                 f"- The test set's share (paired DeLong SE, root mean square over the "
