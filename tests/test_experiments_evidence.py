@@ -140,6 +140,7 @@ def test_the_command_writes_the_report_and_runs_beyond_the_budget(
     assert "| all three | 1 / 4 | 0.25 (0.01-0.81) | 0.02 (0.00-0.52) |" in text
     assert "| small | 1 | fedbn (federated) | 48 | 0.910 | 0.850 (12) | +0.060 | 0.900 |" in text
     assert "| small | 1 | centralised (centralised) | 24 | 0.870 | 0.850 (12) | +0.020 |" in text
+    assert "(fewer than 3 seeds with scores: a rough split)" in text
     assert (out / "evidence.png").stat().st_size > 10_000
     saved = json.loads((out / "evidence.json").read_text())
     assert saved["cohorts"]["small"]["rates"]["all three"]["met"] == 1

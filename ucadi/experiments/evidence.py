@@ -40,6 +40,8 @@ POOLED_SET = "pooled test"
 PARTS = ("AUC >= pooled - 0.02", "AUC > every local model", "hold-out >= pooled - 0.05")
 # A check on 3 seeds passes with probability p^3 when each seed passes with probability p.
 CHECK_SEEDS = 3
+# Fewer seeds with saved scores than this make the test / training split of the spread rough.
+ROUGH_BELOW = 3
 
 
 class EvidenceError(UcadiError):
@@ -277,7 +279,9 @@ def markdown(goals: Sequence[SeedGoal], beyond: Sequence[BeyondRun],
                 f"- The test set's share (paired DeLong SE, root mean square over the "
                 f"{s['test_se_seeds']} seed(s) with saved scores): {s['test_se']:.3f}; what is "
                 f"left for training (cohort, initial weights, sampling): "
-                f"{s['training_sd']:.3f}.")
+                f"{s['training_sd']:.3f}"
+                + (" (fewer than 3 seeds with scores: a rough split)."
+                   if s["test_se_seeds"] < ROUGH_BELOW else "."))
             lines.append(
                 f"- Normal model of the difference: part 1 holds on a seed with probability "
                 f"{s['part1_chance_now']:.2f} now, {s['part1_chance_unlimited_test']:.2f} with "
