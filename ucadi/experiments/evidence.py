@@ -34,6 +34,7 @@ from scipy.stats import beta, norm
 from ucadi.errors import UcadiError
 from ucadi.experiments.arms import CENTRALISED, FEDERATED, GOAL_FEDERATED, LOCAL_ONLY
 from ucadi.experiments.report import AUC_MARGIN, HOLDOUT_MARGIN, mean_interval
+from ucadi.experiments.rescore import read_experiment
 from ucadi.learn.stats import delong
 
 POOLED_SET = "pooled test"
@@ -119,23 +120,13 @@ def _curve(run: dict[str, Any]) -> list[tuple[float, float]]:
     return [(p["round"] * epochs / len(points), p["pooled_auc_1_sampling"]) for p in points]
 
 
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(Path(path).read_text())
-        data["settings"], data["runs"]
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise EvidenceError(f"{path} is not an experiment's JSON (settings and runs): "
-                            f"{error}") from None
-    return data
-
-
 def load_goals(paths: Sequence[Path]) -> list[SeedGoal]:
     """Every seed of the goal runs in `paths` (one goal.json may hold several seeds). All must
     choose thresholds by one rule, and no (cohort, seed) may appear twice."""
     goals: list[SeedGoal] = []
     rules: dict[str, str] = {}
     for path in paths:
-        data = _read(path)
+        data = read_experiment(path, EvidenceError)
         settings = data["settings"]
         if settings.get("study") != "goal":
             raise EvidenceError(f"{path} is a '{settings.get('study')}' experiment, not a goal "
@@ -178,7 +169,7 @@ def load_beyond(paths: Sequence[Path], goals: Sequence[SeedGoal]) -> list[Beyond
     seeds = {(g.cohort, g.seed) for g in goals}
     runs = []
     for path in paths:
-        data = _read(path)
+        data = read_experiment(path, EvidenceError)
         cohort = data["settings"].get("cohort", "small")
         for run in data["runs"]:
             if (cohort, run["seed"]) not in seeds:

@@ -71,18 +71,25 @@ def _scores(result: ArmResult, key: str) -> Any:
     return result.extra[key]
 
 
+def read_experiment(path: Path, error: type[UcadiError] = RescoreError) -> dict[str, Any]:
+    """An experiment's JSON (its settings and runs); `error` names a file that is not one."""
+    try:
+        data = json.loads(Path(path).read_text())
+        data["settings"], data["runs"]
+    except (OSError, ValueError, KeyError, TypeError) as problem:
+        raise error(f"{path} is not an experiment's JSON (settings and runs): "
+                    f"{problem}") from None
+    return data
+
+
 def load_runs(paths: Sequence[Path]) -> tuple[dict[str, Any], list[ArmResult]]:
     """The settings and runs of one or more experiment JSONs (e.g. one per seed), as one
     experiment: their settings must agree (SAME_SETTINGS) and no (arm, seed) may repeat."""
     settings: dict[str, Any] = {}
     results: list[ArmResult] = []
     for path in paths:
-        try:
-            data = json.loads(Path(path).read_text())
-            these, runs = data["settings"], data["runs"]
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise RescoreError(f"{path} is not an experiment's JSON (settings and runs): "
-                               f"{error}") from None
+        data = read_experiment(path)
+        these, runs = data["settings"], data["runs"]
         if settings:
             differ = [k for k in SAME_SETTINGS if these.get(k) != settings.get(k)]
             if differ:
