@@ -30,14 +30,14 @@ def metrics(auc: float, holdout: float, best_local: float | None = None) -> dict
 
 def seed_runs(seed: int, fed: tuple[float, float], central: tuple[float, float],
               best_local: float, curve: bool = False,
-              scores: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    points = [{"round": r, "pooled_auc_1_sampling": 0.5 + r / 60} for r in range(1, 25)]
-    extra = {"epochs": 24, **({"scores": scores["fed"]} if scores else {})}
-    central_extra = {"epochs": 12, **({"scores": scores["central"]} if scores else {})}
+              scores: dict[str, Any] | None = None, budget: int = 24) -> list[dict[str, Any]]:
+    points = [{"round": r, "pooled_auc_1_sampling": 0.5 + r / 60} for r in range(1, budget + 1)]
+    extra = {"epochs": budget, **({"scores": scores["fed"]} if scores else {})}
+    central_extra = {"epochs": budget // 2, **({"scores": scores["central"]} if scores else {})}
     return [{"arm": "federated (demo)", "seed": seed, "metrics": metrics(*fed),
              "curve": points if curve else [], "extra": extra},
             {"arm": "local-only", "seed": seed, "metrics": metrics(0.6, 0.5, best_local),
-             "curve": [], "extra": {"epochs": 24}},
+             "curve": [], "extra": {"epochs": budget}},
             {"arm": "centralised", "seed": seed, "metrics": metrics(*central), "curve": [],
              "extra": central_extra}]
 
@@ -135,16 +135,36 @@ def test_the_command_writes_the_report_and_runs_beyond_the_budget(
     assert main(["experiment", "goal-evidence", *map(str, goal_runs), "--beyond", str(beyond),
                  "--out", str(out)]) == 0
     text = (out / "evidence.md").read_text()
-    assert "| small | 1 | 0.800 | 0.850 (-0.050) | 0.600 | 0.800 / 0.700 | **not met** | met " \
-           "| met |" in text
+    assert "| small | 1 | 24 / 12 | 0.800 | 0.850 (-0.050) | 0.600 | 0.800 / 0.700 | " \
+           "**not met** | met | met |" in text
     assert "| all three | 1 / 4 | 0.25 (0.01-0.81) | 0.02 (0.00-0.52) |" in text
     assert "| small | 1 | fedbn (federated) | 48 | 0.910 | 0.850 (12) | +0.060 | 0.900 |" in text
     assert "| small | 1 | centralised (centralised) | 24 | 0.870 | 0.850 (12) | +0.020 |" in text
     assert "(fewer than 3 seeds with scores: a rough split)" in text
     assert (out / "evidence.png").stat().st_size > 10_000
     saved = json.loads((out / "evidence.json").read_text())
-    assert saved["cohorts"]["small"]["rates"]["all three"]["met"] == 1
+    assert [(g["cohort"], g["fed_epochs"], g["central_epochs"], g["rates"]["all three"]["met"])
+            for g in saved["groups"]] == [("small", 24, 12, 1)]
     assert [s["seed"] for s in saved["seeds"]] == [0, 1, 2, 3]
+
+
+def test_seeds_at_other_budgets_are_summarised_apart(tmp_path: Path,
+                                                     goal_runs: list[Path]) -> None:
+    doubled = write(tmp_path / "b48" / "goal.json",
+                    seed_runs(8, (0.95, 0.9), (0.90, 0.9), 0.8, budget=48)
+                    + seed_runs(9, (0.94, 0.9), (0.93, 0.9), 0.8, budget=48), budget=48)
+    out = tmp_path / "evidence"
+    assert main(["experiment", "goal-evidence", *map(str, goal_runs), str(doubled),
+                 "--out", str(out)]) == 0
+    groups = json.loads((out / "evidence.json").read_text())["groups"]
+    assert [(g["fed_epochs"], g["central_epochs"], g["seeds"]) for g in groups] == [
+        (24, 12, [0, 1, 2, 3]), (48, 24, [8, 9])]
+    assert groups[1]["difference"]["values"] == pytest.approx([0.05, 0.01])
+    assert groups[1]["rates"]["all three"]["met"] == 2
+    text = (out / "evidence.md").read_text()
+    assert "## Cohort `small`, federation 24 / pooled model 12 epochs: 4 seeds" in text
+    assert "## Cohort `small`, federation 48 / pooled model 24 epochs: 2 seeds" in text
+    assert "| small | 8 | 48 / 24 | 0.950 |" in text
 
 
 def test_runs_that_do_not_belong_together_are_refused_by_name(

@@ -6,7 +6,8 @@ sensitivity >= the pooled model's - 0.05. Single goal runs answer "met or not" f
 this report answers the questions behind them, from the goal runs' JSONs (no training):
 
 - how often each part holds per seed (with a Clopper-Pearson interval), and so how likely a
-  check on 3 seeds nobody chose is to pass;
+  check on 3 seeds nobody chose is to pass; seeds are summarised together only when they share
+  the cohort and both budgets (the federation's and the pooled model's epochs);
 - how the federated minus pooled AUC difference spreads over seeds, and how much of that
   spread the test set's size explains: where both models' per-CT scores were saved, the paired
   DeLong variance of the difference is the test set's share, the rest is training (cohort,
@@ -66,6 +67,11 @@ class SeedGoal:
     curve: list[tuple[float, float]] = field(default_factory=list)
     paired_se: float = math.nan  # DeLong SE of fed - central AUC on the pooled test set
     source: str = ""
+
+    @property
+    def budgets(self) -> tuple[str, int, int]:
+        """The cohort and both budgets: seeds are summarised together only when these agree."""
+        return self.cohort, self.fed_epochs, self.central_epochs
 
     @property
     def difference(self) -> float:
@@ -161,7 +167,7 @@ def load_goals(paths: Sequence[Path]) -> list[SeedGoal]:
             goals.append(goal)
     if not goals:
         raise EvidenceError("no goal runs given")
-    return sorted(goals, key=lambda g: (g.cohort, g.seed))
+    return sorted(goals, key=lambda g: (*g.budgets, g.seed))
 
 
 def load_beyond(paths: Sequence[Path], goals: Sequence[SeedGoal]) -> list[BeyondRun]:
@@ -187,7 +193,7 @@ def load_beyond(paths: Sequence[Path], goals: Sequence[SeedGoal]) -> list[Beyond
 
 def cohort_summary(goals: Sequence[SeedGoal]) -> dict[str, Any]:
     """Pass rates, the 3-seed check's chance, and the AUC difference's spread split into the
-    test set's share and training's (one cohort's seeds)."""
+    test set's share and training's (the seeds of one cohort at one pair of budgets)."""
     n = len(goals)
     rates = {}
     for i, part in enumerate((*PARTS, "all three")):
@@ -204,7 +210,9 @@ def cohort_summary(goals: Sequence[SeedGoal]) -> dict[str, Any]:
                 if not (math.isnan(sd) or math.isnan(test_var)) else math.nan)
     spread = {name: mean_interval([getattr(g, key) for g in goals])[1]
               for name, key in (("federated", "fed_auc"), ("pooled", "central_auc"))}
-    return {"seeds": [g.seed for g in goals], "rates": rates, "auc_sd": spread,
+    cohort, fed_epochs, central_epochs = goals[0].budgets
+    return {"cohort": cohort, "fed_epochs": fed_epochs, "central_epochs": central_epochs,
+            "seeds": [g.seed for g in goals], "rates": rates, "auc_sd": spread,
             "difference": {"mean": mean, "sd": sd, "ci95": ci, "values": diffs},
             "test_se": math.sqrt(test_var) if ses else math.nan, "test_se_seeds": len(ses),
             "training_sd": train_sd,
@@ -231,7 +239,7 @@ def _sd_needed(mean: float, target: float = 0.9) -> float:
 
 
 def markdown(goals: Sequence[SeedGoal], beyond: Sequence[BeyondRun],
-             summaries: dict[str, dict[str, Any]], sources: Sequence[str]) -> str:
+             summaries: Sequence[dict[str, Any]], sources: Sequence[str]) -> str:
     """The report."""
     def met(ok: bool) -> str:
         return "met" if ok else "**not met**"
@@ -241,18 +249,21 @@ def markdown(goals: Sequence[SeedGoal], beyond: Sequence[BeyondRun],
              "`ucadi experiment goal-evidence`). Per seed: pooled-test AUC of the federated, "
              "pooled (centralised) and best hospital's own model, hold-out sensitivity of the "
              "federated and pooled models, and the goal's parts.", "",
-             "| cohort | seed | federated AUC | pooled AUC (fed - pooled, DeLong SE) | best local "
-             "AUC | hold-out fed / pooled | AUC part | local part | hold-out part |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| cohort | seed | epochs fed / pooled | federated AUC | pooled AUC (fed - pooled, "
+             "DeLong SE) | best local AUC | hold-out fed / pooled | AUC part | local part | "
+             "hold-out part |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for g in goals:
         se = "" if math.isnan(g.paired_se) else f", SE {g.paired_se:.3f}"
         p = g.parts
-        lines.append(f"| {g.cohort} | {g.seed} | {g.fed_auc:.3f} | {g.central_auc:.3f} "
+        lines.append(f"| {g.cohort} | {g.seed} | {g.fed_epochs} / {g.central_epochs} | "
+                     f"{g.fed_auc:.3f} | {g.central_auc:.3f} "
                      f"({g.difference:+.3f}{se}) | {g.best_local_auc:.3f} | {g.fed_holdout:.3f}"
                      f" / {g.central_holdout:.3f} | {met(p[0])} | {met(p[1])} | {met(p[2])} |")
-    for cohort, s in summaries.items():
+    for s in summaries:
         d = s["difference"]
-        lines += ["", f"## Cohort `{cohort}`: {len(s['seeds'])} seeds", "",
+        lines += ["", f"## Cohort `{s['cohort']}`, federation {s['fed_epochs']} / pooled model "
+                  f"{s['central_epochs']} epochs: {len(s['seeds'])} seeds", "",
                   "| part | seeds met | rate (95 % Clopper-Pearson) | chance a 3-seed check "
                   "passes |", "|---|---|---|---|"]
         for part, r in s["rates"].items():
@@ -349,15 +360,15 @@ def write_evidence(out: Path, goal_paths: Sequence[Path],
     """evidence.md, evidence.png and evidence.json under `out`."""
     goals = load_goals(goal_paths)
     beyond = load_beyond(beyond_paths, goals)
-    summaries = {cohort: cohort_summary([g for g in goals if g.cohort == cohort])
-                 for cohort in dict.fromkeys(g.cohort for g in goals)}
+    summaries = [cohort_summary([g for g in goals if g.budgets == group])
+                 for group in dict.fromkeys(g.budgets for g in goals)]
     out.mkdir(parents=True, exist_ok=True)
     files = [out / "evidence.md", out / "evidence.png", out / "evidence.json"]
     sources = [str(p) for p in [*goal_paths, *beyond_paths]]
     files[0].write_text(markdown(goals, beyond, summaries, sources))
     plot(files[1], goals, beyond)
     files[2].write_text(json.dumps({
-        "sources": sources, "cohorts": summaries,
+        "sources": sources, "groups": summaries,
         "seeds": [{**{k: v for k, v in vars(g).items() if k != "curve"}, "parts": g.parts}
                   for g in goals],
         "beyond": [{k: v for k, v in vars(b).items() if k != "curve"} for b in beyond]},
