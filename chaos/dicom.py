@@ -35,6 +35,7 @@ from ucadi.learn.data import StudyDataset
 from ucadi.model import ModelCard, build_model, save_checkpoint
 from ucadi.ops.pki import create_ca, issue_certificate
 from ucadi.ops.tls import TLSFiles, secure_channel
+from ucadi.threads import set_compute_threads
 
 PART = "dicom"
 FULL_SERIES = 500
@@ -217,7 +218,7 @@ def run(quick: bool, seed: int = 0, work_dir: Path | None = None) -> list[Check]
     inspect, training, diagnosing = checks
     series = QUICK_SERIES if quick else FULL_SERIES
     rng = np.random.default_rng(seed)
-    torch.set_num_threads(1)
+    set_compute_threads(1)
     with tempfile.TemporaryDirectory(prefix="ucadi-chaos-dicom-", dir=work_dir) as scratch:
         root = Path(scratch)
         bases = base_series(root / "base")

@@ -25,6 +25,7 @@ from ucadi.ops.pki_cli import ENDPOINTS_FILE
 from ucadi.ops.serving import grpc_errors, serve, set_on_stop_signal
 from ucadi.ops.tls import PermissionDeniedError, TLSFiles, identity_from_pem, peer_identity
 from ucadi.ops.tracing import setup_tracing
+from ucadi.threads import set_compute_threads
 from ucadi.v1 import trainer_pb2, trainer_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ DEFAULTS: dict[str, Any] = {
         "work_dir": "var/site/work",
         # cpu, cuda, cuda:0 ... ("auto" picks CUDA when present).
         "device": "auto",
-        # torch intra-op threads; 0 = torch's default.
+        # torch intra-op and numpy BLAS threads (ucadi.threads); 0 = their defaults.
         "threads": 0,
         "seed": 0,
         # Share aggregate validation metrics (AUC, sensitivity, specificity) with the aggregator.
@@ -117,7 +118,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-dir", help="folder where global versions are published")
     parser.add_argument("--work-dir", help="folder for keys and transfers")
     parser.add_argument("--device", help="cpu | cuda | auto")
-    parser.add_argument("--threads", type=int, help="torch threads (0 = default)")
+    parser.add_argument("--threads", type=int,
+                        help="torch and numpy BLAS threads (0 = their defaults)")
     parser.add_argument("--seed", type=int, help="seed of the site's sampling, shuffling and "
                                                  "DropBlock masks (default 0)")
     parser.add_argument("--tls-dir", help="the site's startup kit (ca.crt, tls.crt, tls.key)")
@@ -223,7 +225,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s trainer[{site}] %(message)s")
     name_service(f"trainer[{site}]")  # under `ucadi serve`, whose handler basicConfig keeps
     if int(site_cfg["threads"]) > 0:
-        torch.set_num_threads(int(site_cfg["threads"]))
+        set_compute_threads(int(site_cfg["threads"]))
     setup_tracing(f"ucadi-trainer-{site}")
     device = resolve_device(site_cfg["device"])
     status = AgentStatus()

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ucadi.errors import CommandError
+from ucadi.threads import set_compute_threads
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,14 +48,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    import torch
-
     from ucadi.augment.presets import get_preset
     from ucadi.augment.workflow import FIGURE_NAME, train_site_translator
     from ucadi.learn.cohort import load_records
 
     if args.threads:
-        torch.set_num_threads(args.threads)
+        set_compute_threads(args.threads)
     preset = get_preset(args.preset)
     records = load_records(args.data)
     site = _one_site(records, args.site)

@@ -38,6 +38,7 @@ from ucadi.learn.evaluate import (
 )
 from ucadi.learn.recipe import task_class_names
 from ucadi.learn.stats import roc_points
+from ucadi.threads import set_compute_threads
 
 POOLED = "pooled test"
 # SPEC §3: weight decay 1e-4 centralised, 5e-4 for federated clients (and local-only sites).
@@ -224,7 +225,7 @@ def _train_and_score(job: BaselineJob, setup: ScoringSetup
     services train) from the federation's initial weights, then score it."""
     from ucadi.model.layout import initial_model
 
-    torch.set_num_threads(1)
+    set_compute_threads(1)
     model = initial_model(setup.arch, setup.preset, setup.num_classes, setup.init_seed)
     train_baseline(model, job.records, setup.config, job.recipe, job.epochs, setup.seed)
     scores = score_model(model, job.val_records, setup.test_sets, setup.config,
@@ -237,7 +238,7 @@ def _score_state(state: dict[str, torch.Tensor], val_records: tuple[Any, ...],
     """Worker process: score a trained model given as its state dict."""
     from ucadi.model.layout import initial_model
 
-    torch.set_num_threads(1)
+    set_compute_threads(1)
     model = initial_model(setup.arch, setup.preset, setup.num_classes, setup.init_seed)
     model.load_state_dict(state)
     return score_model(model, val_records, setup.test_sets, setup.config,

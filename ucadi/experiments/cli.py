@@ -41,6 +41,7 @@ from ucadi.experiments.simulate import FederationSetup
 from ucadi.learn.evaluate import YOUDEN, OperatingPoint
 from ucadi.learn.server_opt import FederatedOptimization
 from ucadi.learn.stats import StatisticsError
+from ucadi.threads import set_compute_threads
 
 TRAINING_SITES = ("main-campus", "optical-valley", "sino-french", "nccid-uk")
 
@@ -78,9 +79,7 @@ def cohort_for(preset: str, seed: int, root: Path) -> Path:
 def run_experiment(args: argparse.Namespace, name: str, arms: list[tuple[Arm, int]]) -> int:
     """Every (arm, budget) on every seed, then the report. Each finished run is appended to
     `name`.partial.jsonl at once; `--resume` keeps those and runs only the missing ones."""
-    import torch
-
-    torch.set_num_threads(args.threads)  # as each trainer service runs: no oversubscription
+    set_compute_threads(args.threads)  # as each trainer service runs: no oversubscription
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     partial = out / f"{name}.partial.jsonl"

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ucadi.experiments.report import mean_interval
+from ucadi.threads import set_compute_threads
 
 ARMS = ("local", "local + CycleGAN", "federated", "federated + CycleGAN")
 NONCONTRAST_TEST = "non-contrast test"
@@ -164,8 +165,6 @@ def _pair(runs: list[dict[str, Any]]) -> None:
 
 def contrast_augment(args: argparse.Namespace) -> int:
     """Run every seed's arms (resumable per arm), then write the report."""
-    import torch
-
     if not args.plaintext_simulation:
         raise SystemExit("contrast-augment runs its federated arms in the plaintext simulation "
                          "only (the same FedAvg as the services, tested); pass "
@@ -173,7 +172,7 @@ def contrast_augment(args: argparse.Namespace) -> int:
     unknown = sorted(set(args.arms) - set(ARMS))
     if unknown:
         raise SystemExit(f"unknown arms {unknown}; choose from {list(ARMS)}")
-    torch.set_num_threads(args.threads)
+    set_compute_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     partial = out / f"{REPORT_NAME}.partial.jsonl"

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from ucadi.ct import PreprocessConfig
 from ucadi.ct.synth import read_manifest
@@ -23,6 +22,7 @@ from ucadi.lwe.codec import FixedPointCodec, plaintext_fedavg, site_weight
 from ucadi.lwe.params import DEFAULT_PARAMETER_SET, get_parameters
 from ucadi.model import get_preset
 from ucadi.model.layout import initial_model
+from ucadi.threads import set_compute_threads
 
 
 @dataclass(frozen=True)
@@ -102,12 +102,11 @@ def simulate(setup: FederationSetup, *,
              on_round: Callable[[int, SimulationResult], dict[str, float] | None] | None = None,
              threads: int = 1) -> SimulationResult:
     """Run every round in-process; `on_round(r, result)` may return curve metrics."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    restore = set_compute_threads(threads)
     try:
         return _rounds(setup, on_round)
     finally:
-        torch.set_num_threads(previous)
+        restore()
 
 
 def _rounds(setup: FederationSetup,

@@ -8,6 +8,7 @@ from typing import Any
 
 from ucadi.errors import CommandError
 from ucadi.learn.recipe import TASKS
+from ucadi.threads import set_compute_threads
 
 ARCH_CHOICES = ("densenet3d", "resnet3d18", "resnet3d50", "xception3d")
 PRESET_CHOICES = ("cpu-small", "cpu-medium", "paper")
@@ -82,15 +83,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    import torch
-
     from ucadi.learn.cohort import load_records, select, training_sites
     from ucadi.learn.recipe import TrainingRecipe
     from ucadi.learn.session import completed_epochs
     from ucadi.learn.workflow import cross_validate, resolve_device, train_model
 
     if args.threads:
-        torch.set_num_threads(args.threads)
+        set_compute_threads(args.threads)
     warmup = (round(WARMUP_FRACTION * args.epochs) if args.warmup_epochs is None
               else args.warmup_epochs)
     recipe = TrainingRecipe(lr=args.lr, weight_decay=args.weight_decay,
